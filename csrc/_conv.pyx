@@ -1,0 +1,239 @@
+# cython: language_level=3
+"""Convolution kernels: conv2d forward/backward and the NumPy book's im2col/col2im.
+
+Contract (see fastcnn/functional.py, the only caller): arrays are C-contiguous and of one
+floating dtype, shapes are consistent, outputs and workspaces are preallocated, and n_threads
+>= 1. Nothing here validates. Every parallel loop runs over images (or fixed chunks of
+images), so each output element is computed by the same instructions in the same order
+whatever the thread count: results are bit-identical for any n_threads.
+
+Names: N images, C input channels, H x W input, K filters of FH x FW, stride SH x SW,
+padding PH x PW, OH x OW output; Q = C*FH*FW rows of an image's column matrix, P = OH*OW.
+"""
+
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.string cimport memset
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+
+cdef inline void gemm(char transa, char transb, int m, int n, int k,
+                      floating alpha, floating *a, int lda, floating *b, int ldb,
+                      floating beta, floating *c, int ldc) noexcept nogil:
+    """C := alpha * op(A).op(B) + beta * C  (column-major BLAS; called on one thread).
+
+    A and B are only read; they are not const here because BLAS's prototypes are not.
+    """
+    if floating is float:
+        sgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
+    else:
+        dgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
+
+
+cdef inline Py_ssize_t first_valid(Py_ssize_t offset, Py_ssize_t stride) noexcept nogil:
+    """Smallest o >= 0 with o*stride + offset >= 0."""
+    if offset >= 0:
+        return 0
+    return (-offset + stride - 1) // stride
+
+
+cdef inline Py_ssize_t end_valid(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size,
+                                 Py_ssize_t count) noexcept nogil:
+    """One past the largest o < count with o*stride + offset < size."""
+    cdef Py_ssize_t end
+    if size - offset <= 0:
+        return 0
+    end = (size - offset + stride - 1) // stride
+    return end if end < count else count
+
+
+cdef void im2col_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                       Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
+                       Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
+                       floating *col) noexcept nogil:
+    """col[(c*FH + i)*FW + j, oh*OW + ow] := x[c, oh*SH + i - PH, ow*SW + j - PW]  (0 off x)"""
+    cdef Py_ssize_t c, i, j, oh, ow, h, ow_lo, ow_hi
+    cdef floating *row
+    cdef const floating *src
+    for c in range(C):
+        for i in range(FH):
+            for j in range(FW):
+                row = col + ((c * FH + i) * FW + j) * OH * OW
+                ow_lo = first_valid(j - PW, SW)
+                ow_hi = end_valid(j - PW, SW, W, OW)
+                for oh in range(OH):
+                    h = oh * SH + i - PH
+                    if h < 0 or h >= H or ow_lo >= ow_hi:
+                        memset(row + oh * OW, 0, OW * sizeof(floating))
+                        continue
+                    src = x + (c * H + h) * W + (j - PW)
+                    for ow in range(ow_lo):
+                        row[oh * OW + ow] = 0
+                    for ow in range(ow_lo, ow_hi):
+                        row[oh * OW + ow] = src[ow * SW]
+                    for ow in range(ow_hi, OW):
+                        row[oh * OW + ow] = 0
+
+
+cdef void col2im_image(const floating *col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                       Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
+                       Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
+                       floating *x) noexcept nogil:
+    """x := 0; x[c, oh*SH + i - PH, ow*SW + j - PW] += col[(c*FH + i)*FW + j, oh*OW + ow]"""
+    cdef Py_ssize_t c, i, j, oh, ow, h, ow_lo, ow_hi
+    cdef const floating *row
+    cdef floating *dst
+    memset(x, 0, C * H * W * sizeof(floating))
+    for c in range(C):
+        for i in range(FH):
+            for j in range(FW):
+                row = col + ((c * FH + i) * FW + j) * OH * OW
+                ow_lo = first_valid(j - PW, SW)
+                ow_hi = end_valid(j - PW, SW, W, OW)
+                for oh in range(OH):
+                    h = oh * SH + i - PH
+                    if h < 0 or h >= H:
+                        continue
+                    dst = x + (c * H + h) * W + (j - PW)
+                    for ow in range(ow_lo, ow_hi):
+                        dst[ow * SW] += row[oh * OW + ow]
+
+
+cdef inline void add_bias(floating *out, const floating *bias, Py_ssize_t K,
+                          Py_ssize_t P) noexcept nogil:
+    """out[k, p] += bias[k]"""
+    cdef Py_ssize_t k, p
+    for k in range(K):
+        for p in range(P):
+            out[k * P + p] += bias[k]
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                   const floating[::1] bias, int SH, int SW, int PH, int PW,
+                   floating[:, ::1] workspace, floating[:, :, :, ::1] out, int n_threads):
+    """out[n] := weight (K x Q) . im2col(x[n]) (Q x P) + bias;  workspace: (threads, Q*P)"""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = weight.shape[0], FH = weight.shape[2], FW = weight.shape[3]
+    cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3]
+    cdef int P = OH * OW, Q = C * FH * FW
+    cdef bint has_bias = bias is not None
+    cdef const floating *bias_ptr = &bias[0] if has_bias else NULL
+    cdef Py_ssize_t n
+    cdef floating *col
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=n_threads):
+            col = &workspace[threadid(), 0]
+            im2col_image(&x[n, 0, 0, 0], C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, col)
+            gemm(c'N', c'N', P, <int> K, Q, 1, col, P, <floating *> &weight[0, 0, 0, 0], Q,
+                 0, &out[n, 0, 0, 0], P)
+            if has_bias:
+                add_bias(&out[n, 0, 0, 0], bias_ptr, K, P)
+
+
+def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                    const floating[:, :, :, ::1] grad_out, int SH, int SW, int PH, int PW,
+                    int chunk, floating[:, ::1] workspace, floating[:, ::1] grad_w_chunks,
+                    floating[:, ::1] grad_b_chunks, floating[:, :, :, ::1] grad_x,
+                    floating[:, :, :, ::1] grad_w, floating[::1] grad_b, int n_threads):
+    """grad_w := sum_n grad_out[n] . im2col(x[n])^T;  grad_b := sum_{n,p} grad_out[n, :, p];
+    grad_x[n] := col2im(weight^T . grad_out[n]).
+
+    Images are taken in chunks of `chunk`; each chunk sums its images in order into its own
+    row of grad_w_chunks / grad_b_chunks, and the chunks are then added in chunk order, so
+    the sums do not depend on n_threads. grad_b and grad_x may be None (not wanted).
+    workspace: (threads, Q*P), or (threads, 2*Q*P) when grad_x is wanted.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = weight.shape[0], FH = weight.shape[2], FW = weight.shape[3]
+    cdef Py_ssize_t OH = grad_out.shape[2], OW = grad_out.shape[3]
+    cdef int P = OH * OW, Q = C * FH * FW
+    cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0]
+    cdef bint want_b = grad_b is not None, want_x = grad_x is not None
+    cdef Py_ssize_t ch, n, k, p, i, j, start, stop
+    cdef floating *col
+    cdef floating *dcol
+    cdef floating *dw
+    cdef floating *db
+    cdef const floating *dout
+    cdef floating total
+    with nogil:
+        for ch in prange(n_chunks, schedule="static", num_threads=n_threads):
+            col = &workspace[threadid(), 0]
+            dcol = col + Q * P
+            dw = &grad_w_chunks[ch, 0]
+            memset(dw, 0, K * Q * sizeof(floating))
+            db = &grad_b_chunks[ch, 0] if want_b else NULL
+            if want_b:
+                memset(db, 0, K * sizeof(floating))
+            start = ch * chunk
+            stop = start + chunk if start + chunk < N else N
+            for n in range(start, stop):
+                dout = &grad_out[n, 0, 0, 0]
+                im2col_image(&x[n, 0, 0, 0], C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, col)
+                gemm(c'T', c'N', Q, <int> K, P, 1, col, P, <floating *> dout, P, 1, dw, Q)
+                if want_b:
+                    for k in range(K):
+                        for p in range(P):
+                            db[k] += dout[k * P + p]
+                if want_x:
+                    gemm(c'N', c'T', P, Q, <int> K, 1, <floating *> dout, P,
+                         <floating *> &weight[0, 0, 0, 0], Q, 0, dcol, P)
+                    col2im_image(dcol, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW,
+                                 &grad_x[n, 0, 0, 0])
+        for i in prange(K * Q, schedule="static", num_threads=n_threads):
+            total = 0
+            for j in range(n_chunks):
+                total = total + grad_w_chunks[j, i]
+            (&grad_w[0, 0, 0, 0])[i] = total
+        if want_b:
+            for k in range(K):
+                total = 0
+                for ch in range(n_chunks):
+                    total = total + grad_b_chunks[ch, k]
+                grad_b[k] = total
+
+
+def im2col(const floating[:, :, :, ::1] x, int FH, int FW, int SH, int SW, int PH, int PW,
+           int OH, int OW, floating[:, ::1] col, int n_threads):
+    """col[(n*OH + oh)*OW + ow, (c*FH + i)*FW + j] := x[n, c, oh*SH + i - PH, ow*SW + j - PW]"""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t n, c, i, j, oh, ow, h, w
+    cdef floating *dst
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=n_threads):
+            for oh in range(OH):
+                for ow in range(OW):
+                    dst = &col[(n * OH + oh) * OW + ow, 0]
+                    for c in range(C):
+                        for i in range(FH):
+                            h = oh * SH + i - PH
+                            for j in range(FW):
+                                w = ow * SW + j - PW
+                                if 0 <= h < H and 0 <= w < W:
+                                    dst[(c * FH + i) * FW + j] = x[n, c, h, w]
+                                else:
+                                    dst[(c * FH + i) * FW + j] = 0
+
+
+def col2im(const floating[:, ::1] col, int FH, int FW, int SH, int SW, int PH, int PW,
+           int OH, int OW, floating[:, :, :, ::1] x, int n_threads):
+    """x := 0; x[n, c, oh*SH + i - PH, ow*SW + j - PW] += col[(n*OH + oh)*OW + ow, (c*FH + i)*FW + j]"""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t n, c, i, j, oh, ow, h, w
+    cdef const floating *src
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=n_threads):
+            memset(&x[n, 0, 0, 0], 0, C * H * W * sizeof(floating))
+            for oh in range(OH):
+                for ow in range(OW):
+                    src = &col[(n * OH + oh) * OW + ow, 0]
+                    for c in range(C):
+                        for i in range(FH):
+                            h = oh * SH + i - PH
+                            if h < 0 or h >= H:
+                                continue
+                            for j in range(FW):
+                                w = ow * SW + j - PW
+                                if 0 <= w < W:
+                                    x[n, c, h, w] += src[(c * FH + i) * FW + j]

@@ -1,0 +1,26 @@
+"""fastcnn: fast CPU convolutional networks: Cython + OpenMP kernels under PyTorch-like layers."""
+
+from fastcnn._version import __version__
+
+try:
+    from fastcnn import _openmp  # noqa: F401  (the smallest compiled module)
+except ImportError as error:  # pragma: no cover - only in an unbuilt source checkout
+    raise ImportError(
+        "fastcnn's compiled kernels are not built. From the source checkout run\n"
+        '    pip install -e ".[test]"\n'
+        "(or: python setup.py build_ext --inplace), then import fastcnn again.\n"
+        f"Original error: {error}"
+    ) from error
+
+from fastcnn import functional
+from fastcnn._config import show_config
+from fastcnn._threads import get_num_threads, set_num_threads, threads
+
+__all__ = [
+    "__version__",
+    "functional",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+    "threads",
+]

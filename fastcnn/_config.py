@@ -1,0 +1,53 @@
+"""fastcnn.show_config(): how this copy of fastcnn was built and what it runs on."""
+
+import platform
+import sys
+
+import numpy as np
+
+from fastcnn._blas import blas_info
+from fastcnn._openmp import DEBUG_CYTHON, OPENMP_ENABLED
+from fastcnn._threads import get_num_threads
+from fastcnn._version import __version__
+
+
+def openmp_runtime():
+    """Path of the OpenMP runtime library loaded in this process, or None."""
+    from threadpoolctl import threadpool_info
+
+    paths = [lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "openmp"]
+    return paths[0] if paths else None
+
+
+def config():
+    """The facts show_config prints, as a dict."""
+    return {
+        "fastcnn": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "openmp": OPENMP_ENABLED,
+        "openmp_runtime": openmp_runtime() if OPENMP_ENABLED else None,
+        "debug_cython": DEBUG_CYTHON,
+        "kernel_blas": blas_info(),
+        "num_threads": get_num_threads(),
+    }
+
+
+def show_config():
+    """Print version, OpenMP on/off and its runtime, the kernels' BLAS and the thread count."""
+    info = config()
+    print(f"fastcnn {info['fastcnn']}  (python {info['python']}, numpy {info['numpy']})")
+    print(f"platform:        {info['platform']}")
+    openmp = "on" if info["openmp"] else "off (serial build: kernels use one thread)"
+    print(f"OpenMP:          {openmp}")
+    if info["openmp"]:
+        print(f"OpenMP runtime:  {info['openmp_runtime'] or 'not found'}")
+    for blas in info["kernel_blas"]:
+        print(
+            f"kernel BLAS:     {blas.get('internal_api')} {blas.get('version')} "
+            f"({blas.get('architecture')}, {blas.get('threading_layer')}) "
+            f"{blas.get('filepath')}  [held at 1 thread inside kernels]"
+        )
+    print(f"threads:         {info['num_threads']}")
+    print(f"debug checks:    {'on' if info['debug_cython'] else 'off'}")

@@ -1,0 +1,445 @@
+"""Convolution and pooling on NumPy arrays: the one boundary in front of the compiled kernels.
+
+Every public function here does the same five steps, in order, so the kernels never see a
+bad argument: validate (clear ``TypeError``/``ValueError``), coerce (C-contiguous, one
+dtype), compute the output shape (``output_size`` is the only place that formula lives),
+allocate, and call the kernel with the thread count from ``fastcnn.get_num_threads()``.
+
+Arrays are NCHW. Inputs must be float32 or float64, and every array of one call must have
+the same dtype: mixing float32 and float64 raises ``TypeError`` rather than silently casting
+(cast one side with ``.astype``). The output has the input's dtype. Non-contiguous,
+read-only and memory-mapped inputs are accepted and give the same bits as a contiguous copy.
+Unbatched 3-D input is not accepted (unlike PyTorch): pass ``x[None]``.
+"""
+
+import numbers
+import threading
+
+import numpy as np
+
+from fastcnn import _conv, _pool
+from fastcnn._blas import single_threaded_blas
+from fastcnn._threads import get_num_threads
+
+__all__ = [
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "col2im",
+    "conv2d",
+    "conv2d_backward",
+    "im2col",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "output_size",
+]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Images per slice of the batch whose weight/bias gradients are summed together before the
+# slices are added in order. Fixed, so the sums do not depend on the thread count.
+GRAD_CHUNK = 8
+
+# The kernels hand per-image sizes to BLAS as 32-bit ints.
+_MAX_INT32 = 2**31 - 1
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _pair(value, name, func):
+    """An int or an (h, w) pair of ints, as PyTorch accepts for kernel_size/stride/padding."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items
+    ):
+        raise TypeError(f"{func}: {name} must be an int or a pair of ints, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def _positive_pair(value, name, func):
+    pair = _pair(value, name, func)
+    if min(pair) <= 0:
+        raise ValueError(f"{func}: {name} must be positive, got {value!r}")
+    return pair
+
+
+def _non_negative_pair(value, name, func):
+    pair = _pair(value, name, func)
+    if min(pair) < 0:
+        raise ValueError(f"{func}: {name} must be >= 0, got {value!r}")
+    return pair
+
+
+def _as_float_array(array, name, func, ndim, dtype=None):
+    """``array`` as a C-contiguous float32/float64 ndarray of ``ndim`` dimensions.
+
+    ``dtype``, when given, is the dtype of the call's first array; a different one is refused.
+    """
+    if array is None:
+        raise TypeError(f"{func}: {name} must be an array, got None")
+    array = np.asarray(array)
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{func}: {name} has dtype {array.dtype}; fastcnn computes in float32 or float64 "
+            f"only: convert it with .astype(np.float32)"
+        )
+    if dtype is not None and array.dtype != dtype:
+        raise TypeError(
+            f"{func}: {name} is {array.dtype} but the input is {dtype}; all arrays of one call "
+            f"must share a dtype: use {name}.astype(np.{dtype})"
+        )
+    if array.ndim != ndim:
+        hint = " (for one image, pass x[None])" if ndim == 4 and array.ndim == 3 else ""
+        raise ValueError(
+            f"{func}: {name} must be {ndim}-D, got shape {array.shape}{hint}"
+        )
+    return np.ascontiguousarray(array)
+
+
+def _check_input(x, func, name="input"):
+    x = _as_float_array(x, name, func, 4)
+    if min(x.shape[1:]) < 1:
+        raise ValueError(
+            f"{func}: {name} of shape {x.shape} has an empty channel or spatial dimension"
+        )
+    return x
+
+
+def output_size(size, kernel, stride, padding):
+    """Output length of a convolution or pooling window along one axis (no dilation)::
+
+        out = floor((size + 2 * padding - kernel) / stride) + 1
+    """
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _output_hw(func, in_hw, kernel, stride, padding):
+    """(OH, OW), refusing windows that do not fit in the padded input."""
+    padded = (in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
+    if kernel[0] > padded[0] or kernel[1] > padded[1]:
+        raise ValueError(
+            f"{func}: kernel size {kernel} is larger than the padded input "
+            f"{padded} (input {in_hw} + padding {padding} on each side); "
+            f"use a smaller kernel or more padding"
+        )
+    return tuple(output_size(in_hw[i], kernel[i], stride[i], padding[i]) for i in (0, 1))
+
+
+def _check_shape(actual, expected, name, func, why):
+    if tuple(actual) != tuple(expected):
+        raise ValueError(f"{func}: {name} has shape {tuple(actual)}, expected {expected} {why}")
+
+
+def _check_int32(func, **sizes):
+    for name, size in sizes.items():
+        if size > _MAX_INT32:
+            raise ValueError(f"{func}: {name} = {size} is too large for one image (max 2**31-1)")
+
+
+# ------------------------------------------------------------------------- work buffers
+
+_workspaces = threading.local()
+
+
+def _workspace(rows, columns, dtype):
+    """A (rows, columns) scratch array, kept per Python thread and grown as needed.
+
+    The kernels' per-thread im2col buffers: reusing them avoids a page-faulting allocation
+    on every call. Per Python thread, so two Python threads can run kernels at once.
+    """
+    key = np.dtype(dtype).char
+    cached = getattr(_workspaces, key, None)
+    size = rows * columns
+    if cached is None or cached.size < size:
+        cached = np.empty(max(size, 1), dtype=dtype)
+        setattr(_workspaces, key, cached)
+    return cached[:size].reshape(rows, columns)
+
+
+def _run(kernel, *args, n_threads=None):
+    """Call a kernel with the thread count (default: the current one), its BLAS on one thread."""
+    if n_threads is None:
+        n_threads = get_num_threads()
+    with single_threaded_blas():
+        kernel(*args, n_threads)
+
+
+# -------------------------------------------------------------------------- convolution
+
+
+def _conv_geometry(func, x, weight, stride, padding):
+    """Validated stride, padding and (OH, OW) of conv2d(x, weight)."""
+    stride = _positive_pair(stride, "stride", func)
+    padding = _non_negative_pair(padding, "padding", func)
+    if min(weight.shape) < 1:
+        raise ValueError(f"{func}: weight of shape {weight.shape} has an empty dimension")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"{func}: input has {x.shape[1]} channels (shape {x.shape}) but weight of shape "
+            f"{weight.shape} expects {weight.shape[1]}; weight must be "
+            f"(out_channels, in_channels, kH, kW)"
+        )
+    out_hw = _output_hw(func, x.shape[2:], weight.shape[2:], stride, padding)
+    q = weight.shape[1] * weight.shape[2] * weight.shape[3]
+    _check_int32(func, **{"C*kH*kW": q, "OH*OW": out_hw[0] * out_hw[1]})
+    return stride, padding, out_hw
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0):
+    """2-D convolution (cross-correlation, as in PyTorch) of a batch of images.
+
+    Parameters
+    ----------
+    input : ndarray, shape (N, C, H, W)
+    weight : ndarray, shape (K, C, kH, kW)
+    bias : ndarray, shape (K,), optional
+    stride, padding : int or (int, int)
+        Zero padding is added on both sides.
+
+    Returns
+    -------
+    ndarray, shape (N, K, OH, OW)
+        ``OH = floor((H + 2*padding[0] - kH) / stride[0]) + 1``, likewise OW.
+    """
+    func = "conv2d"
+    x = _check_input(input, func)
+    weight = _as_float_array(weight, "weight", func, 4, x.dtype)
+    stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
+    if bias is not None:
+        bias = _as_float_array(bias, "bias", func, 1, x.dtype)
+        _check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output channel)")
+    out = np.empty((x.shape[0], weight.shape[0], oh, ow), dtype=x.dtype)
+    n_threads = get_num_threads()
+    workspace = _workspace(n_threads, weight[0].size * oh * ow, x.dtype)
+    _run(_conv.conv2d_forward, x, weight, bias, *stride, *padding, workspace, out,
+         n_threads=n_threads)
+    return out
+
+
+def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_grad=True,
+                    bias_grad=True):
+    """Gradients of ``conv2d(input, weight, bias, stride, padding)``.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, K, OH, OW)
+        Gradient of the loss with respect to the convolution's output.
+    input, weight, stride, padding
+        As given to ``conv2d``.
+    input_grad : bool
+        Compute the input gradient. The first layer of a network needs none: pass False to
+        skip its cost (about half of the backward pass).
+    bias_grad : bool
+        Compute the bias gradient (False for a layer without bias).
+
+    Returns
+    -------
+    (grad_input or None, grad_weight, grad_bias or None)
+        Each summed over the batch in a fixed order: identical bits for any thread count.
+    """
+    func = "conv2d_backward"
+    x = _check_input(input, func)
+    weight = _as_float_array(weight, "weight", func, 4, x.dtype)
+    stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
+    grad_out = _as_float_array(grad_output, "grad_output", func, 4, x.dtype)
+    expected = (x.shape[0], weight.shape[0], oh, ow)
+    _check_shape(grad_out.shape, expected, "grad_output", func, "(the shape of conv2d's output)")
+    n, k, q = x.shape[0], weight.shape[0], weight[0].size
+    n_chunks = -(-n // GRAD_CHUNK)
+    grad_x = np.empty_like(x) if input_grad else None
+    grad_w = np.empty_like(weight)
+    grad_b = np.empty(k, dtype=x.dtype) if bias_grad else None
+    w_chunks = np.empty((n_chunks, k * q), dtype=x.dtype)
+    b_chunks = np.empty((n_chunks, k), dtype=x.dtype) if bias_grad else None
+    columns = q * oh * ow * (2 if input_grad else 1)
+    n_threads = get_num_threads()
+    workspace = _workspace(n_threads, columns, x.dtype)
+    _run(_conv.conv2d_backward, x, weight, grad_out, *stride, *padding, GRAD_CHUNK,
+         workspace, w_chunks, b_chunks, grad_x, grad_w, grad_b, n_threads=n_threads)
+    return grad_x, grad_w, grad_b
+
+
+def _unfold_geometry(func, in_hw, kernel_size, stride, padding):
+    kernel = _positive_pair(kernel_size, "kernel_size", func)
+    stride = _positive_pair(stride, "stride", func)
+    padding = _non_negative_pair(padding, "padding", func)
+    return kernel, stride, padding, _output_hw(func, in_hw, kernel, stride, padding)
+
+
+def im2col(input, kernel_size, stride=1, padding=0):
+    """Unfold every window of a batch into a row: the NumPy book's layout.
+
+    Returns
+    -------
+    ndarray, shape (N*OH*OW, C*kH*kW)
+        Row ``(n*OH + oh)*OW + ow`` holds the window of output pixel (oh, ow) of image n,
+        ordered (c, i, j); cells in the padding are 0. ``conv2d`` equals
+        ``im2col(x) @ weight.reshape(K, -1).T`` reshaped to (N, OH, OW, K) and transposed.
+    """
+    func = "im2col"
+    x = _check_input(input, func)
+    kernel, stride, padding, (oh, ow) = _unfold_geometry(
+        func, x.shape[2:], kernel_size, stride, padding
+    )
+    col = np.empty((x.shape[0] * oh * ow, x.shape[1] * kernel[0] * kernel[1]), dtype=x.dtype)
+    _run(_conv.im2col, x, *kernel, *stride, *padding, oh, ow, col)
+    return col
+
+
+def col2im(col, input_shape, kernel_size, stride=1, padding=0):
+    """Adjoint of ``im2col``: add every row back onto the window it came from.
+
+    Parameters
+    ----------
+    col : ndarray, shape (N*OH*OW, C*kH*kW)
+    input_shape : (N, C, H, W)
+        Shape of the array ``col`` was unfolded from.
+
+    Returns
+    -------
+    ndarray of shape ``input_shape``; overlapping windows add up, padding is dropped.
+    """
+    func = "col2im"
+    shape = _check_input_shape(input_shape, func)
+    kernel, stride, padding, (oh, ow) = _unfold_geometry(
+        func, shape[2:], kernel_size, stride, padding
+    )
+    col = _as_float_array(col, "col", func, 2)
+    expected = (shape[0] * oh * ow, shape[1] * kernel[0] * kernel[1])
+    _check_shape(col.shape, expected, "col", func, f"(im2col of an input of shape {shape})")
+    x = np.empty(shape, dtype=col.dtype)
+    _run(_conv.col2im, col, *kernel, *stride, *padding, oh, ow, x)
+    return x
+
+
+def _check_input_shape(input_shape, func):
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{func}: input_shape must be a tuple of 4 ints (N, C, H, W), got {input_shape!r}"
+        ) from None
+    if len(shape) != 4 or min(shape) < 0 or min(shape[1:]) < 1:
+        raise ValueError(
+            f"{func}: input_shape must be (N, C, H, W) with N >= 0 and C, H, W >= 1, "
+            f"got {input_shape!r}"
+        )
+    return shape
+
+
+# ------------------------------------------------------------------------------ pooling
+
+
+def _pool_geometry(func, in_hw, kernel_size, stride, padding):
+    """Validated kernel, stride (default: the kernel), padding and (OH, OW) of a pool."""
+    kernel = _positive_pair(kernel_size, "kernel_size", func)
+    stride = kernel if stride is None else _positive_pair(stride, "stride", func)
+    padding = _non_negative_pair(padding, "padding", func)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(
+            f"{func}: padding {padding} must be at most half the kernel size {kernel} "
+            f"(otherwise a window could hold only padding)"
+        )
+    out_hw = _output_hw(func, in_hw, kernel, stride, padding)
+    if min(out_hw) < 1:
+        raise ValueError(f"{func}: output size {out_hw} is too small for input {in_hw}")
+    return kernel, stride, padding, out_hw
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, return_indices=False):
+    """2-D max pooling.
+
+    Ties go to the first maximum in row-major order; a NaN wins (the last NaN of a window
+    is taken); padding is never chosen. These are PyTorch's CPU rules.
+
+    Parameters
+    ----------
+    input : ndarray, shape (N, C, H, W)
+    kernel_size : int or (int, int)
+    stride : int or (int, int), default: kernel_size
+    padding : int or (int, int), at most half the kernel size
+    return_indices : bool
+        Also return the argmax, for ``max_pool2d_backward``.
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, OH, OW), ``OH = floor((H + 2*padding - kH) / stride) + 1``
+    indices : int64 ndarray, shape (N, C, OH, OW), only with ``return_indices``
+        Flat index ``h*W + w`` of each maximum in its (H, W) plane, as PyTorch returns.
+    """
+    func = "max_pool2d"
+    x = _check_input(input, func)
+    kernel, stride, padding, (oh, ow) = _pool_geometry(
+        func, x.shape[2:], kernel_size, stride, padding
+    )
+    out = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
+    indices = np.empty(out.shape, dtype=np.int64)
+    _run(_pool.max_pool2d_forward, x, *kernel, *stride, *padding, out, indices)
+    return (out, indices) if return_indices else out
+
+
+def max_pool2d_backward(grad_output, indices, input_shape):
+    """Gradient of ``max_pool2d``: each output's gradient added to the input cell it took.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, C, OH, OW)
+    indices : int ndarray, shape (N, C, OH, OW), from ``max_pool2d(..., return_indices=True)``
+    input_shape : (N, C, H, W)
+    """
+    func = "max_pool2d_backward"
+    shape = _check_input_shape(input_shape, func)
+    grad_out = _as_float_array(grad_output, "grad_output", func, 4)
+    indices = np.asarray(indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"{func}: indices must be integers, got dtype {indices.dtype}")
+    _check_shape(indices.shape, grad_out.shape, "indices", func, "(the shape of grad_output)")
+    if grad_out.shape[:2] != shape[:2]:
+        raise ValueError(
+            f"{func}: grad_output of shape {grad_out.shape} does not match input_shape {shape} "
+            "in N and C"
+        )
+    plane = shape[2] * shape[3]
+    if indices.size and (indices.min() < 0 or indices.max() >= plane):
+        raise ValueError(
+            f"{func}: indices must lie in [0, H*W) = [0, {plane}) for input_shape {shape}; "
+            f"got values in [{indices.min()}, {indices.max()}]"
+        )
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    grad_x = np.empty(shape, dtype=grad_out.dtype)
+    _run(_pool.max_pool2d_backward, grad_out, indices, grad_x)
+    return grad_x
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """2-D average pooling (PyTorch's ``avg_pool2d`` without ceil_mode/divisor_override).
+
+    Each output is the mean of its window; with ``count_include_pad`` (the default, as in
+    PyTorch) padding cells count in the divisor as zeros, else only the cells of the input.
+    Shapes as in ``max_pool2d``.
+    """
+    func = "avg_pool2d"
+    x = _check_input(input, func)
+    kernel, stride, padding, (oh, ow) = _pool_geometry(
+        func, x.shape[2:], kernel_size, stride, padding
+    )
+    out = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
+    _run(_pool.avg_pool2d_forward, x, *kernel, *stride, *padding, bool(count_include_pad), out)
+    return out
+
+
+def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
+                        count_include_pad=True):
+    """Gradient of ``avg_pool2d``: each output's gradient shared out over its window."""
+    func = "avg_pool2d_backward"
+    shape = _check_input_shape(input_shape, func)
+    kernel, stride, padding, out_hw = _pool_geometry(
+        func, shape[2:], kernel_size, stride, padding
+    )
+    grad_out = _as_float_array(grad_output, "grad_output", func, 4)
+    _check_shape(grad_out.shape, (*shape[:2], *out_hw), "grad_output", func,
+                 "(the shape of avg_pool2d's output)")
+    grad_x = np.empty(shape, dtype=grad_out.dtype)
+    _run(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding,
+         bool(count_include_pad), grad_x)
+    return grad_x

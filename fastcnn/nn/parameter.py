@@ -1,0 +1,50 @@
+"""Parameter: a learnable array and its gradient."""
+
+import numpy as np
+
+
+class Parameter:
+    """A learnable array of a Module.
+
+    Layers also keep temporaries (the input cached for backward, say) as attributes; this type
+    is how ``Module.parameters()`` tells the two apart, as ``torch.nn.Parameter`` does.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        The values, updated in place by optimizers.
+    grad : numpy.ndarray or None
+        Sum of the gradients of every ``backward`` since the last ``zero_grad``; None before
+        the first backward (or after ``zero_grad(set_to_none=True)``), as in PyTorch.
+    """
+
+    def __init__(self, data, requires_grad=True):
+        data = np.asarray(data)
+        if data.dtype.kind != "f":
+            raise TypeError(
+                f"Parameter data must be a floating array, got dtype {data.dtype}; "
+                "convert it with .astype(np.float32)"
+            )
+        self.data = np.ascontiguousarray(data)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def accumulate_grad(self, grad):
+        """Add ``grad`` to ``.grad`` (creating it on first use), as PyTorch's autograd does."""
+        if not self.requires_grad:
+            return
+        if self.grad is None:
+            self.grad = np.array(grad, dtype=self.data.dtype, copy=True)
+        else:
+            self.grad += grad
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"

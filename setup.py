@@ -1,0 +1,138 @@
+"""Build the compiled kernels in csrc/ as private extension modules of fastcnn.
+
+Environment switches:
+
+FASTCNN_OPENMP=auto|0|1
+    auto (default): use OpenMP if a test program compiles and links with it, else warn and
+    build serial kernels. 0: build serial. 1: OpenMP is required; fail if it does not work.
+FASTCNN_DEBUG_CYTHON=1
+    Turn Cython's boundscheck, wraparound and initializedcheck on (slow; for tests).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+KERNELS = ["_conv", "_pool", "_openmp"]
+
+OPENMP_PROBE = textwrap.dedent(
+    """
+    #include <omp.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel num_threads(2) reduction(+:n)
+        n += 1;
+        return omp_get_max_threads() > 0 && n > 0 ? 0 : 1;
+    }
+    """
+)
+
+HOW_TO_GET_OPENMP = (
+    "install an OpenMP runtime for your compiler (Debian/Ubuntu: gcc ships libgomp; "
+    "clang needs libomp-dev; macOS: 'brew install libomp'), or build serial kernels "
+    "with FASTCNN_OPENMP=0"
+)
+
+
+def openmp_flags(compiler_type):
+    """Compile and link flags that enable OpenMP for this compiler family."""
+    if compiler_type == "msvc":
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+def openmp_works(compiler, compile_flags, link_flags):
+    """Compile, link and run a tiny OpenMP program: the only reliable test of the toolchain."""
+    tmp = tempfile.mkdtemp(prefix="fastcnn-omp-probe-")
+    try:
+        source = os.path.join(tmp, "probe.c")
+        with open(source, "w") as f:
+            f.write(OPENMP_PROBE)
+        objects = compiler.compile([source], output_dir=tmp, extra_postargs=compile_flags)
+        exe = os.path.join(tmp, "probe")
+        compiler.link_executable(objects, exe, extra_postargs=link_flags)
+        subprocess.run([exe], check=True, capture_output=True, timeout=60)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no usable OpenMP"
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExtWithOpenMP(build_ext):
+    """build_ext that decides on OpenMP once, from FASTCNN_OPENMP and a compile probe."""
+
+    def build_extensions(self):
+        mode = os.environ.get("FASTCNN_OPENMP", "auto").strip().lower()
+        if mode not in ("auto", "0", "1"):
+            raise SystemExit(f"FASTCNN_OPENMP must be auto, 0 or 1, got {mode!r}")
+        compile_flags, link_flags = openmp_flags(self.compiler.compiler_type)
+        use_openmp = False
+        if mode != "0":
+            use_openmp = openmp_works(self.compiler, compile_flags, link_flags)
+            if not use_openmp and mode == "1":
+                raise SystemExit(
+                    "FASTCNN_OPENMP=1 but the compiler cannot build an OpenMP program: "
+                    + HOW_TO_GET_OPENMP
+                )
+            if not use_openmp:
+                print(
+                    "WARNING: fastcnn is being built WITHOUT OpenMP (kernels will run on one "
+                    f"thread). To get parallel kernels, {HOW_TO_GET_OPENMP}.",
+                    file=sys.stderr,
+                )
+        for ext in self.extensions:
+            if use_openmp:
+                ext.extra_compile_args += compile_flags
+                ext.extra_link_args += link_flags
+        super().build_extensions()
+
+
+def debug_cython():
+    return os.environ.get("FASTCNN_DEBUG_CYTHON", "0") == "1"
+
+
+def extensions():
+    checks = debug_cython()
+    directives = {
+        "language_level": 3,
+        "boundscheck": checks,
+        "wraparound": checks,
+        "initializedcheck": checks,
+        "cdivision": True,
+        "embedsignature": True,
+    }
+    # -O3 lets gcc vectorise the copy loops; never -march=native (wheels must run on any
+    # x86-64) and never -ffast-math (it flips flush-to-zero for the whole process).
+    cflags = [] if sys.platform == "win32" else ["-O3", "-Wno-unreachable-code"]
+    if sysconfig.get_config_var("CC") and "clang" in sysconfig.get_config_var("CC"):
+        cflags.append("-Wno-unknown-pragmas")
+    exts = [
+        Extension(
+            f"fastcnn.{name}",
+            [f"csrc/{name}.pyx"],
+            include_dirs=[numpy.get_include()],
+            define_macros=[
+                ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
+                ("FASTCNN_DEBUG_CYTHON", "1" if checks else "0"),
+            ],
+            extra_compile_args=list(cflags),
+            extra_link_args=[],
+        )
+        for name in KERNELS
+    ]
+    return cythonize(exts, compiler_directives=directives, include_path=["csrc"])
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExtWithOpenMP})
