@@ -1,0 +1,149 @@
+"""Pure-NumPy twins of the compiled kernels, written from the definitions: the specification.
+
+Slow and obvious on purpose: each function states its maths directly (sums over the kernel
+window, loops over output positions) and shares no code with the kernels, so tests that
+compare the two check the kernels against the maths. Arguments are already validated:
+``stride``, ``padding`` and ``kernel`` are (h, w) pairs. Same signatures and results as
+``fastcnn.functional``.
+"""
+
+import numpy as np
+
+
+def _pad(x, padding):
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def _out_size(size, kernel, stride, padding):
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _window_view(xp, kernel, stride, out_hw):
+    """xp[n, c, oh*SH + i, ow*SW + j] as an array indexed [n, c, oh, ow, i, j]."""
+    windows = np.lib.stride_tricks.sliding_window_view(xp, kernel, axis=(2, 3))
+    return windows[:, :, :: stride[0], :: stride[1]][:, :, : out_hw[0], : out_hw[1]]
+
+
+def conv2d(x, weight, bias, stride, padding):
+    """out[n, k, oh, ow] = b[k] + sum_{c,i,j} xpad[n, c, oh*SH + i, ow*SW + j] * w[k, c, i, j]"""
+    kernel = weight.shape[2:]
+    out_hw = [_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
+    windows = _window_view(_pad(x, padding), kernel, stride, out_hw)
+    out = np.einsum("nchwij,kcij->nkhw", windows, weight)
+    if bias is not None:
+        out = out + bias[None, :, None, None]
+    return out.astype(x.dtype)
+
+
+def conv2d_backward(grad_out, x, weight, stride, padding, input_grad=True, bias_grad=True):
+    """Gradients of conv2d by the chain rule, one kernel offset (i, j) at a time."""
+    kernel = weight.shape[2:]
+    out_hw = grad_out.shape[2:]
+    xp = _pad(x, padding)
+    windows = _window_view(xp, kernel, stride, out_hw)
+    grad_w = np.einsum("nkhw,nchwij->kcij", grad_out, windows).astype(x.dtype)
+    grad_b = grad_out.sum(axis=(0, 2, 3)).astype(x.dtype) if bias_grad else None
+    grad_x = None
+    if input_grad:
+        grad_xp = np.zeros_like(xp)
+        for i in range(kernel[0]):
+            for j in range(kernel[1]):
+                rows = slice(i, i + stride[0] * out_hw[0], stride[0])
+                cols = slice(j, j + stride[1] * out_hw[1], stride[1])
+                grad_xp[:, :, rows, cols] += np.einsum(
+                    "nkhw,kc->nchw", grad_out, weight[:, :, i, j]
+                )
+        ph, pw = padding
+        grad_x = grad_xp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]].copy()
+    return grad_x, grad_w, grad_b
+
+
+def im2col(x, kernel, stride, padding):
+    """col[(n*OH + oh)*OW + ow, (c*FH + i)*FW + j] = xpad[n, c, oh*SH + i, ow*SW + j]"""
+    n, c = x.shape[:2]
+    out_hw = [_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
+    windows = _window_view(_pad(x, padding), kernel, stride, out_hw)  # n c oh ow i j
+    rows = n * out_hw[0] * out_hw[1]
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(rows, c * kernel[0] * kernel[1]).copy()
+
+
+def col2im(col, input_shape, kernel, stride, padding):
+    """The adjoint of im2col: every entry of col added back onto the input cell it came from."""
+    n, c, h, w = input_shape
+    ph, pw = padding
+    out_hw = [_out_size(input_shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
+    blocks = col.reshape(n, out_hw[0], out_hw[1], c, kernel[0], kernel[1])
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            rows = slice(i, i + stride[0] * out_hw[0], stride[0])
+            cols = slice(j, j + stride[1] * out_hw[1], stride[1])
+            xp[:, :, rows, cols] += blocks[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+    return xp[:, :, ph : ph + h, pw : pw + w].copy()
+
+
+def _windows_in_bounds(shape, kernel, stride, padding):
+    """For each output (oh, ow): the slice of rows and columns of x its window covers."""
+    h, w = shape[2:]
+    out_hw = [_out_size(shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
+    for oh in range(out_hw[0]):
+        for ow in range(out_hw[1]):
+            h0, w0 = oh * stride[0] - padding[0], ow * stride[1] - padding[1]
+            rows = slice(max(h0, 0), min(h0 + kernel[0], h))
+            cols = slice(max(w0, 0), min(w0 + kernel[1], w))
+            # the window's extent in the padded input (for count_include_pad)
+            padded = (min(h0 + kernel[0], h + padding[0]) - h0) * (
+                min(w0 + kernel[1], w + padding[1]) - w0
+            )
+            yield oh, ow, rows, cols, padded
+
+
+def max_pool2d(x, kernel, stride, padding):
+    """out = max over the window (never padding); index = h*W + w of the first maximum, or
+    of the last NaN if the window holds one (PyTorch's CPU rules)."""
+    n, c, h, w = x.shape
+    out_hw = [_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
+    out = np.empty((n, c, *out_hw), dtype=x.dtype)
+    index = np.empty((n, c, *out_hw), dtype=np.int64)
+    for oh, ow, rows, cols, _ in _windows_in_bounds(x.shape, kernel, stride, padding):
+        width = cols.stop - cols.start
+        window = x[:, :, rows, cols].reshape(n, c, (rows.stop - rows.start) * width)
+        flat = np.argmax(window, axis=2)  # first maximum
+        nan = np.isnan(window)
+        last_nan = window.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
+        flat = np.where(nan.any(axis=2), last_nan, flat)
+        index[:, :, oh, ow] = (rows.start + flat // width) * w + cols.start + flat % width
+        out[:, :, oh, ow] = np.take_along_axis(window, flat[:, :, None], axis=2)[:, :, 0]
+    return out, index
+
+
+def max_pool2d_backward(grad_out, index, input_shape):
+    """grad_x[n, c].flat[index[n, c, oh, ow]] += grad_out[n, c, oh, ow]"""
+    n, c, h, w = input_shape
+    grad_x = np.zeros((n * c, h * w), dtype=grad_out.dtype)
+    rows = np.repeat(np.arange(n * c), index.shape[2] * index.shape[3])
+    np.add.at(grad_x, (rows, index.reshape(-1)), grad_out.reshape(-1))
+    return grad_x.reshape(input_shape)
+
+
+def avg_pool2d(x, kernel, stride, padding, count_include_pad=True):
+    """out = sum over the window / (window size in the padded input, or cells of x)"""
+    n, c = x.shape[:2]
+    out_hw = [_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
+    out = np.empty((n, c, *out_hw), dtype=x.dtype)
+    for oh, ow, rows, cols, padded in _windows_in_bounds(x.shape, kernel, stride, padding):
+        window = x[:, :, rows, cols]
+        divisor = padded if count_include_pad else window.shape[2] * window.shape[3]
+        out[:, :, oh, ow] = window.sum(axis=(2, 3)) / divisor
+    return out
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel, stride, padding, count_include_pad=True):
+    """grad_x[cells of each window] += grad_out / divisor"""
+    grad_x = np.zeros(input_shape, dtype=grad_out.dtype)
+    for oh, ow, rows, cols, padded in _windows_in_bounds(input_shape, kernel, stride, padding):
+        cells = (rows.stop - rows.start) * (cols.stop - cols.start)
+        divisor = padded if count_include_pad else cells
+        grad_x[:, :, rows, cols] += (grad_out[:, :, oh, ow] / divisor)[:, :, None, None]
+    return grad_x

@@ -1,0 +1,85 @@
+"""Every bad input of fastcnn.functional, with its exception type and message (PyTorch's
+OpInfo ``error_inputs`` style): a clear Python error, never a crash or a wrong answer."""
+
+import numpy as np
+import pytest
+
+from fastcnn import functional as F
+
+X = np.zeros((2, 3, 8, 8), np.float32)
+W = np.zeros((4, 3, 3, 3), np.float32)
+B = np.zeros(4, np.float32)
+G = np.zeros((2, 4, 6, 6), np.float32)  # grad of conv2d(X, W)
+P, IDX = F.max_pool2d(X, 2, return_indices=True)
+
+ERROR_INPUTS = [
+    # conv2d
+    ("conv2d 3-D input", lambda: F.conv2d(X[0], W), ValueError, r"input must be 4-D, got shape \(3, 8, 8\) \(for one image, pass x\[None\]\)"),
+    ("conv2d 2-D input", lambda: F.conv2d(X[0, 0], W), ValueError, r"input must be 4-D, got shape \(8, 8\)"),
+    ("conv2d channel mismatch", lambda: F.conv2d(X, W[:, :2]), ValueError, r"input has 3 channels .* expects 2"),
+    ("conv2d weight 3-D", lambda: F.conv2d(X, W[0]), ValueError, r"weight must be 4-D"),
+    ("conv2d bias length", lambda: F.conv2d(X, W, B[:3]), ValueError, r"bias has shape \(3,\), expected \(4,\)"),
+    ("conv2d bias 2-D", lambda: F.conv2d(X, W, B[None]), ValueError, r"bias must be 1-D"),
+    ("conv2d kernel too big", lambda: F.conv2d(X, np.zeros((1, 3, 11, 3), np.float32)), ValueError, r"kernel size \(11, 3\) is larger than the padded input \(8, 8\)"),
+    ("conv2d kernel too big padded", lambda: F.conv2d(X, np.zeros((1, 3, 11, 3), np.float32), padding=1), ValueError, r"larger than the padded input \(10, 10\)"),
+    ("conv2d stride 0", lambda: F.conv2d(X, W, stride=0), ValueError, r"stride must be positive, got 0"),
+    ("conv2d stride negative pair", lambda: F.conv2d(X, W, stride=(1, -1)), ValueError, r"stride must be positive"),
+    ("conv2d negative padding", lambda: F.conv2d(X, W, padding=-1), ValueError, r"padding must be >= 0, got -1"),
+    ("conv2d float stride", lambda: F.conv2d(X, W, stride=1.5), TypeError, r"stride must be an int or a pair of ints, got 1.5"),
+    ("conv2d bool padding", lambda: F.conv2d(X, W, padding=True), TypeError, r"padding must be an int or a pair"),
+    ("conv2d triple stride", lambda: F.conv2d(X, W, stride=(1, 1, 1)), TypeError, r"stride must be an int or a pair"),
+    ("conv2d int input", lambda: F.conv2d(X.astype(np.int64), W), TypeError, r"input has dtype int64; .* float32 or float64 .*astype\(np.float32\)"),
+    ("conv2d bool input", lambda: F.conv2d(X.astype(bool), W), TypeError, r"input has dtype bool"),
+    ("conv2d complex input", lambda: F.conv2d(X.astype(np.complex64), W), TypeError, r"input has dtype complex64"),
+    ("conv2d object input", lambda: F.conv2d(X.astype(object), W), TypeError, r"input has dtype object"),
+    ("conv2d float16 input", lambda: F.conv2d(X.astype(np.float16), W), TypeError, r"input has dtype float16"),
+    ("conv2d mixed dtypes", lambda: F.conv2d(X, W.astype(np.float64)), TypeError, r"weight is float64 but the input is float32; .* weight.astype\(np.float32\)"),
+    ("conv2d mixed bias dtype", lambda: F.conv2d(X, W, B.astype(np.float64)), TypeError, r"bias is float64 but the input is float32"),
+    ("conv2d None weight", lambda: F.conv2d(X, None), TypeError, r"weight must be an array, got None"),
+    ("conv2d empty channels", lambda: F.conv2d(np.zeros((2, 0, 8, 8), np.float32), W), ValueError, r"empty channel or spatial dimension"),
+    ("conv2d empty kernel", lambda: F.conv2d(X, np.zeros((0, 3, 3, 3), np.float32)), ValueError, r"weight of shape \(0, 3, 3, 3\) has an empty dimension"),
+    # conv2d_backward
+    ("conv2d_backward grad shape", lambda: F.conv2d_backward(G[:, :, :5], X, W), ValueError, r"grad_output has shape \(2, 4, 5, 6\), expected \(2, 4, 6, 6\)"),
+    ("conv2d_backward grad dtype", lambda: F.conv2d_backward(G.astype(np.float64), X, W), TypeError, r"grad_output is float64 but the input is float32"),
+    ("conv2d_backward 3-D grad", lambda: F.conv2d_backward(G[0], X, W), ValueError, r"grad_output must be 4-D"),
+    # im2col / col2im
+    ("im2col kernel too big", lambda: F.im2col(X, 9), ValueError, r"kernel size \(9, 9\) is larger than the padded input"),
+    ("im2col kernel 0", lambda: F.im2col(X, 0), ValueError, r"kernel_size must be positive"),
+    ("im2col 3-D", lambda: F.im2col(X[0], 3), ValueError, r"input must be 4-D"),
+    ("col2im wrong rows", lambda: F.col2im(np.zeros((71, 27), np.float32), X.shape, 3), ValueError, r"col has shape \(71, 27\), expected \(72, 27\)"),
+    ("col2im bad input_shape", lambda: F.col2im(np.zeros((72, 27), np.float32), (2, 3, 8), 3), ValueError, r"input_shape must be \(N, C, H, W\)"),
+    ("col2im non-int input_shape", lambda: F.col2im(np.zeros((72, 27), np.float32), "abcd", 3), TypeError, r"input_shape must be a tuple of 4 ints"),
+    ("col2im int col", lambda: F.col2im(np.zeros((72, 27), np.int32), X.shape, 3), TypeError, r"col has dtype int32"),
+    # max_pool2d
+    ("max_pool2d padding too big", lambda: F.max_pool2d(X, 2, padding=2), ValueError, r"padding \(2, 2\) must be at most half the kernel size \(2, 2\)"),
+    ("max_pool2d kernel too big", lambda: F.max_pool2d(X, 9), ValueError, r"kernel size \(9, 9\) is larger than the padded input \(8, 8\)"),
+    ("max_pool2d stride 0", lambda: F.max_pool2d(X, 2, 0), ValueError, r"stride must be positive"),
+    ("max_pool2d negative padding", lambda: F.max_pool2d(X, 2, padding=-1), ValueError, r"padding must be >= 0"),
+    ("max_pool2d kernel 0", lambda: F.max_pool2d(X, 0), ValueError, r"kernel_size must be positive"),
+    ("max_pool2d 3-D", lambda: F.max_pool2d(X[0], 2), ValueError, r"input must be 4-D"),
+    ("max_pool2d int", lambda: F.max_pool2d(X.astype(np.int8), 2), TypeError, r"input has dtype int8"),
+    ("max_pool2d_backward bad index", lambda: F.max_pool2d_backward(P, IDX + 64, X.shape), ValueError, r"indices must lie in \[0, H\*W\) = \[0, 64\)"),
+    ("max_pool2d_backward negative index", lambda: F.max_pool2d_backward(P, IDX - 1, X.shape), ValueError, r"indices must lie in \[0, H\*W\)"),
+    ("max_pool2d_backward float index", lambda: F.max_pool2d_backward(P, IDX.astype(np.float32), X.shape), TypeError, r"indices must be integers"),
+    ("max_pool2d_backward index shape", lambda: F.max_pool2d_backward(P, IDX[:, :, :2], X.shape), ValueError, r"indices has shape \(2, 3, 2, 4\), expected \(2, 3, 4, 4\)"),
+    ("max_pool2d_backward N mismatch", lambda: F.max_pool2d_backward(P, IDX, (3, 3, 8, 8)), ValueError, r"does not match input_shape"),
+    # avg_pool2d
+    ("avg_pool2d padding too big", lambda: F.avg_pool2d(X, 3, padding=2), ValueError, r"padding \(2, 2\) must be at most half"),
+    ("avg_pool2d kernel too big", lambda: F.avg_pool2d(X, (2, 10)), ValueError, r"kernel size \(2, 10\) is larger"),
+    ("avg_pool2d complex", lambda: F.avg_pool2d(X.astype(np.complex128), 2), TypeError, r"input has dtype complex128"),
+    ("avg_pool2d_backward grad shape", lambda: F.avg_pool2d_backward(P[:, :, :3], X.shape, 2), ValueError, r"grad_output has shape \(2, 3, 3, 4\), expected \(2, 3, 4, 4\)"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in ERROR_INPUTS],
+                         ids=[c[0] for c in ERROR_INPUTS])
+def test_bad_input_raises_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_error_messages_name_the_function():
+    with pytest.raises(ValueError, match=r"^conv2d: "):
+        F.conv2d(X[0], W)
+    with pytest.raises(ValueError, match=r"^max_pool2d: "):
+        F.max_pool2d(X, 2, padding=2)

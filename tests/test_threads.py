@@ -1,0 +1,163 @@
+"""Thread count control, bit-identical results for any thread count, and fork safety."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import fastcnn
+from fastcnn import functional as F
+from fastcnn._openmp import OPENMP_ENABLED
+
+
+def all_outputs(x, w, b):
+    """Every kernel's result on one input, as a flat list of arrays."""
+    out = F.conv2d(x, w, b, 1, 2)
+    g = np.sin(out)  # non-integer gradients: summation order would show in the bits
+    results = [out, *F.conv2d_backward(g, x, w, 1, 2)]
+    results += list(F.conv2d_backward(g, x, w, 1, 2, input_grad=False)[1:])
+    pooled, index = F.max_pool2d(out, 2, return_indices=True)
+    results += [pooled, index, F.max_pool2d_backward(pooled, index, out.shape)]
+    avg = F.avg_pool2d(out, 3, 2, 1)
+    results += [avg, F.avg_pool2d_backward(avg, out.shape, 3, 2, 1)]
+    col = F.im2col(x, 5, 1, 2)
+    results += [col, F.col2im(col, x.shape, 5, 1, 2)]
+    return results
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((37, 3, 20, 18)).astype(np.float32)  # 37: a ragged last chunk
+    w = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    return x, w, b
+
+
+def test_bit_identical_for_1_2_3_threads(batch):
+    with fastcnn.threads(1):
+        want = all_outputs(*batch)
+    for n in (2, 3):
+        with fastcnn.threads(n):
+            for got, expected in zip(all_outputs(*batch), want, strict=True):
+                assert_array_equal(got, expected)
+
+
+def test_bit_identical_over_20_runs_at_2_threads(batch):
+    with fastcnn.threads(2):
+        want = all_outputs(*batch)
+        for _ in range(20):
+            for got, expected in zip(all_outputs(*batch), want, strict=True):
+                assert_array_equal(got, expected)
+
+
+def test_float64_bit_identical_across_threads(batch):
+    x, w, b = (a.astype(np.float64) for a in batch)
+    with fastcnn.threads(1):
+        want = all_outputs(x, w, b)
+    with fastcnn.threads(3):
+        for got, expected in zip(all_outputs(x, w, b), want, strict=True):
+            assert_array_equal(got, expected)
+
+
+def test_set_get_and_context_manager():
+    before = fastcnn.get_num_threads()
+    with fastcnn.threads(3):
+        assert fastcnn.get_num_threads() == 3
+        with fastcnn.threads(1):
+            assert fastcnn.get_num_threads() == 1
+        assert fastcnn.get_num_threads() == 3
+    assert fastcnn.get_num_threads() == before
+    with fastcnn.threads(1):  # restores the default when the block ends
+        fastcnn.set_num_threads(2)
+        assert fastcnn.get_num_threads() == 2
+    assert fastcnn.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
+                                        (True, TypeError), ("2", TypeError)])
+def test_bad_thread_counts(bad, error):
+    with pytest.raises(error, match="number of threads"):
+        fastcnn.set_num_threads(bad)
+    with pytest.raises(error, match="number of threads"):
+        with fastcnn.threads(bad):
+            pass
+
+
+def run_python(code, env=None, timeout=60):
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env=full_env, check=False)
+
+
+@pytest.mark.skipif(not OPENMP_ENABLED, reason="serial build: always one thread")
+def test_default_honours_omp_num_threads():
+    result = run_python("import fastcnn; print(fastcnn.get_num_threads())",
+                        env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+
+
+@pytest.mark.skipif(not OPENMP_ENABLED, reason="serial build: always one thread")
+def test_default_honours_threadpoolctl_limits():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert fastcnn.get_num_threads() == 1
+
+
+def test_nothing_changes_the_global_openmp_setting(batch):
+    from fastcnn._openmp import openmp_max_threads
+
+    before = openmp_max_threads()
+    with fastcnn.threads(1):
+        all_outputs(*batch)
+    assert openmp_max_threads() == before
+
+
+def test_fork_after_parallel_region_does_not_hang():
+    code = """
+        import os, numpy as np, fastcnn
+        from fastcnn import functional as F
+        x = np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
+        w = np.ones((4, 3, 3, 3), np.float32)
+        with fastcnn.threads(2):
+            parent = F.conv2d(x, w)  # starts the OpenMP thread pool
+        pid = os.fork()
+        if pid == 0:
+            ok = np.array_equal(F.conv2d(x, w), parent) and fastcnn.get_num_threads() == 1
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(status))
+    """
+    result = run_python(code, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "child exit 0" in result.stdout
+
+
+def test_two_python_threads_share_a_model_safely(batch):
+    """Kernels release the GIL; concurrent calls must not share scratch buffers."""
+    x, w, b = batch
+    want = F.conv2d(x, w, b, 1, 2)
+    want_grads = F.conv2d_backward(want, x, w, 1, 2)
+    failures = []
+
+    def work():
+        for _ in range(10):
+            if not np.array_equal(F.conv2d(x, w, b, 1, 2), want):
+                failures.append("forward")
+            got = F.conv2d_backward(want, x, w, 1, 2)
+            if not all(np.array_equal(g, e) for g, e in zip(got, want_grads, strict=True)):
+                failures.append("backward")
+
+    workers = [threading.Thread(target=work) for _ in range(3)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert failures == []
