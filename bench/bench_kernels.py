@@ -1,0 +1,257 @@
+"""Kernel microbenchmarks: fastcnn vs PyTorch CPU (same thread count) vs the NumPy book.
+
+For each case the implementations are run alternately in rounds (warm-up first), each timing
+taking the median over rounds, so slow drifts of a noisy machine hit all of them alike.
+Columns: median ms, GFLOP/s (convolutions), and ratio = torch time / fastcnn time (> 1: fastcnn
+is faster). Run:  python bench/bench_kernels.py [--threads 2] [--rounds 7] [--json out.json]
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # numpy_book beside this file
+import numpy_book  # noqa: E402
+
+import fastcnn  # noqa: E402
+from fastcnn import functional as F  # noqa: E402
+
+CONV_CASES = {
+    "lenet-conv1": ((256, 1, 28, 28), 6, 5, 2),
+    "lenet-conv2": ((256, 6, 14, 14), 16, 5, 0),
+    "vgg-64": ((32, 64, 32, 32), 64, 3, 1),
+    "vgg-128": ((16, 128, 16, 16), 128, 3, 1),
+}
+POOL_CASES = {"lenet-pool1": (256, 6, 28, 28), "lenet-pool2": (256, 16, 10, 10)}
+
+
+def conv_flops(x_shape, k, f, pad):
+    n, c, h, w = x_shape
+    oh, ow = h + 2 * pad - f + 1, w + 2 * pad - f + 1
+    return 2.0 * n * k * c * f * f * oh * ow
+
+
+def time_rounds(impls, rounds, min_seconds=0.05):
+    """Median seconds per call of each impl, alternating them round by round."""
+    loops = {}
+    for name, fn in impls.items():
+        fn()  # warm-up (allocations, thread pools)
+        start = time.perf_counter()
+        fn()
+        once = time.perf_counter() - start
+        loops[name] = max(1, int(min_seconds / max(once, 1e-6)))
+    samples = {name: [] for name in impls}
+    for _ in range(rounds):
+        for name, fn in impls.items():
+            start = time.perf_counter()
+            for _ in range(loops[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / loops[name])
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def conv_impls(x, w, b, pad, torch, with_book):
+    """forward, forward+backward, forward+backward without dx for each implementation."""
+    impls = {}
+    out = F.conv2d(x, w, b, 1, pad)
+    g = np.ones_like(out)
+
+    def fc_fb(need_dx):
+        def run():
+            F.conv2d(x, w, b, 1, pad)
+            F.conv2d_backward(g, x, w, 1, pad, input_grad=need_dx)
+        return run
+
+    impls["fastcnn fwd"] = lambda: F.conv2d(x, w, b, 1, pad)
+    impls["fastcnn fwd+bwd"] = fc_fb(True)
+    impls["fastcnn fwd+bwd no-dx"] = fc_fb(False)
+    if torch is not None:
+        tw = torch.tensor(w, requires_grad=True)
+        tb = torch.tensor(b, requires_grad=True)
+        tg = torch.tensor(g)
+
+        def t_fb(need_dx):
+            def run():
+                tx = torch.from_numpy(x).requires_grad_(need_dx)
+                torch.nn.functional.conv2d(tx, tw, tb, padding=pad).backward(tg)
+                tw.grad = tb.grad = None
+            return run
+
+        def t_fwd():
+            with torch.no_grad():
+                torch.nn.functional.conv2d(torch.from_numpy(x), tw, tb, padding=pad)
+
+        impls["torch fwd"] = t_fwd
+        impls["torch fwd+bwd"] = t_fb(True)
+        impls["torch fwd+bwd no-dx"] = t_fb(False)
+    if with_book:
+        layer = numpy_book.Convolution(w, b, 1, pad)
+
+        def book_fb(need_dx):
+            def run():
+                layer.forward(x)
+                layer.backward(g, need_dx)
+            return run
+
+        impls["numpy-book fwd"] = lambda: layer.forward(x)
+        impls["numpy-book fwd+bwd"] = book_fb(True)
+        impls["numpy-book fwd+bwd no-dx"] = book_fb(False)
+    return impls
+
+
+def pool_impls(x, torch, with_book):
+    impls = {}
+
+    def fc():
+        out, idx = F.max_pool2d(x, 2, return_indices=True)
+        F.max_pool2d_backward(out, idx, x.shape)
+
+    impls["fastcnn fwd+bwd"] = fc
+    if torch is not None:
+        def tc():
+            tx = torch.from_numpy(x).requires_grad_(True)
+            out = torch.nn.functional.max_pool2d(tx, 2)
+            out.backward(out.detach())
+        impls["torch fwd+bwd"] = tc
+    if with_book:
+        layer = numpy_book.Pooling(2, 2)
+
+        def book():
+            layer.backward(layer.forward(x))
+        impls["numpy-book fwd+bwd"] = book
+    return impls
+
+
+def unfold_impls(x, f, pad, with_book):
+    col = F.im2col(x, f, 1, pad)
+    impls = {
+        "fastcnn im2col": lambda: F.im2col(x, f, 1, pad),
+        "fastcnn col2im": lambda: F.col2im(col, x.shape, f, 1, pad),
+    }
+    if with_book:
+        impls["numpy-book im2col"] = lambda: numpy_book.im2col(x, f, f, 1, pad)
+        impls["numpy-book col2im"] = lambda: numpy_book.col2im(col, x.shape, f, f, 1, pad)
+    return impls
+
+
+def ratio_rows(case, times, flops=None):
+    """One row per measure: fastcnn ms, torch ms, numpy-book ms, ratios, GFLOP/s."""
+    rows = []
+    measures = sorted({name.split(" ", 1)[1] for name in times})
+    for measure in measures:
+        row = {"case": case, "measure": measure}
+        for impl in ("fastcnn", "torch", "numpy-book"):
+            t = times.get(f"{impl} {measure}")
+            row[f"{impl}_ms"] = None if t is None else t * 1e3
+        fc, tt, bk = row["fastcnn_ms"], row["torch_ms"], row["numpy-book_ms"]
+        row["torch/fastcnn"] = tt / fc if fc and tt else None
+        row["book/fastcnn"] = bk / fc if fc and bk else None
+        if flops and fc:
+            scale = {"fwd": 1, "fwd+bwd": 3, "fwd+bwd no-dx": 2}.get(measure, 0)
+            row["fastcnn_gflops"] = scale * flops / (fc * 1e-3) / 1e9 if scale else None
+        rows.append(row)
+    return rows
+
+
+def run(args, torch):
+    fastcnn.set_num_threads(args.threads)
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    rows, printed = [], 0
+    print(f"{'case':<12} {'measure':<22} {'fastcnn ms':>10} {'torch ms':>9} "
+          f"{'book ms':>9} {'torch/fc':>8} {'book/fc':>8} {'GFLOP/s':>8}")
+    for case, (shape, k, f, pad) in CONV_CASES.items():
+        if args.only and case not in args.only:
+            continue
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = (rng.standard_normal((k, shape[1], f, f)) * 0.1).astype(np.float32)
+        b = rng.standard_normal(k).astype(np.float32)
+        times = time_rounds(conv_impls(x, w, b, pad, torch, not args.no_book), args.rounds)
+        rows += ratio_rows(case, times, conv_flops(shape, k, f, pad))
+        if case.startswith("lenet"):
+            times = time_rounds(unfold_impls(x, f, pad, not args.no_book), args.rounds)
+            rows += ratio_rows(case, times)
+        printed = print_rows(rows, printed)
+    for case, shape in POOL_CASES.items():
+        if args.only and case not in args.only:
+            continue
+        x = rng.standard_normal(shape).astype(np.float32)
+        times = time_rounds(pool_impls(x, torch, not args.no_book), args.rounds)
+        rows += ratio_rows(case, times)
+        printed = print_rows(rows, printed)
+    return rows
+
+
+def fmt(value, spec):
+    width = int(spec.split(".")[0])
+    return f"{'-':>{width}}" if value is None else format(value, spec)
+
+
+def print_rows(rows, printed):
+    """Print rows[printed:]; return how many rows are printed now."""
+    for r in rows[printed:]:
+        print(f"{r['case']:<12} {r['measure']:<22} {fmt(r['fastcnn_ms'], '10.3f')} "
+              f"{fmt(r['torch_ms'], '9.3f')} {fmt(r['numpy-book_ms'], '9.3f')} "
+              f"{fmt(r['torch/fastcnn'], '8.2f')} {fmt(r['book/fastcnn'], '8.1f')} "
+              f"{fmt(r.get('fastcnn_gflops'), '8.1f')}", flush=True)
+    return len(rows)
+
+
+def machine_info(torch, threads):
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "fastcnn": fastcnn.__version__,
+        "torch": getattr(torch, "__version__", None),
+    }
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7, help="rounds (median taken), >= 5")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-book", action="store_true", help="skip the NumPy-book baseline")
+    parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
+    parser.add_argument("--json", help="write results here")
+    args = parser.parse_args(argv)
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            print("torch not installed: fastcnn and NumPy-book columns only")
+    info = machine_info(torch, args.threads)
+    print(json.dumps(info))
+    rows = run(args, torch)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
