@@ -1,0 +1,43 @@
+"""Datasets, transforms and the DataLoader.
+
+MNIST (IDX files, optional verified download), the embedded MNIST subset, image-list
+datasets, array datasets, subsets and splits, batch transforms, and a reproducible,
+resumable ``DataLoader``.
+"""
+
+from fastcnn.data.datasets import (
+    ArrayDataset,
+    Dataset,
+    Subset,
+    filter_classes,
+    one_hot,
+    random_split,
+)
+from fastcnn.data.embedded import embedded_mnist
+from fastcnn.data.idx import read_idx, write_idx
+from fastcnn.data.image_list import ImageListDataset
+from fastcnn.data.loader import DataLoader
+from fastcnn.data.mnist import MNIST, MNIST_MIRRORS, MNIST_SHA256, DownloadError
+from fastcnn.data.transforms import AvgDownsample2x2, Compose, Normalize, Pad
+
+__all__ = [
+    "MNIST",
+    "MNIST_MIRRORS",
+    "MNIST_SHA256",
+    "ArrayDataset",
+    "AvgDownsample2x2",
+    "Compose",
+    "DataLoader",
+    "Dataset",
+    "DownloadError",
+    "ImageListDataset",
+    "Normalize",
+    "Pad",
+    "Subset",
+    "embedded_mnist",
+    "filter_classes",
+    "one_hot",
+    "random_split",
+    "read_idx",
+    "write_idx",
+]

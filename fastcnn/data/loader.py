@@ -1,0 +1,112 @@
+"""DataLoader: mini-batches of a dataset, in a reproducible and resumable order."""
+
+import numbers
+
+import numpy as np
+
+__all__ = ["DataLoader"]
+
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(
+            f"batch_size must be a positive int, got {type(batch_size).__name__} {batch_size!r}"
+        )
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    return int(batch_size)
+
+
+class DataLoader:
+    """Iterate over ``dataset`` in mini-batches of float32 ``(N, C, H, W)`` images and int64
+    labels, each batch a fresh C-contiguous array.
+
+    Each ``iter(loader)`` is one epoch. With ``shuffle=True`` the order of epoch ``k`` is the
+    permutation drawn from ``np.random.default_rng([seed, k])``: it depends only on the seed
+    and the epoch number, so every run sees the same epochs, and a resumed run continues
+    exactly (``set_epoch`` or ``load_state_dict`` picks the epoch). The epoch counter advances
+    by one each time an iteration starts.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Anything with ``__len__`` and ``__getitem__``; a ``gather(indices)`` method (every
+        fastcnn dataset has one) lets a batch be taken with one fancy-indexing step.
+    batch_size : int
+        Images per batch (> 0).
+    shuffle : bool
+        A new random order every epoch (True) or the dataset order (False).
+    seed : int, optional
+        Seed of the shuffling; None draws one at random (saved by ``state_dict``).
+    drop_last : bool
+        Drop the last batch when it is smaller than ``batch_size``.
+    transform : callable, optional
+        Applied to each batch of images (e.g. ``fastcnn.data.Normalize``).
+    """
+
+    def __init__(self, dataset, batch_size=1, shuffle=False, seed=None, drop_last=False,
+                 transform=None):
+        if len(dataset) == 0:
+            raise ValueError("DataLoader got an empty dataset")
+        self.dataset = dataset
+        self.batch_size = _check_batch_size(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable, got {transform!r}")
+        self.transform = transform
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**63))
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self):
+        """Number of batches per epoch."""
+        full, rest = divmod(len(self.dataset), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def set_epoch(self, epoch):
+        """Make the next iteration epoch number ``epoch`` (0-based), e.g. when resuming."""
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        self.epoch = int(epoch)
+
+    def order(self, epoch):
+        """The indices of epoch ``epoch``, in the order they are visited."""
+        if not self.shuffle:
+            return np.arange(len(self.dataset))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset))
+
+    def state_dict(self):
+        """What a checkpoint needs to continue the same sequence of epochs."""
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state):
+        self.seed = int(state["seed"])
+        self.set_epoch(int(state["epoch"]))
+
+    def _gather(self, indices):
+        gather = getattr(self.dataset, "gather", None)
+        if gather is not None:
+            images, labels = gather(indices)
+        else:  # a plain sequence of (image, label) pairs
+            items = [self.dataset[int(i)] for i in indices]
+            images = np.stack([image for image, _ in items])
+            labels = np.array([label for _, label in items])
+        if self.transform is not None:
+            images = self.transform(images)
+        return np.ascontiguousarray(images, dtype=np.float32), np.asarray(labels, dtype=np.int64)
+
+    def __iter__(self):
+        order = self.order(self.epoch)
+        self.epoch += 1
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield self._gather(order[start : start + self.batch_size])
+
+    def __repr__(self):
+        return (
+            f"DataLoader(dataset={self.dataset!r}, batch_size={self.batch_size}, "
+            f"shuffle={self.shuffle}, drop_last={self.drop_last})"
+        )
