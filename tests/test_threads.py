@@ -90,9 +90,12 @@ def test_bad_thread_counts(bad, error):
 
 
 def run_python(code, env=None, timeout=60):
+    """Run code in a fresh interpreter that imports the same fastcnn as this one."""
     full_env = dict(os.environ, **(env or {}))
+    package_parent = os.path.dirname(os.path.dirname(fastcnn.__file__))
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, check=False)
+                          text=True, timeout=timeout, env=full_env, cwd=package_parent,
+                          check=False)
 
 
 @pytest.mark.skipif(not OPENMP_ENABLED, reason="serial build: always one thread")
