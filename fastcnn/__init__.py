@@ -12,14 +12,22 @@ except ImportError as error:  # pragma: no cover - only in an unbuilt source che
         f"Original error: {error}"
     ) from error
 
-from fastcnn import functional
+from fastcnn import functional, models, nn, optim
 from fastcnn._config import show_config
 from fastcnn._threads import get_num_threads, set_num_threads, threads
 
+# fastcnn.gradcheck is the function (as torch.autograd.gradcheck), shadowing its module.
+from fastcnn.gradcheck import GradcheckError, gradcheck
+
 __all__ = [
+    "GradcheckError",
     "__version__",
     "functional",
     "get_num_threads",
+    "gradcheck",
+    "models",
+    "nn",
+    "optim",
     "set_num_threads",
     "show_config",
     "threads",

@@ -1,0 +1,156 @@
+"""Ready-made networks: LeNet-5, an improved LeNet-5, and the NumPy book's SimpleConvNet.
+
+Each is a ``Sequential`` built from an ``OrderedDict``, so its state-dict keys
+(``conv1.weight``, ``fc1.bias``, ...) are those of the same network written in PyTorch
+as ``torch.nn.Sequential(OrderedDict(...))`` with the same names: a PyTorch state dict
+loads with no key mapping.
+"""
+
+from collections import OrderedDict
+
+from fastcnn import functional, nn
+from fastcnn.nn._checks import generator, is_int, positive_int
+
+__all__ = ["ImprovedLeNet5", "LeNet5", "SimpleConvNet"]
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+# LeNet-5's first convolution pads 28x28 input (MNIST) by 2 so it sees 32x32, the size of
+# the original paper's input, which it takes unpadded.
+_LENET_PADDING = {28: 2, 32: 0}
+
+
+def _activation(name, owner):
+    if name not in ACTIVATIONS:
+        allowed = ", ".join(repr(key) for key in ACTIVATIONS)
+        raise ValueError(f"{owner}: activation must be one of {allowed}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+class LeNet5(nn.Sequential):
+    """LeNet-5 (LeCun et al., 1998) with max pooling and a modern activation.
+
+    conv1 6@5x5 -> act1 -> pool1 2x2 -> conv2 16@5x5 -> act2 -> pool2 2x2 -> flatten ->
+    fc1 400-120 -> act3 -> fc2 120-84 -> act4 -> fc3 84-num_classes (logits).
+
+    Parameters
+    ----------
+    in_channels : int, default 1
+    num_classes : int, default 10
+    input_size : {28, 32}, default 28
+        Height and width of the input; conv1 pads 28x28 input by 2 so both reach 5x5x16 = 400
+        features before fc1.
+    activation : {"relu", "sigmoid", "tanh", "silu"}, default "relu"
+    rng : np.random.Generator or int, optional
+        Draws every layer's initial weights in turn: the same seed gives the same model.
+    """
+
+    def __init__(self, in_channels=1, num_classes=10, input_size=28, activation="relu", *,
+                 rng=None):
+        if not is_int(input_size) or input_size not in _LENET_PADDING:
+            raise ValueError(f"LeNet5: input_size must be 28 or 32, got {input_size!r}")
+        act = _activation(activation, "LeNet5")
+        rng = generator(rng, "LeNet5")
+        super().__init__(OrderedDict([
+            ("conv1", nn.Conv2d(in_channels, 6, 5, padding=_LENET_PADDING[input_size],
+                                rng=rng)),
+            ("act1", act()),
+            ("pool1", nn.MaxPool2d(2)),
+            ("conv2", nn.Conv2d(6, 16, 5, rng=rng)),
+            ("act2", act()),
+            ("pool2", nn.MaxPool2d(2)),
+            ("flatten", nn.Flatten()),
+            ("fc1", nn.Linear(16 * 5 * 5, 120, rng=rng)),
+            ("act3", act()),
+            ("fc2", nn.Linear(120, 84, rng=rng)),
+            ("act4", act()),
+            ("fc3", nn.Linear(84, num_classes, rng=rng)),
+        ]))
+
+
+class ImprovedLeNet5(nn.Sequential):
+    """A LeNet-5 variant for 28x28 input: three 3x3 convolutions (5, 10, 16 channels,
+    padding 1), SiLU, and a 2x2 max-pool after each (28 -> 14 -> 7 -> 3), then
+    fc1 144-120 -> fc2 120-84 -> fc3 84-num_classes.
+
+    Parameters
+    ----------
+    in_channels : int, default 1
+    num_classes : int, default 10
+    rng : np.random.Generator or int, optional
+    """
+
+    def __init__(self, in_channels=1, num_classes=10, *, rng=None):
+        rng = generator(rng, "ImprovedLeNet5")
+        layers = []
+        for i, (c_in, c_out) in enumerate([(in_channels, 5), (5, 10), (10, 16)], start=1):
+            layers += [
+                (f"conv{i}", nn.Conv2d(c_in, c_out, 3, padding=1, rng=rng)),
+                (f"act{i}", nn.SiLU()),
+                (f"pool{i}", nn.MaxPool2d(2)),
+            ]
+        layers += [
+            ("flatten", nn.Flatten()),
+            ("fc1", nn.Linear(16 * 3 * 3, 120, rng=rng)),
+            ("act4", nn.SiLU()),
+            ("fc2", nn.Linear(120, 84, rng=rng)),
+            ("act5", nn.SiLU()),
+            ("fc3", nn.Linear(84, num_classes, rng=rng)),
+        ]
+        super().__init__(OrderedDict(layers))
+
+
+class SimpleConvNet(nn.Sequential):
+    """The NumPy book's (Saito, *Deep Learning from Scratch*, ch. 7) SimpleConvNet:
+    conv1 -> relu1 -> pool1 2x2 -> flatten -> fc1 -> relu2 -> fc2.
+
+    Parameters
+    ----------
+    input_dim : (C, H, W), default (1, 28, 28)
+    filter_num, filter_size, pad, stride : int
+        conv1's output channels, kernel size, padding and stride (the book's conv_param).
+    hidden_size : int, default 100
+    output_size : int, default 10
+    weight_init_std : float, optional
+        The book's initialisation: weights ``weight_init_std * N(0, 1)`` and zero biases
+        (it uses 0.01). Default: PyTorch's initialisation, as every fastcnn layer.
+    rng : np.random.Generator or int, optional
+    """
+
+    def __init__(self, input_dim=(1, 28, 28), filter_num=30, filter_size=5, pad=0, stride=1,
+                 hidden_size=100, output_size=10, weight_init_std=None, *, rng=None):
+        channels, height, width = _input_dim(input_dim)
+        rng = generator(rng, "SimpleConvNet")
+        conv = nn.Conv2d(channels, filter_num, filter_size, stride, pad, rng=rng)
+        geometry = zip((height, width), conv.kernel_size, conv.stride, conv.padding, strict=True)
+        conv_hw = [functional.output_size(*axis) for axis in geometry]
+        if min(conv_hw) < 2:
+            raise ValueError(
+                f"SimpleConvNet: the convolution's output {tuple(conv_hw)} is too small for "
+                f"a 2x2 pool; use a larger input_dim than {input_dim} or a smaller filter_size"
+            )
+        pool_features = filter_num * (conv_hw[0] // 2) * (conv_hw[1] // 2)
+        super().__init__(OrderedDict([
+            ("conv1", conv),
+            ("relu1", nn.ReLU()),
+            ("pool1", nn.MaxPool2d(2)),
+            ("flatten", nn.Flatten()),
+            ("fc1", nn.Linear(pool_features, hidden_size, rng=rng)),
+            ("relu2", nn.ReLU()),
+            ("fc2", nn.Linear(hidden_size, output_size, rng=rng)),
+        ]))
+        if weight_init_std is not None:
+            for layer in (self.conv1, self.fc1, self.fc2):
+                nn.init.normal_(layer.weight, 0.0, weight_init_std, rng=rng)
+                nn.init.zeros_(layer.bias)
+
+
+def _input_dim(input_dim):
+    try:
+        channels, height, width = input_dim
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"SimpleConvNet: input_dim must be (channels, height, width), got {input_dim!r}"
+        ) from None
+    return tuple(positive_int(v, "input_dim", "SimpleConvNet") for v in (channels, height,
+                                                                         width))

@@ -1,0 +1,41 @@
+"""Layers, losses and containers with PyTorch's names: ``fastcnn.nn`` mirrors ``torch.nn``.
+
+Every module has ``forward`` and an explicit ``backward(grad_output, input_grad=True)``
+(there is no autograd); see ``Module``.
+"""
+
+from fastcnn.nn import init
+from fastcnn.nn.activation import ReLU, Sigmoid, SiLU, Softmax, Tanh
+from fastcnn.nn.batchnorm import BatchNorm1d, BatchNorm2d
+from fastcnn.nn.container import Sequential
+from fastcnn.nn.conv import Conv2d
+from fastcnn.nn.dropout import Dropout
+from fastcnn.nn.flatten import Flatten
+from fastcnn.nn.linear import Identity, Linear
+from fastcnn.nn.loss import CrossEntropyLoss, MSELoss
+from fastcnn.nn.module import Module
+from fastcnn.nn.parameter import Parameter
+from fastcnn.nn.pooling import AvgPool2d, MaxPool2d
+
+__all__ = [
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Conv2d",
+    "CrossEntropyLoss",
+    "Dropout",
+    "Flatten",
+    "Identity",
+    "Linear",
+    "MSELoss",
+    "MaxPool2d",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "SiLU",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "init",
+]

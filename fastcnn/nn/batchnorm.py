@@ -1,0 +1,178 @@
+"""BatchNorm1d and BatchNorm2d with PyTorch's semantics."""
+
+import numbers
+
+import numpy as np
+
+from fastcnn.nn import init
+from fastcnn.nn._checks import (
+    float_dtype,
+    float_input,
+    grad_like,
+    input_ndim,
+    input_size,
+    positive_int,
+)
+from fastcnn.nn.module import Module
+from fastcnn.nn.parameter import Parameter
+
+__all__ = ["BatchNorm1d", "BatchNorm2d"]
+
+
+class _BatchNorm(Module):
+    """Normalise each channel (dim 1) over the batch and spatial dimensions.
+
+    In training (or without running statistics) the batch's mean and *biased* variance
+    normalise it, and the running estimates move towards the mean and the *unbiased*
+    variance: ``running = (1 - momentum) * running + momentum * batch`` (a cumulative
+    average when momentum is None). In evaluation the running estimates are used.
+    """
+
+    _allowed_ndim = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, *, dtype=np.float32):
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = positive_int(num_features, "num_features", name)
+        self.eps = _real(eps, "eps", name, low=0, strict=True)
+        self.momentum = None if momentum is None else _real(momentum, "momentum", name, 0, 1)
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        dtype = float_dtype(dtype, name)
+        channels = np.empty(self.num_features, dtype=dtype)
+        self.weight = Parameter(channels.copy()) if affine else None
+        self.bias = Parameter(channels.copy()) if affine else None
+        tracked = self.track_running_stats
+        self.register_buffer("running_mean", channels.copy() if tracked else None)
+        self.register_buffer("running_var", channels.copy() if tracked else None)
+        self.register_buffer("num_batches_tracked", np.zeros((), np.int64) if tracked else None)
+        self.reset_parameters()
+
+    def reset_running_stats(self):
+        """Running mean 0, running variance 1, no batches seen."""
+        if self.track_running_stats:
+            self.running_mean.fill(0)
+            self.running_var.fill(1)
+            self.num_batches_tracked.fill(0)
+
+    def reset_parameters(self):
+        """Reset the running statistics; weight 1, bias 0."""
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    @property
+    def dtype(self):
+        """The dtype of the parameters and running statistics, which the input must have
+        (None, accepting any float input, when the layer has neither)."""
+        source = self.weight if self.affine else self.running_mean
+        return None if source is None else source.dtype
+
+    # --------------------------------------------------------------------- forward
+
+    def forward(self, input):
+        name = type(self).__name__
+        x = float_input(input, name, self.dtype)
+        input_ndim(x, name, self._allowed_ndim)
+        input_size(x, 1, self.num_features, name, "channels (dim 1)")
+        axes = (0, *range(2, x.ndim))
+        use_batch = self.training or not self.track_running_stats
+        if use_batch:
+            mean, var = self._batch_stats(x, axes)
+        else:
+            mean, var = self.running_mean, self.running_var
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)
+        x_hat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+        self._save_for_backward(x_hat=x_hat, inv_std=inv_std.reshape(shape), axes=axes,
+                                batch_stats=use_batch)
+        if not self.affine:
+            return x_hat
+        return x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
+
+    def _batch_stats(self, x, axes):
+        """Batch mean and biased variance; updates the running estimates in training."""
+        count = x.size // self.num_features
+        if self.training and count <= 1:
+            raise ValueError(
+                f"{type(self).__name__}: Expected more than 1 value per channel when "
+                f"training, got input size {x.shape}"
+            )
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            factor = (1 / float(self.num_batches_tracked) if self.momentum is None
+                      else self.momentum)
+            unbiased = var * (count / (count - 1))
+            self.running_mean *= 1 - factor
+            self.running_mean += factor * mean
+            self.running_var *= 1 - factor
+            self.running_var += factor * unbiased
+        return mean, var
+
+    # -------------------------------------------------------------------- backward
+
+    def backward(self, grad_output, input_grad=True):
+        """Accumulate weight/bias gradients; return the input gradient (None if not
+        ``input_grad``). With batch statistics the gradient flows through the mean and
+        variance too; with running statistics the layer is affine."""
+        saved = self._saved()
+        x_hat, inv_std, axes = saved["x_hat"], saved["inv_std"], saved["axes"]
+        grad = grad_like(grad_output, x_hat.shape, x_hat.dtype, type(self).__name__)
+        if self.affine:
+            self.weight.accumulate_grad(np.sum(grad * x_hat, axis=axes))
+            self.bias.accumulate_grad(np.sum(grad, axis=axes))
+        if not input_grad:
+            return None
+        grad_x_hat = grad * self.weight.data.reshape(inv_std.shape) if self.affine else grad
+        if not saved["batch_stats"]:
+            return grad_x_hat * inv_std
+        # d/dx of (x - mean) / sqrt(var + eps), with mean and biased var of the batch.
+        mean_grad = grad_x_hat.mean(axis=axes, keepdims=True)
+        mean_grad_x_hat = (grad_x_hat * x_hat).mean(axis=axes, keepdims=True)
+        return inv_std * (grad_x_hat - mean_grad - x_hat * mean_grad_x_hat)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+def _real(value, name, owner, low, high=None, strict=False):
+    """A float in [low, high] (or (low, ...] with ``strict``), else a clear error."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be a float, got {type(value).__name__} {value!r}")
+    too_low = value <= low if strict else value < low
+    if too_low or (high is not None and value > high):
+        bounds = f"> {low}" if strict else f"in [{low}, {high}]"
+        raise ValueError(f"{owner}: {name} must be {bounds}, got {value}")
+    return float(value)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) or (N, C, L) input over N (and L).
+
+    Parameters
+    ----------
+    num_features : int
+        C.
+    eps : float, default 1e-5
+        Added to the variance for stability.
+    momentum : float or None, default 0.1
+        Weight of the new batch in the running estimates; None: cumulative average.
+    affine : bool, default True
+        Learn a per-channel scale ``weight`` (init 1) and shift ``bias`` (init 0).
+    track_running_stats : bool, default True
+        Keep ``running_mean``, ``running_var`` and ``num_batches_tracked`` buffers (in the
+        state dict) and use them in eval mode; False normalises with batch statistics always.
+    dtype : np.float32 (default) or np.float64
+    """
+
+    _allowed_ndim = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) input over N, H and W; parameters as
+    ``BatchNorm1d``."""
+
+    _allowed_ndim = (4,)

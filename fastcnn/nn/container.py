@@ -1,0 +1,103 @@
+"""Sequential: modules applied one after another."""
+
+import numbers
+from collections import OrderedDict
+
+from fastcnn.nn.module import Module
+
+__all__ = ["Sequential"]
+
+
+class Sequential(Module):
+    """Apply modules in order; ``backward`` runs them in reverse.
+
+    Parameters
+    ----------
+    *modules : Module
+        Named ``"0"``, ``"1"``, ... Or a single ``OrderedDict`` of name -> module, whose
+        names become the state-dict prefixes (``conv1.weight``).
+
+    Examples
+    --------
+    >>> from fastcnn import nn
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> len(model), type(model[-1]).__name__
+    (3, 'Linear')
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            items = modules[0].items()
+        else:
+            items = ((str(i), module) for i, module in enumerate(modules))
+        for name, module in items:
+            self._check_module(module)
+            self.add_module(name, module)
+
+    @staticmethod
+    def _check_module(module):
+        if not isinstance(module, Module):
+            raise TypeError(
+                f"Sequential: {type(module).__name__} is not a Module subclass "
+                "(wrap functions in a Module with forward and backward)"
+            )
+
+    # ------------------------------------------------------------------- container
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        items = list(self._modules.items())
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(items[index]))
+        if not isinstance(index, numbers.Integral) or isinstance(index, bool):
+            raise TypeError(
+                f"Sequential indices must be integers or slices, got {type(index).__name__} "
+                "(use getattr(model, name) for a named child)"
+            )
+        if not -len(items) <= index < len(items):
+            raise IndexError(f"index {index} is out of range for a Sequential of {len(items)}")
+        return items[index][1]
+
+    def append(self, module):
+        """Add ``module`` at the end (named by its position); return self."""
+        self._check_module(module)
+        self.add_module(str(len(self)), module)
+        return self
+
+    # ---------------------------------------------------------- forward / backward
+
+    def forward(self, input):
+        for module in self:
+            input = module(input)
+        return input
+
+    def backward(self, grad_output, input_grad=False):
+        """Backward through every module in reverse order.
+
+        Every module but the first computes its input gradient (the next module back needs
+        it); the first gets ``input_grad``. Its default, False, matches PyTorch, where a
+        network's input does not require a gradient: ``model.backward(loss_fn.backward())``
+        fills every ``p.grad``, skips the first layer's input gradient (for a convolution,
+        about half its backward cost) and returns None.
+
+        Parameters
+        ----------
+        grad_output : ndarray
+            Gradient of the loss with respect to the output of the last ``forward``.
+        input_grad : bool, default False
+            True to also compute and return the gradient with respect to the input.
+        """
+        modules = list(self)
+        for position in range(len(modules) - 1, -1, -1):
+            grad_output = modules[position].backward(
+                grad_output, input_grad=input_grad if position == 0 else True
+            )
+        if not modules:
+            return grad_output if input_grad else None
+        return grad_output

@@ -1,0 +1,98 @@
+"""Conv2d: the layer over ``fastcnn.functional.conv2d``."""
+
+import numpy as np
+
+from fastcnn import functional as F
+from fastcnn.functional import _non_negative_pair, _positive_pair
+from fastcnn.nn import init
+from fastcnn.nn._checks import (
+    float_dtype,
+    float_input,
+    generator,
+    grad_like,
+    input_ndim,
+    input_size,
+    positive_int,
+)
+from fastcnn.nn.module import Module
+from fastcnn.nn.parameter import Parameter
+
+__all__ = ["Conv2d"]
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation, as PyTorch) over a batch of NCHW images.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (int, int)
+    stride : int or (int, int), default 1
+    padding : int or (int, int), default 0
+        Zeros added on both sides of each spatial axis.
+    bias : bool, default True
+    rng : np.random.Generator or int, optional
+        Draws the initial weights (PyTorch's default: ``kaiming_uniform_(a=sqrt(5))``, bias
+        U(+-1/sqrt(fan_in))). The same seed gives the same weights.
+    dtype : np.float32 (default) or np.float64
+        Of the parameters; the input must have the same dtype.
+
+    Attributes
+    ----------
+    weight : Parameter, shape (out_channels, in_channels, kH, kW)
+    bias : Parameter, shape (out_channels,), or None
+
+    Shape
+    -----
+    Input (N, C_in, H, W), output (N, C_out, OH, OW) with::
+
+        OH = floor((H + 2 * padding[0] - kernel_size[0]) / stride[0]) + 1
+        OW = floor((W + 2 * padding[1] - kernel_size[1]) / stride[1]) + 1
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 *, rng=None, dtype=np.float32):
+        super().__init__()
+        self.in_channels = positive_int(in_channels, "in_channels", "Conv2d")
+        self.out_channels = positive_int(out_channels, "out_channels", "Conv2d")
+        self.kernel_size = _positive_pair(kernel_size, "kernel_size", "Conv2d")
+        self.stride = _positive_pair(stride, "stride", "Conv2d")
+        self.padding = _non_negative_pair(padding, "padding", "Conv2d")
+        dtype = float_dtype(dtype, "Conv2d")
+        shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        self.weight = Parameter(np.empty(shape, dtype=dtype))
+        self.bias = Parameter(np.empty(self.out_channels, dtype=dtype)) if bias else None
+        self.reset_parameters(rng)
+
+    def reset_parameters(self, rng=None):
+        """Redraw the weights with PyTorch's default initialisation."""
+        init._reset_weight_and_bias(self.weight, self.bias, generator(rng, "Conv2d"))
+
+    def forward(self, input):
+        x = float_input(input, "Conv2d", self.weight.dtype)
+        input_ndim(x, "Conv2d", (4,))
+        input_size(x, 1, self.in_channels, "Conv2d", "channels (dim 1)")
+        bias = None if self.bias is None else self.bias.data
+        out = F.conv2d(x, self.weight.data, bias, self.stride, self.padding)
+        self._save_for_backward(input=x, out_shape=out.shape)
+        return out
+
+    def backward(self, grad_output, input_grad=True):
+        """Accumulate weight/bias gradients; return the input gradient (None if not
+        ``input_grad``: ``conv2d_backward`` then skips about half its work)."""
+        x, out_shape = self._saved()["input"], self._saved()["out_shape"]
+        grad_x, grad_w, grad_b = F.conv2d_backward(
+            grad_like(grad_output, out_shape, x.dtype, "Conv2d"), x, self.weight.data, self.stride,
+            self.padding, input_grad=input_grad, bias_grad=self.bias is not None,
+        )
+        self.weight.accumulate_grad(grad_w)
+        if self.bias is not None:
+            self.bias.accumulate_grad(grad_b)
+        return grad_x
+
+    def extra_repr(self):
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        return text + ("" if self.bias is not None else ", bias=False")

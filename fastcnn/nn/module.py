@@ -1,0 +1,417 @@
+"""Module: the base class of every layer, loss and model (``torch.nn.Module``'s shape).
+
+There is no autograd: each module implements ``forward`` (caching what its gradient needs)
+and an explicit ``backward(grad_output, input_grad=True)`` that adds its parameters'
+gradients into ``Parameter.grad`` and returns the gradient with respect to its input.
+"""
+
+from collections import OrderedDict, namedtuple
+
+import numpy as np
+
+from fastcnn.nn._checks import float_dtype
+from fastcnn.nn.parameter import Parameter
+
+__all__ = ["Module"]
+
+
+class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
+    """What ``load_state_dict`` returns, as in PyTorch."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return super().__repr__()
+
+
+def _to_numpy(value):
+    """A state-dict value as an ndarray: torch tensors via ``.detach().cpu().numpy()``.
+
+    Duck-typed so the library never imports torch.
+    """
+    if all(hasattr(value, method) for method in ("detach", "cpu", "numpy")):
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"state_dict values must be numeric arrays, got dtype {array.dtype}")
+    return array
+
+
+def _quoted(keys):
+    return ", ".join(f'"{key}"' for key in keys)
+
+
+def _add_indent(text, spaces):
+    """Indent every line but the first (PyTorch's ``_addindent``)."""
+    first, *rest = text.split("\n")
+    return "\n".join([first] + [" " * spaces + line for line in rest])
+
+
+class Module:
+    """Base class of all layers, losses and models.
+
+    Assigning a ``Parameter`` or a ``Module`` to an attribute registers it, so
+    ``parameters()``, ``state_dict()`` and ``train()``/``eval()`` find it; arrays that belong
+    in the state dict but are not learnt (BatchNorm's running statistics) are registered with
+    ``register_buffer``. Anything else assigned (cached inputs, say) is a plain attribute.
+
+    Subclasses implement ``forward`` and ``backward``. ``backward(grad_output,
+    input_grad=True)`` must use the values cached by the last ``forward``, add each
+    parameter's gradient with ``Parameter.accumulate_grad`` (gradients add up over calls
+    until ``zero_grad``, as in PyTorch) and return the gradient with respect to the input,
+    or None when ``input_grad`` is False (the first layer of a network needs none).
+
+    Attributes
+    ----------
+    training : bool
+        True after ``train()`` (the default), False after ``eval()``; changes Dropout and
+        BatchNorm.
+    """
+
+    def __init__(self):
+        # object.__setattr__: our own __setattr__ needs these dicts to exist.
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_ctx", None)
+
+    # ------------------------------------------------------------------ registration
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(
+                f"cannot assign {name!r} before Module.__init__() call: call "
+                "super().__init__() first in your __init__"
+            )
+        if isinstance(value, Parameter):
+            self._remove(name, self._buffers, self._modules)
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._remove(name, self._parameters, self._buffers)
+            self._modules[name] = value
+        elif name in self._parameters or name in self._modules:
+            kind, expected = (
+                ("parameter", "fastcnn.nn.Parameter")
+                if name in self._parameters
+                else ("child module", "fastcnn.nn.Module")
+            )
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as {kind} {name!r} "
+                    f"({expected} or None expected)"
+                )
+            (self._parameters if name in self._parameters else self._modules)[name] = None
+        elif name in self._buffers:
+            self._buffers[name] = None if value is None else np.asarray(value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def _remove(self, name, *registries):
+        """Forget ``name`` wherever else it was registered (PyTorch's rule on reassignment)."""
+        for registry in registries:
+            registry.pop(name, None)
+        self.__dict__.pop(name, None)
+
+    def __getattr__(self, name):
+        # Only called when normal lookup fails: look in the registries.
+        for registry in ("_parameters", "_buffers", "_modules"):
+            entries = self.__dict__.get(registry)
+            if entries is not None and name in entries:
+                return entries[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        for registry in (self._parameters, self._buffers, self._modules):
+            if name in registry:
+                del registry[name]
+                self._non_persistent.discard(name)
+                return
+        object.__delattr__(self, name)
+
+    def _check_new_name(self, name, kind):
+        if not isinstance(name, str):
+            raise TypeError(f"{kind} name must be a str, got {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f'{kind} name can\'t be empty or contain ".", got {name!r}')
+        if name in self.__dict__:
+            raise KeyError(f"attribute {name!r} already exists")
+
+    def register_parameter(self, name, param):
+        """Add a parameter (or None, for an optional one such as a missing bias)."""
+        self._check_new_name(name, "parameter")
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(
+                f"cannot assign {type(param).__name__} as parameter {name!r} "
+                "(fastcnn.nn.Parameter or None expected)"
+            )
+        self._parameters[name] = param
+
+    def register_buffer(self, name, array, persistent=True):
+        """Add a buffer: state that is saved in ``state_dict`` but not learnt.
+
+        Parameters
+        ----------
+        name : str
+        array : ndarray or None
+            None (BatchNorm without running statistics) leaves it out of the state dict.
+        persistent : bool
+            False keeps it out of the state dict.
+        """
+        self._check_new_name(name, "buffer")
+        self._buffers[name] = None if array is None else np.asarray(array)
+        if not persistent:
+            self._non_persistent.add(name)
+
+    def add_module(self, name, module):
+        """Add a child module, reachable as an attribute ``name``."""
+        if not isinstance(module, Module) and module is not None:
+            raise TypeError(f"{type(module).__name__} is not a Module subclass")
+        self._check_new_name(name, "module")
+        self._modules[name] = module
+
+    register_module = add_module
+
+    # --------------------------------------------------------------------- traversal
+
+    def named_modules(self, prefix="", memo=None):
+        """Yield (name, module) for this module and every descendant, each once."""
+        memo = set() if memo is None else memo
+        if id(self) in memo:
+            return
+        memo.add(id(self))
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name, memo)
+
+    def modules(self):
+        """Yield this module and every descendant (depth first, registration order)."""
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self):
+        """Yield (name, module) for the direct children."""
+        for name, child in self._modules.items():
+            if child is not None:
+                yield name, child
+
+    def children(self):
+        """Yield the direct children."""
+        for _, child in self.named_children():
+            yield child
+
+    def _named_members(self, registry, prefix, recurse):
+        seen = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for module_prefix, module in modules:
+            for name, member in getattr(module, registry).items():
+                if member is None or id(member) in seen:
+                    continue
+                seen.add(id(member))
+                yield (f"{module_prefix}.{name}" if module_prefix else name), member
+
+    def named_parameters(self, prefix="", recurse=True):
+        """Yield (dotted name, Parameter), each shared parameter once, in registration order."""
+        yield from self._named_members("_parameters", prefix, recurse)
+
+    def parameters(self, recurse=True):
+        """Yield every Parameter (what an optimizer needs), in registration order."""
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_buffers(self, prefix="", recurse=True):
+        """Yield (dotted name, ndarray) for every buffer."""
+        yield from self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse=True):
+        """Yield every buffer array."""
+        for _, buffer in self.named_buffers(recurse=recurse):
+            yield buffer
+
+    def apply(self, fn):
+        """Call ``fn(module)`` on every descendant, then on this module; return self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    # --------------------------------------------------------------- modes and grads
+
+    def train(self, mode=True):
+        """Set training mode on this module and all descendants; return self."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"training mode is expected to be boolean, got {mode!r}")
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        """Set evaluation mode (``train(False)``); return self."""
+        return self.train(False)
+
+    def zero_grad(self, set_to_none=True):
+        """Reset every parameter's gradient: to None (default, as PyTorch) or to zeros."""
+        for param in self.parameters():
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad.fill(0)
+
+    def to(self, dtype):
+        """Cast parameters, their gradients and floating buffers to ``dtype``; return self.
+
+        Parameter objects are kept (only their ``.data`` is replaced), so an optimizer
+        built before the cast still holds them.
+        """
+        dtype = float_dtype(dtype, f"{type(self).__name__}.to")
+        for module in self.modules():
+            for param in module._parameters.values():
+                if param is not None:
+                    param.data = param.data.astype(dtype)
+                    if param.grad is not None:
+                        param.grad = param.grad.astype(dtype)
+            for name, buffer in module._buffers.items():
+                if buffer is not None and buffer.dtype.kind == "f":
+                    module._buffers[name] = buffer.astype(dtype)
+        return self
+
+    def double(self):
+        """``to(np.float64)``: what ``fastcnn.gradcheck`` needs."""
+        return self.to(np.float64)
+
+    def float(self):
+        """``to(np.float32)``."""
+        return self.to(np.float32)
+
+    # ------------------------------------------------------------------- state dict
+
+    def state_dict(self, prefix=""):
+        """Parameters and persistent buffers by dotted name, in registration order.
+
+        The values are the module's own arrays, not copies (PyTorch's tensors share storage
+        the same way): ``{k: v.copy() for k, v in model.state_dict().items()}`` keeps a
+        snapshot. Keys and layouts match PyTorch, so either side loads the other's.
+        """
+        state = OrderedDict()
+        for module_prefix, module in self.named_modules(prefix):
+            dot = f"{module_prefix}." if module_prefix else ""
+            for name, param in module._parameters.items():
+                if param is not None:
+                    state[dot + name] = param.data
+            for name, buffer in module._buffers.items():
+                if buffer is not None and name not in module._non_persistent:
+                    state[dot + name] = buffer
+        return state
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy values from ``state_dict`` into this module's arrays (cast to their dtype).
+
+        Values may be NumPy arrays or torch tensors (converted with
+        ``.detach().cpu().numpy()``). Nothing is copied unless every key can be: all
+        problems are reported together in one ``RuntimeError`` with PyTorch's wording.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array
+        strict : bool
+            If True (default), missing and unexpected keys are errors; shape mismatches
+            always are.
+
+        Returns
+        -------
+        namedtuple (missing_keys, unexpected_keys)
+            Lists of keys, as PyTorch's ``_IncompatibleKeys``.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(
+                f"Expected state_dict to be dict-like, got {type(state_dict).__name__}."
+            )
+        own = self.state_dict()
+        missing = [key for key in own if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in own]
+        values, errors = {}, []
+        for key, target in own.items():
+            if key not in state_dict:
+                continue
+            value = _to_numpy(state_dict[key])
+            if value.shape != target.shape:
+                errors.append(
+                    f"size mismatch for {key}: copying a param with shape {value.shape} from "
+                    f"checkpoint, the shape in current model is {target.shape}."
+                )
+            values[key] = value
+        if strict and unexpected:
+            errors.insert(0, f"Unexpected key(s) in state_dict: {_quoted(unexpected)}. ")
+        if strict and missing:
+            errors.insert(0, f"Missing key(s) in state_dict: {_quoted(missing)}. ")
+        if errors:
+            raise RuntimeError(
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                + "\n\t".join(errors)
+            )
+        for key, value in values.items():
+            own[key][...] = value
+        return _IncompatibleKeys(missing, unexpected)
+
+    # ------------------------------------------------------------ forward / backward
+
+    def forward(self, *args, **kwargs):
+        """Compute the output; subclasses override it."""
+        raise NotImplementedError(
+            f'Module [{type(self).__name__}] is missing the required "forward" function'
+        )
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def backward(self, grad_output, input_grad=True):
+        """Add parameter gradients into ``.grad`` and return the input gradient.
+
+        Parameters
+        ----------
+        grad_output : ndarray
+            Gradient of the loss with respect to the output of the last ``forward``.
+        input_grad : bool
+            If False, the input gradient may be skipped (it is for every built-in layer)
+            and None is returned.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement backward(grad_output, input_grad=True)"
+        )
+
+    def _save_for_backward(self, **values):
+        """Keep what ``backward`` needs from this ``forward``."""
+        object.__setattr__(self, "_ctx", values)
+
+    def _saved(self):
+        """What the last ``forward`` saved; a clear error if there was none."""
+        if self._ctx is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() was called before forward(): call the "
+                "module on a batch first, then backward with the gradient of its output"
+            )
+        return self._ctx
+
+    # ------------------------------------------------------------------------- repr
+
+    def extra_repr(self):
+        """The module's settings for ``repr`` (one line, as PyTorch's layers give)."""
+        return ""
+
+    def __repr__(self):
+        extra = self.extra_repr()
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [
+            f"({name}): {_add_indent(repr(child), 2)}" for name, child in self._modules.items()
+        ]
+        lines = extra_lines + child_lines
+        body = ""
+        if len(extra_lines) == 1 and not child_lines:
+            body = extra_lines[0]
+        elif lines:
+            body = "\n  " + "\n  ".join(lines) + "\n"
+        return f"{type(self).__name__}({body})"
