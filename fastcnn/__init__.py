@@ -18,16 +18,20 @@ from fastcnn._threads import get_num_threads, set_num_threads, threads
 
 # fastcnn.gradcheck is the function (as torch.autograd.gradcheck), shadowing its module.
 from fastcnn.gradcheck import GradcheckError, gradcheck
+from fastcnn.io import CheckpointError, load, save
 
 __all__ = [
+    "CheckpointError",
     "GradcheckError",
     "__version__",
     "functional",
     "get_num_threads",
     "gradcheck",
+    "load",
     "models",
     "nn",
     "optim",
+    "save",
     "set_num_threads",
     "show_config",
     "threads",
