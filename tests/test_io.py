@@ -466,3 +466,55 @@ def test_safetensors_missing_says_how_to_install(tmp_path, monkeypatch):
 def test_exports():
     assert issubclass(fastcnn.CheckpointError, Exception)
     assert fastcnn.save is fastcnn.io.save and fastcnn.load is fastcnn.io.load
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_training_checkpoint_with_a_real_model_resumes_bit_for_bit(tmp_path, suffix):
+    """Model, optimizer and scheduler state through one file: resuming changes nothing."""
+    from fastcnn.models import LeNet5
+    from fastcnn.nn import CrossEntropyLoss
+    from fastcnn.optim.lr_scheduler import StepLR
+
+    rng = np.random.default_rng(7)
+    images = rng.standard_normal((4, 8, 1, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, 10, (4, 8))
+
+    def build(seed):
+        model = LeNet5(rng=seed)
+        optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+        return model, optimizer, StepLR(optimizer, step_size=2, gamma=0.5)
+
+    def train(model, optimizer, scheduler, batches):
+        loss_fn = CrossEntropyLoss()
+        for x, y in batches:
+            optimizer.zero_grad()
+            loss_fn(model(x), y)
+            model.backward(loss_fn.backward())
+            optimizer.step()
+            scheduler.step()
+
+    batches = list(zip(images, labels, strict=True))
+    model, optimizer, scheduler = build(0)
+    train(model, optimizer, scheduler, batches[:2])
+    path = tmp_path / f"lenet{suffix}"
+    fastcnn.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": 2,
+        },
+        path,
+    )
+    train(model, optimizer, scheduler, batches[2:])
+
+    checkpoint = fastcnn.load(path)
+    resumed, resumed_optimizer, resumed_scheduler = build(1)  # other initial weights
+    resumed.load_state_dict(checkpoint["model"])
+    resumed_optimizer.load_state_dict(checkpoint["optimizer"])
+    resumed_scheduler.load_state_dict(checkpoint["scheduler"])
+    assert checkpoint["epoch"] == 2
+    train(resumed, resumed_optimizer, resumed_scheduler, batches[2:])
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[key], value, err_msg=key)
+    assert resumed_scheduler.get_last_lr() == scheduler.get_last_lr()
