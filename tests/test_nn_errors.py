@@ -1,0 +1,213 @@
+"""Bad arguments to every layer, loss and model: the exception type and its message
+(which names the offending value and the fix), one table row per case."""
+
+import numpy as np
+import pytest
+
+from fastcnn import models, nn
+
+F32 = np.float32
+
+
+def _x(*shape, dtype=F32):
+    return np.ones(shape, dtype=dtype)
+
+
+CONSTRUCTORS = [
+    (lambda: nn.Conv2d(0, 6, 5), ValueError, r"Conv2d: in_channels must be positive, got 0"),
+    (lambda: nn.Conv2d(1.5, 6, 5), TypeError, r"Conv2d: in_channels must be an int, got float"),
+    (lambda: nn.Conv2d(1, True, 5), TypeError, r"Conv2d: out_channels must be an int, got bool"),
+    (lambda: nn.Conv2d(1, 6, 0), ValueError, r"Conv2d: kernel_size must be positive, got 0"),
+    (lambda: nn.Conv2d(1, 6, (3, 3, 3)), TypeError,
+     r"Conv2d: kernel_size must be an int or a pair of ints, got \(3, 3, 3\)"),
+    (lambda: nn.Conv2d(1, 6, 3, stride=(1, 0)), ValueError,
+     r"Conv2d: stride must be positive, got \(1, 0\)"),
+    (lambda: nn.Conv2d(1, 6, 3, padding=-1), ValueError, r"Conv2d: padding must be >= 0"),
+    (lambda: nn.Conv2d(1, 6, 3, padding="same"), TypeError,
+     r"Conv2d: padding must be an int or a pair of ints, got 'same'"),
+    (lambda: nn.Conv2d(1, 6, 3, dtype=np.int32), TypeError,
+     r"Conv2d: dtype must be np.float32 or np.float64, got int32"),
+    (lambda: nn.Conv2d(1, 6, 3, rng="seed"), TypeError,
+     r"Conv2d: rng must be a np.random.Generator, an int seed or None, got str"),
+    (lambda: nn.Linear(0, 3), ValueError, r"Linear: in_features must be positive, got 0"),
+    (lambda: nn.Linear(3, 2.0), TypeError, r"Linear: out_features must be an int, got float"),
+    (lambda: nn.Linear(3, 2, dtype="float16"), TypeError,
+     r"Linear: dtype must be np.float32 or np.float64, got float16"),
+    (lambda: nn.MaxPool2d(0), ValueError, r"MaxPool2d: kernel_size must be positive, got 0"),
+    (lambda: nn.MaxPool2d(2, stride=0), ValueError, r"MaxPool2d: stride must be positive"),
+    (lambda: nn.MaxPool2d(2, padding=2), ValueError,
+     r"MaxPool2d: padding \(2, 2\) must be at most half the kernel size \(2, 2\)"),
+    (lambda: nn.AvgPool2d(2.0), TypeError,
+     r"AvgPool2d: kernel_size must be an int or a pair of ints, got 2.0"),
+    (lambda: nn.AvgPool2d(3, padding=(0, 2)), ValueError,
+     r"AvgPool2d: padding \(0, 2\) must be at most half"),
+    (lambda: nn.Flatten(start_dim=1.0), TypeError, r"Flatten: start_dim must be an int"),
+    (lambda: nn.Softmax(dim=None), TypeError, r"Softmax: dim must be an int, got NoneType"),
+    (lambda: nn.Dropout(1.5), ValueError,
+     r"dropout probability has to be between 0 and 1, but got 1.5"),
+    (lambda: nn.Dropout(-0.1), ValueError, r"between 0 and 1, but got -0.1"),
+    (lambda: nn.Dropout("0.5"), TypeError, r"Dropout: p must be a float, got str"),
+    (lambda: nn.Dropout(rng=1.5), TypeError, r"Dropout: rng must be a np.random.Generator"),
+    (lambda: nn.BatchNorm2d(0), ValueError, r"BatchNorm2d: num_features must be positive"),
+    (lambda: nn.BatchNorm1d(3, eps=0), ValueError, r"BatchNorm1d: eps must be > 0, got 0"),
+    (lambda: nn.BatchNorm2d(3, momentum=1.5), ValueError,
+     r"BatchNorm2d: momentum must be in \[0, 1\], got 1.5"),
+    (lambda: nn.BatchNorm2d(3, momentum="0.1"), TypeError,
+     r"BatchNorm2d: momentum must be a float, got str"),
+    (lambda: nn.CrossEntropyLoss(reduction="none"), ValueError,
+     r"CrossEntropyLoss: reduction must be 'mean' or 'sum', got 'none'"),
+    (lambda: nn.MSELoss(reduction="avg"), ValueError,
+     r"MSELoss: reduction must be 'mean' or 'sum', got 'avg'"),
+    (lambda: nn.init.kaiming_uniform_(np.zeros(3)), ValueError,
+     r"Fan in and fan out can not be computed for tensor with fewer than 2 dimensions"),
+    (lambda: nn.init.kaiming_normal_(np.zeros((2, 2)), mode="fan_avg"), ValueError,
+     r"Mode fan_avg not supported, please use one of fan_in, fan_out"),
+    (lambda: nn.init.calculate_gain("gelu"), ValueError, r"Unsupported nonlinearity gelu"),
+    (lambda: nn.init.uniform_([1.0, 2.0]), TypeError,
+     r"uniform_: expected a floating NumPy array or Parameter, got list"),
+    (lambda: nn.Parameter(np.arange(3)), TypeError,
+     r"Parameter data must be a floating array, got dtype int64"),
+    (lambda: models.LeNet5(activation="gelu"), ValueError,
+     r"LeNet5: activation must be one of 'relu', 'sigmoid', 'tanh', 'silu', got 'gelu'"),
+    (lambda: models.LeNet5(input_size=30), ValueError,
+     r"LeNet5: input_size must be 28 or 32, got 30"),
+    (lambda: models.LeNet5(in_channels=0), ValueError,
+     r"Conv2d: in_channels must be positive, got 0"),
+    (lambda: models.LeNet5(rng="x"), TypeError, r"LeNet5: rng must be a np.random.Generator"),
+    (lambda: models.ImprovedLeNet5(num_classes=0), ValueError,
+     r"Linear: out_features must be positive, got 0"),
+    (lambda: models.SimpleConvNet(input_dim=(28, 28)), ValueError,
+     r"SimpleConvNet: input_dim must be \(channels, height, width\), got \(28, 28\)"),
+    (lambda: models.SimpleConvNet(input_dim=(1, 28, 0)), ValueError,
+     r"SimpleConvNet: input_dim must be positive, got 0"),
+    (lambda: models.SimpleConvNet(input_dim=(1, 6, 6), filter_size=6), ValueError,
+     r"SimpleConvNet: the convolution's output \(1, 1\) is too small for a 2x2 pool"),
+]
+
+
+@pytest.mark.parametrize("make, error, match", CONSTRUCTORS)
+def test_bad_constructor_arguments(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def _ce(logits, target):
+    return nn.CrossEntropyLoss()(logits, target)
+
+
+FORWARDS = [
+    (nn.Conv2d(1, 6, 5), _x(2, 1, 8, 8, dtype=np.float64), TypeError,
+     r"Conv2d: input is float64 but the layer's parameters are float32: pass "
+     r"x.astype\(np.float32\) or convert the layer with .to\(np.float64\)"),
+    (nn.Conv2d(1, 6, 5, dtype=np.float64), _x(2, 1, 8, 8), TypeError,
+     r"Conv2d: input is float32 but the layer's parameters are float64"),
+    (nn.Conv2d(1, 6, 5), np.ones((2, 1, 8, 8), np.uint8), TypeError,
+     r"Conv2d: input has dtype uint8; fastcnn computes in float32 or float64 only"),
+    (nn.Conv2d(1, 6, 5), _x(1, 28, 28), ValueError,
+     r"Conv2d: expected 4-D input, got shape \(1, 28, 28\) \(for one image, pass x\[None\]\)"),
+    (nn.Conv2d(1, 6, 5), _x(2, 3, 8, 8), ValueError,
+     r"Conv2d expected input with 1 channels \(dim 1\), got shape \(2, 3, 8, 8\)"),
+    (nn.Conv2d(1, 6, 5), _x(2, 1, 4, 4), ValueError,
+     r"conv2d: kernel size \(5, 5\) is larger than the padded input \(4, 4\)"),
+    (nn.Linear(400, 120), _x(64, 256), ValueError,
+     r"Linear expected input with 400 features \(last dim\), got shape \(64, 256\)"),
+    (nn.Linear(4, 2), _x(3, 4, dtype=np.float64), TypeError,
+     r"Linear: input is float64 but the layer's parameters are float32"),
+    (nn.Linear(4, 2), np.float32(1.0), ValueError,
+     r"Linear: input must have at least 1 dimension"),
+    (nn.MaxPool2d(2), _x(4, 6), ValueError, r"MaxPool2d: expected 4-D input, got shape \(4, 6\)"),
+    (nn.MaxPool2d(4), _x(1, 1, 3, 3), ValueError,
+     r"max_pool2d: kernel size \(4, 4\) is larger than the padded input"),
+    (nn.AvgPool2d(2), np.ones((1, 1, 4, 4), np.int64), TypeError,
+     r"AvgPool2d: input has dtype int64"),
+    (nn.BatchNorm1d(3), _x(2, 3, 4, 4), ValueError,
+     r"BatchNorm1d: expected 2-D or 3-D input, got shape \(2, 3, 4, 4\)"),
+    (nn.BatchNorm2d(3), _x(2, 4, 5, 5), ValueError,
+     r"BatchNorm2d expected input with 3 channels \(dim 1\), got shape \(2, 4, 5, 5\)"),
+    (nn.BatchNorm1d(3), _x(1, 3), ValueError,
+     r"BatchNorm1d: Expected more than 1 value per channel when training, got input size "
+     r"\(1, 3\)"),
+    (nn.BatchNorm2d(3), _x(2, 3, 4, 4, dtype=np.float64), TypeError,
+     r"BatchNorm2d: input is float64 but the layer's parameters are float32"),
+    (nn.Flatten(2, 5), _x(2, 3, 4), IndexError,
+     r"Flatten: Dimension out of range \(expected to be in range of \[-3, 2\], but got 5\)"),
+    (nn.Flatten(2, 1), _x(2, 3, 4), ValueError, r"Flatten: start_dim cannot come after end_dim"),
+    (nn.Softmax(dim=2), _x(4, 10), IndexError,
+     r"Softmax: Dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)"),
+    (nn.ReLU(), np.arange(4), TypeError, r"ReLU: input has dtype int64"),
+    (nn.Sigmoid(), np.array(["a"]), TypeError, r"Sigmoid: input has dtype <U1"),
+    (nn.Dropout(), np.ones(3, bool), TypeError, r"Dropout: input has dtype bool"),
+    (models.LeNet5(), _x(2, 1, 32, 32), ValueError,
+     r"Linear expected input with 400 features \(last dim\), got shape \(2, 576\)"),
+    (models.LeNet5(), _x(2, 3, 28, 28), ValueError,
+     r"Conv2d expected input with 1 channels \(dim 1\), got shape \(2, 3, 28, 28\)"),
+]
+
+
+@pytest.mark.parametrize("module, x, error, match", FORWARDS,
+                         ids=[f"{type(row[0]).__name__}-{i}" for i, row in enumerate(FORWARDS)])
+def test_bad_forward_input(module, x, error, match):
+    with pytest.raises(error, match=match):
+        module(x)
+
+
+LOGITS = _x(4, 10)
+
+LOSS_CALLS = [
+    (lambda: _ce(LOGITS, np.array([0, 1, 10, 2])), IndexError, r"Target 10 is out of bounds\."),
+    (lambda: _ce(LOGITS, np.array([0, -1, 1, 2])), IndexError, r"Target -1 is out of bounds\."),
+    (lambda: _ce(LOGITS, np.array([0, 1, 2])), ValueError,
+     r"Expected input batch_size \(4\) to match target batch_size \(3\)\."),
+    (lambda: _ce(LOGITS, np.zeros((4, 1), np.int64)), ValueError,
+     r"CrossEntropyLoss: class-label targets must be 1-D \(N,\), got shape \(4, 1\)"),
+    (lambda: _ce(LOGITS, _x(4, 9)), ValueError,
+     r"CrossEntropyLoss: probability targets must have the logits' shape \(4, 10\), got "
+     r"\(4, 9\)"),
+    (lambda: _ce(LOGITS, np.array([0.0, 1.0, 2.0, 3.0])), ValueError,
+     r"for class labels pass an integer array, e\.g\. y\.astype\(np\.int64\)"),
+    (lambda: _ce(LOGITS, np.ones(4, bool)), TypeError,
+     r"CrossEntropyLoss: target must be integer class labels or float probabilities, got "
+     r"dtype bool"),
+    (lambda: _ce(_x(10), np.array([1])), ValueError,
+     r"CrossEntropyLoss: expected logits of shape \(N, C\) with N >= 1, got shape \(10,\)"),
+    (lambda: _ce(np.ones((4, 10), np.int32), np.arange(4)), TypeError,
+     r"CrossEntropyLoss: input has dtype int32"),
+    (lambda: nn.MSELoss()(_x(4, 3), _x(4, 1)), ValueError,
+     r"MSELoss: target shape \(4, 1\) differs from input shape \(4, 3\)"),
+    (lambda: nn.MSELoss()(_x(2), np.array(["a", "b"])), TypeError,
+     r"MSELoss: target must be numeric, got dtype <U1"),
+    (lambda: nn.MSELoss()(_x(0), _x(0)), ValueError, r"MSELoss: input of shape \(0,\) is empty"),
+    (lambda: nn.CrossEntropyLoss().backward(), RuntimeError,
+     r"CrossEntropyLoss.backward\(\) was called before forward\(\)"),
+]
+
+
+@pytest.mark.parametrize("call, error, match", LOSS_CALLS)
+def test_bad_loss_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_loss_backward_needs_a_scalar_grad_output():
+    loss_fn = nn.MSELoss()
+    loss_fn(_x(2, 2), _x(2, 2))
+    with pytest.raises(ValueError, match=r"MSELoss.backward: grad_output must be a scalar"):
+        loss_fn.backward(np.ones(2))
+
+
+@pytest.mark.parametrize("module, x, grad, match", [
+    (nn.Conv2d(1, 2, 3), _x(2, 1, 5, 5), _x(2, 2, 4, 4),
+     r"Conv2d.backward: grad_output has shape \(2, 2, 4, 4\), expected \(2, 2, 3, 3\)"),
+    (nn.Linear(3, 2), _x(4, 3), _x(4, 3),
+     r"Linear.backward: grad_output has shape \(4, 3\), expected \(4, 2\)"),
+    (nn.MaxPool2d(2), _x(1, 1, 4, 4), _x(1, 1, 4, 4),
+     r"MaxPool2d.backward: grad_output has shape \(1, 1, 4, 4\), expected \(1, 1, 2, 2\)"),
+    (nn.BatchNorm1d(3), _x(4, 3), _x(3),
+     r"BatchNorm1d.backward: grad_output has shape \(3,\), expected \(4, 3\)"),
+    (nn.Flatten(), _x(2, 3, 4), _x(2, 3, 4),
+     r"Flatten.backward: grad_output has shape \(2, 3, 4\), expected \(2, 12\)"),
+])
+def test_bad_grad_output_shape(module, x, grad, match):
+    module(x)
+    with pytest.raises(ValueError, match=match):
+        module.backward(grad)
