@@ -511,3 +511,12 @@ def test_optimizer_base_needs_an_update_rule():
     param.grad = np.ones(2, np.float32)
     with pytest.raises(NotImplementedError, match="Optimizer must implement _update"):
         Optimizer([param], {"lr": 0.1}).step()
+
+
+def test_load_state_dict_validates_saved_hyperparameters():
+    optimizer = stepped(adam, [(2,)])
+    saved = optimizer.state_dict()
+    saved["param_groups"][0]["betas"] = (1.5, 0.9)
+    with pytest.raises(ValueError, match=r"^Invalid beta parameter at index 0: 1.5$"):
+        optimizer.load_state_dict(saved)
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.999)

@@ -72,7 +72,6 @@ class Adam(Optimizer):
             "maximize": maximize,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
-        self._check_group(defaults)
         super().__init__(params, defaults)
 
     def _check_group(self, group):

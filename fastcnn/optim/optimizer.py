@@ -61,6 +61,7 @@ class Optimizer:
     """
 
     def __init__(self, params, defaults):
+        self._check_group(defaults)  # the constructor's arguments, as PyTorch checks them
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)
         self.param_groups = []
@@ -90,8 +91,8 @@ class Optimizer:
             If ``param_group`` is not a dict, or its params are not Parameters in an
             ordered collection.
         ValueError
-            If a required hyperparameter is missing or invalid, or a parameter is already
-            optimized (in this group or another).
+            If a hyperparameter is invalid (``Invalid learning rate: -1``), the group has
+            no ``"params"``, or a parameter is already optimized (in this group or another).
         """
         if not isinstance(param_group, dict):
             raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
@@ -174,9 +175,9 @@ class Optimizer:
         """Restore a state saved by ``state_dict`` (possibly after ``fastcnn.save``/``load``).
 
         Everything is checked before anything changes: the number of groups and of
-        parameters per group, the hyperparameters each group needs, and the names and
-        shapes of every state entry. State arrays are copied and cast to their parameter's
-        dtype.
+        parameters per group, the hyperparameters each group needs and their values, and
+        the names and shapes of every state entry. State arrays are copied and cast to
+        their parameter's dtype.
 
         Raises
         ------
@@ -257,6 +258,7 @@ class Optimizer:
                     f"loaded parameter group {index} lacks the hyperparameters {missing} of "
                     f"{type(self).__name__}: was it saved from a different optimizer?"
                 )
+            self._check_group(saved)
 
     def _restore_param_state(self, index, param, saved_state, group):
         if not isinstance(saved_state, dict):

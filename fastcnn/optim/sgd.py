@@ -68,7 +68,6 @@ class SGD(Optimizer):
             "nesterov": nesterov,
             "maximize": maximize,
         }
-        self._check_group(defaults)
         super().__init__(params, defaults)
 
     def _check_group(self, group):
