@@ -200,7 +200,7 @@ class _Encoder:
         array = np.asarray(obj)
         _check_dtype(array.dtype, path)
         stored = _canonical(array)
-        name = self._unique_name("/".join(str(part) for part in path) or "array")
+        name = self._unique_name(_array_name(path))
         self.arrays[name] = stored
         node = {
             "t": "array",
@@ -219,6 +219,16 @@ class _Encoder:
             counter += 1
             candidate = f"{name}#{counter}"
         return candidate
+
+
+def _array_name(path):
+    """A readable, unique-able name from the keys: ``model/conv1.weight``.
+
+    Zip readers cut names at NUL and turn backslashes into slashes on Windows, so those
+    (and other unprintable characters) become ``_``; the manifest maps names back anyway.
+    """
+    name = "/".join(str(part) for part in path) or "array"
+    return "".join(char if char.isprintable() and char != "\\" else "_" for char in name)
 
 
 def _encode_key(key, path):

@@ -105,6 +105,16 @@ def test_nested_round_trip_is_exact(tmp_path, suffix):
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
+def test_awkward_keys_round_trip(tmp_path, suffix):
+    # Keys that clash once turned into array names, or that zip names cannot hold.
+    keys = ["a\x00b", "a_b", "x\\y", "", "__fastcnn_manifest__", "é/ü", "\n", 0, "0"]
+    expected = {key: np.full(2, index, np.int16) for index, key in enumerate(keys)}
+    expected["k"] = {"__fastcnn_manifest_sha256__": np.ones(1)}
+    fastcnn.save(expected, tmp_path / f"keys{suffix}")
+    assert_identical(fastcnn.load(tmp_path / f"keys{suffix}"), expected)
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
 def test_nan_round_trips(tmp_path, suffix):
     path = tmp_path / f"nan{suffix}"
     fastcnn.save({"x": math.nan, "a": np.array([np.nan, 1.0], np.float32)}, path)
