@@ -10,6 +10,7 @@ FASTCNN_DEBUG_CYTHON=1
 """
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,10 @@ def openmp_works(compiler, compile_flags, link_flags):
             f.write(OPENMP_PROBE)
         objects = compiler.compile([source], output_dir=tmp, extra_postargs=compile_flags)
         exe = os.path.join(tmp, "probe")
-        compiler.link_executable(objects, exe, extra_postargs=link_flags)
+        # distutils passes $LDFLAGS to extension links but not to executables; the probe
+        # needs them too (macOS: -L to Homebrew's keg-only libomp).
+        ldflags = shlex.split(os.environ.get("LDFLAGS", ""))
+        compiler.link_executable(objects, exe, extra_postargs=link_flags + ldflags)
         subprocess.run([exe], check=True, capture_output=True, timeout=60)
         return True
     except Exception:  # noqa: BLE001 - any failure means "no usable OpenMP"
