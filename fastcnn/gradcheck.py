@@ -7,7 +7,11 @@ central difference ``(L(x + eps) - L(x - eps)) / (2 eps)``. An element passes wh
 Everything checked must be float64: float32 rounding swamps a 1e-6 step.
 """
 
+import contextlib
+
 import numpy as np
+
+from fastcnn._threads import threads
 
 __all__ = ["GradcheckError", "gradcheck"]
 
@@ -18,7 +22,7 @@ class GradcheckError(RuntimeError):
 
 
 def gradcheck(func_or_module, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, backward=None,
-              raise_exception=True, seed=0):
+              raise_exception=True, seed=0, n_threads=1):
     """Check a Module's or a function's backward pass against finite differences.
 
     Parameters
@@ -43,6 +47,10 @@ def gradcheck(func_or_module, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, backwar
         Raise ``GradcheckError`` on failure; if False, return False instead.
     seed : int
         Seed of the random output gradient.
+    n_threads : int or None, default 1
+        Kernel threads during the check (None: the current setting). The check makes two
+        forward passes per element on small arrays, where one thread is fastest, and the
+        kernels give the same bits for any thread count.
 
     Returns
     -------
@@ -69,8 +77,10 @@ def gradcheck(func_or_module, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, backwar
                 "gradcheck: pass a fastcnn.nn.Module, or a function with backward=callable"
             )
         target = _FunctionTarget(func_or_module, backward, inputs)
+    thread_setting = contextlib.nullcontext() if n_threads is None else threads(n_threads)
     try:
-        failure = _first_failure(target, eps, atol, rtol, np.random.default_rng(seed))
+        with thread_setting:
+            failure = _first_failure(target, eps, atol, rtol, np.random.default_rng(seed))
     finally:
         target.restore()
     if failure is not None and raise_exception:

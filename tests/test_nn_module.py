@@ -371,3 +371,21 @@ def test_same_seed_same_weights():
     assert not np.array_equal(a.conv1.weight.data, c.conv1.weight.data)
     seeded = nn.Linear(3, 3, rng=np.random.default_rng(11))
     np.testing.assert_array_equal(seeded.weight.data, nn.Linear(3, 3, rng=11).weight.data)
+
+
+def test_deepcopy_gives_an_independent_model():
+    import copy
+
+    net = _net()
+    twin = copy.deepcopy(net)
+    assert list(twin.state_dict()) == list(net.state_dict())
+    twin.conv1.weight.data += 1
+    assert not np.array_equal(twin.conv1.weight.data, net.conv1.weight.data)
+
+
+def test_apply_visits_children_then_self():
+    net = _net()
+    visited = []
+    assert net.apply(lambda m: visited.append(type(m).__name__)) is net
+    assert visited[0] == "Conv2d" and visited[-1] == "Sequential"
+    assert len(visited) == len(net) + 1
