@@ -4,6 +4,11 @@ Each is a ``Sequential`` built from an ``OrderedDict``, so its state-dict keys
 (``conv1.weight``, ``fc1.bias``, ...) are those of the same network written in PyTorch
 as ``torch.nn.Sequential(OrderedDict(...))`` with the same names: a PyTorch state dict
 loads with no key mapping.
+
+Training step: ``loss = loss_fn(model(x), y)`` then ``model.backward(loss_fn.backward())``
+fills every ``param.grad`` and returns None: as in PyTorch, where the input does not require
+a gradient, the first convolution's input gradient is skipped (about half its backward
+cost). ``model.backward(grad, input_grad=True)`` computes and returns it.
 """
 
 from collections import OrderedDict

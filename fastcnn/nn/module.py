@@ -94,21 +94,23 @@ class Module:
             self._remove(name, self._parameters, self._buffers)
             self._modules[name] = value
         elif name in self._parameters or name in self._modules:
-            kind, expected = (
-                ("parameter", "fastcnn.nn.Parameter")
-                if name in self._parameters
-                else ("child module", "fastcnn.nn.Module")
-            )
-            if value is not None:
-                raise TypeError(
-                    f"cannot assign {type(value).__name__} as {kind} {name!r} "
-                    f"({expected} or None expected)"
-                )
-            (self._parameters if name in self._parameters else self._modules)[name] = None
+            self._clear_registered(name, value)
         elif name in self._buffers:
             self._buffers[name] = None if value is None else np.asarray(value)
         else:
             object.__setattr__(self, name, value)
+
+    def _clear_registered(self, name, value):
+        """A registered parameter or child can be replaced only by its own kind or None."""
+        is_parameter = name in self._parameters
+        if value is not None:
+            kind, expected = (("parameter", "fastcnn.nn.Parameter") if is_parameter
+                              else ("child module", "fastcnn.nn.Module"))
+            raise TypeError(
+                f"cannot assign {type(value).__name__} as {kind} {name!r} "
+                f"({expected} or None expected)"
+            )
+        (self._parameters if is_parameter else self._modules)[name] = None
 
     def _remove(self, name, *registries):
         """Forget ``name`` wherever else it was registered (PyTorch's rule on reassignment)."""
