@@ -37,7 +37,7 @@ class SGD(Optimizer):
 
     Notes
     -----
-    The "SGDMomentum" of the NumPy deep-learning books, ``v = m * v + (1 - m) * g;
+    The "SGDMomentum" of the NumPy seed code, ``v = m * v + (1 - m) * g;
     w -= lr * v``, is ``SGD(params, lr, momentum=m, dampening=m)`` except on the very first
     step, where PyTorch (and this class) sets the buffer to the gradient itself rather than
     to ``(1 - m) * g``. The PyTorch form without dampening, ``v = m * v + g``, is the usual
