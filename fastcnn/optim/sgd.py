@@ -40,8 +40,9 @@ class SGD(Optimizer):
     The "SGDMomentum" of the NumPy seed code, ``v = m * v + (1 - m) * g;
     w -= lr * v``, is ``SGD(params, lr, momentum=m, dampening=m)`` except on the very first
     step, where PyTorch (and this class) sets the buffer to the gradient itself rather than
-    to ``(1 - m) * g``. The PyTorch form without dampening, ``v = m * v + g``, is the usual
-    choice: it makes ``lr`` the step size for a constant gradient times ``1 / (1 - m)``.
+    to ``(1 - m) * g``. The usual PyTorch form has no dampening, ``v = m * v + g``: a
+    constant gradient ``g`` then moves the weights by ``lr * g / (1 - m)`` per step in the
+    long run, instead of ``lr * g``.
 
     State per parameter: ``"momentum_buffer"`` (only when momentum is nonzero).
 
