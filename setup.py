@@ -23,7 +23,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_conv", "_pool", "_openmp"]
+KERNELS = ["_conv", "_dense", "_pool", "_openmp"]
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -126,7 +126,7 @@ def extensions():
         Extension(
             f"fastcnn.{name}",
             [f"csrc/{name}.pyx"],
-            include_dirs=[numpy.get_include()],
+            include_dirs=[numpy.get_include(), "csrc"],
             define_macros=[
                 ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
                 ("FASTCNN_DEBUG_CYTHON", "1" if checks else "0"),

@@ -14,21 +14,9 @@ padding PH x PW, OH x OW output; Q = C*FH*FW rows of an image's column matrix, P
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.string cimport memset
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from libc.string cimport memcpy, memset
 
-
-cdef inline void gemm(char transa, char transb, int m, int n, int k,
-                      floating alpha, floating *a, int lda, floating *b, int ldb,
-                      floating beta, floating *c, int ldc) noexcept nogil:
-    """C := alpha * op(A).op(B) + beta * C  (column-major BLAS; called on one thread).
-
-    A and B are only read; they are not const here because BLAS's prototypes are not.
-    """
-    if floating is float:
-        sgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
-    else:
-        dgemm(&transa, &transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc)
+from _gemm cimport matmul_nn, matmul_nt_acc
 
 
 cdef inline Py_ssize_t first_valid(Py_ssize_t offset, Py_ssize_t stride) noexcept nogil:
@@ -70,8 +58,12 @@ cdef void im2col_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t
                     src = x + (c * H + h) * W + (j - PW)
                     for ow in range(ow_lo):
                         row[oh * OW + ow] = 0
-                    for ow in range(ow_lo, ow_hi):
-                        row[oh * OW + ow] = src[ow * SW]
+                    if SW == 1:  # the common case: a contiguous run the compiler vectorises
+                        memcpy(row + oh * OW + ow_lo, src + ow_lo,
+                               (ow_hi - ow_lo) * sizeof(floating))
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            row[oh * OW + ow] = src[ow * SW]
                     for ow in range(ow_hi, OW):
                         row[oh * OW + ow] = 0
 
@@ -125,19 +117,20 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         for n in prange(N, schedule="static", num_threads=n_threads):
             col = &workspace[threadid(), 0]
             im2col_image(&x[n, 0, 0, 0], C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, col)
-            gemm(c'N', c'N', P, <int> K, Q, 1, col, P, <floating *> &weight[0, 0, 0, 0], Q,
-                 0, &out[n, 0, 0, 0], P)
+            matmul_nn(<int> K, P, Q, &weight[0, 0, 0, 0], Q, col, P, &out[n, 0, 0, 0], P)
             if has_bias:
                 add_bias(&out[n, 0, 0, 0], bias_ptr, K, P)
 
 
-def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
-                    const floating[:, :, :, ::1] grad_out, int SH, int SW, int PH, int PW,
-                    int chunk, floating[:, ::1] workspace, floating[:, ::1] grad_w_chunks,
+def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
+                    const floating[:, :, :, ::1] grad_out, int FH, int FW, int SH, int SW,
+                    int PH, int PW, int chunk, floating[:, ::1] workspace, floating[:, ::1] grad_w_chunks,
                     floating[:, ::1] grad_b_chunks, floating[:, :, :, ::1] grad_x,
                     floating[:, :, :, ::1] grad_w, floating[::1] grad_b, int n_threads):
     """grad_w := sum_n grad_out[n] . im2col(x[n])^T;  grad_b := sum_{n,p} grad_out[n, :, p];
     grad_x[n] := col2im(weight^T . grad_out[n]).
+
+    weight_t is the weight as a (Q x K) matrix, transposed once by the caller.
 
     Images are taken in chunks of `chunk`; each chunk sums its images in order into its own
     row of grad_w_chunks / grad_b_chunks, and the chunks are then added in chunk order, so
@@ -145,7 +138,7 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     workspace: (threads, Q*P), or (threads, 2*Q*P) when grad_x is wanted.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t K = weight.shape[0], FH = weight.shape[2], FW = weight.shape[3]
+    cdef Py_ssize_t K = weight_t.shape[1]
     cdef Py_ssize_t OH = grad_out.shape[2], OW = grad_out.shape[3]
     cdef int P = OH * OW, Q = C * FH * FW
     cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0]
@@ -171,14 +164,13 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
             for n in range(start, stop):
                 dout = &grad_out[n, 0, 0, 0]
                 im2col_image(&x[n, 0, 0, 0], C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, col)
-                gemm(c'T', c'N', Q, <int> K, P, 1, col, P, <floating *> dout, P, 1, dw, Q)
+                matmul_nt_acc(<int> K, Q, P, dout, P, col, P, dw, Q)
                 if want_b:
                     for k in range(K):
                         for p in range(P):
                             db[k] += dout[k * P + p]
                 if want_x:
-                    gemm(c'N', c'T', P, Q, <int> K, 1, <floating *> dout, P,
-                         <floating *> &weight[0, 0, 0, 0], Q, 0, dcol, P)
+                    matmul_nn(Q, P, <int> K, &weight_t[0, 0], <int> K, dout, P, dcol, P)
                     col2im_image(dcol, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW,
                                  &grad_x[n, 0, 0, 0])
         for i in prange(K * Q, schedule="static", num_threads=n_threads):

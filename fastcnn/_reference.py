@@ -147,3 +147,19 @@ def avg_pool2d_backward(grad_out, input_shape, kernel, stride, padding, count_in
         divisor = padded if count_include_pad else cells
         grad_x[:, :, rows, cols] += (grad_out[:, :, oh, ow] / divisor)[:, :, None, None]
     return grad_x
+
+
+def linear(x, weight, bias):
+    """y[..., o] = b[o] + sum_i x[..., i] * w[o, i]"""
+    out = np.einsum("...i,oi->...o", x, weight)
+    return (out if bias is None else out + bias).astype(x.dtype)
+
+
+def linear_backward(grad_out, x, weight, input_grad=True, bias_grad=True):
+    """dx = g . w;  dw[o, i] = sum over rows of g[., o] x[., i];  db = sum over rows of g"""
+    rows_g = grad_out.reshape(-1, weight.shape[0])
+    rows_x = x.reshape(-1, weight.shape[1])
+    grad_w = np.einsum("no,ni->oi", rows_g, rows_x).astype(x.dtype)
+    grad_b = rows_g.sum(axis=0).astype(x.dtype) if bias_grad else None
+    grad_x = np.einsum("...o,oi->...i", grad_out, weight).astype(x.dtype) if input_grad else None
+    return grad_x, grad_w, grad_b

@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from fastcnn import _conv, _pool
+from fastcnn import _conv, _dense, _pool
 from fastcnn._blas import single_threaded_blas
 from fastcnn._threads import get_num_threads
 
@@ -28,6 +28,8 @@ __all__ = [
     "conv2d",
     "conv2d_backward",
     "im2col",
+    "linear",
+    "linear_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "output_size",
@@ -38,6 +40,10 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Images per slice of the batch whose weight/bias gradients are summed together before the
 # slices are added in order. Fixed, so the sums do not depend on the thread count.
 GRAD_CHUNK = 8
+
+# Rows of a Linear layer's batch per GEMM call; weight/bias gradients are summed per chunk
+# and the chunks added in order. Fixed, for the same reason as GRAD_CHUNK.
+LINEAR_CHUNK = 16
 
 # The kernels hand per-image sizes to BLAS as 32-bit ints.
 _MAX_INT32 = 2**31 - 1
@@ -254,8 +260,10 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_gr
     columns = q * oh * ow * (2 if input_grad else 1)
     n_threads = get_num_threads()
     workspace = _workspace(n_threads, columns, x.dtype)
-    _run(_conv.conv2d_backward, x, weight, grad_out, *stride, *padding, GRAD_CHUNK,
-         workspace, w_chunks, b_chunks, grad_x, grad_w, grad_b, n_threads=n_threads)
+    weight_t = np.ascontiguousarray(weight.reshape(k, q).T)
+    _run(_conv.conv2d_backward, x, weight_t, grad_out, *weight.shape[2:], *stride, *padding,
+         GRAD_CHUNK, workspace, w_chunks, b_chunks, grad_x, grad_w, grad_b,
+         n_threads=n_threads)
     return grad_x, grad_w, grad_b
 
 
@@ -443,3 +451,79 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     _run(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding,
          bool(count_include_pad), grad_x)
     return grad_x
+
+
+# ------------------------------------------------------------------------------- linear
+
+
+def _linear_operands(func, input, weight):
+    """input as a 2-D (rows, in_features) array, its leading shape, and the weight."""
+    x = np.asarray(input) if input is not None else None
+    weight = _as_float_array(weight, "weight", func, 2)
+    if x is None or x.ndim == 0:
+        raise ValueError(f"{func}: input must have at least 1 dimension, got {input!r}")
+    x = _as_float_array(x, "input", func, x.ndim)
+    if weight.dtype != x.dtype:
+        _as_float_array(weight, "weight", func, 2, x.dtype)  # raises the dtype error
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"{func}: input has {x.shape[-1]} features (last dim of shape {x.shape}) but weight "
+            f"of shape {weight.shape} expects {weight.shape[1]}; weight must be "
+            f"(out_features, in_features)"
+        )
+    _check_int32(func, in_features=weight.shape[1], out_features=weight.shape[0])
+    return x.reshape(-1, weight.shape[1]), x.shape[:-1], weight
+
+
+def linear(input, weight, bias=None):
+    """``input . weight^T + bias``, as PyTorch's ``F.linear``.
+
+    Parameters
+    ----------
+    input : ndarray, shape (..., in_features)
+    weight : ndarray, shape (out_features, in_features)
+    bias : ndarray, shape (out_features,), optional
+
+    Returns
+    -------
+    ndarray, shape (..., out_features)
+        Computed on fastcnn's threads with single-threaded GEMMs over fixed chunks of rows:
+        the same bits for any thread count, and no second thread pool (NumPy's BLAS).
+    """
+    func = "linear"
+    x, lead, weight = _linear_operands(func, input, weight)
+    if bias is not None:
+        bias = _as_float_array(bias, "bias", func, 1, x.dtype)
+        _check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output feature)")
+    out = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
+    _run(_dense.linear_forward, x, weight, bias, LINEAR_CHUNK, out)
+    return out.reshape(*lead, weight.shape[0])
+
+
+def linear_backward(grad_output, input, weight, *, input_grad=True, bias_grad=True):
+    """Gradients of ``linear(input, weight, bias)``.
+
+    Returns
+    -------
+    (grad_input or None, grad_weight, grad_bias or None)
+        Weight and bias gradients are summed over every leading dimension of the input, in
+        a fixed order: identical bits for any thread count.
+    """
+    func = "linear_backward"
+    x, lead, weight = _linear_operands(func, input, weight)
+    out_features = weight.shape[0]
+    grad_out = _as_float_array(grad_output, "grad_output", func, len(lead) + 1, x.dtype)
+    _check_shape(grad_out.shape, (*lead, out_features), "grad_output", func,
+                 "(the shape of linear's output)")
+    grad_out = grad_out.reshape(-1, out_features)
+    n_chunks = -(-x.shape[0] // LINEAR_CHUNK)
+    grad_x = np.empty_like(x) if input_grad else None
+    grad_w = np.empty_like(weight)
+    grad_b = np.empty(out_features, dtype=x.dtype) if bias_grad else None
+    w_chunks = np.empty((n_chunks, weight.size), dtype=x.dtype)
+    b_chunks = np.empty((n_chunks, out_features), dtype=x.dtype) if bias_grad else None
+    _run(_dense.linear_backward, x, weight, grad_out, LINEAR_CHUNK, w_chunks, b_chunks,
+         grad_x, grad_w, grad_b)
+    if grad_x is not None:
+        grad_x = grad_x.reshape(*lead, weight.shape[1])
+    return grad_x, grad_w, grad_b

@@ -11,6 +11,8 @@ W = np.zeros((4, 3, 3, 3), np.float32)
 B = np.zeros(4, np.float32)
 G = np.zeros((2, 4, 6, 6), np.float32)  # grad of conv2d(X, W)
 P, IDX = F.max_pool2d(X, 2, return_indices=True)
+XL = np.zeros((5, 400), np.float32)
+WL = np.zeros((120, 400), np.float32)
 
 ERROR_INPUTS = [
     # conv2d
@@ -68,6 +70,16 @@ ERROR_INPUTS = [
     ("avg_pool2d kernel too big", lambda: F.avg_pool2d(X, (2, 10)), ValueError, r"kernel size \(2, 10\) is larger"),
     ("avg_pool2d complex", lambda: F.avg_pool2d(X.astype(np.complex128), 2), TypeError, r"input has dtype complex128"),
     ("avg_pool2d_backward grad shape", lambda: F.avg_pool2d_backward(P[:, :, :3], X.shape, 2), ValueError, r"grad_output has shape \(2, 3, 3, 4\), expected \(2, 3, 4, 4\)"),
+    # linear
+    ("linear width mismatch", lambda: F.linear(np.zeros((5, 256), np.float32), WL), ValueError, r"input has 256 features \(last dim of shape \(5, 256\)\) but weight of shape \(120, 400\) expects 400"),
+    ("linear scalar input", lambda: F.linear(np.float32(1), WL), ValueError, r"input must have at least 1 dimension"),
+    ("linear 3-D weight", lambda: F.linear(XL, WL[None]), ValueError, r"weight must be 2-D"),
+    ("linear bias length", lambda: F.linear(XL, WL, np.zeros(3, np.float32)), ValueError, r"bias has shape \(3,\), expected \(120,\)"),
+    ("linear mixed dtypes", lambda: F.linear(XL, WL.astype(np.float64)), TypeError, r"weight is float64 but the input is float32"),
+    ("linear int input", lambda: F.linear(XL.astype(np.int32), WL), TypeError, r"input has dtype int32"),
+    ("linear None input", lambda: F.linear(None, WL), ValueError, r"input must have at least 1 dimension"),
+    ("linear_backward grad shape", lambda: F.linear_backward(np.zeros((5, 7), np.float32), XL, WL), ValueError, r"grad_output has shape \(5, 7\), expected \(5, 120\)"),
+    ("linear_backward grad ndim", lambda: F.linear_backward(np.zeros(120, np.float32), XL, WL), ValueError, r"grad_output must be 2-D"),
 ]
 
 

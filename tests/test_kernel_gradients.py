@@ -127,3 +127,18 @@ def test_col2im_is_the_gradient_of_im2col():
 
     analytic = F.col2im(probe, x.shape, (2, 3), 1, 1)
     np.testing.assert_allclose(analytic, numeric_grad(loss, x), rtol=RTOL, atol=ATOL)
+
+
+def test_linear_gradients_elementwise():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 2, 6))
+    w = rng.standard_normal((4, 6))
+    b = rng.standard_normal(4)
+    probe = rng.standard_normal((5, 2, 4))
+
+    def loss():
+        return float(np.vdot(F.linear(x, w, b), probe))
+
+    grad_x, grad_w, grad_b = F.linear_backward(probe, x, w)
+    for analytic, wrt in ((grad_x, x), (grad_w, w), (grad_b, b)):
+        np.testing.assert_allclose(analytic, numeric_grad(loss, wrt), rtol=RTOL, atol=ATOL)

@@ -252,3 +252,29 @@ def test_output_size_formula():
     for size, k, s, p in itertools.product(range(1, 12), range(1, 6), range(1, 4), range(3)):
         if k <= size + 2 * p:
             assert F.output_size(size, k, s, p) == len(range(-p, size + p - k + 1, s))
+
+
+LINEAR_CASES = [((37, 20), 7), ((1, 5), 3), ((0, 4), 2), ((2, 3, 17), 5), ((9,), 4), ((64, 400), 120)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, out_features", LINEAR_CASES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_forward_and_backward_exact(shape, out_features, dtype, with_bias):
+    rng = np.random.default_rng(len(shape) + out_features)
+    x = small_ints(rng, shape, dtype)
+    w = small_ints(rng, (out_features, shape[-1]), dtype)
+    b = small_ints(rng, (out_features,), dtype) if with_bias else None
+    out = F.linear(x, w, b)
+    assert out.shape == (*shape[:-1], out_features) and out.dtype == dtype
+    assert_array_equal(out, ref.linear(x, w, b))
+    grad_out = small_ints(rng, out.shape, dtype)
+    got = F.linear_backward(grad_out, x, w, bias_grad=with_bias)
+    want = ref.linear_backward(grad_out, x, w, bias_grad=with_bias)
+    for g, e in zip(got, want, strict=True):
+        if e is None:
+            assert g is None
+        else:
+            assert g.shape == e.shape and g.dtype == dtype
+            assert_array_equal(g, e)
+    assert F.linear_backward(grad_out, x, w, input_grad=False)[0] is None

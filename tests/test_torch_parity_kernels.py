@@ -81,3 +81,19 @@ def test_avg_pool2d_matches_torch(case, count_include_pad):
     t_out.backward(torch.tensor(g))
     grad = F.avg_pool2d_backward(g, shape, kernel, stride, padding, count_include_pad)
     np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("shape, out_features", [((64, 400), 120), ((256, 84), 10), ((3, 5, 7), 4)])
+def test_linear_matches_torch(shape, out_features):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = (rng.standard_normal((out_features, shape[-1])) * 0.1).astype(np.float32)
+    b = rng.standard_normal(out_features).astype(np.float32)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    t_out = torch.nn.functional.linear(tx, tw, tb)
+    out = F.linear(x, w, b)
+    np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=RTOL, atol=ATOL)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    t_out.backward(torch.tensor(g))
+    for mine, theirs in zip(F.linear_backward(g, x, w), (tx.grad, tw.grad, tb.grad), strict=True):
+        np.testing.assert_allclose(mine, theirs.numpy(), rtol=RTOL, atol=1e-4)

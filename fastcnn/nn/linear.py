@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from fastcnn import functional as F
 from fastcnn.nn import init
 from fastcnn.nn._checks import (
     float_dtype,
@@ -58,20 +59,20 @@ class Linear(Module):
             raise ValueError("Linear: input must have at least 1 dimension, got a scalar")
         input_size(x, -1, self.in_features, "Linear", "features (last dim)")
         self._save_for_backward(input=x)
-        out = x @ self.weight.data.T
-        if self.bias is not None:
-            out += self.bias.data
-        return out
+        return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
 
     def backward(self, grad_output, input_grad=True):
         x = self._saved()["input"]
         grad = grad_like(grad_output, (*x.shape[:-1], self.out_features), x.dtype, "Linear")
-        # Every leading dimension is a batch dimension: fold them into one.
-        grad_2d = grad.reshape(-1, self.out_features)
-        self.weight.accumulate_grad(grad_2d.T @ x.reshape(-1, self.in_features))
+        # fastcnn's kernel, not NumPy's matmul: NumPy's BLAS threads would fight the
+        # convolution kernels' OpenMP threads. Leading dimensions are all batch dimensions.
+        grad_x, grad_w, grad_b = F.linear_backward(
+            grad, x, self.weight.data, input_grad=input_grad, bias_grad=self.bias is not None
+        )
+        self.weight.accumulate_grad(grad_w)
         if self.bias is not None:
-            self.bias.accumulate_grad(grad_2d.sum(axis=0))
-        return grad @ self.weight.data if input_grad else None
+            self.bias.accumulate_grad(grad_b)
+        return grad_x
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
