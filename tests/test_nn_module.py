@@ -389,3 +389,22 @@ def test_apply_visits_children_then_self():
     assert net.apply(lambda m: visited.append(type(m).__name__)) is net
     assert visited[0] == "Conv2d" and visited[-1] == "Sequential"
     assert len(visited) == len(net) + 1
+
+
+def test_first_conv_asks_the_kernel_to_skip_its_input_gradient(monkeypatch):
+    from fastcnn import functional
+
+    calls = []
+    real = functional.conv2d_backward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["input_grad"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(functional, "conv2d_backward", spy)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, rng=0), nn.ReLU(), nn.Conv2d(2, 2, 3, rng=1))
+    net(_x())
+    net.backward(np.ones((5, 2, 4, 4), np.float32))
+    assert calls == [True, False]  # the second conv (run first) needs it, the first does not
+    net.backward(np.ones((5, 2, 4, 4), np.float32), input_grad=True)
+    assert calls[2:] == [True, True]
