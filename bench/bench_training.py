@@ -138,35 +138,44 @@ def run(args, torch):
     for batch in args.batches:
         x = rng.random((batch, 1, 28, 28), dtype=np.float32)
         y = rng.integers(0, 10, batch).astype(np.int64)
-        model, fc_step, fc_infer = fastcnn_lenet(0)
-        sd = model.state_dict()
-        impls = {"fastcnn step": lambda: fc_step(x, y)}
-        impls["fastcnn-1thread step"] = lambda: _one_thread(fc_step, x, y)
-        if torch is not None:
-            t_step, t_infer = torch_lenet(torch, sd)
-            impls["torch step"] = lambda: t_step(x, y)
-        if not args.no_book:
-            book = BookLeNet(sd)
-            impls["numpy-book step"] = lambda: book.step(x, y)
-        if batch == max(args.batches):
-            impls["fastcnn infer"] = lambda: fc_infer(x)
-            if torch is not None:
-                impls["torch infer"] = lambda: t_infer(x)
-        times = time_rounds(impls, args.rounds)
+        times = time_rounds(batch_impls(x, y, args, torch, batch == max(args.batches)),
+                            args.rounds)
         for measure in ("step", "infer"):
-            fc = times.get(f"fastcnn {measure}")
-            if fc is None:
-                continue
-            row = {"batch": batch, "measure": measure, "fastcnn_ms": fc * 1e3}
-            for other in ("torch", "numpy-book", "fastcnn-1thread"):
-                t = times.get(f"{other} {measure}")
-                row[f"{other}_ms"] = None if t is None else t * 1e3
-                row[f"{other}/fastcnn"] = None if t is None else t / fc
-            row["fastcnn_images_per_s"] = batch / fc
-            rows.append(row)
-            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
-                              for k, v in row.items()}), flush=True)
+            if f"fastcnn {measure}" in times:
+                rows.append(result_row(batch, measure, times))
+                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                                  for k, v in rows[-1].items()}), flush=True)
     return rows
+
+
+def batch_impls(x, y, args, torch, with_inference):
+    """The callables timed for one batch: training steps, and inference if asked."""
+    model, fc_step, fc_infer = fastcnn_lenet(0)
+    sd = model.state_dict()
+    impls = {"fastcnn step": lambda: fc_step(x, y),
+             "fastcnn-1thread step": lambda: _one_thread(fc_step, x, y)}
+    if torch is not None:
+        t_step, t_infer = torch_lenet(torch, sd)
+        impls["torch step"] = lambda: t_step(x, y)
+    if not args.no_book:
+        book = BookLeNet(sd)
+        impls["numpy-book step"] = lambda: book.step(x, y)
+    if with_inference:
+        impls["fastcnn infer"] = lambda: fc_infer(x)
+        if torch is not None:
+            impls["torch infer"] = lambda: t_infer(x)
+    return impls
+
+
+def result_row(batch, measure, times):
+    fc = times[f"fastcnn {measure}"]
+    row = {"batch": batch, "measure": measure, "fastcnn_ms": fc * 1e3}
+    for other in ("torch", "numpy-book", "fastcnn-1thread"):
+        t = times.get(f"{other} {measure}")
+        row[f"{other}_ms"] = None if t is None else t * 1e3
+        row[f"{other}/fastcnn"] = None if t is None else t / fc
+    row["fastcnn_images_per_s"] = batch / fc
+    return row
 
 
 def _one_thread(fn, *args):

@@ -254,7 +254,9 @@ def test_output_size_formula():
             assert F.output_size(size, k, s, p) == len(range(-p, size + p - k + 1, s))
 
 
-LINEAR_CASES = [((37, 20), 7), ((1, 5), 3), ((0, 4), 2), ((2, 3, 17), 5), ((9,), 4), ((64, 400), 120)]
+LINEAR_CASES = [
+    ((37, 20), 7), ((1, 5), 3), ((0, 4), 2), ((2, 3, 17), 5), ((9,), 4), ((64, 400), 120),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
