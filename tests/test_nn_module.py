@@ -200,6 +200,15 @@ def test_frozen_parameter_gets_no_gradient():
     assert layer.weight.grad is None and layer.bias.grad is not None
 
 
+def test_requires_grad_freezes_a_submodule():
+    net = _net().eval()
+    assert net.conv1.requires_grad_(False) is net.conv1
+    net(_x())
+    net.backward(np.ones((5, 3), np.float32))
+    assert net.conv1.weight.grad is None and net.conv1.bias.grad is None
+    assert net.fc1.weight.grad is not None and net.bn1.weight.grad is not None
+
+
 # ----------------------------------------------------------------------------- state dict
 
 
@@ -327,6 +336,8 @@ def test_conv_and_linear_repr_equal_torch():
     for ours, theirs in [(nn.Conv2d(3, 8, (3, 5), stride=2, padding=(1, 2), bias=False),
                           torch.nn.Conv2d(3, 8, (3, 5), stride=2, padding=(1, 2), bias=False)),
                          (nn.Linear(4, 2), torch.nn.Linear(4, 2)),
+                         (nn.Conv2d(1, 2, 3, padding="same"),
+                          torch.nn.Conv2d(1, 2, 3, padding="same")),
                          (nn.Flatten(0, 2), torch.nn.Flatten(0, 2)),
                          (nn.AvgPool2d(2), torch.nn.AvgPool2d(2))]:
         assert repr(ours) == repr(theirs)

@@ -28,8 +28,10 @@ class Conv2d(Module):
     in_channels, out_channels : int
     kernel_size : int or (int, int)
     stride : int or (int, int), default 1
-    padding : int or (int, int), default 0
-        Zeros added on both sides of each spatial axis.
+    padding : int, (int, int), "valid" or "same", default 0
+        Zeros added on both sides of each spatial axis. "valid" is 0; "same" keeps H and W
+        (stride 1 only, and odd kernel sizes: fastcnn pads both sides equally, where PyTorch
+        pads an even kernel's extra row at the bottom).
     bias : bool, default True
     rng : np.random.Generator or int, optional
         Draws the initial weights (PyTorch's default: ``kaiming_uniform_(a=sqrt(5))``, bias
@@ -57,12 +59,36 @@ class Conv2d(Module):
         self.out_channels = positive_int(out_channels, "out_channels", "Conv2d")
         self.kernel_size = _positive_pair(kernel_size, "kernel_size", "Conv2d")
         self.stride = _positive_pair(stride, "stride", "Conv2d")
-        self.padding = _non_negative_pair(padding, "padding", "Conv2d")
+        self._padding_given = padding
+        self.padding = self._resolve_padding(padding)
         dtype = float_dtype(dtype, "Conv2d")
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
         self.weight = Parameter(np.empty(shape, dtype=dtype))
         self.bias = Parameter(np.empty(self.out_channels, dtype=dtype)) if bias else None
         self.reset_parameters(rng)
+
+    def _resolve_padding(self, padding):
+        """(pad_h, pad_w) from an int, a pair, "valid" or "same"."""
+        if not isinstance(padding, str):
+            return _non_negative_pair(padding, "padding", "Conv2d")
+        if padding not in ("same", "valid"):
+            raise ValueError(
+                f"Conv2d: Invalid padding string {padding!r}, should be one of "
+                "{'same', 'valid'} (or ints)"
+            )
+        if padding == "valid":
+            return (0, 0)
+        if self.stride != (1, 1):
+            raise ValueError(
+                f"Conv2d: padding='same' is not supported for strided convolutions "
+                f"(stride={self.stride}); give the padding as ints"
+            )
+        if any(k % 2 == 0 for k in self.kernel_size):
+            raise ValueError(
+                f"Conv2d: padding='same' needs odd kernel sizes here (fastcnn pads both sides "
+                f"equally), got kernel_size={self.kernel_size}"
+            )
+        return (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
 
     def reset_parameters(self, rng=None):
         """Redraw the weights with PyTorch's default initialisation."""
@@ -93,6 +119,8 @@ class Conv2d(Module):
     def extra_repr(self):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}")
-        if self.padding != (0, 0):
+        if isinstance(self._padding_given, str):
+            text += f", padding={self._padding_given}"
+        elif self.padding != (0, 0):
             text += f", padding={self.padding}"
         return text + ("" if self.bias is not None else ", bias=False")

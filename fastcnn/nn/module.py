@@ -263,6 +263,16 @@ class Module:
             elif param.grad is not None:
                 param.grad.fill(0)
 
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` on every parameter; return self.
+
+        False freezes them: ``backward`` leaves their ``.grad`` untouched (it still returns
+        the input gradient, so layers before them keep training).
+        """
+        for param in self.parameters():
+            param.requires_grad = bool(requires_grad)
+        return self
+
     def to(self, dtype):
         """Cast parameters, their gradients and floating buffers to ``dtype``; return self.
 
