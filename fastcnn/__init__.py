@@ -12,7 +12,7 @@ except ImportError as error:  # pragma: no cover - only in an unbuilt source che
         f"Original error: {error}"
     ) from error
 
-from fastcnn import functional, models, nn, optim
+from fastcnn import data, functional, models, nn, optim, train
 from fastcnn._config import show_config
 from fastcnn._threads import get_num_threads, set_num_threads, threads
 
@@ -24,6 +24,7 @@ __all__ = [
     "CheckpointError",
     "GradcheckError",
     "__version__",
+    "data",
     "functional",
     "get_num_threads",
     "gradcheck",
@@ -35,4 +36,5 @@ __all__ = [
     "set_num_threads",
     "show_config",
     "threads",
+    "train",
 ]

@@ -40,8 +40,11 @@ def write_split(source, out, train, per_class, rng):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default="/work/shared/datasets/mnist",
-                        help="directory with the full MNIST gzip IDX files")
+    parser.add_argument(
+        "--source",
+        default="/work/shared/datasets/mnist",
+        help="directory with the full MNIST gzip IDX files",
+    )
     parser.add_argument("--out", default=DEFAULT_OUT, help="output directory")
     parser.add_argument("--train-per-class", type=int, default=600)
     parser.add_argument("--test-per-class", type=int, default=100)

@@ -34,9 +34,7 @@ def _as_index_array(indices, length, owner):
     indices = indices.astype(np.int64, copy=False)
     bad = (indices < -length) | (indices >= length)
     if bad.any():
-        raise IndexError(
-            f"index {indices[bad][0]} is out of range for {owner} of length {length}"
-        )
+        raise IndexError(f"index {indices[bad][0]} is out of range for {owner} of length {length}")
     return indices % length if (indices < 0).any() else indices
 
 

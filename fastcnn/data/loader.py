@@ -44,8 +44,9 @@ class DataLoader:
         Applied to each batch of images (e.g. ``fastcnn.data.Normalize``).
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=False, seed=None, drop_last=False,
-                 transform=None):
+    def __init__(
+        self, dataset, batch_size=1, shuffle=False, seed=None, drop_last=False, transform=None
+    ):
         if len(dataset) == 0:
             raise ValueError("DataLoader got an empty dataset")
         self.dataset = dataset

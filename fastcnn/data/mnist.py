@@ -3,7 +3,6 @@
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -12,6 +11,7 @@ import numpy as np
 
 from fastcnn.data.datasets import ArrayDataset
 from fastcnn.data.idx import read_idx
+from fastcnn.io import _atomic_write
 
 __all__ = ["MNIST", "MNIST_MIRRORS", "MNIST_SHA256", "DownloadError", "download_file"]
 
@@ -59,22 +59,6 @@ def _fetch_verified(url, expected_sha256, timeout):
     return data
 
 
-def _write_atomically(path, data):
-    """Write to a temporary file in the same directory, then rename: never a partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def download_file(name, root, mirrors, sha256, timeout=60.0):
     """Fetch ``NAME.gz`` from the first mirror that serves it intact; write it to ``root``.
 
@@ -109,7 +93,7 @@ def download_file(name, root, mirrors, sha256, timeout=60.0):
             continue
         os.makedirs(root, exist_ok=True)
         path = os.path.join(root, name + ".gz")
-        _write_atomically(path, data)
+        _atomic_write(path, data)
         return path
     raise DownloadError(
         f"could not download {name}.gz from any mirror:\n" + "\n".join(failures)
@@ -212,4 +196,3 @@ class MNIST(ArrayDataset):
     def __repr__(self):
         split = "train" if self.train else "test"
         return f"MNIST(root={self.root!r}, split={split}, size={len(self)})"
-

@@ -1,0 +1,23 @@
+"""Training: ``fit``, ``evaluate``, ``predict``, ``History`` and checkpoints.
+
+history = fastcnn.train.fit(model, loss_fn, optimizer, train_loader, val_loader,
+                            epochs=5, checkpoint="run/checkpoint.npz")
+history.plot("run/history.png")
+"""
+
+from fastcnn.train.checkpoint import load_checkpoint, restore_model
+from fastcnn.train.history import History
+from fastcnn.train.loop import NonFiniteLossError, eval_mode, evaluate, fit, predict
+from fastcnn.train.metrics import topk_correct
+
+__all__ = [
+    "History",
+    "NonFiniteLossError",
+    "eval_mode",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "predict",
+    "restore_model",
+    "topk_correct",
+]

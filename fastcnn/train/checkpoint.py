@@ -1,0 +1,136 @@
+"""Checkpoints of a training run: everything needed to continue it bit for bit.
+
+A checkpoint is written with ``fastcnn.save`` (a temporary file renamed into place, so a
+crash never leaves a half-written one) and holds the model's and optimizer's state dicts, the
+scheduler's, the number of finished epochs, the history, the train loader's shuffling state
+and the state of every random generator inside the model (Dropout's masks).
+"""
+
+import json
+import os
+
+import numpy as np
+
+from fastcnn.train.history import History
+
+__all__ = ["load_checkpoint", "restore_checkpoint", "save_checkpoint"]
+
+FORMAT = "fastcnn-training-checkpoint"
+
+
+def _generators(model):
+    """(dotted attribute name, Generator) for every np.random.Generator held by a module."""
+    for prefix, module in model.named_modules():
+        for name, value in sorted(vars(module).items()):
+            if isinstance(value, np.random.Generator):
+                yield (f"{prefix}.{name}" if prefix else name), value
+
+
+def generator_states(model):
+    """The bit-generator state of every generator in ``model``, as a JSON string."""
+    return json.dumps({name: rng.bit_generator.state for name, rng in _generators(model)})
+
+
+def set_generator_states(model, text, path):
+    states = json.loads(text)
+    generators = dict(_generators(model))
+    if set(states) != set(generators):
+        raise ValueError(
+            f"checkpoint {path!r} has random generators {sorted(states)} but the model has "
+            f"{sorted(generators)}: it was saved from a different model"
+        )
+    for name, state in states.items():
+        generators[name].bit_generator.state = state
+
+
+def save_checkpoint(path, model, optimizer, scheduler, loader, history, epoch, extra=None):
+    """Write the state of a run after ``epoch`` finished epochs to ``path`` (atomically)."""
+    from fastcnn.io import save
+
+    state = {
+        "format": FORMAT,
+        "model_class": type(model).__name__,
+        "epoch": int(epoch),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "history": json.dumps(history.to_dict()),
+        "rng_states": generator_states(model),
+        "extra": {} if extra is None else dict(extra),
+    }
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    if hasattr(loader, "state_dict"):
+        state["train_loader"] = loader.state_dict()
+    save(state, path)
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by ``fit`` and check it is one.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    fastcnn.io.CheckpointError
+        The file is damaged or not a fastcnn checkpoint.
+    ValueError
+        A valid fastcnn file that is not a training checkpoint (e.g. bare weights).
+    """
+    from fastcnn.io import load
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
+    state = load(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a training checkpoint written by fastcnn.train.fit "
+            "(no 'format' entry); load weights with fastcnn.load and model.load_state_dict"
+        )
+    return state
+
+
+def _load_into(what, target, state, path):
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"checkpoint {path!r}: its {what} state does not fit: {error}") from None
+
+
+def restore_model(path, model, state=None):
+    """Load the model weights of checkpoint ``path`` into ``model``, checking its class."""
+    path = os.fspath(path)
+    state = load_checkpoint(path) if state is None else state
+    saved_class, own_class = state["model_class"], type(model).__name__
+    if saved_class != own_class:
+        raise ValueError(
+            f"checkpoint {path!r} was saved from a {saved_class} model; it cannot be loaded "
+            f"into a {own_class}. Build a {saved_class} (or start a new run)"
+        )
+    _load_into("model", model, state["model"], path)
+    return state
+
+
+def restore_checkpoint(path, model, optimizer, scheduler, loader):
+    """Put a run back where checkpoint ``path`` left it.
+
+    Returns
+    -------
+    epoch : int
+        Number of finished epochs.
+    history : History
+    """
+    path = os.fspath(path)
+    state = restore_model(path, model)
+    set_generator_states(model, state["rng_states"], path)
+    _load_into("optimizer", optimizer, state["optimizer"], path)
+    if (scheduler is None) != ("scheduler" not in state):
+        had = "has" if "scheduler" in state else "has no"
+        raise ValueError(
+            f"checkpoint {path!r} {had} learning-rate scheduler state; resume with the same "
+            "scheduler setting as the original run"
+        )
+    if scheduler is not None:
+        _load_into("scheduler", scheduler, state["scheduler"], path)
+    if "train_loader" in state and hasattr(loader, "load_state_dict"):
+        loader.load_state_dict(state["train_loader"])
+    return int(state["epoch"]), History.from_dict(json.loads(state["history"]))

@@ -1,0 +1,126 @@
+"""History: what ``fit`` measured, per epoch and every few batches; JSON and a PNG plot."""
+
+import json
+import math
+
+from fastcnn.io import _atomic_write
+
+__all__ = ["History"]
+
+
+class History:
+    """Per-epoch and running metrics of a training run (what ``fit`` returns).
+
+    Attributes
+    ----------
+    metrics : tuple of str
+        The metric names measured, e.g. ``("accuracy", "top5")``.
+    epochs : list of dict
+        One record per finished epoch: ``epoch`` (1-based), ``train_loss``,
+        ``train_<metric>`` for each metric, the same with ``val_`` when there is validation
+        data, ``lr`` and ``seconds``.
+    running : list of dict
+        Running averages over the epoch so far, every ``log_every`` batches: ``epoch``,
+        ``batch``, ``batches`` (per epoch), ``loss`` and each metric.
+
+    ``history["val_accuracy"]`` is the list of that value over the epochs.
+    """
+
+    def __init__(self, metrics=("accuracy", "top5")):
+        self.metrics = tuple(metrics)
+        self.epochs = []
+        self.running = []
+
+    def __getitem__(self, key):
+        if not self.epochs or key not in self.epochs[-1]:
+            known = sorted(self.epochs[-1]) if self.epochs else []
+            raise KeyError(f"History has no series {key!r}; it has {known}")
+        return [record.get(key) for record in self.epochs]
+
+    def __len__(self):
+        return len(self.epochs)
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epochs)}, metrics={self.metrics})"
+
+    def to_dict(self):
+        """Plain lists and dicts (JSON-ready)."""
+        return {
+            "metrics": list(self.metrics),
+            "epochs": [dict(r) for r in self.epochs],
+            "running": [dict(r) for r in self.running],
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        """The inverse of ``to_dict``."""
+        try:
+            history = cls(data["metrics"])
+            history.epochs = [dict(r) for r in data["epochs"]]
+            history.running = [dict(r) for r in data["running"]]
+        except (KeyError, TypeError) as error:
+            raise ValueError(
+                f"not a History dict (keys 'metrics', 'epochs', 'running' expected): {error}"
+            ) from None
+        return history
+
+    def save_json(self, path):
+        """Write ``to_dict()`` as JSON (to a temporary file renamed into place)."""
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
+        _atomic_write(path, text.encode("utf-8"))
+
+    @classmethod
+    def load_json(cls, path):
+        with open(path, encoding="utf-8") as file:
+            return cls.from_dict(json.load(file))
+
+    def plot(self, path):
+        """Write a PNG of accuracy, each top-k and the loss, train and validation, per epoch.
+
+        Needs matplotlib (``pip install fastcnn[plot]``); it is imported here, with the Agg
+        backend, so that importing fastcnn never needs it.
+        """
+        figure = _make_figure(self)
+        try:
+            figure.savefig(path, dpi=100, format="png")
+        finally:
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError(
+            "History.plot needs matplotlib, which is not installed; install it with: "
+            "pip install fastcnn[plot]"
+        ) from None
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _make_figure(history):
+    if not history.epochs:
+        raise ValueError("History.plot: there is nothing to plot yet (no finished epoch)")
+    plt = _pyplot()
+    panels = [*history.metrics, "loss"]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    epochs = [record["epoch"] for record in history.epochs]
+    for axis, name in zip(axes[0], panels, strict=True):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            values = [record.get(f"{split}_{name}", math.nan) for record in history.epochs]
+            if not all(math.isnan(v) for v in values):
+                axis.plot(epochs, values, style, label=split, markersize=4)
+        if name == "loss" and history.running:
+            steps = [r["epoch"] - 1 + r["batch"] / r["batches"] for r in history.running]
+            axis.plot(steps, [r["loss"] for r in history.running], alpha=0.35, label="running")
+        axis.set_title("top-1 accuracy" if name == "accuracy" else name)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,273 @@
+"""fit, evaluate and predict: the training loop every seed notebook writes by hand."""
+
+import contextlib
+import math
+import os
+import time
+
+import numpy as np
+
+from fastcnn.train.checkpoint import restore_checkpoint, save_checkpoint
+from fastcnn.train.history import History
+from fastcnn.train.metrics import check_metrics, metric_k, topk_correct
+from fastcnn.train.progress import format_epoch_summary, make_progress
+
+__all__ = ["NonFiniteLossError", "evaluate", "fit", "predict"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; ``fit`` stopped.
+
+    Attributes
+    ----------
+    epoch, batch : int
+        Where it happened (1-based).
+    loss : float
+    """
+
+    def __init__(self, message, epoch, batch, loss):
+        super().__init__(message)
+        self.epoch, self.batch, self.loss = epoch, batch, loss
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run the block with ``model.eval()``; restore the previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+class _Tally:
+    """Sums over the batches of one pass: loss (weighted by batch size) and top-k hits."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+        self.ks = [metric_k(name) for name in metrics]
+        self.count = 0
+        self.loss_sum = 0.0
+        self.correct = [0] * len(metrics)
+
+    def add(self, logits, labels, loss):
+        n = len(labels)
+        self.count += n
+        if loss is not None:
+            self.loss_sum += loss * n
+        for i, k in enumerate(self.ks):
+            self.correct[i] += topk_correct(logits, labels, k)
+
+    def values(self, with_loss=True):
+        result = {"loss": self.loss_sum / self.count} if with_loss else {}
+        result.update((m, c / self.count) for m, c in zip(self.metrics, self.correct, strict=True))
+        return result
+
+
+def evaluate(model, loader, loss_fn=None, metrics=("accuracy", "top5")):
+    """Loss and metrics of ``model`` over every batch of ``loader``, in eval mode.
+
+    Parameters
+    ----------
+    model : Module
+    loader : iterable of (images, labels)
+        A ``DataLoader`` (or any iterable of batches).
+    loss_fn : callable, optional
+        If given, the mean loss is reported as ``"loss"``.
+    metrics : sequence of str
+        ``"accuracy"`` (top-1) and/or ``"topK"``.
+
+    Returns
+    -------
+    dict
+        ``{"loss": ..., "accuracy": ..., "top5": ...}`` (fractions in [0, 1]). The model's
+        train/eval mode is restored afterwards.
+    """
+    tally = _Tally(check_metrics(metrics))
+    with eval_mode(model):
+        for images, labels in loader:
+            logits = model(images)
+            tally.add(logits, labels, None if loss_fn is None else loss_fn(logits, labels))
+    if tally.count == 0:
+        raise ValueError("evaluate: the loader yielded no batches")
+    return tally.values(with_loss=loss_fn is not None)
+
+
+def predict(model, x, batch_size=256):
+    """The model's outputs (logits) for the images ``x`` ``(N, C, H, W)``, in eval mode.
+
+    Runs in batches of ``batch_size`` to bound memory; ``predict(...).argmax(1)`` gives the
+    predicted classes.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"predict expects images of shape (N, C, H, W), got shape {x.shape}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    with eval_mode(model):
+        outputs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=np.float32)
+
+
+def _train_step(model, loss_fn, optimizer, images, labels):
+    logits = model(images)
+    loss = loss_fn(logits, labels)
+    if math.isfinite(loss):
+        optimizer.zero_grad()
+        model.backward(loss_fn.backward())
+        optimizer.step()
+    return logits, loss
+
+
+def _non_finite(loss, epoch, batch, checkpoint):
+    kept = ""
+    if checkpoint is not None and os.path.exists(checkpoint):
+        kept = f"; the last good checkpoint {os.fspath(checkpoint)!r} is kept"
+    return NonFiniteLossError(
+        f"the training loss became {loss} at epoch {epoch}, batch {batch}: training diverged. "
+        f"Try a lower learning rate (e.g. a tenth of the current one){kept}",
+        epoch,
+        batch,
+        loss,
+    )
+
+
+def _train_epoch(model, loss_fn, optimizer, loader, state):
+    """One pass over ``loader``; returns the epoch's train values."""
+    tally = _Tally(state.metrics)
+    batches = len(loader)
+    started = time.perf_counter()
+    model.train()
+    for batch, (images, labels) in enumerate(loader, start=1):
+        logits, loss = _train_step(model, loss_fn, optimizer, images, labels)
+        if not math.isfinite(loss):
+            raise _non_finite(loss, state.epoch, batch, state.checkpoint)
+        tally.add(logits, labels, loss)
+        log = batch % state.log_every == 0 or batch == batches
+        running = tally.values()
+        if log:
+            state.history.running.append(
+                {"epoch": state.epoch, "batch": batch, "batches": batches, **running}
+            )
+        speed = tally.count / max(time.perf_counter() - started, 1e-9)
+        state.reporter.update(batch, running, speed, log)
+    return tally.values()
+
+
+class _RunState:
+    """What one ``fit`` call carries from epoch to epoch."""
+
+    def __init__(self, metrics, history, reporter, checkpoint, log_every, epochs):
+        self.metrics, self.history, self.reporter = metrics, history, reporter
+        self.checkpoint, self.log_every, self.epochs = checkpoint, log_every, epochs
+        self.epoch = 0
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_fit_args(epochs, log_every, resume, checkpoint):
+    _check_int("epochs", epochs, 0)
+    _check_int("log_every", log_every, 1)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
+
+
+def fit(
+    model,
+    loss_fn,
+    optimizer,
+    train_loader,
+    val_loader=None,
+    epochs=1,
+    scheduler=None,
+    metrics=("accuracy", "top5"),
+    progress=True,
+    checkpoint=None,
+    resume=False,
+    log_every=100,
+    extra=None,
+):
+    """Train ``model`` for ``epochs`` epochs; return the ``History``.
+
+    Each epoch: ``model.train()``, then for every batch forward, loss, ``zero_grad``,
+    backward, ``step``; then evaluation on ``val_loader`` (in eval mode), ``scheduler.step()``
+    and, if ``checkpoint`` is set, a checkpoint.
+
+    Parameters
+    ----------
+    model : Module
+    loss_fn : Module
+        E.g. ``fastcnn.nn.CrossEntropyLoss()``.
+    optimizer : Optimizer
+    train_loader : DataLoader
+        Iterated once per epoch (a ``DataLoader`` shuffles each epoch differently, and
+        reproducibly for a seed; its state is checkpointed so a resumed run continues with the
+        same order).
+    val_loader : DataLoader, optional
+    epochs : int
+        Total number of epochs (a resumed run continues up to this number).
+    scheduler : LRScheduler, optional
+        Stepped once per epoch.
+    metrics : sequence of str
+        ``"accuracy"`` (top-1) and ``"topK"`` names.
+    progress : bool or {"tqdm", "text"}
+        True: a tqdm bar if tqdm is installed, else plain text lines; False: silent.
+    checkpoint : str or os.PathLike, optional
+        Written after every epoch (atomically): model, optimizer, scheduler, epoch, history,
+        the loader's shuffling state and every random generator inside the model.
+    resume : bool
+        Continue from ``checkpoint``: the result is bit for bit that of a run never stopped.
+    log_every : int
+        Record (and print, in text mode) the running loss and metrics every this many batches.
+    extra : dict, optional
+        Saved in the checkpoint under ``"extra"`` (e.g. how to rebuild the model).
+
+    Returns
+    -------
+    History
+
+    Raises
+    ------
+    NonFiniteLossError
+        The loss became NaN or infinite; the message gives the epoch and batch. The last
+        checkpoint (of the last finished epoch) is left as it was.
+    """
+    metrics = check_metrics(metrics)
+    _check_fit_args(epochs, log_every, resume, checkpoint)
+    history = History(metrics)
+    start = 0
+    if resume:
+        start, history = restore_checkpoint(checkpoint, model, optimizer, scheduler, train_loader)
+    reporter = make_progress(progress, metrics)
+    state = _RunState(metrics, history, reporter, checkpoint, log_every, epochs)
+    for epoch in range(start + 1, epochs + 1):
+        state.epoch = epoch
+        _run_epoch(model, loss_fn, optimizer, train_loader, val_loader, scheduler, state)
+        if checkpoint is not None:
+            save_checkpoint(
+                checkpoint, model, optimizer, scheduler, train_loader, history, epoch, extra
+            )
+        state.reporter.end_epoch(format_epoch_summary(history.epochs[-1], metrics, epochs))
+    return history
+
+
+def _run_epoch(model, loss_fn, optimizer, train_loader, val_loader, scheduler, state):
+    started = time.perf_counter()
+    state.reporter.start_epoch(state.epoch, state.epochs, len(train_loader))
+    lr = optimizer.param_groups[0]["lr"]
+    record = {"epoch": state.epoch}
+    record.update(
+        (f"train_{k}", v)
+        for k, v in _train_epoch(model, loss_fn, optimizer, train_loader, state).items()
+    )
+    if val_loader is not None:
+        values = evaluate(model, val_loader, loss_fn, state.metrics)
+        record.update((f"val_{k}", v) for k, v in values.items())
+    if scheduler is not None:
+        scheduler.step()
+    record.update(lr=lr, seconds=time.perf_counter() - started)
+    state.history.epochs.append(record)

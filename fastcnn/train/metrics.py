@@ -1,0 +1,45 @@
+"""Classification metrics: top-k accuracy, named as ``fit`` and ``History`` name them."""
+
+import re
+
+import numpy as np
+
+__all__ = ["metric_k", "topk_correct"]
+
+_TOPK = re.compile(r"top([1-9][0-9]*)")
+
+
+def metric_k(name):
+    """The k of a metric name: ``"accuracy"`` (= top-1), ``"top1"``, ``"top5"``, ``"topK"``."""
+    if name == "accuracy":
+        return 1
+    match = _TOPK.fullmatch(name) if isinstance(name, str) else None
+    if match is None:
+        raise ValueError(
+            f"unknown metric {name!r}; use 'accuracy' (top-1) or 'topK' such as 'top5'"
+        )
+    return int(match.group(1))
+
+
+def check_metrics(metrics):
+    """The metric names as a tuple, each checked, without duplicates."""
+    names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    for name in names:
+        metric_k(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"metrics must not repeat a name, got {list(names)}")
+    return names
+
+
+def topk_correct(logits, labels, k):
+    """How many rows of ``logits`` (N, C) have their label among the k largest scores.
+
+    ``k >= C`` counts every row (each label is then among the top k), so top-5 stays
+    meaningful for a model with fewer than 5 classes.
+    """
+    if k == 1:
+        return int(np.count_nonzero(logits.argmax(axis=1) == labels))
+    if k >= logits.shape[1]:
+        return len(labels)
+    top = np.argpartition(logits, -k, axis=1)[:, -k:]
+    return int(np.count_nonzero((top == labels[:, None]).any(axis=1)))
