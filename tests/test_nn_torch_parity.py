@@ -231,3 +231,12 @@ def test_loss_backward_scales_by_grad_output():
     loss_fn = nn.CrossEntropyLoss()
     loss_fn(logits, labels)
     np.testing.assert_allclose(loss_fn.backward(2.5), 2.5 * loss_fn.backward(), rtol=1e-6)
+
+
+def test_relu_passes_the_gradient_of_a_nan_input_as_torch():
+    x = np.array([[np.nan, -1.0, 0.0, 2.0]], dtype=np.float32)
+    _, grad_x_t, grad = _forward_backward_torch(tnn.ReLU(), x, grad_seed=0)
+    relu = nn.ReLU()
+    assert np.isnan(relu(x)[0, 0])
+    np.testing.assert_array_equal(relu.backward(grad), grad_x_t.numpy())
+    assert relu.backward(grad)[0, 0] == grad[0, 0]

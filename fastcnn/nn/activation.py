@@ -38,10 +38,11 @@ class ReLU(_Activation):
     """``max(x, 0)``, element-wise (NaN stays NaN)."""
 
     def _apply(self, x):
-        return np.maximum(x, 0), {"positive": x > 0}
+        # "not x <= 0" rather than "x > 0": a NaN input passes its gradient on, as in torch.
+        return np.maximum(x, 0), {"passes": ~(x <= 0)}
 
     def _input_grad(self, grad, saved):
-        return grad * saved["positive"]
+        return grad * saved["passes"]
 
 
 class Sigmoid(_Activation):
