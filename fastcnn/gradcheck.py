@@ -36,8 +36,10 @@ def gradcheck(func_or_module, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, backwar
         Dropout in eval mode). Its ``.grad`` values and buffers (BatchNorm's running
         statistics) are restored afterwards.
         A callable: ``func(*inputs)`` is the forward pass and needs ``backward``.
+        Either way the forward pass returns one array or one float (a loss).
     inputs : ndarray or tuple
-        float64 arrays (checked) and anything else (passed through).
+        One array, or a tuple of the positional arguments: float64 arrays (checked) and
+        anything else (passed through).
     eps, atol, rtol : float
         Step and tolerances, PyTorch's defaults.
     backward : callable, optional
