@@ -4,6 +4,7 @@ import json
 import math
 
 from fastcnn.io import _atomic_write
+from fastcnn.train.metrics import metric_k
 
 __all__ = ["History"]
 
@@ -118,7 +119,7 @@ def _make_figure(history):
         if name == "loss" and history.running:
             steps = [r["epoch"] - 1 + r["batch"] / r["batches"] for r in history.running]
             axis.plot(steps, [r["loss"] for r in history.running], alpha=0.35, label="running")
-        axis.set_title("top-1 accuracy" if name == "accuracy" else name)
+        axis.set_title("loss" if name == "loss" else f"top-{metric_k(name)} accuracy")
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend()

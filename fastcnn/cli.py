@@ -1,0 +1,420 @@
+"""The ``fastcnn`` command: ``fastcnn train``, ``fastcnn eval CHECKPOINT``, ``fastcnn info``.
+
+``fastcnn train`` with no arguments trains LeNet-5 on the MNIST subset shipped in the
+package and writes the checkpoint, the history (JSON) and its plot (PNG) into
+``./fastcnn-run``. Every user error (missing data, unwritable output directory, bad values)
+is one line on stderr and exit status 2.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import fastcnn
+from fastcnn import data, models, nn, optim, train
+
+__all__ = ["main"]
+
+MODELS = ("lenet5", "improved-lenet5", "simple")
+CHECKPOINT_NAME = "checkpoint.npz"
+HISTORY_NAME = "history.json"
+PLOT_NAME = "history.png"
+
+# What a user can get wrong: reported as one line and exit status 2, never a traceback.
+USER_ERRORS = (
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    ImportError,
+    FloatingPointError,
+    fastcnn.CheckpointError,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line (and still exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _class_list(text):
+    """``0-4`` or ``0,1,2`` -> sorted list of ints."""
+    classes = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            classes.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected class labels such as 0-4 or 0,1,2, got {text!r}"
+        ) from None
+    if not classes or min(classes) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative class labels, got {text!r}")
+    return sorted(classes)
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def _add_data_options(parser):
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--data",
+        default="embedded",
+        metavar="embedded|MNIST_DIR",
+        help="'embedded' (the 6,000/1,000-image MNIST subset in the package, the default) or "
+        "a directory with the four MNIST IDX files",
+    )
+    group.add_argument(
+        "--download", action="store_true", help="download MNIST into MNIST_DIR if missing"
+    )
+    group.add_argument(
+        "--image-list",
+        metavar="FILE",
+        help="train on the images listed in FILE ('relative/path label' lines) instead",
+    )
+    group.add_argument(
+        "--test-image-list",
+        metavar="FILE",
+        help="test images for --image-list (default: hold out 10%% of the training list)",
+    )
+    group.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=28,
+        help="image-list images are resized to this height and width (default 28)",
+    )
+    group.add_argument("--rgb", action="store_true", help="read image-list images as RGB")
+    group.add_argument(
+        "--classes", type=_class_list, help="keep only these classes, e.g. 0-4 (labels kept)"
+    )
+    group.add_argument(
+        "--limit", type=_positive_int, help="use only the first N images of each split"
+    )
+    group.add_argument("--batch-size", type=_positive_int, default=32, help="default 32")
+
+
+class Splits:
+    """The data of a run: training and test sets, where they came from, the class count."""
+
+    def __init__(self, train, test, source, num_classes):
+        self.train, self.test, self.source, self.num_classes = train, test, source, num_classes
+
+
+def _mnist_splits(args, test_only):
+    if args.data == "embedded":
+        load, source = data.embedded_mnist, "embedded MNIST subset"
+    elif os.path.isdir(args.data):
+        source = f"MNIST in {args.data}"
+
+        def load(train):
+            return data.MNIST(args.data, train=train, download=args.download)
+    else:
+        raise FileNotFoundError(
+            f"--data {args.data!r} is neither 'embedded' nor an existing directory"
+        )
+    train_set = None if test_only else load(True)
+    return Splits(train_set, load(False), source, data.MNIST.num_classes)
+
+
+def _image_list_splits(args, seed, test_only):
+    options = {"size": (args.image_size, args.image_size), "mode": "RGB" if args.rgb else "L"}
+    source = f"image list {args.image_list}"
+    listed = data.ImageListDataset(args.image_list, **options)
+    if args.test_image_list:
+        test_set = data.ImageListDataset(args.test_image_list, **options)
+        classes = max(listed.num_classes, test_set.num_classes)
+        return Splits(None if test_only else listed, test_set, source, classes)
+    if test_only:
+        return Splits(None, listed, source, listed.num_classes)
+    n_test = max(1, len(listed) // 10)
+    if len(listed) - n_test < 1:
+        raise ValueError(f"{args.image_list}: too few images to hold out a test split")
+    train_set, test_set = data.random_split(listed, [len(listed) - n_test, n_test], seed=seed)
+    return Splits(train_set, test_set, source + " (10% held out for testing)", listed.num_classes)
+
+
+def _restrict(dataset, args):
+    if dataset is None:
+        return None
+    if args.classes is not None:
+        dataset = data.filter_classes(dataset, args.classes)
+    if args.limit is not None and args.limit < len(dataset):
+        dataset = data.Subset(dataset, np.arange(args.limit))
+    return dataset
+
+
+def load_splits(args, seed=0, test_only=False):
+    """The ``Splits`` the data options describe (no training set if ``test_only``)."""
+    if args.image_list:
+        splits = _image_list_splits(args, seed, test_only)
+    else:
+        splits = _mnist_splits(args, test_only)
+    splits.train, splits.test = _restrict(splits.train, args), _restrict(splits.test, args)
+    if args.classes is not None:
+        splits.num_classes = max(args.classes) + 1
+    return splits
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(config, rng=None):
+    """The network a checkpoint's ``config`` describes."""
+    name, channels, size, classes = (
+        config["model"],
+        config["in_channels"],
+        config["image_size"],
+        config["num_classes"],
+    )
+    if name == "lenet5":
+        return models.LeNet5(channels, classes, input_size=size, rng=rng)
+    if name == "improved-lenet5":
+        if size != 28:
+            raise ValueError(f"--model improved-lenet5 needs 28x28 images, got {size}x{size}")
+        return models.ImprovedLeNet5(channels, classes, rng=rng)
+    if name == "simple":
+        return models.SimpleConvNet((channels, size, size), output_size=classes, rng=rng)
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+
+
+def _model_config(args, splits):
+    images, _ = splits.train.gather([0])
+    channels, height, _ = images.shape[1:]
+    return {
+        "model": args.model,
+        "in_channels": int(channels),
+        "image_size": int(height),
+        "num_classes": int(splits.num_classes),
+        "normalize": _pixel_stats(splits.train),
+    }
+
+
+def _pixel_stats(dataset, chunk=10000):
+    """Mean and standard deviation of the training pixels: inputs are normalised with them."""
+    total = total_sq = 0.0
+    for start in range(0, len(dataset), chunk):
+        images, _ = dataset.gather(np.arange(start, min(start + chunk, len(dataset))))
+        total += images.sum(dtype=np.float64)
+        total_sq += np.square(images, dtype=np.float64).sum()
+    count = len(dataset) * images[0].size
+    mean = total / count
+    return [float(mean), float(max(np.sqrt(max(total_sq / count - mean**2, 0.0)), 1e-6))]
+
+
+def _scheduler(args, optimizer):
+    if args.schedule == "cosine":
+        return optim.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    if args.schedule == "step":  # a tenth of the rate after each third of the epochs
+        return optim.StepLR(optimizer, step_size=max(1, args.epochs // 3), gamma=0.1)
+    return None
+
+
+def _optimizer(args, model):
+    if args.optimizer == "adam":
+        return optim.Adam(model.parameters(), lr=args.lr)
+    return optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _prepare_out_dir(out):
+    """Create ``out`` and prove it is writable before spending time on training."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot write to --out {out!r}: {error.strerror or error}") from None
+
+
+def _loaders(args, splits, config):
+    transform = data.Normalize(*config["normalize"])
+    train_loader = data.DataLoader(
+        splits.train, args.batch_size, shuffle=True, seed=args.seed, transform=transform
+    )
+    test_loader = data.DataLoader(splits.test, 500, transform=transform)
+    return train_loader, test_loader
+
+
+def _print_result(values, prefix="test"):
+    print(
+        f"{prefix} top-1: {100 * values['accuracy']:.2f}%  top-5: {100 * values['top5']:.2f}%  "
+        f"loss: {values['loss']:.4f}"
+    )
+
+
+def _write_outputs(history, out):
+    written = [os.path.join(out, CHECKPOINT_NAME), os.path.join(out, HISTORY_NAME)]
+    history.save_json(written[1])
+    try:
+        history.plot(os.path.join(out, PLOT_NAME))
+        written.append(os.path.join(out, PLOT_NAME))
+    except ImportError as error:
+        print(f"fastcnn: note: no plot written: {error}", file=sys.stderr)
+    print("wrote " + ", ".join(written))
+
+
+def run_train(args):
+    _prepare_out_dir(args.out)
+    if args.threads is not None:
+        fastcnn.set_num_threads(args.threads)
+    splits = load_splits(args, seed=args.seed)
+    config = _model_config(args, splits)
+    model = build_model(config, rng=np.random.default_rng(args.seed))
+    optimizer = _optimizer(args, model)
+    train_loader, test_loader = _loaders(args, splits, config)
+    print(
+        f"training {type(model).__name__} on the {splits.source}: {len(splits.train)} training "
+        f"and {len(splits.test)} test images, {args.epochs} epochs, batch {args.batch_size}, "
+        f"{args.optimizer} lr {args.lr} ({args.schedule} schedule), "
+        f"{fastcnn.get_num_threads()} threads"
+    )
+    started = time.perf_counter()
+    history = train.fit(
+        model, nn.CrossEntropyLoss(), optimizer, train_loader, test_loader,
+        epochs=args.epochs, scheduler=_scheduler(args, optimizer), progress=not args.no_progress,
+        checkpoint=os.path.join(args.out, CHECKPOINT_NAME), resume=args.resume,
+        extra={"config": config}, log_every=args.log_every,
+    )  # fmt: skip
+    final = {k[len("val_") :]: v for k, v in history.epochs[-1].items() if k.startswith("val_")}
+    _print_result(final)
+    print(f"training took {time.perf_counter() - started:.1f} s")
+    _write_outputs(history, args.out)
+    return 0
+
+
+def run_eval(args):
+    if args.threads is not None:
+        fastcnn.set_num_threads(args.threads)
+    state = train.load_checkpoint(args.checkpoint)
+    config = state["extra"].get("config") if isinstance(state.get("extra"), dict) else None
+    if config is None:
+        raise ValueError(
+            f"checkpoint {args.checkpoint!r} was not written by 'fastcnn train' (it has no "
+            "model config); evaluate it from Python with fastcnn.train.evaluate"
+        )
+    model = build_model(config)
+    train.restore_model(args.checkpoint, model, state)
+    splits = load_splits(args, test_only=True)
+    transform = data.Normalize(*config["normalize"])
+    loader = data.DataLoader(splits.test, args.batch_size, transform=transform)
+    values = train.evaluate(model, loader, nn.CrossEntropyLoss())
+    print(
+        f"{type(model).__name__} from {args.checkpoint} on {len(splits.test)} test images of "
+        f"the {splits.source}"
+    )
+    _print_result(values)
+    return 0
+
+
+def run_info(args):
+    fastcnn.show_config()
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def _train_parser(subparsers):
+    parser = subparsers.add_parser(
+        "train", help="train a CNN (default: LeNet-5 on the embedded MNIST subset)"
+    )
+    parser.add_argument("--model", choices=MODELS, default="lenet5", help="default lenet5")
+    _add_data_options(parser)
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=_positive_int, default=5, help="default 5")
+    group.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="default sgd")
+    group.add_argument("--lr", type=_positive_float, default=0.05, help="default 0.05")
+    group.add_argument(
+        "--momentum", type=_non_negative_float, default=0.9, help="SGD momentum, default 0.9"
+    )
+    group.add_argument(
+        "--schedule",
+        choices=("cosine", "step", "none"),
+        default="cosine",
+        help="learning-rate decay over the epochs (default cosine)",
+    )
+    group.add_argument("--seed", type=int, default=0, help="initial weights and data order")
+    group.add_argument("--threads", type=_positive_int, help="kernel threads (default: all)")
+    group.add_argument(
+        "--out", default="fastcnn-run", help="output directory (default ./fastcnn-run)"
+    )
+    group.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint in --out"
+    )
+    group.add_argument("--no-progress", action="store_true", help="print only the results")
+    group.add_argument(
+        "--log-every", type=_positive_int, default=50, help="batches between progress lines"
+    )
+    parser.set_defaults(run=run_train)
+
+
+def _eval_parser(subparsers):
+    parser = subparsers.add_parser("eval", help="test a checkpoint written by 'fastcnn train'")
+    parser.add_argument("checkpoint", help="the checkpoint file (e.g. fastcnn-run/checkpoint.npz)")
+    _add_data_options(parser)
+    parser.add_argument("--threads", type=_positive_int, help="kernel threads (default: all)")
+    parser.set_defaults(run=run_eval)
+
+
+def make_parser():
+    parser = _Parser(prog="fastcnn", description="Fast CPU convolutional networks.")
+    parser.add_argument("--version", action="version", version=f"fastcnn {fastcnn.__version__}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
+    _train_parser(subparsers)
+    _eval_parser(subparsers)
+    subparsers.add_parser("info", help="how fastcnn was built").set_defaults(run=run_info)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``fastcnn`` console script and of ``python -m fastcnn``."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        # A diverging run ends with fit's NonFiniteLossError and its advice, as one line;
+        # NumPy's overflow/invalid-value warnings on the way there would only add noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return args.run(args)
+    except USER_ERRORS as error:
+        message = " ".join(str(error).split())  # one line, even for multi-line messages
+        print(f"fastcnn {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fastcnn {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,159 @@
+"""The fastcnn command, run as ``python -m fastcnn`` in a subprocess with tiny settings."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastcnn
+
+# Small and single-threaded, so that each run takes a few seconds.
+TINY = ["--limit", "200", "--epochs", "1", "--batch-size", "50", "--threads", "1"]
+
+
+def run_cli(*args, cwd=None, timeout=120):
+    """``python -m fastcnn ARGS`` importing the fastcnn under test; returns CompletedProcess."""
+    package_parent = os.path.dirname(os.path.dirname(fastcnn.__file__))
+    env = dict(os.environ, PYTHONPATH=package_parent)
+    return subprocess.run(
+        [sys.executable, "-m", "fastcnn", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd, check=False,
+    )  # fmt: skip
+
+
+def assert_one_line_error(result, pattern):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny training run shared by the tests that need its output."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = run_cli("train", *TINY, "--out", out, "--no-progress")
+    return out, result
+
+
+def test_train_writes_checkpoint_history_and_plot(trained):
+    out, result = trained
+    assert result.returncode == 0, result.stderr
+    assert (
+        "training LeNet5 on the embedded MNIST subset: 200 training and 200 test" in result.stdout
+    )
+    assert "test top-1: " in result.stdout and "top-5: " in result.stdout
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["epochs"]) == 1 and 0 <= history["epochs"][0]["val_accuracy"] <= 1
+    assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
+    state = fastcnn.load(out / "checkpoint.npz")
+    assert state["epoch"] == 1 and state["extra"]["config"]["model"] == "lenet5"
+
+
+def test_eval_reports_the_same_accuracy(trained):
+    out, train_result = trained
+    result = run_cli("eval", out / "checkpoint.npz", "--limit", "200", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    final_line = [line for line in train_result.stdout.splitlines() if "top-1" in line][0]
+    assert final_line in result.stdout  # the same 200 test images, the same numbers
+
+
+def test_resume_continues_the_run(trained, tmp_path):
+    out, _ = trained
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "checkpoint.npz").write_bytes((out / "checkpoint.npz").read_bytes())
+    args = ["--limit", "200", "--batch-size", "50", "--threads", "1", "--no-progress"]
+    result = run_cli("train", *args, "--epochs", "2", "--out", copy, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads((copy / "history.json").read_text())["epochs"]) == 2
+
+
+def test_progress_output(tmp_path):
+    result = run_cli("train", *TINY, "--log-every", "2", "--out", tmp_path / "o", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/1: train loss" in result.stdout  # the per-epoch summary
+    assert "epoch 1/1" in result.stderr  # the tqdm bar (stderr), or text lines otherwise
+
+
+def test_image_list_training_and_eval(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(40):
+        label = i % 4
+        pixels = np.zeros((20, 20), np.uint8)
+        pixels[label * 5 : label * 5 + 5] = 255  # a bar whose position is the class
+        pixels = np.clip(pixels + rng.integers(0, 40, pixels.shape), 0, 255).astype(np.uint8)
+        image.fromarray(pixels, "L").save(tmp_path / f"{i}.png")
+        lines.append(f"{i}.png {label}")
+    (tmp_path / "list.txt").write_text("\n".join(lines))
+    common = ["--image-list", tmp_path / "list.txt", "--image-size", "16", "--threads", "1"]
+    result = run_cli(
+        "train", *common, "--model", "simple", "--epochs", "2", "--batch-size", "8",
+        "--out", tmp_path / "out", "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "36 training and 4 test images" in result.stdout
+    result = run_cli("eval", tmp_path / "out" / "checkpoint.npz", *common)
+    assert result.returncode == 0, result.stderr
+    assert "SimpleConvNet" in result.stdout and "40 test images" in result.stdout
+
+
+def test_info():
+    result = run_cli("info")
+    assert result.returncode == 0, result.stderr
+    assert fastcnn.__version__ in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["train", "--epochs", "0"], r"argument --epochs: expected a positive integer, got '0'"),
+        (["train", "--lr", "-1"], r"argument --lr: expected a finite number >= 0, got '-1'"),
+        (["train", "--model", "vgg"], r"argument --model: invalid choice: 'vgg'"),
+        (["train", "--classes", "a-b"], r"expected class labels such as 0-4"),
+        (["train", "--data", "/no/such/dir"], r"'/no/such/dir' is neither 'embedded' nor an"),
+        (["eval", "/no/such/checkpoint.npz"], r"checkpoint '/no/such/checkpoint.npz' does not"),
+        (["fly"], r"invalid choice: 'fly'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, pattern, tmp_path):
+    assert_one_line_error(run_cli(*args, cwd=tmp_path), pattern)
+
+
+def test_unwritable_out_dir(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_cli("train", *TINY, "--out", blocker / "run")
+    assert_one_line_error(result, r"cannot write to --out '.*a-file/run'")
+
+
+def test_missing_mnist_files(tmp_path):
+    result = run_cli("train", *TINY, "--data", tmp_path, "--out", tmp_path / "out")
+    assert_one_line_error(result, r"train-images-idx3-ubyte.gz .* not found in")
+
+
+def test_damaged_checkpoint(tmp_path):
+    damaged = tmp_path / "checkpoint.npz"
+    damaged.write_bytes(b"PK\x03\x04 not really a zip")
+    assert_one_line_error(run_cli("eval", damaged), r"cannot load checkpoint .*checkpoint.npz")
+
+
+def test_diverging_run_stops_with_advice(tmp_path):
+    result = run_cli("train", *TINY, "--lr", "1e6", "--out", tmp_path / "out", "--no-progress")
+    assert_one_line_error(result, r"became (nan|inf) at epoch 1, batch \d+.*lower learning rate")
+
+
+def test_resume_with_another_model_is_refused(trained, tmp_path):
+    out, _ = trained
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "checkpoint.npz").write_bytes((out / "checkpoint.npz").read_bytes())
+    result = run_cli("train", *TINY, "--model", "simple", "--out", copy, "--resume")
+    assert_one_line_error(result, r"saved from a LeNet5 model; .* into a SimpleConvNet")
