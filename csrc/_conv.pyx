@@ -58,9 +58,9 @@ cdef void im2col_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t
                     src = x + (c * H + h) * W + (j - PW)
                     for ow in range(ow_lo):
                         row[oh * OW + ow] = 0
-                    if SW == 1:  # the common case: a contiguous run the compiler vectorises
-                        memcpy(row + oh * OW + ow_lo, src + ow_lo,
-                               (ow_hi - ow_lo) * sizeof(floating))
+                    if SW == 1:  # the common case: a unit-stride loop the compiler vectorises
+                        for ow in range(ow_lo, ow_hi):
+                            row[oh * OW + ow] = src[ow]
                     else:
                         for ow in range(ow_lo, ow_hi):
                             row[oh * OW + ow] = src[ow * SW]
