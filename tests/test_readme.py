@@ -1,0 +1,26 @@
+"""The README's code runs as written."""
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_blocks():
+    if not README.exists():  # tests run from an installed wheel, outside the checkout
+        pytest.skip("README.md is not beside the tests")
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_lenet_example_trains(capsys):
+    (example,) = [block for block in python_blocks() if "LeNet5" in block]
+    assert len(example.strip().splitlines()) <= 20
+    namespace = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "training loss after 30 steps" in printed
+    # ten classes at random start near ln(10); thirty steps on one batch must learn it
+    assert namespace["loss"] < 0.5 * math.log(10)
