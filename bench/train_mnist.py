@@ -178,8 +178,8 @@ def run(args):
             results[r.name]["epoch_seconds"].append(seconds)
             results[r.name]["test_accuracy"].append(accuracy)
             line.append(f"{r.name} {seconds:6.1f} s, test {100 * accuracy:.2f}%")
-        if not args.json:
-            print("  ".join(line), flush=True)
+        # With --json, stdout carries only the JSON; the progress goes to stderr.
+        print("  ".join(line), file=sys.stderr if args.json else sys.stdout, flush=True)
     return summarise(args, threads, len(train_loader.dataset), results)
 
 

@@ -330,6 +330,8 @@ def run_eval(args):
         )
     model = build_model(config)
     train.restore_model(args.checkpoint, model, state)
+    # Image-list images are read as the model was trained: same size, same colour mode.
+    args.image_size, args.rgb = config["image_size"], config["in_channels"] == 3
     splits = load_splits(args, test_only=True)
     transform = data.Normalize(*config["normalize"])
     loader = data.DataLoader(splits.test, args.batch_size, transform=transform)

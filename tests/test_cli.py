@@ -93,16 +93,23 @@ def test_image_list_training_and_eval(tmp_path):
         image.fromarray(pixels, "L").save(tmp_path / f"{i}.png")
         lines.append(f"{i}.png {label}")
     (tmp_path / "list.txt").write_text("\n".join(lines))
-    common = ["--image-list", tmp_path / "list.txt", "--image-size", "16", "--threads", "1"]
+    common = ["--image-list", tmp_path / "list.txt", "--threads", "1"]
     result = run_cli(
-        "train", *common, "--model", "simple", "--epochs", "2", "--batch-size", "8",
-        "--out", tmp_path / "out", "--no-progress",
+        "train", *common, "--image-size", "16", "--model", "simple", "--epochs", "2",
+        "--batch-size", "8", "--out", tmp_path / "out", "--no-progress",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "36 training and 4 test images" in result.stdout
+    # eval reads the images at the size the model was trained on (16), not the default 28.
     result = run_cli("eval", tmp_path / "out" / "checkpoint.npz", *common)
     assert result.returncode == 0, result.stderr
     assert "SimpleConvNet" in result.stdout and "40 test images" in result.stdout
+
+
+def test_malformed_image_list(tmp_path):
+    (tmp_path / "list.txt").write_text("a.png 0\nb.png\n")
+    result = run_cli("train", *TINY, "--image-list", tmp_path / "list.txt", "--out", tmp_path)
+    assert_one_line_error(result, r"list.txt, line 2: expected 'relative/path label'")
 
 
 def test_info():

@@ -1,6 +1,7 @@
 """fit, evaluate, predict, History, checkpoints and resume, on small subsets of real MNIST."""
 
 import json
+import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -254,3 +255,26 @@ def test_fit_argument_errors(mnist_small):
         fit(model, loss_fn, optimizer, loader, log_every=0)
     with pytest.raises(ValueError, match="progress must be True, False, 'tqdm' or 'text'"):
         fit(model, loss_fn, optimizer, loader, progress="bar")
+
+
+def test_without_tqdm_progress_falls_back_to_text(mnist_small, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if tqdm were not installed
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    train_set, _ = mnist_small
+    loader = data.DataLoader(data.Subset(train_set, np.arange(32)), 16)
+    model = _small_net()
+    optimizer = optim.SGD(model.parameters(), lr=0.01)
+    fit(model, nn.CrossEntropyLoss(), optimizer, loader, progress=True, log_every=1)
+    out = capsys.readouterr().out
+    assert out.startswith("epoch 1/1 batch 1/2 loss") and "epoch 1/1: train loss" in out
+    with pytest.raises(ImportError, match=r"pip install fastcnn\[progress\]"):
+        fit(model, nn.CrossEntropyLoss(), optimizer, loader, progress="tqdm")
+
+
+def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
+    history = History()
+    history.epochs.append({"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5})
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"History.plot needs matplotlib.*fastcnn\[plot\]"):
+        history.plot(tmp_path / "h.png")
+    assert not (tmp_path / "h.png").exists()
