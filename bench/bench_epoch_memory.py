@@ -1,0 +1,78 @@
+"""One full-MNIST LeNet-5 epoch per library, each in its own process: time and peak RSS.
+
+Peak resident memory can only be compared between separate processes, so each library
+trains one epoch (batch 64, SGD with momentum: the recipe of train_mnist.py) in a fresh
+interpreter that reports its own ``ru_maxrss``. The libraries run alternately, ``--repeats``
+times each; medians are reported.
+
+    python bench/bench_epoch_memory.py [--threads 2] [--repeats 3] [--json out.json]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Runs in the child: one epoch with train_mnist's runner for the named library.
+CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {here!r})
+import fastcnn
+import train_mnist
+args = train_mnist.parse_args(["--epochs", "1", "--data", {data!r}, "--threads", "{threads}"])
+fastcnn.set_num_threads(args.threads)
+train_loader, test_loader = train_mnist.load_data(args)
+runner = train_mnist.FastcnnRun(args)
+if {library!r} == "torch":
+    import torch
+    torch.set_num_threads(args.threads)
+    runner = train_mnist.TorchRun(args, runner.model.state_dict())
+batches = list(train_loader)
+started = time.perf_counter()
+runner.train_epoch(batches)
+seconds = time.perf_counter() - started
+accuracy = runner.test_accuracy(test_loader)
+peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_mib, "test_accuracy": accuracy}}))
+"""
+
+
+def run_child(library, args):
+    code = CHILD.format(here=HERE, data=args.data, threads=args.threads, library=library)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=3600)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="/work/shared/datasets/mnist")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--json", help="write results here")
+    args = parser.parse_args(argv)
+    libraries = ["fastcnn"] if args.no_torch else ["fastcnn", "torch"]
+    runs = {library: [] for library in libraries}
+    for repeat in range(args.repeats):
+        for library in libraries:
+            runs[library].append(run_child(library, args))
+            print(f"repeat {repeat + 1} {library}: {json.dumps(runs[library][-1])}", flush=True)
+    summary = {
+        library: {key: statistics.median(r[key] for r in results)
+                  for key in ("seconds", "peak_rss_mib", "test_accuracy")}
+        for library, results in runs.items()
+    }
+    summary["threads"] = args.threads
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"summary": summary, "runs": runs}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
