@@ -278,3 +278,36 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r"History.plot needs matplotlib.*fastcnn\[plot\]"):
         history.plot(tmp_path / "h.png")
     assert not (tmp_path / "h.png").exists()
+
+
+class _PoisonedSGD(optim.SGD):
+    """SGD whose ``poison_at``-th step leaves an infinite weight (an overflow)."""
+
+    poison_at = 2
+
+    def step(self, closure=None):
+        super().step(closure)
+        self.steps = getattr(self, "steps", 0) + 1
+        if self.steps == self.poison_at:
+            self.param_groups[0]["params"][0].data[0] = np.inf
+
+
+def test_non_finite_weights_are_never_checkpointed(mnist_small, tmp_path):
+    train_set, _ = mnist_small
+    loader = data.DataLoader(data.Subset(train_set, np.arange(32)), 16)  # 2 batches
+    model = _small_net()
+    optimizer = _PoisonedSGD(model.parameters(), lr=0.01)
+    checkpoint = tmp_path / "run.npz"
+    with pytest.raises(NonFiniteLossError, match=r"parameter 'conv1.weight' became non-finite "
+                       r"\(NaN or infinity\) at epoch 1, batch 2"):  # fmt: skip
+        fit(model, nn.CrossEntropyLoss(), optimizer, loader, progress=False, checkpoint=checkpoint)
+    assert not checkpoint.exists()
+
+
+def test_empty_training_loader(mnist_small):
+    train_set, _ = mnist_small
+    loader = data.DataLoader(data.Subset(train_set, np.arange(10)), 16, drop_last=True)
+    model = _small_net()
+    optimizer = optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(ValueError, match="the training loader yielded no batches"):
+        fit(model, nn.CrossEntropyLoss(), optimizer, loader, progress=False)

@@ -105,9 +105,11 @@ def predict(model, x, batch_size=256):
         raise ValueError(f"predict expects images of shape (N, C, H, W), got shape {x.shape}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if len(x) == 0:
+        raise ValueError("predict got no images (an array of shape (0, C, H, W))")
     with eval_mode(model):
         outputs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=np.float32)
+    return np.concatenate(outputs)
 
 
 def _train_step(model, loss_fn, optimizer, images, labels):
@@ -120,12 +122,12 @@ def _train_step(model, loss_fn, optimizer, images, labels):
     return logits, loss
 
 
-def _non_finite(loss, epoch, batch, checkpoint):
+def _non_finite(what, loss, epoch, batch, checkpoint):
     kept = ""
     if checkpoint is not None and os.path.exists(checkpoint):
         kept = f"; the last good checkpoint {os.fspath(checkpoint)!r} is kept"
     return NonFiniteLossError(
-        f"the training loss became {loss} at epoch {epoch}, batch {batch}: training diverged. "
+        f"{what} at epoch {epoch}, batch {batch}: training diverged. "
         f"Try a lower learning rate (e.g. a tenth of the current one){kept}",
         epoch,
         batch,
@@ -133,16 +135,27 @@ def _non_finite(loss, epoch, batch, checkpoint):
     )
 
 
+def _check_parameters_finite(model, state, batches):
+    """The last step of an epoch can overflow the weights while its loss was still finite:
+    never checkpoint such a model."""
+    for name, param in model.named_parameters():
+        if not np.isfinite(param.data).all():
+            what = f"parameter {name!r} became non-finite (NaN or infinity)"
+            raise _non_finite(what, math.nan, state.epoch, batches, state.checkpoint)
+
+
 def _train_epoch(model, loss_fn, optimizer, loader, state):
     """One pass over ``loader``; returns the epoch's train values."""
     tally = _Tally(state.metrics)
     batches = len(loader)
+    batch = 0
     started = time.perf_counter()
     model.train()
     for batch, (images, labels) in enumerate(loader, start=1):
         logits, loss = _train_step(model, loss_fn, optimizer, images, labels)
         if not math.isfinite(loss):
-            raise _non_finite(loss, state.epoch, batch, state.checkpoint)
+            what = f"the training loss became {loss}"
+            raise _non_finite(what, loss, state.epoch, batch, state.checkpoint)
         tally.add(logits, labels, loss)
         log = batch % state.log_every == 0 or batch == batches
         running = tally.values()
@@ -152,6 +165,12 @@ def _train_epoch(model, loss_fn, optimizer, loader, state):
             )
         speed = tally.count / max(time.perf_counter() - started, 1e-9)
         state.reporter.update(batch, running, speed, log)
+    if batch == 0:
+        raise ValueError(
+            "the training loader yielded no batches (drop_last=True with fewer items than "
+            "batch_size?)"
+        )
+    _check_parameters_finite(model, state, batch)
     return tally.values()
 
 
@@ -246,7 +265,11 @@ def fit(
     state = _RunState(metrics, history, reporter, checkpoint, log_every, epochs)
     for epoch in range(start + 1, epochs + 1):
         state.epoch = epoch
-        _run_epoch(model, loss_fn, optimizer, train_loader, val_loader, scheduler, state)
+        try:
+            _run_epoch(model, loss_fn, optimizer, train_loader, val_loader, scheduler, state)
+        except BaseException:
+            reporter.abort()
+            raise
         if checkpoint is not None:
             save_checkpoint(
                 checkpoint, model, optimizer, scheduler, train_loader, history, epoch, extra

@@ -38,6 +38,9 @@ class _Silent:
     def end_epoch(self, line):
         pass
 
+    def abort(self):
+        """Training stopped with an exception: tidy up (close the bar)."""
+
 
 class _Text(_Silent):
     """A line every ``log_every`` batches and one per epoch, on stdout."""
@@ -92,6 +95,10 @@ class _Bar(_Silent):
     def end_epoch(self, line):
         self.bar.close()
         self.tqdm.write(line)
+
+    def abort(self):
+        if self.bar is not None:
+            self.bar.close()
 
 
 def make_progress(progress, metrics):
