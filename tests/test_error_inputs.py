@@ -1,0 +1,312 @@
+"""The error-input table (PyTorch OpInfo's ``error_inputs``) for the whole public API.
+
+Each row is one bad call, the exception type it must raise and a regex its message must
+match. The bad inputs of ``fastcnn.functional`` (test_functional_errors.py), of layer
+constructors, forwards and losses (test_nn_errors.py), of optimizer and scheduler
+hyperparameters (test_optim.py, test_lr_scheduler.py) have their own tables; this one adds
+every case they miss (functional.linear, more layers, init, optimizer steps, data, the
+training loop) and ``test_every_public_callable_has_an_error_row`` checks that together
+the tables leave no public function or class without a bad-input case.
+
+A row marked xfail is a bad input that does not yet get a clear error (a raw AttributeError
+from deep inside, or no error and a silently wrong result); the reason says what happens.
+"""
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_functional_errors
+import test_lr_scheduler
+import test_nn_errors
+import test_optim
+
+import fastcnn
+from fastcnn import data, models, nn, optim, train
+from fastcnn import functional as F
+from fastcnn.nn import init
+from fastcnn.nn.parameter import Parameter
+
+F32 = np.float32
+X2 = np.ones((4, 3), F32)
+W2 = np.ones((2, 3), F32)
+DATASET = data.ArrayDataset(np.ones((8, 1, 28, 28), F32), np.arange(8))
+
+
+def loader():
+    return data.DataLoader(DATASET, 4)
+
+
+def lenet_and_sgd():
+    model = models.LeNet5(rng=0)
+    return model, optim.SGD(model.parameters(), lr=0.1)
+
+
+def fit(**overrides):
+    """``train.fit`` on a tiny LeNet-5 run with one argument replaced."""
+    model, optimizer = lenet_and_sgd()
+    arguments = dict(model=model, loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer,
+                     train_loader=loader(), progress=False)
+    arguments.update(overrides)
+    return train.fit(**arguments)
+
+
+def backward_before_forward(layer, grad_shape):
+    return lambda: layer.backward(np.ones(grad_shape, F32))
+
+
+def step_with_grad(optimizer_class, grad):
+    """One step of a fresh optimizer whose only parameter has ``grad`` as its gradient."""
+    param = Parameter(np.ones((2, 2), F32))
+    optimizer = optimizer_class([param], lr=0.1)
+    param.grad = grad
+    optimizer.step()
+
+
+def accumulate_twice(first, second):
+    param = Parameter(np.ones((2, 2), F32))
+    param.accumulate_grad(first)
+    param.accumulate_grad(second)
+
+
+def forward_then_backward(loss_fn, logits, target, grad):
+    loss_fn(logits, target)
+    return loss_fn.backward(grad)
+
+
+def xfail(reason):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+BEFORE_FORWARD = r"\.backward\(\) was called before forward\(\): call the module on a batch"
+
+# (id, call, exception type(s), message regex[, xfail reason])
+ERROR_INPUTS = [
+    # functional.linear / linear_backward
+    ("linear 1-D weight", lambda: F.linear(X2, W2[0]), ValueError,
+     r"^linear: weight must be 2-D, got shape \(3,\)"),
+    ("linear feature mismatch", lambda: F.linear(X2, np.ones((2, 4), F32)), ValueError,
+     r"input has 3 features .* weight of shape \(2, 4\) expects 4"),
+    ("linear mixed dtypes", lambda: F.linear(X2, W2.astype(np.float64)), TypeError,
+     r"weight is float64 but the input is float32"),
+    ("linear int input", lambda: F.linear(X2.astype(np.int64), W2), TypeError,
+     r"input has dtype int64; .*astype\(np.float32\)"),
+    ("linear bias length", lambda: F.linear(X2, W2, np.ones(3, F32)), ValueError,
+     r"bias has shape \(3,\), expected \(2,\)"),
+    ("linear_backward grad shape", lambda: F.linear_backward(np.ones((4, 3), F32), X2, W2),
+     ValueError, r"^linear_backward: grad_output has shape \(4, 3\), expected \(4, 2\)"),
+    # layers: input dtypes not in test_nn_errors
+    ("Tanh int input", lambda: nn.Tanh()(np.arange(3)), TypeError,
+     r"^Tanh: input has dtype int64"),
+    ("SiLU str input", lambda: nn.SiLU()(np.array(["a"])), TypeError,
+     r"^SiLU: input has dtype <U1"),
+    ("Softmax int input", lambda: nn.Softmax(1)(np.ones((2, 3), int)), TypeError,
+     r"^Softmax: input has dtype int64"),
+    ("MSELoss int input", lambda: nn.MSELoss()(np.ones(3, int), np.ones(3)), TypeError,
+     r"^MSELoss: input has dtype int64"),
+    ("BatchNorm2d 3-D input", lambda: nn.BatchNorm2d(3)(np.ones((2, 3, 3), F32)), ValueError,
+     r"BatchNorm2d: expected 4-D input, got shape \(2, 3, 3\) \(for one image, pass x\[None\]\)"),
+    ("BatchNorm2d eval channels", lambda: nn.BatchNorm2d(3).eval()(np.ones((2, 4, 3, 3), F32)),
+     ValueError, r"BatchNorm2d expected input with 3 channels \(dim 1\), got shape"),
+    # layers: backward before any forward
+    ("Linear backward first", backward_before_forward(nn.Linear(3, 2), (4, 2)), RuntimeError,
+     "^Linear" + BEFORE_FORWARD),
+    ("Conv2d backward first", backward_before_forward(nn.Conv2d(1, 2, 3), (1, 2, 2, 2)),
+     RuntimeError, "^Conv2d" + BEFORE_FORWARD),
+    ("MaxPool2d backward first", backward_before_forward(nn.MaxPool2d(2), (1, 1, 2, 2)),
+     RuntimeError, "^MaxPool2d" + BEFORE_FORWARD),
+    ("AvgPool2d backward first", backward_before_forward(nn.AvgPool2d(2), (1, 1, 2, 2)),
+     RuntimeError, "^AvgPool2d" + BEFORE_FORWARD),
+    ("BatchNorm2d backward first", backward_before_forward(nn.BatchNorm2d(1), (2, 1, 2, 2)),
+     RuntimeError, "^BatchNorm2d" + BEFORE_FORWARD),
+    ("Dropout backward first", backward_before_forward(nn.Dropout(), (3,)), RuntimeError,
+     "^Dropout" + BEFORE_FORWARD),
+    ("Flatten backward first", backward_before_forward(nn.Flatten(), (2, 3)), RuntimeError,
+     "^Flatten" + BEFORE_FORWARD),
+    ("Sequential backward first", backward_before_forward(models.LeNet5(), (1, 10)),
+     RuntimeError, "^Linear" + BEFORE_FORWARD),
+    ("CrossEntropyLoss non-scalar grad",
+     lambda: forward_then_backward(nn.CrossEntropyLoss(), X2, np.arange(4) % 3, np.ones(2)),
+     ValueError, r"CrossEntropyLoss.backward: grad_output must be a scalar .* got shape \(2,\)"),
+    # Parameter
+    ("accumulate_grad wrong shape", lambda: accumulate_twice(np.ones((2, 2)), np.ones(2)),
+     ValueError, r"shape \(2,\).*\(2, 2\)",
+     "Parameter.accumulate_grad adds with NumPy broadcasting: a (2,) gradient is silently "
+     "added to every row of a (2, 2) one"),
+    ("accumulate_grad wrong first shape", lambda: accumulate_twice(np.ones(3), np.ones(3)),
+     ValueError, r"shape \(3,\).*\(2, 2\)",
+     "Parameter.accumulate_grad stores a first gradient of any shape; the error comes only "
+     "at the optimizer's step"),
+    # nn.init (kaiming_*, calculate_gain's name and uniform_ on a list are in test_nn_errors)
+    ("constant_ int array", lambda: init.constant_(np.zeros(3, int), 1.0), TypeError,
+     r"constant_: expected a floating NumPy array or Parameter, got ndarray"),
+    ("zeros_ list", lambda: init.zeros_([1.0]), TypeError, r"expected a floating NumPy array"),
+    ("ones_ int array", lambda: init.ones_(np.zeros(3, int)), TypeError,
+     r"expected a floating NumPy array"),
+    ("xavier_uniform_ 1-D", lambda: init.xavier_uniform_(np.zeros(3)), ValueError,
+     r"Fan in and fan out can not be computed for tensor with fewer than 2 dimensions"),
+    ("normal_ bad rng", lambda: init.normal_(np.zeros(3), rng="x"), TypeError,
+     r"normal_: rng must be a np.random.Generator, an int seed or None, got str"),
+    ("calculate_gain bad slope", lambda: init.calculate_gain("leaky_relu", "x"), ValueError,
+     r"negative_slope x not a valid number"),
+    ("normal_ negative std", lambda: init.normal_(np.zeros(3), std=-1.0), ValueError,
+     r"normal_: .*std.*-1", "NumPy's own 'scale < 0' comes out (torch: 'normal expects "
+     "std >= 0.0, but found std -1')"),
+    ("uniform_ a > b", lambda: init.uniform_(np.zeros(3), a=1.0, b=0.0), ValueError,
+     r"uniform_: .*1(\.0)?.*0(\.0)?", "NumPy's own 'high - low < 0' comes out (torch: "
+     "'uniform_ expects to return a [from, to) range, but found from=1 > to=0')"),
+    ("xavier_normal_ str gain", lambda: init.xavier_normal_(np.zeros((3, 3)), gain="x"),
+     TypeError, r"xavier_normal_: gain", "a raw \"can't multiply sequence by non-int\" "
+     "TypeError from inside"),
+    # optimizer steps (hyperparameters are in test_optim)
+    ("SGD step grad shape", lambda: step_with_grad(optim.SGD, np.ones(3, F32)), ValueError,
+     r"gradient of Parameter\(shape=\(2, 2\), dtype=float32\) has shape \(3,\)"),
+    ("Adam step grad shape", lambda: step_with_grad(optim.Adam, np.ones(3, F32)), ValueError,
+     r"gradient of Parameter\(shape=\(2, 2\), dtype=float32\) has shape \(3,\)"),
+    ("AdamW step grad shape", lambda: step_with_grad(optim.AdamW, np.ones(3, F32)), ValueError,
+     r"has shape \(3,\), but the parameter has shape \(2, 2\)"),
+    ("SGD step grad list", lambda: step_with_grad(optim.SGD, [[1.0, 1.0], [1.0, 1.0]]),
+     TypeError, r"grad", "a raw AttributeError \"'list' object has no attribute 'shape'\""),
+    # data
+    ("ArrayDataset 2-D images", lambda: data.ArrayDataset(np.ones((10, 4)), np.arange(10)),
+     ValueError, r"images must be \(N, C, H, W\) or \(N, H, W\), got shape \(10, 4\)"),
+    ("Pad float", lambda: data.Pad(1.5), ValueError,
+     r"Pad padding must be a non-negative int, got 1.5"),
+    ("AvgDownsample2x2 2-D", lambda: data.AvgDownsample2x2()(np.ones((5, 5), F32)), ValueError,
+     r"AvgDownsample2x2 expects images of shape \(C, H, W\) or \(N, C, H, W\), got shape"),
+    ("DataLoader set_epoch -1", lambda: loader().set_epoch(-1), ValueError,
+     r"epoch must be a non-negative int, got -1"),
+    ("read_idx missing file", lambda: data.read_idx("/nonexistent/t10k-images.idx"),
+     FileNotFoundError, r"t10k-images.idx"),
+    ("write_idx str", lambda: data.write_idx("/nonexistent/x.idx", "text"), TypeError,
+     r"IDX cannot store .* dtype <U4"),
+    ("DataLoader None dataset", lambda: data.DataLoader(None, 2), TypeError,
+     r"DataLoader: .*dataset", "a raw \"object of type 'NoneType' has no len()\""),
+    ("DataLoader bad state dict", lambda: loader().load_state_dict({"x": 1}),
+     (KeyError, ValueError), r"DataLoader.*state", "a bare KeyError: 'seed'"),
+    ("random_split str lengths", lambda: data.random_split(DATASET, "ab"), TypeError,
+     r"lengths", "NumPy's 'could not convert string to float: 'a'' comes out"),
+    # training loop (epochs, log_every, progress, metrics and resume are in test_train)
+    ("fit checkpoint suffix", lambda: fit(checkpoint="/nonexistent/run.txt"), ValueError,
+     r"checkpoint path '.*run.txt' must end with one of .npz, .safetensors"),
+    ("fit float epochs", lambda: fit(epochs=1.5), ValueError,
+     r"epochs must be an int >= 0, got 1.5"),
+    ("evaluate unknown metric",
+     lambda: train.evaluate(models.LeNet5(), loader(), metrics=["f1"]), ValueError,
+     r"unknown metric 'f1'; use 'accuracy' \(top-1\) or 'topK'"),
+    ("restore_model missing file",
+     lambda: train.restore_model("/nonexistent/run.npz", models.LeNet5()), FileNotFoundError,
+     r"run.npz"),
+    ("fit model None", lambda: fit(model=None), TypeError, r"model",
+     "a raw AttributeError \"'NoneType' object has no attribute 'train'\""),
+    ("fit loss_fn None", lambda: fit(loss_fn=None), TypeError, r"loss_fn",
+     "a raw \"'NoneType' object is not callable\" from the first step"),
+    ("fit optimizer None", lambda: fit(optimizer=None), TypeError, r"optimizer",
+     "a raw AttributeError \"'NoneType' object has no attribute 'param_groups'\""),
+    ("fit loader of ints", lambda: fit(train_loader=[1, 2]), TypeError, r"train_loader|batch",
+     "a raw \"cannot unpack non-iterable int object\""),
+    ("fit scheduler str", lambda: fit(scheduler="cosine"), TypeError, r"scheduler",
+     "a raw AttributeError \"'str' object has no attribute 'step'\" after the first epoch"),
+    ("eval_mode str", lambda: train.eval_mode("model").__enter__(), TypeError, r"Module",
+     "a raw AttributeError \"'str' object has no attribute 'training'\""),
+    ("topk_correct k=0", lambda: train.topk_correct(np.eye(3), np.arange(3), 0), ValueError,
+     r"k", "no error: k=0 counts every row as correct (returns 3)"),
+    ("topk_correct label count", lambda: train.topk_correct(np.eye(3), np.array([0]), 1),
+     ValueError, r"labels", "no error: 1 label against 3 rows of logits broadcasts"),
+]
+
+
+def as_param(row):
+    name, call, error, match, *reason = row
+    marks = [xfail(reason[0])] if reason else []
+    return pytest.param(call, error, match, id=name, marks=marks)
+
+
+@pytest.mark.parametrize("call, error, match", [as_param(row) for row in ERROR_INPUTS])
+def test_bad_input_raises_a_clear_error(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+# ------------------------------------------------------------------------------ coverage
+
+# Public names that take no bad input of their own, with the reason.
+NO_BAD_INPUT = {
+    "get_num_threads": "no arguments", "show_config": "no arguments",
+    "output_size": "the output-size formula on ints; callers validate",
+    "Identity": "accepts any input by definition", "Module": "abstract base (test_nn_module)",
+    "Dataset": "abstract base", "LRScheduler": "abstract base (test_lr_scheduler)",
+    "Optimizer": "abstract base (test_optim)", "History": "built by fit (test_train)",
+    "embedded_mnist": "one flag, train, read as a bool (as torchvision's MNIST)",
+}
+
+# Covered by ad-hoc pytest.raises checks in another test file (the test below checks that
+# the file names the callable next to a pytest.raises).
+ELSEWHERE = {
+    "set_num_threads": "test_threads.py", "threads": "test_threads.py",
+    "gradcheck": "test_gradcheck.py", "save": "test_io.py", "load": "test_io.py",
+    "MNIST": "test_data_mnist.py",
+    "ImageListDataset": "test_data_image_list.py", "Subset": "test_data_loader.py",
+    "random_split": "test_data_loader.py", "filter_classes": "test_data_loader.py",
+    "one_hot": "test_data_loader.py", "Normalize": "test_data_loader.py",
+    "Compose": "test_data_loader.py", "DataLoader": "test_data_loader.py",
+    "predict": "test_train.py", "load_checkpoint": "test_train.py", "fit": "test_train.py",
+    "Sequential": "test_nn_module.py",
+}
+
+PUBLIC_MODULES = [fastcnn, F, nn, init, optim, data, train, models]
+
+
+def public_callables():
+    """Every public function and class, except exceptions (raised, never called)."""
+    names = set()
+    for module in PUBLIC_MODULES:
+        for name in module.__all__:
+            value = getattr(module, name)
+            if inspect.isfunction(value) or (
+                inspect.isclass(value) and not issubclass(value, BaseException)
+            ):
+                names.add(name)
+    return names
+
+
+def names_in(call):
+    """Names a table row's callable refers to (``nn.Conv2d(...)`` gives 'nn', 'Conv2d')."""
+    if not callable(call) or not hasattr(call, "__code__"):
+        return {type(call).__name__}  # a module instance (test_nn_errors.FORWARDS)
+    names = set(call.__code__.co_names)
+    for value in (call.__closure__ or ()):
+        names |= names_in(value.cell_contents) if callable(value.cell_contents) else set()
+    return names
+
+
+def names_covered_by_tables():
+    names = set()
+    for row in ERROR_INPUTS:
+        names |= names_in(row[1])
+    for row in test_functional_errors.ERROR_INPUTS:
+        names.add(row[0].split()[0])  # rows are named "<function> <case>"
+    for row in test_nn_errors.CONSTRUCTORS + test_nn_errors.LOSS_CALLS:
+        names |= names_in(row[0])
+    for row in test_nn_errors.FORWARDS:
+        names.add(type(row[0]).__name__)
+    for row in test_optim.BAD_ARGUMENTS + test_lr_scheduler.BAD:
+        names.add(row[0].__name__)
+    if {"_ce"} & names:
+        names.add("CrossEntropyLoss")
+    return names
+
+
+def test_every_public_callable_has_an_error_row():
+    missing = public_callables() - names_covered_by_tables() - set(NO_BAD_INPUT) - set(ELSEWHERE)
+    assert not missing, f"public callables with no bad-input case anywhere: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name, filename", sorted(ELSEWHERE.items()))
+def test_callables_covered_elsewhere_really_are(name, filename):
+    text = (Path(__file__).parent / filename).read_text()
+    lines = text.splitlines()
+    raises = [i for i, line in enumerate(lines) if "pytest.raises" in line]
+    assert any(name in "\n".join(lines[max(0, i - 8):i + 4]) for i in raises), (
+        f"{filename} has no pytest.raises near a use of {name}")
