@@ -1,0 +1,63 @@
+"""Check that the fastcnn being imported is an installed wheel, and print its configuration.
+
+Usage: python check_installed.py [SOURCE_TREE]
+
+Fails (exit status 1, with the reason) unless
+- fastcnn is imported from this interpreter's site-packages, not from SOURCE_TREE or the cwd;
+- Cython cannot be imported (a wheel user has no Cython);
+- an OpenMP build's runtime, as show_config() reports it, is the copy vendored into the wheel
+  by the repair tool (auditwheel/delvewheel: ``fastcnn.libs/``; delocate: ``fastcnn/.dylibs/``).
+Run it without importing PyTorch first: PyTorch brings its own OpenMP runtime (see README).
+"""
+
+import importlib.util
+import sys
+import sysconfig
+from pathlib import Path
+
+VENDORED_LIB_DIRS = ("fastcnn.libs", ".dylibs")
+
+
+def site_packages():
+    return {Path(sysconfig.get_path(key)).resolve() for key in ("purelib", "platlib")}
+
+
+def is_inside(path, directory):
+    return Path(path).resolve().is_relative_to(Path(directory).resolve())
+
+
+def problems(fastcnn, source_tree):
+    from fastcnn._config import config
+
+    found = []
+    package = Path(fastcnn.__file__).resolve().parent
+    if not any(package.parent == sp for sp in site_packages()):
+        found.append(f"fastcnn imported from {package}, not from site-packages {site_packages()}")
+    if source_tree and is_inside(package, source_tree):
+        found.append(f"fastcnn imported from the source tree {source_tree}")
+    if importlib.util.find_spec("Cython") is not None:
+        found.append("Cython is importable: the wheel's test environment must not have it")
+    info = config()
+    if info["openmp"]:
+        runtime = info["openmp_runtime"]
+        if runtime is None:
+            found.append("OpenMP build, but no OpenMP runtime is loaded")
+        elif Path(runtime).parent.name not in VENDORED_LIB_DIRS or not is_inside(
+                runtime, package.parent):
+            found.append(f"OpenMP runtime {runtime} is not the copy vendored in the wheel")
+    return found
+
+
+def main(source_tree):
+    import fastcnn
+
+    print(f"fastcnn imported from {fastcnn.__file__}")
+    fastcnn.show_config()
+    found = problems(fastcnn, source_tree)
+    if found:
+        sys.exit("installed fastcnn is wrong:\n  " + "\n  ".join(found))
+    print("installed fastcnn: OK (site-packages, no Cython, vendored OpenMP runtime)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else None)
