@@ -1,5 +1,7 @@
 """ImageListDataset on small PNG files generated here."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -102,3 +104,11 @@ def test_bad_mode_and_size(tmp_path):
         ImageListDataset(list_file, mode="CMYK")
     with pytest.raises(ValueError, match=r"size must be \(height, width\) > 0, got \(0, 28\)"):
         ImageListDataset(list_file, size=(0, 28))
+
+
+def test_without_pillow_says_how_to_install(tmp_path, monkeypatch):
+    paths, _ = _make_images(tmp_path, count=1)
+    list_file = _write_list(tmp_path / "l.txt", [f"{paths[0]} 0"])
+    monkeypatch.setitem(sys.modules, "PIL", None)  # as if Pillow were not installed
+    with pytest.raises(ImportError, match=r"decodes images with Pillow.*fastcnn\[images\]"):
+        ImageListDataset(list_file)

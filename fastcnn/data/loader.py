@@ -7,7 +7,8 @@ import numpy as np
 __all__ = ["DataLoader"]
 
 
-def _check_batch_size(batch_size):
+def check_batch_size(batch_size):
+    """``batch_size`` as an int, or a TypeError/ValueError saying what is wrong with it."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
         raise TypeError(
             f"batch_size must be a positive int, got {type(batch_size).__name__} {batch_size!r}"
@@ -50,7 +51,7 @@ class DataLoader:
         if len(dataset) == 0:
             raise ValueError("DataLoader got an empty dataset")
         self.dataset = dataset
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = check_batch_size(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         if transform is not None and not callable(transform):

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from fastcnn.data.loader import check_batch_size
 from fastcnn.train.checkpoint import restore_checkpoint, save_checkpoint
 from fastcnn.train.history import History
 from fastcnn.train.metrics import check_metrics, metric_k, topk_correct
@@ -103,8 +104,7 @@ def predict(model, x, batch_size=256):
     x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"predict expects images of shape (N, C, H, W), got shape {x.shape}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_batch_size(batch_size)
     if len(x) == 0:
         raise ValueError("predict got no images (an array of shape (0, C, H, W))")
     with eval_mode(model):
