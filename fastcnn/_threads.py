@@ -3,17 +3,22 @@
 The count is passed to every parallel region (``num_threads=``); nothing here calls
 ``omp_set_num_threads``, which would also change the threads of any other library sharing
 the OpenMP runtime (PyTorch does).
+
+Precedence: a ``with threads(n):`` block (for the Python thread, or asyncio task, that
+entered it), else the process-wide ``set_num_threads(n)``, else the default. In a process
+made by ``fork()`` the count is always 1.
 """
 
 import contextlib
+import contextvars
 import numbers
 import os
-import threading
 
 from fastcnn._openmp import OPENMP_ENABLED, openmp_max_threads
 
-_lock = threading.Lock()
 _chosen = None  # set by set_num_threads(); None means "the default"
+_block = contextvars.ContextVar("fastcnn_threads_block", default=None)  # threads(n) blocks
+_forked_child = False
 
 
 def _cpus_available():
@@ -40,39 +45,45 @@ def _check_count(n):
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in every fastcnn kernel from now on (all Python threads)."""
+    """Use ``n`` threads in every fastcnn kernel from now on, in every Python thread.
+
+    ``None`` goes back to the default (OpenMP's maximum, which follows ``OMP_NUM_THREADS``
+    and threadpoolctl limits, capped at the CPUs available).
+    """
     global _chosen
-    n = _check_count(n)
-    with _lock:
-        _chosen = n
+    _chosen = None if n is None else _check_count(n)
 
 
 def get_num_threads():
-    """The number of threads the kernels will use."""
+    """The number of threads the kernels will use now, in this Python thread."""
+    if _forked_child:
+        return 1
+    block = _block.get()
+    if block is not None:
+        return block
     chosen = _chosen
     return chosen if chosen is not None else default_num_threads()
 
 
 @contextlib.contextmanager
 def threads(n):
-    """``with fastcnn.threads(2): ...`` runs the block with ``n`` kernel threads."""
-    global _chosen
-    n = _check_count(n)
-    with _lock:
-        previous, _chosen = _chosen, n
+    """``with fastcnn.threads(2): ...`` runs the block's kernels on ``n`` threads.
+
+    The block affects only the Python thread (or asyncio task) that enters it, so blocks in
+    different threads never undo each other; it overrides ``set_num_threads`` meanwhile.
+    """
+    token = _block.set(_check_count(n))
     try:
         yield
     finally:
-        with _lock:
-            _chosen = previous
+        _block.reset(token)
 
 
 def _one_thread_after_fork():
     # GNU OpenMP's thread pool does not survive fork(): a parallel region with more than one
-    # thread in the child hangs. A child starts on one thread; it may call set_num_threads.
-    global _chosen, _lock
-    _lock = threading.Lock()
-    _chosen = 1
+    # thread in the child hangs. So a forked child runs every kernel on one thread.
+    global _forked_child
+    _forked_child = True
 
 
 if hasattr(os, "register_at_fork"):

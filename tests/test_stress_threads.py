@@ -114,13 +114,10 @@ def test_set_num_threads_from_several_threads_at_once():
     try:
         run_concurrently(work, len(counts))
     finally:
-        fastcnn.set_num_threads(before)
+        fastcnn.set_num_threads(None)
     assert fastcnn.get_num_threads() == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fastcnn.threads() saves and restores one process-wide count: two threads' blocks that "
-    "overlap out of order leave the other thread's count behind (see tests/README.md)"))
 def test_overlapping_threads_blocks_in_two_threads_restore_the_count():
     before = fastcnn.get_num_threads()
     first_entered, second_entered, first_left = (threading.Event() for _ in range(3))
@@ -143,10 +140,7 @@ def test_overlapping_threads_blocks_in_two_threads_restore_the_count():
         worker.start()
     for worker in workers:
         worker.join()
-    try:
-        assert fastcnn.get_num_threads() == before
-    finally:
-        fastcnn.set_num_threads(before)
+    assert fastcnn.get_num_threads() == before
 
 
 # -------------------------------------------------------------------------- processes

@@ -77,10 +77,34 @@ def test_set_get_and_context_manager():
             assert fastcnn.get_num_threads() == 1
         assert fastcnn.get_num_threads() == 3
     assert fastcnn.get_num_threads() == before
-    with fastcnn.threads(1):  # restores the default when the block ends
-        fastcnn.set_num_threads(2)
-        assert fastcnn.get_num_threads() == 2
+    fastcnn.set_num_threads(3)
+    try:
+        assert fastcnn.get_num_threads() == 3
+        with fastcnn.threads(1):  # a block overrides the process-wide count
+            assert fastcnn.get_num_threads() == 1
+        assert fastcnn.get_num_threads() == 3
+    finally:
+        fastcnn.set_num_threads(None)  # back to the default
     assert fastcnn.get_num_threads() == before
+
+
+def test_threads_blocks_belong_to_their_python_thread():
+    seen = {}
+    entered, release = threading.Event(), threading.Event()
+
+    def inside_block():
+        with fastcnn.threads(5):
+            entered.set()
+            release.wait(10)
+            seen["inside"] = fastcnn.get_num_threads()
+
+    worker = threading.Thread(target=inside_block)
+    worker.start()
+    entered.wait(10)
+    seen["outside"] = fastcnn.get_num_threads()  # this thread is not in the block
+    release.set()
+    worker.join()
+    assert seen == {"inside": 5, "outside": fastcnn._threads.default_num_threads()}
 
 
 @pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
@@ -90,6 +114,12 @@ def test_bad_thread_counts(bad, error):
         fastcnn.set_num_threads(bad)
     with pytest.raises(error, match="number of threads"):
         with fastcnn.threads(bad):
+            pass
+
+
+def test_none_is_only_for_set_num_threads():
+    with pytest.raises(TypeError, match="number of threads must be an int, got NoneType"):
+        with fastcnn.threads(None):
             pass
 
 
@@ -137,7 +167,8 @@ def test_fork_after_parallel_region_does_not_hang():
             parent = F.conv2d(x, w)  # starts the OpenMP thread pool
         pid = os.fork()
         if pid == 0:
-            ok = np.array_equal(F.conv2d(x, w), parent) and fastcnn.get_num_threads() == 1
+            with fastcnn.threads(2):  # even when asked: more would hang GNU OpenMP
+                ok = np.array_equal(F.conv2d(x, w), parent) and fastcnn.get_num_threads() == 1
             os._exit(0 if ok else 3)
         _, status = os.waitpid(pid, 0)
         print("child exit", os.waitstatus_to_exitcode(status))
