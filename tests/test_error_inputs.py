@@ -131,13 +131,9 @@ ERROR_INPUTS = [
      ValueError, r"CrossEntropyLoss.backward: grad_output must be a scalar .* got shape \(2,\)"),
     # Parameter
     ("accumulate_grad wrong shape", lambda: accumulate_twice(np.ones((2, 2)), np.ones(2)),
-     ValueError, r"shape \(2,\).*\(2, 2\)",
-     "Parameter.accumulate_grad adds with NumPy broadcasting: a (2,) gradient is silently "
-     "added to every row of a (2, 2) one"),
+     ValueError, r"shape \(2,\).*\(2, 2\)"),
     ("accumulate_grad wrong first shape", lambda: accumulate_twice(np.ones(3), np.ones(3)),
-     ValueError, r"shape \(3,\).*\(2, 2\)",
-     "Parameter.accumulate_grad stores a first gradient of any shape; the error comes only "
-     "at the optimizer's step"),
+     ValueError, r"shape \(3,\).*\(2, 2\)"),
     # nn.init (kaiming_*, calculate_gain's name and uniform_ on a list are in test_nn_errors)
     ("constant_ int array", lambda: init.constant_(np.zeros(3, int), 1.0), TypeError,
      r"constant_: expected a floating NumPy array or Parameter, got ndarray"),
@@ -151,14 +147,11 @@ ERROR_INPUTS = [
     ("calculate_gain bad slope", lambda: init.calculate_gain("leaky_relu", "x"), ValueError,
      r"negative_slope x not a valid number"),
     ("normal_ negative std", lambda: init.normal_(np.zeros(3), std=-1.0), ValueError,
-     r"normal_: .*std.*-1", "NumPy's own 'scale < 0' comes out (torch: 'normal expects "
-     "std >= 0.0, but found std -1')"),
+     r"normal_: .*std.*-1"),
     ("uniform_ a > b", lambda: init.uniform_(np.zeros(3), a=1.0, b=0.0), ValueError,
-     r"uniform_: .*1(\.0)?.*0(\.0)?", "NumPy's own 'high - low < 0' comes out (torch: "
-     "'uniform_ expects to return a [from, to) range, but found from=1 > to=0')"),
+     r"uniform_: .*1(\.0)?.*0(\.0)?"),
     ("xavier_normal_ str gain", lambda: init.xavier_normal_(np.zeros((3, 3)), gain="x"),
-     TypeError, r"xavier_normal_: gain", "a raw \"can't multiply sequence by non-int\" "
-     "TypeError from inside"),
+     TypeError, r"xavier_normal_: gain"),
     # optimizer steps (hyperparameters are in test_optim)
     ("SGD step grad shape", lambda: step_with_grad(optim.SGD, np.ones(3, F32)), ValueError,
      r"gradient of Parameter\(shape=\(2, 2\), dtype=float32\) has shape \(3,\)"),
@@ -167,7 +160,7 @@ ERROR_INPUTS = [
     ("AdamW step grad shape", lambda: step_with_grad(optim.AdamW, np.ones(3, F32)), ValueError,
      r"has shape \(3,\), but the parameter has shape \(2, 2\)"),
     ("SGD step grad list", lambda: step_with_grad(optim.SGD, [[1.0, 1.0], [1.0, 1.0]]),
-     TypeError, r"grad", "a raw AttributeError \"'list' object has no attribute 'shape'\""),
+     TypeError, r"grad"),
     # data
     ("ArrayDataset 2-D images", lambda: data.ArrayDataset(np.ones((10, 4)), np.arange(10)),
      ValueError, r"images must be \(N, C, H, W\) or \(N, H, W\), got shape \(10, 4\)"),

@@ -93,9 +93,19 @@ def _fan(tensor, mode):
     return fan_in if mode == "fan_in" else fan_out
 
 
+def _real(value, name, func):
+    """A real number argument, or a TypeError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{func}: {name} must be a real number, got {value!r}")
+    return float(value)
+
+
 def uniform_(tensor, a=0.0, b=1.0, *, rng=None):
     """Fill with values drawn from U(a, b)."""
     array = _array(tensor, "uniform_")
+    a, b = _real(a, "a", "uniform_"), _real(b, "b", "uniform_")
+    if a > b:
+        raise ValueError(f"uniform_: expects a range [a, b) with a <= b, but found a={a} > b={b}")
     array[...] = generator(rng, "uniform_").uniform(a, b, size=array.shape)
     return tensor
 
@@ -103,6 +113,9 @@ def uniform_(tensor, a=0.0, b=1.0, *, rng=None):
 def normal_(tensor, mean=0.0, std=1.0, *, rng=None):
     """Fill with values drawn from N(mean, std**2)."""
     array = _array(tensor, "normal_")
+    mean, std = _real(mean, "mean", "normal_"), _real(std, "std", "normal_")
+    if std < 0:
+        raise ValueError(f"normal_: expects std >= 0.0, but found std {std}")
     array[...] = generator(rng, "normal_").normal(mean, std, size=array.shape)
     return tensor
 
@@ -125,6 +138,7 @@ def ones_(tensor):
 
 def xavier_uniform_(tensor, gain=1.0, *, rng=None):
     """Glorot uniform: U(-a, a) with ``a = gain * sqrt(6 / (fan_in + fan_out))``."""
+    gain = _real(gain, "gain", "xavier_uniform_")
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     bound = math.sqrt(3.0) * gain * math.sqrt(2.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound, rng=rng)
@@ -132,6 +146,7 @@ def xavier_uniform_(tensor, gain=1.0, *, rng=None):
 
 def xavier_normal_(tensor, gain=1.0, *, rng=None):
     """Glorot normal: N(0, std**2) with ``std = gain * sqrt(2 / (fan_in + fan_out))``."""
+    gain = _real(gain, "gain", "xavier_normal_")
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), rng=rng)
 

@@ -41,6 +41,12 @@ class Parameter:
         """Add ``grad`` to ``.grad`` (creating it on first use), as PyTorch's autograd does."""
         if not self.requires_grad:
             return
+        shape = np.shape(grad)
+        if shape != self.data.shape:
+            # never broadcast: a (2,) gradient must not be added to every row of a (2, 2) one
+            raise ValueError(
+                f"gradient has shape {shape}, but the parameter has shape {self.data.shape}"
+            )
         if self.grad is None:
             self.grad = np.array(grad, dtype=self.data.dtype, copy=True)
         else:

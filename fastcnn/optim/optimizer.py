@@ -346,6 +346,11 @@ def _check_no_duplicates(params, existing_groups):
 
 
 def _check_grad(param):
+    if not isinstance(param.grad, np.ndarray):
+        raise TypeError(
+            f"gradient of {param!r} must be a NumPy array, got {type(param.grad).__name__}; "
+            "set p.grad to an array of the parameter's shape (or None to skip it)"
+        )
     if param.grad.shape != param.data.shape:
         raise ValueError(
             f"gradient of {param!r} has shape {param.grad.shape}, but the parameter has "
