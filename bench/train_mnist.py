@@ -2,7 +2,8 @@
 (with --torch) the same recipe in PyTorch, timed in the same run at the same thread count.
 
 The recipe: fastcnn.models.LeNet5 (ReLU, max pooling), inputs normalised with MNIST's mean
-and std, SGD with momentum, cosine learning-rate decay over the epochs, cross-entropy. The
+and std, batches of 32, SGD (lr 0.02, momentum 0.9, weight decay 5e-4), cosine learning-rate
+decay over the epochs, cross-entropy; no data augmentation. The
 PyTorch twin is the same network built from torch.nn layers with the same names, starting
 from fastcnn's initial weights (its state dict loads as is), trained on the very same
 batches (one fastcnn DataLoader feeds both) with torch.optim.SGD and CosineAnnealingLR.
@@ -33,15 +34,26 @@ def parse_args(argv):
     parser.add_argument("--data", default="/work/shared/datasets/mnist", help="MNIST directory")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--target", type=float, default=0.99, help="test accuracy to reach")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="default: fastcnn's default")
     parser.add_argument("--limit", type=int, default=None, help="first N training images only")
     parser.add_argument("--torch", action="store_true", help="also train the PyTorch twin")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     return parser.parse_args(argv)
+
+
+def make_optimizer(module, parameters, args):
+    """The same optimizer from ``fastcnn.optim`` or ``torch.optim`` (same names, same maths)."""
+    if args.optimizer == "adam":
+        return module.Adam(parameters, lr=args.lr, weight_decay=args.weight_decay)
+    return module.SGD(
+        parameters, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
+    )
 
 
 # ------------------------------------------------------------------------------ fastcnn
@@ -55,7 +67,7 @@ class FastcnnRun:
     def __init__(self, args):
         self.model = models.LeNet5(rng=np.random.default_rng(args.seed))
         self.loss_fn = nn.CrossEntropyLoss()
-        self.optimizer = optim.SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum)
+        self.optimizer = make_optimizer(optim, self.model.parameters(), args)
         self.scheduler = optim.CosineAnnealingLR(self.optimizer, T_max=args.epochs)
 
     def train_epoch(self, batches):
@@ -110,9 +122,7 @@ class TorchRun:
             {k: torch.from_numpy(v.copy()) for k, v in initial_state.items()}
         )
         self.loss_fn = torch.nn.CrossEntropyLoss()
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=args.lr, momentum=args.momentum
-        )
+        self.optimizer = make_optimizer(torch.optim, self.model.parameters(), args)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=args.epochs
         )
@@ -192,6 +202,8 @@ def summarise(args, threads, n_train, results):
         "batch_size": args.batch_size,
         "lr": args.lr,
         "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "optimizer": args.optimizer,
         "epochs": args.epochs,
         "target": args.target,
         "machine": platform.processor() or platform.machine(),
