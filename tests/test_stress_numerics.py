@@ -1,11 +1,15 @@
 """Non-finite and extreme values: NaN and Inf go through every layer forward and backward
 without a crash and land where PyTorch puts them; huge logits keep the loss and its gradient
-finite. (fit's non-finite-loss stop is tested in test_train.py.)"""
+finite; a diverging fit stops at once and leaves the checkpoint file alone. (A run that
+diverges after a good epoch is in test_train.py.)"""
+
+import os
 
 import numpy as np
 import pytest
 
-from fastcnn import models, nn
+import fastcnn
+from fastcnn import data, models, nn, optim, train
 
 torch = pytest.importorskip("torch")
 
@@ -129,3 +133,30 @@ def test_huge_logits_keep_cross_entropy_finite(kind, reduction, dtype):
         t_loss.backward()
         np.testing.assert_allclose(loss, t_loss.item(), rtol=1e-5)
         np.testing.assert_allclose(grad, t_logits.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_fit_diverging_from_the_first_batch_stops_and_leaves_the_checkpoint_alone(tmp_path):
+    """A learning rate of 1e12: the loss is non-finite within the first epoch, before any
+    checkpoint of this run; fit raises NonFiniteLossError naming the epoch, batch and the fix,
+    and the checkpoint file of an earlier run is byte for byte what it was."""
+    rng = np.random.default_rng(0)
+    dataset = data.ArrayDataset(rng.standard_normal((64, 1, 28, 28)).astype(np.float32),
+                                rng.integers(0, 10, 64))
+    path = tmp_path / "run.npz"
+
+    def run(lr, epochs):
+        model = models.LeNet5(rng=0)
+        optimizer = optim.SGD(model.parameters(), lr=lr)
+        return train.fit(model, nn.CrossEntropyLoss(), optimizer,
+                         data.DataLoader(dataset, 16, seed=0), epochs=epochs, progress=False,
+                         checkpoint=path)
+
+    run(0.01, 1)
+    before = path.read_bytes()
+    with pytest.raises(train.NonFiniteLossError,
+                       match=r"at epoch 1, batch \d+: .*lower learning rate") as caught:
+        run(1e12, 3)
+    assert caught.value.epoch == 1 and not np.isfinite(caught.value.loss)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["run.npz"]  # no temporary file left behind
+    assert fastcnn.load(path)["epoch"] == 1
