@@ -1,7 +1,7 @@
 """One full-MNIST LeNet-5 epoch per library, each in its own process: time and peak RSS.
 
 Peak resident memory can only be compared between separate processes, so each library
-trains one epoch (batch 64, SGD with momentum: the recipe of train_mnist.py) in a fresh
+trains one epoch (the recipe of train_mnist.py, batches shared in order) in a fresh
 interpreter that reports its own ``ru_maxrss``. The libraries run alternately, ``--repeats``
 times each; medians are reported.
 
@@ -23,7 +23,8 @@ import json, resource, sys, time
 sys.path.insert(0, {here!r})
 import fastcnn
 import train_mnist
-args = train_mnist.parse_args(["--epochs", "1", "--data", {data!r}, "--threads", "{threads}"])
+args = train_mnist.parse_args(["--epochs", "1", "--data", {data!r}, "--threads", "{threads}",
+                               *{limit!r}])
 fastcnn.set_num_threads(args.threads)
 train_loader, test_loader = train_mnist.load_data(args)
 runner = train_mnist.FastcnnRun(args)
@@ -42,7 +43,9 @@ print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_mib, "test_accuracy"
 
 
 def run_child(library, args):
-    code = CHILD.format(here=HERE, data=args.data, threads=args.threads, library=library)
+    limit = ["--limit", str(args.limit)] if args.limit else []
+    code = CHILD.format(here=HERE, data=args.data, threads=args.threads, library=library,
+                        limit=limit)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=3600)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -53,6 +56,7 @@ def main(argv=None):
     parser.add_argument("--data", default="/work/shared/datasets/mnist")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limit", type=int, help="first N training images (a quick check)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args(argv)
