@@ -47,8 +47,9 @@ def run(args, cwd, env=None, timeout=120):
 def copy_package_without_binaries(destination):
     """The fastcnn package under test as a never-built checkout has it: Python files only."""
     package = Path(fastcnn.__file__).parent
+    binaries = [f"*{suffix}" for suffix in COMPILED_SUFFIXES]  # also delocate's .dylibs/
     shutil.copytree(package, destination / "fastcnn",
-                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+                    ignore=shutil.ignore_patterns(*binaries, "__pycache__"))
 
 
 def test_import_from_a_never_built_checkout_says_how_to_build(tmp_path):
