@@ -18,7 +18,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=tools/_source_copy.sh
 source "$repo/tools/_source_copy.sh"
-python=$("${PYTHON:-python3}" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+# sys.executable, not the command name: that may be a wrapper script (pyenv's shims are bash),
+# and not its realpath either, which would leave a venv for its base interpreter.
+python=$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')
 cc=${CC:-gcc}
 libasan=$("$cc" -print-file-name=libasan.so)
 if [[ ! -e $libasan ]]; then
