@@ -140,6 +140,35 @@ def test_avg_pool2d_and_backward_equal_reference(case, dtype, count_include_pad,
     )
 
 
+@PROPERTY
+@given(lead=st.lists(st.integers(0, 5), min_size=1, max_size=3).map(tuple),
+       in_features=st.integers(1, 12), out_features=st.integers(1, 12), dtype=DTYPES,
+       with_bias=st.booleans(), input_grad=st.booleans(), seed=st.integers(0, 2**16))
+def test_linear_and_gradients_equal_reference(lead, in_features, out_features, dtype,
+                                              with_bias, input_grad, seed):
+    """Any leading shape (N=0 included, and row counts across the kernel's row chunks)."""
+    x = small_ints(seed, (*lead, in_features), dtype)
+    w = small_ints(seed + 1, (out_features, in_features), dtype)
+    b = small_ints(seed + 2, (out_features,), dtype) if with_bias else None
+    out = F.linear(x, w, b)
+    x2d = x.reshape(-1, in_features)
+    assert out.dtype == dtype
+    assert_array_equal(out, ref.linear(x2d, w, b).reshape(*lead, out_features))
+    grad_out = small_ints(seed + 3, out.shape, dtype)
+    got = F.linear_backward(grad_out, x, w, input_grad=input_grad, bias_grad=with_bias)
+    want = ref.linear_backward(grad_out.reshape(-1, out_features), x2d, w,
+                               input_grad=input_grad, bias_grad=with_bias)
+    if input_grad:
+        assert_array_equal(got[0], want[0].reshape(x.shape))
+    else:
+        assert got[0] is None
+    assert_array_equal(got[1], want[1])
+    if with_bias:
+        assert_array_equal(got[2], want[2])
+    else:
+        assert got[2] is None
+
+
 # ------------------------------------------------------------------- invalid geometries
 
 
