@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
+import fastcnn
 from fastcnn import _reference as ref
 from fastcnn import functional as F
 
@@ -167,6 +168,45 @@ def test_linear_and_gradients_equal_reference(lead, in_features, out_features, d
         assert_array_equal(got[2], want[2])
     else:
         assert got[2] is None
+
+
+def every_kernel(x, w, dense, kernel, stride, padding, pool):
+    """Every kernel's outputs on one input (conv, its gradients, pooling, linear)."""
+    out = F.conv2d(x, w, None, stride, padding)
+    grad = np.sin(out)  # non-integer: any change of summation order shows in the bits
+    results = [out, *F.conv2d_backward(grad, x, w, stride, padding)[:2]]
+    pooled, index = F.max_pool2d(x, *pool, return_indices=True)
+    results += [pooled, index, F.max_pool2d_backward(np.cos(pooled), index, x.shape)]
+    averaged = F.avg_pool2d(x, *pool)
+    results += [averaged, F.avg_pool2d_backward(np.cos(averaged), x.shape, *pool)]
+    flat = x.reshape(x.shape[0], dense.shape[1])
+    y = F.linear(flat, dense)
+    return results + [y, *F.linear_backward(np.sin(y), flat, dense)[:2]]
+
+
+@PROPERTY
+@given(case=conv_case(), n=st.integers(0, 20), pool=pool_case(), dtype=DTYPES,
+       seed=st.integers(0, 2**16))
+def test_every_kernel_gives_the_same_bits_on_1_and_3_threads(case, n, pool, dtype, seed):
+    """Random real-valued data (not integers) and batches of up to 20 (across the gradient
+    chunks of 8 and linear's row chunks of 16): the batch is split differently for 1 and 3
+    threads, and the gradient sums must still be added in one fixed order."""
+    shape, k, kernel, stride, padding = case
+    shape = (n, *shape[1:])
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((k, shape[1], *kernel)).astype(dtype)
+    dense = rng.standard_normal((3, shape[1] * shape[2] * shape[3])).astype(dtype)
+    pool_geometry = pool[1:]
+    kernel_hw, _, pad_hw = pool_geometry
+    if any(kernel_hw[a] > shape[2 + a] + 2 * pad_hw[a] for a in (0, 1)):
+        pool_geometry = (1, 1, 0)  # the drawn pool does not fit this input
+    with fastcnn.threads(1):
+        want = every_kernel(x, w, dense, kernel, stride, padding, pool_geometry)
+    with fastcnn.threads(3):
+        got = every_kernel(x, w, dense, kernel, stride, padding, pool_geometry)
+    for g, e in zip(got, want, strict=True):
+        assert_array_equal(g, e)
 
 
 # ------------------------------------------------------------------- invalid geometries
