@@ -161,9 +161,6 @@ def ratio_rows(case, times, flops=None):
 
 
 def run(args, torch):
-    fastcnn.set_num_threads(args.threads)
-    if torch is not None:
-        torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     rows, printed = [], 0
     print(f"{'case':<12} {'measure':<22} {'fastcnn ms':>10} {'torch ms':>9} "
@@ -230,27 +227,45 @@ def _cpu_model():
     return platform.processor()
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def import_torch(skip, threads):
+    """torch at the given thread count, or None (skipped, or not installed)."""
+    if skip:
+        return None
+    try:
+        import torch
+    except ImportError:
+        print("torch not installed: no torch columns")
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def bench_main(description, run, argv, add_arguments=()):
+    """The shared command line of the benchmarks: parse, set threads, run, print, save."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7, help="rounds (median taken), >= 5")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-book", action="store_true", help="skip the NumPy-book baseline")
-    parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
     parser.add_argument("--json", help="write results here")
+    for add in add_arguments:
+        add(parser)
     args = parser.parse_args(argv)
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            print("torch not installed: fastcnn and NumPy-book columns only")
+    fastcnn.set_num_threads(args.threads)
+    torch = import_torch(args.no_torch, args.threads)
     info = machine_info(torch, args.threads)
     print(json.dumps(info))
     rows = run(args, torch)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "rows": rows}, f, indent=1)
+
+
+def main(argv=None):
+    def only(parser):
+        parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
+
+    bench_main(__doc__.splitlines()[0], run, argv, [only])
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ timed at 1 thread for the thread-scaling figure.
 Run:  python bench/bench_training.py [--threads 2] [--rounds 7] [--json out.json]
 """
 
-import argparse
 import json
 import os
 import sys
@@ -18,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siblings in bench/
 import numpy_book  # noqa: E402
-from bench_kernels import machine_info, time_rounds  # noqa: E402
+from bench_kernels import bench_main, time_rounds  # noqa: E402
 
 import fastcnn  # noqa: E402
 
@@ -184,29 +183,10 @@ def _one_thread(fn, *args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--no-book", action="store_true")
-    parser.add_argument("--json", help="write results here")
-    args = parser.parse_args(argv)
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            print("torch not installed: fastcnn and NumPy-book only")
-    fastcnn.set_num_threads(args.threads)
-    if torch is not None:
-        torch.set_num_threads(args.threads)
-    info = machine_info(torch, args.threads)
-    print(json.dumps(info))
-    rows = run(args, torch)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "rows": rows}, f, indent=1)
+    def batches(parser):
+        parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+
+    bench_main(__doc__.splitlines()[0], run, argv, [batches])
 
 
 if __name__ == "__main__":

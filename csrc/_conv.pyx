@@ -16,6 +16,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
+from _chunks cimport sum_chunks
 from _gemm cimport matmul_nn, matmul_nt_acc
 
 
@@ -156,7 +157,7 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
     cdef int P = OH * OW, Q = C * FH * FW
     cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0]
     cdef bint want_b = grad_b is not None, want_x = grad_x is not None
-    cdef Py_ssize_t ch, n, k, p, i, j, start, stop
+    cdef Py_ssize_t ch, n, k, start, stop
     cdef floating *col
     cdef floating *dcol
     cdef floating *dw
@@ -185,17 +186,11 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
                     matmul_nn(Q, P, <int> K, &weight_t[0, 0], <int> K, dout, P, dcol, P)
                     col2im_image(dcol, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW,
                                  &grad_x[n, 0, 0, 0])
-        for i in prange(K * Q, schedule="static", num_threads=n_threads):
-            total = 0
-            for j in range(n_chunks):
-                total = total + grad_w_chunks[j, i]
-            (&grad_w[0, 0, 0, 0])[i] = total
+        # (an empty batch has no chunks: the sums are then zeros, read from nowhere)
+        sum_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, K * Q,
+                   &grad_w[0, 0, 0, 0], n_threads)
         if want_b:
-            for k in range(K):
-                total = 0
-                for ch in range(n_chunks):
-                    total = total + grad_b_chunks[ch, k]
-                grad_b[k] = total
+            sum_chunks(&grad_b_chunks[0, 0] if n_chunks else NULL, n_chunks, K, &grad_b[0], 1)
 
 
 def im2col(const floating[:, :, :, ::1] x, int FH, int FW, int SH, int SW, int PH, int PW,

@@ -16,6 +16,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memset
+from _chunks cimport sum_chunks
 from _gemm cimport matmul_nn, matmul_nt_acc, matmul_tn_acc
 
 
@@ -48,8 +49,7 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = weight.shape[0]
     cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0]
     cdef bint want_b = grad_b is not None, want_x = grad_x is not None
-    cdef Py_ssize_t ch, r, o, i, j, start, rows
-    cdef floating total
+    cdef Py_ssize_t ch, r, o, start, rows
     with nogil:
         for ch in prange(n_chunks, schedule="static", num_threads=n_threads):
             start = ch * chunk
@@ -66,14 +66,8 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
             if want_x:
                 matmul_nn(<int> rows, <int> I, <int> O, &grad_out[start, 0], <int> O,
                           &weight[0, 0], <int> I, &grad_x[start, 0], <int> I)
-        for i in prange(O * I, schedule="static", num_threads=n_threads):
-            total = 0
-            for j in range(n_chunks):
-                total = total + grad_w_chunks[j, i]
-            (&grad_w[0, 0])[i] = total
+        # (an empty batch has no chunks: the sums are then zeros, read from nowhere)
+        sum_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, O * I,
+                   &grad_w[0, 0], n_threads)
         if want_b:
-            for o in range(O):
-                total = 0
-                for j in range(n_chunks):
-                    total = total + grad_b_chunks[j, o]
-                grad_b[o] = total
+            sum_chunks(&grad_b_chunks[0, 0] if n_chunks else NULL, n_chunks, O, &grad_b[0], 1)
