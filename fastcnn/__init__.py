@@ -1,9 +1,11 @@
 """fastcnn: fast CPU convolutional networks: Cython + OpenMP kernels under PyTorch-like layers."""
 
+from fastcnn._openmp_env import passive_openmp_while_loading
 from fastcnn._version import __version__
 
 try:
-    from fastcnn import _openmp  # noqa: F401  (the smallest compiled module)
+    with passive_openmp_while_loading():
+        from fastcnn import _openmp  # noqa: F401  (the smallest compiled module)
 except ImportError as error:  # pragma: no cover - only in an unbuilt source checkout
     raise ImportError(
         "fastcnn's compiled kernels are not built. From the source checkout run\n"

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+from fastcnn import _openmp_env
 from fastcnn._blas import blas_info
 from fastcnn._openmp import DEBUG_CYTHON, OPENMP_ENABLED
 from fastcnn._threads import get_num_threads
@@ -28,6 +29,7 @@ def config():
         "numpy": np.__version__,
         "openmp": OPENMP_ENABLED,
         "openmp_runtime": openmp_runtime() if OPENMP_ENABLED else None,
+        "openmp_wait_policy": _openmp_env.wait_policy if OPENMP_ENABLED else None,
         "debug_cython": DEBUG_CYTHON,
         "kernel_blas": blas_info(),
         "num_threads": get_num_threads(),
@@ -43,6 +45,7 @@ def show_config():
     print(f"OpenMP:          {openmp}")
     if info["openmp"]:
         print(f"OpenMP runtime:  {info['openmp_runtime'] or 'not found'}")
+        print(f"OpenMP waiting:  {info['openmp_wait_policy']}")
     for blas in info["kernel_blas"]:
         print(
             f"kernel BLAS:     {blas.get('internal_api')} {blas.get('version')} "
