@@ -163,3 +163,13 @@ def linear_backward(grad_out, x, weight, input_grad=True, bias_grad=True):
     grad_b = rows_g.sum(axis=0).astype(x.dtype) if bias_grad else None
     grad_x = np.einsum("...o,oi->...i", grad_out, weight).astype(x.dtype) if input_grad else None
     return grad_x, grad_w, grad_b
+
+
+def relu(x):
+    """max(x, 0), NaN kept"""
+    return np.where(x <= 0, np.zeros_like(x), x)
+
+
+def relu_backward(grad_out, out):
+    """grad where out is not <= 0 (positive or NaN), else 0"""
+    return np.where(out <= 0, np.zeros_like(grad_out), grad_out)

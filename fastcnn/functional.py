@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from fastcnn import _conv, _dense, _pool
+from fastcnn import _conv, _dense, _elementwise, _pool
 from fastcnn._blas import single_threaded_blas
 from fastcnn._threads import get_num_threads
 
@@ -33,6 +33,8 @@ __all__ = [
     "max_pool2d",
     "max_pool2d_backward",
     "output_size",
+    "relu",
+    "relu_backward",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -527,3 +529,32 @@ def linear_backward(grad_output, input, weight, *, input_grad=True, bias_grad=Tr
     if grad_x is not None:
         grad_x = grad_x.reshape(*lead, weight.shape[1])
     return grad_x, grad_w, grad_b
+
+
+# --------------------------------------------------------------------------------- relu
+
+
+def relu(input):
+    """``max(input, 0)`` element-wise, in one pass on fastcnn's threads (NaN stays NaN)."""
+    x = np.asarray(input) if input is not None else None
+    if x is None:
+        raise TypeError("relu: input must be an array, got None")
+    x = _as_float_array(x, "input", "relu", x.ndim)
+    out = np.empty_like(x)
+    _run(_elementwise.relu_forward, x.reshape(-1), out.reshape(-1))
+    return out
+
+
+def relu_backward(grad_output, output):
+    """Gradient of ``relu`` from its *output*: ``grad_output`` where ``output > 0`` (or NaN,
+    whose gradient passes, as in PyTorch's threshold_backward), else 0."""
+    func = "relu_backward"
+    out = np.asarray(output) if output is not None else None
+    if out is None:
+        raise TypeError(f"{func}: output must be an array, got None")
+    out = _as_float_array(out, "output", func, out.ndim)
+    grad = _as_float_array(grad_output, "grad_output", func, out.ndim, out.dtype)
+    _check_shape(grad.shape, out.shape, "grad_output", func, "(the shape of relu's output)")
+    grad_x = np.empty_like(out)
+    _run(_elementwise.relu_backward, grad.reshape(-1), out.reshape(-1), grad_x.reshape(-1))
+    return grad_x

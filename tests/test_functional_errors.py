@@ -80,6 +80,11 @@ ERROR_INPUTS = [
     ("linear None input", lambda: F.linear(None, WL), ValueError, r"input must have at least 1 dimension"),
     ("linear_backward grad shape", lambda: F.linear_backward(np.zeros((5, 7), np.float32), XL, WL), ValueError, r"grad_output has shape \(5, 7\), expected \(5, 120\)"),
     ("linear_backward grad ndim", lambda: F.linear_backward(np.zeros(120, np.float32), XL, WL), ValueError, r"grad_output must be 2-D"),
+    # relu
+    ("relu int input", lambda: F.relu(np.arange(3)), TypeError, r"relu: input has dtype int64"),
+    ("relu None", lambda: F.relu(None), TypeError, r"relu: input must be an array, got None"),
+    ("relu_backward shape", lambda: F.relu_backward(np.ones(3, np.float32), np.ones(4, np.float32)), ValueError, r"grad_output has shape \(3,\), expected \(4,\)"),
+    ("relu_backward mixed dtypes", lambda: F.relu_backward(np.ones(3), np.ones(3, np.float32)), TypeError, r"grad_output is float64 but the input is float32"),
 ]
 
 

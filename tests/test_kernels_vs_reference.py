@@ -280,3 +280,17 @@ def test_linear_forward_and_backward_exact(shape, out_features, dtype, with_bias
             assert g.shape == e.shape and g.dtype == dtype
             assert_array_equal(g, e)
     assert F.linear_backward(grad_out, x, w, input_grad=False)[0] is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (7,), (0, 3), (2, 1000)])
+def test_relu_forward_and_backward_exact(shape, dtype):
+    rng = np.random.default_rng(sum(shape))
+    x = small_ints(rng, shape, dtype)
+    if x.size:
+        x.flat[0] = np.nan  # NaN stays NaN and passes its gradient, as in torch
+        x.flat[-1] = -0.0
+    out = F.relu(x)
+    assert_array_equal(out, ref.relu(x))
+    grad = small_ints(rng, shape, dtype)
+    assert_array_equal(F.relu_backward(grad, out), ref.relu_backward(grad, out))

@@ -3,6 +3,7 @@
 import numpy as np
 from scipy.special import expit, softmax
 
+from fastcnn import functional as F
 from fastcnn.nn._checks import float_input, grad_like, is_int
 from fastcnn.nn.module import Module
 
@@ -38,11 +39,12 @@ class ReLU(_Activation):
     """``max(x, 0)``, element-wise (NaN stays NaN)."""
 
     def _apply(self, x):
-        # "not x <= 0" rather than "x > 0": a NaN input passes its gradient on, as in torch.
-        return np.maximum(x, 0), {"passes": ~(x <= 0)}
+        out = F.relu(x)
+        return out, {"output": out}
 
     def _input_grad(self, grad, saved):
-        return grad * saved["passes"]
+        # from the output, as torch's threshold_backward: a NaN input passes its gradient on
+        return F.relu_backward(grad, saved["output"])
 
 
 class Sigmoid(_Activation):
