@@ -71,6 +71,13 @@ def _positive_pair(value, name, func):
     return pair
 
 
+def _check_flag(value, name, func):
+    """A bool argument: True/False only (a string such as "no" would be truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _non_negative_pair(value, name, func):
     pair = _pair(value, name, func)
     if min(pair) < 0:
@@ -433,8 +440,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=Tru
     kernel, stride, padding, (oh, ow) = _pool_geometry(
         func, x.shape[2:], kernel_size, stride, padding
     )
+    include_pad = _check_flag(count_include_pad, "count_include_pad", func)
     out = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
-    _run(_pool.avg_pool2d_forward, x, *kernel, *stride, *padding, bool(count_include_pad), out)
+    _run(_pool.avg_pool2d_forward, x, *kernel, *stride, *padding, include_pad, out)
     return out
 
 
@@ -449,9 +457,9 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     grad_out = _as_float_array(grad_output, "grad_output", func, 4)
     _check_shape(grad_out.shape, (*shape[:2], *out_hw), "grad_output", func,
                  "(the shape of avg_pool2d's output)")
+    include_pad = _check_flag(count_include_pad, "count_include_pad", func)
     grad_x = np.empty(shape, dtype=grad_out.dtype)
-    _run(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding,
-         bool(count_include_pad), grad_x)
+    _run(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding, include_pad, grad_x)
     return grad_x
 
 

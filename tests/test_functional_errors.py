@@ -80,6 +80,8 @@ ERROR_INPUTS = [
     ("linear None input", lambda: F.linear(None, WL), ValueError, r"input must have at least 1 dimension"),
     ("linear_backward grad shape", lambda: F.linear_backward(np.zeros((5, 7), np.float32), XL, WL), ValueError, r"grad_output has shape \(5, 7\), expected \(5, 120\)"),
     ("linear_backward grad ndim", lambda: F.linear_backward(np.zeros(120, np.float32), XL, WL), ValueError, r"grad_output must be 2-D"),
+    ("avg_pool2d str flag", lambda: F.avg_pool2d(X, 2, count_include_pad="no"), TypeError, r"count_include_pad must be True or False, got 'no'"),
+    ("avg_pool2d_backward int flag", lambda: F.avg_pool2d_backward(P, X.shape, 2, count_include_pad=2), TypeError, r"count_include_pad must be True or False, got 2"),
     # relu
     ("relu int input", lambda: F.relu(np.arange(3)), TypeError, r"relu: input has dtype int64"),
     ("relu None", lambda: F.relu(None), TypeError, r"relu: input must be an array, got None"),

@@ -83,7 +83,8 @@ class AvgPool2d(_Pool2d):
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__(kernel_size, stride, padding)
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = F._check_flag(count_include_pad, "count_include_pad",
+                                               "AvgPool2d")
 
     def forward(self, input):
         x = self._input(input)
