@@ -117,19 +117,25 @@ cdef inline void add_bias(floating *out, const floating *bias, Py_ssize_t K,
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                    const floating[::1] bias, int SH, int SW, int PH, int PW,
-                   floating[:, ::1] workspace, floating[:, :, :, ::1] out, int n_threads):
-    """out[n] := weight (K x Q) . im2col(x[n]) (Q x P) + bias;  workspace: (threads, Q*P)"""
+                   floating[:, ::1] workspace, floating[:, ::1] columns,
+                   floating[:, :, :, ::1] out, int n_threads):
+    """out[n] := weight (K x Q) . im2col(x[n]) (Q x P) + bias;  workspace: (threads, Q*P).
+
+    columns: None, or (N, Q*P) to keep every image's column matrix for the backward pass
+    (which then need not build them again); the workspace is unused then.
+    """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = weight.shape[0], FH = weight.shape[2], FW = weight.shape[3]
     cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3]
     cdef int P = OH * OW, Q = C * FH * FW
     cdef bint has_bias = bias is not None
     cdef const floating *bias_ptr = &bias[0] if has_bias else NULL
+    cdef bint keep = columns is not None
     cdef Py_ssize_t n
     cdef floating *col
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
-            col = &workspace[threadid(), 0]
+            col = &columns[n, 0] if keep else &workspace[threadid(), 0]
             im2col_image(&x[n, 0, 0, 0], C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, col)
             matmul_nn(<int> K, P, Q, &weight[0, 0, 0, 0], Q, col, P, &out[n, 0, 0, 0], P)
             if has_bias:
@@ -138,13 +144,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
 
 def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
                     const floating[:, :, :, ::1] grad_out, int FH, int FW, int SH, int SW,
-                    int PH, int PW, int chunk, floating[:, ::1] workspace, floating[:, ::1] grad_w_chunks,
+                    int PH, int PW, const floating[:, ::1] columns, int chunk, floating[:, ::1] workspace, floating[:, ::1] grad_w_chunks,
                     floating[:, ::1] grad_b_chunks, floating[:, :, :, ::1] grad_x,
                     floating[:, :, :, ::1] grad_w, floating[::1] grad_b, int n_threads):
     """grad_w := sum_n grad_out[n] . im2col(x[n])^T;  grad_b := sum_{n,p} grad_out[n, :, p];
     grad_x[n] := col2im(weight^T . grad_out[n]).
 
-    weight_t is the weight as a (Q x K) matrix, transposed once by the caller.
+    weight_t is the weight as a (Q x K) matrix, transposed once by the caller. columns:
+    None, or the (N, Q*P) column matrices kept by conv2d_forward, used instead of building
+    them again.
 
     Images are taken in chunks of `chunk`; each chunk sums its images in order into its own
     row of grad_w_chunks / grad_b_chunks, and the chunks are then added in chunk order, so
@@ -157,17 +165,16 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
     cdef int P = OH * OW, Q = C * FH * FW
     cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0]
     cdef bint want_b = grad_b is not None, want_x = grad_x is not None
+    cdef bint have_columns = columns is not None
     cdef Py_ssize_t ch, n, k, start, stop
     cdef floating *col
     cdef floating *dcol
     cdef floating *dw
     cdef floating *db
     cdef const floating *dout
-    cdef floating total
     with nogil:
         for ch in prange(n_chunks, schedule="static", num_threads=n_threads):
-            col = &workspace[threadid(), 0]
-            dcol = col + Q * P
+            dcol = &workspace[threadid(), 0] + Q * P
             dw = &grad_w_chunks[ch, 0]
             memset(dw, 0, K * Q * sizeof(floating))
             db = &grad_b_chunks[ch, 0] if want_b else NULL
@@ -177,7 +184,12 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
             stop = start + chunk if start + chunk < N else N
             for n in range(start, stop):
                 dout = &grad_out[n, 0, 0, 0]
-                im2col_image(&x[n, 0, 0, 0], C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, col)
+                if have_columns:
+                    col = <floating *> &columns[n, 0]
+                else:
+                    col = &workspace[threadid(), 0]
+                    im2col_image(&x[n, 0, 0, 0], C, H, W, FH, FW, SH, SW, PH, PW, OH, OW,
+                                 col)
                 matmul_nt_acc(<int> K, Q, P, dout, P, col, P, dw, Q)
                 if want_b:
                     for k in range(K):

@@ -200,7 +200,7 @@ def _conv_geometry(func, x, weight, stride, padding):
     return stride, padding, out_hw
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0):
+def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False):
     """2-D convolution (cross-correlation, as in PyTorch) of a batch of images.
 
     Parameters
@@ -210,11 +210,16 @@ def conv2d(input, weight, bias=None, stride=1, padding=0):
     bias : ndarray, shape (K,), optional
     stride, padding : int or (int, int)
         Zero padding is added on both sides.
+    save_columns : bool
+        Also return every image's im2col matrix, shape (N, C*kH*kW * OH*OW), for
+        ``conv2d_backward(..., columns=...)``: the backward pass then skips rebuilding them,
+        at the cost of keeping them in memory (what ``nn.Conv2d`` does while training).
 
     Returns
     -------
     ndarray, shape (N, K, OH, OW)
-        ``OH = floor((H + 2*padding[0] - kH) / stride[0]) + 1``, likewise OW.
+        ``OH = floor((H + 2*padding[0] - kH) / stride[0]) + 1``, likewise OW. With
+        ``save_columns``, the pair ``(out, columns)``.
     """
     func = "conv2d"
     x = _check_input(input, func)
@@ -225,14 +230,16 @@ def conv2d(input, weight, bias=None, stride=1, padding=0):
         _check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output channel)")
     out = np.empty((x.shape[0], weight.shape[0], oh, ow), dtype=x.dtype)
     n_threads = get_num_threads()
-    workspace = _workspace(n_threads, weight[0].size * oh * ow, x.dtype)
-    _run(_conv.conv2d_forward, x, weight, bias, *stride, *padding, workspace, out,
+    columns_per_image = weight[0].size * oh * ow
+    columns = np.empty((x.shape[0], columns_per_image), x.dtype) if save_columns else None
+    workspace = _workspace(1 if save_columns else n_threads, columns_per_image, x.dtype)
+    _run(_conv.conv2d_forward, x, weight, bias, *stride, *padding, workspace, columns, out,
          n_threads=n_threads)
-    return out
+    return (out, columns) if save_columns else out
 
 
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_grad=True,
-                    bias_grad=True):
+                    bias_grad=True, columns=None):
     """Gradients of ``conv2d(input, weight, bias, stride, padding)``.
 
     Parameters
@@ -246,6 +253,9 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_gr
         skip its cost (about half of the backward pass).
     bias_grad : bool
         Compute the bias gradient (False for a layer without bias).
+    columns : ndarray, optional
+        The column matrices returned by ``conv2d(..., save_columns=True)`` for this input:
+        used instead of building them again.
 
     Returns
     -------
@@ -260,18 +270,23 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_gr
     expected = (x.shape[0], weight.shape[0], oh, ow)
     _check_shape(grad_out.shape, expected, "grad_output", func, "(the shape of conv2d's output)")
     n, k, q = x.shape[0], weight.shape[0], weight[0].size
+    if columns is not None:
+        columns = _as_float_array(columns, "columns", func, 2, x.dtype)
+        _check_shape(columns.shape, (n, q * oh * ow), "columns", func,
+                     "(from conv2d(..., save_columns=True) on this input)")
     n_chunks = -(-n // GRAD_CHUNK)
     grad_x = np.empty_like(x) if input_grad else None
     grad_w = np.empty_like(weight)
     grad_b = np.empty(k, dtype=x.dtype) if bias_grad else None
     w_chunks = np.empty((n_chunks, k * q), dtype=x.dtype)
     b_chunks = np.empty((n_chunks, k), dtype=x.dtype) if bias_grad else None
-    columns = q * oh * ow * (2 if input_grad else 1)
+    # per thread: one image's column matrix, and its gradient when grad_x is wanted
+    workspace_size = q * oh * ow * (2 if input_grad else 1)
     n_threads = get_num_threads()
-    workspace = _workspace(n_threads, columns, x.dtype)
+    workspace = _workspace(n_threads, workspace_size, x.dtype)
     weight_t = np.ascontiguousarray(weight.reshape(k, q).T)
     _run(_conv.conv2d_backward, x, weight_t, grad_out, *weight.shape[2:], *stride, *padding,
-         GRAD_CHUNK, workspace, w_chunks, b_chunks, grad_x, grad_w, grad_b,
+         columns, GRAD_CHUNK, workspace, w_chunks, b_chunks, grad_x, grad_w, grad_b,
          n_threads=n_threads)
     return grad_x, grad_w, grad_b
 

@@ -44,6 +44,8 @@ ERROR_INPUTS = [
     ("conv2d_backward grad shape", lambda: F.conv2d_backward(G[:, :, :5], X, W), ValueError, r"grad_output has shape \(2, 4, 5, 6\), expected \(2, 4, 6, 6\)"),
     ("conv2d_backward grad dtype", lambda: F.conv2d_backward(G.astype(np.float64), X, W), TypeError, r"grad_output is float64 but the input is float32"),
     ("conv2d_backward 3-D grad", lambda: F.conv2d_backward(G[0], X, W), ValueError, r"grad_output must be 4-D"),
+    ("conv2d_backward columns shape", lambda: F.conv2d_backward(G, X, W, columns=np.zeros((2, 10), np.float32)), ValueError, r"columns has shape \(2, 10\), expected \(2, 972\) \(from conv2d\(..., save_columns=True\)"),
+    ("conv2d_backward columns dtype", lambda: F.conv2d_backward(G, X, W, columns=np.zeros((2, 972))), TypeError, r"columns is float64 but the input is float32"),
     # im2col / col2im
     ("im2col kernel too big", lambda: F.im2col(X, 9), ValueError, r"kernel size \(9, 9\) is larger than the padded input"),
     ("im2col kernel 0", lambda: F.im2col(X, 0), ValueError, r"kernel_size must be positive"),

@@ -67,14 +67,18 @@ def test_conv2d_forward_and_backward_exact(case, dtype, with_bias):
         assert np.count_nonzero(out) > out.size // 2, "a mostly-zero output proves nothing"
 
     grad_out = small_ints(rng, out.shape, dtype)
-    got = F.conv2d_backward(grad_out, x, w, stride, padding, bias_grad=with_bias)
     want = ref.conv2d_backward(grad_out, x, w, stride, padding, bias_grad=with_bias)
-    for g, e in zip(got, want, strict=True):
-        if e is None:
-            assert g is None
-        else:
-            assert g.dtype == dtype and g.shape == e.shape
-            assert_array_equal(g, e)
+    kept_out, columns = F.conv2d(x, w, b, stride, padding, save_columns=True)
+    assert_array_equal(kept_out, expected)
+    for kept in (None, columns):  # rebuilt, or the matrices kept by the forward pass
+        got = F.conv2d_backward(grad_out, x, w, stride, padding, bias_grad=with_bias,
+                                columns=kept)
+        for g, e in zip(got, want, strict=True):
+            if e is None:
+                assert g is None
+            else:
+                assert g.dtype == dtype and g.shape == e.shape
+                assert_array_equal(g, e)
 
 
 @pytest.mark.parametrize("case", CONV_CASES[:4], ids=case_id)

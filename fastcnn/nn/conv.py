@@ -99,17 +99,22 @@ class Conv2d(Module):
         input_ndim(x, "Conv2d", (4,))
         input_size(x, 1, self.in_channels, "Conv2d", "channels (dim 1)")
         bias = None if self.bias is None else self.bias.data
-        out = F.conv2d(x, self.weight.data, bias, self.stride, self.padding)
-        self._save_for_backward(input=x, out_shape=out.shape)
+        # While training, keep the im2col matrices: backward then need not rebuild them.
+        result = F.conv2d(x, self.weight.data, bias, self.stride, self.padding,
+                          save_columns=self.training)
+        out, columns = result if self.training else (result, None)
+        self._save_for_backward(input=x, out_shape=out.shape, columns=columns)
         return out
 
     def backward(self, grad_output, input_grad=True):
         """Accumulate weight/bias gradients; return the input gradient (None if not
         ``input_grad``: ``conv2d_backward`` then skips about half its work)."""
-        x, out_shape = self._saved()["input"], self._saved()["out_shape"]
+        saved = self._saved()
+        x = saved["input"]
         grad_x, grad_w, grad_b = F.conv2d_backward(
-            grad_like(grad_output, out_shape, x.dtype, "Conv2d"), x, self.weight.data, self.stride,
-            self.padding, input_grad=input_grad, bias_grad=self.bias is not None,
+            grad_like(grad_output, saved["out_shape"], x.dtype, "Conv2d"), x, self.weight.data,
+            self.stride, self.padding, input_grad=input_grad, bias_grad=self.bias is not None,
+            columns=saved["columns"],
         )
         self.weight.accumulate_grad(grad_w)
         if self.bias is not None:
