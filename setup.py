@@ -133,6 +133,8 @@ def extensions():
                 ("FASTCNN_DEBUG_CYTHON", "1" if checks else "0"),
             ],
             extra_compile_args=list(cflags),
+            # dladdr (which OpenMP library the kernels are bound to) is in libdl before glibc 2.34
+            libraries=["dl"] if sys.platform.startswith("linux") else [],
             extra_link_args=[],
         )
         for name in KERNELS

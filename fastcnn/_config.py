@@ -1,5 +1,6 @@
 """fastcnn.show_config(): how this copy of fastcnn was built and what it runs on."""
 
+import os
 import platform
 import sys
 
@@ -7,13 +8,21 @@ import numpy as np
 
 from fastcnn import _openmp_env
 from fastcnn._blas import blas_info
-from fastcnn._openmp import DEBUG_CYTHON, OPENMP_ENABLED
+from fastcnn._openmp import DEBUG_CYTHON, OPENMP_ENABLED, openmp_library
 from fastcnn._threads import get_num_threads
 from fastcnn._version import __version__
 
 
 def openmp_runtime():
-    """Path of the OpenMP runtime library loaded in this process, or None."""
+    """Path of the OpenMP runtime the kernels are bound to, or None.
+
+    Asked of the dynamic linker (where the kernels' omp_get_max_threads lives), not of the
+    list of loaded runtimes: with PyTorch imported first there are two, and the kernels may
+    be bound to PyTorch's. threadpoolctl's first OpenMP library is the fallback elsewhere.
+    """
+    path = openmp_library()
+    if path:
+        return os.path.realpath(path)
     from threadpoolctl import threadpool_info
 
     paths = [lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "openmp"]

@@ -28,3 +28,23 @@ def test_version_is_single_sourced():
     from importlib.metadata import version
 
     assert fastcnn.__version__ == version("fastcnn")
+
+
+def test_reports_the_runtime_the_kernels_are_bound_to_with_torch_loaded_first():
+    """With PyTorch imported first the kernels bind to PyTorch's OpenMP runtime: say so."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    pytest.importorskip("torch")
+    if not OPENMP_ENABLED:
+        pytest.skip("serial build")
+    code = "import torch, fastcnn; fastcnn.show_config()"
+    package_parent = os.path.dirname(os.path.dirname(fastcnn.__file__))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=package_parent, check=True)
+    runtime = next(line for line in result.stdout.splitlines() if "OpenMP runtime" in line)
+    assert "torch" in runtime
+    assert "loaded before fastcnn" in result.stdout
