@@ -235,6 +235,29 @@ def test_epoch_order_is_resumable():
     np.testing.assert_array_equal(_epoch_orders(unseeded, 1)[0], first)
 
 
+def test_loader_load_state_dict_errors():
+    loader = DataLoader(_dataset(), batch_size=4, shuffle=True, seed=5)
+    with pytest.raises(TypeError, match="^DataLoader.load_state_dict: state must be a dict, "
+                                        "got list"):
+        loader.load_state_dict([5, 1])
+    with pytest.raises(ValueError, match=r"exactly the keys \['epoch', 'seed'\] .*got "
+                                         r"\['epoch', 'seed', 'shuffle'\]"):
+        loader.load_state_dict({"seed": 1, "epoch": 2, "shuffle": True})
+    with pytest.raises(ValueError, match="epoch must be a non-negative int, got -2"):
+        loader.load_state_dict({"seed": 1, "epoch": -2})
+    with pytest.raises(ValueError, match="seed must be a non-negative int or None, got '1'"):
+        loader.load_state_dict({"seed": "1", "epoch": 2})
+    assert loader.state_dict() == {"seed": 5, "epoch": 0}  # a refused state changes nothing
+
+
+def test_random_split_lengths_type_errors():
+    data = _dataset(n=8)
+    for bad, shown in ((5, "int 5"), ([4, "4"], "list \\[4, '4'\\]"), ([True, 7], "list")):
+        with pytest.raises(TypeError, match=f"random_split lengths must be a sequence .*{shown}"):
+            random_split(data, bad)
+    assert [len(s) for s in random_split(data, (n for n in (3, 5)), seed=0)] == [3, 5]
+
+
 def test_loader_transform_and_plain_dataset():
     data = _dataset(n=9)
     loader = DataLoader(_PlainDataset(data), batch_size=4, transform=Pad(1))

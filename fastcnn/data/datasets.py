@@ -7,6 +7,7 @@ operation, which is what makes ``DataLoader`` fast.
 """
 
 import numbers
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -138,9 +139,21 @@ class Subset(Dataset):
         return f"Subset(size={len(self)}, of={self.dataset!r})"
 
 
+def _is_real(value):
+    """True for Python/NumPy ints and floats; False for bools, strings and the like."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _split_lengths(lengths, total):
     """Integer lengths from ints (summing to ``total``) or fractions (summing to 1), as torch."""
-    lengths = list(lengths)
+    is_sequence = isinstance(lengths, Iterable) and not isinstance(lengths, str)
+    items = list(lengths) if is_sequence else None  # once: lengths may be a generator
+    if items is None or not all(_is_real(n) for n in items):
+        raise TypeError(
+            "random_split lengths must be a sequence of ints (summing to the dataset length) "
+            f"or of fractions (summing to 1), got {type(lengths).__name__} {lengths!r}"
+        )
+    lengths = items
     if not lengths:
         raise ValueError("random_split needs at least one length")
     if all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in lengths):

@@ -1,6 +1,7 @@
 """DataLoader: mini-batches of a dataset, in a reproducible and resumable order."""
 
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -16,6 +17,13 @@ def check_batch_size(batch_size):
     if batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     return int(batch_size)
+
+
+def check_seed(seed):
+    """``seed`` as an int, or a ValueError unless it is a non-negative int."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+    return int(seed)
 
 
 class DataLoader:
@@ -48,6 +56,11 @@ class DataLoader:
     def __init__(
         self, dataset, batch_size=1, shuffle=False, seed=None, drop_last=False, transform=None
     ):
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(
+                "DataLoader: dataset must have __len__ and __getitem__ (a fastcnn.data.Dataset "
+                f"or a sequence of (image, label) pairs), got {type(dataset).__name__}"
+            )
         if len(dataset) == 0:
             raise ValueError("DataLoader got an empty dataset")
         self.dataset = dataset
@@ -59,9 +72,7 @@ class DataLoader:
         self.transform = transform
         if seed is None:
             seed = int(np.random.default_rng().integers(2**63))
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self.epoch = 0
 
     def __len__(self):
@@ -86,8 +97,20 @@ class DataLoader:
         return {"seed": self.seed, "epoch": self.epoch}
 
     def load_state_dict(self, state):
-        self.seed = int(state["seed"])
-        self.set_epoch(int(state["epoch"]))
+        """Continue the sequence of epochs saved by ``state_dict``."""
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"DataLoader.load_state_dict: state must be a dict, got {type(state).__name__}"
+            )
+        expected = sorted(self.state_dict())
+        if sorted(state, key=str) != expected:
+            raise ValueError(
+                f"DataLoader.load_state_dict: the state must have exactly the keys {expected} "
+                f"(as DataLoader.state_dict() gives them), got {sorted(state, key=str)}"
+            )
+        seed = check_seed(state["seed"])
+        self.set_epoch(state["epoch"])  # checks the epoch before anything changes
+        self.seed = seed
 
     def _gather(self, indices):
         gather = getattr(self.dataset, "gather", None)
