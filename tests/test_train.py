@@ -257,6 +257,46 @@ def test_fit_argument_errors(mnist_small):
         fit(model, loss_fn, optimizer, loader, progress="bar")
 
 
+def test_fit_evaluate_predict_refuse_wrong_objects_before_any_work(mnist_small):
+    train_set, test_set = mnist_small
+    model = _small_net()
+    optimizer = optim.SGD(model.parameters(), lr=0.01)
+    loader = data.DataLoader(train_set, 32)
+    loss_fn = nn.CrossEntropyLoss()
+    with pytest.raises(TypeError, match="^fit: loss_fn must be a fastcnn.nn.Module .*got function"):
+        fit(model, lambda logits, labels: 0.0, optimizer, loader, progress=False)
+    with pytest.raises(TypeError, match="^fit: train_loader must be a DataLoader or a sized "
+                                        "iterable of .*got generator"):
+        fit(model, loss_fn, optimizer, iter(loader), progress=False)
+    with pytest.raises(TypeError, match="^fit: val_loader must be an iterable .*got int"):
+        fit(model, loss_fn, optimizer, loader, val_loader=3, progress=False)
+    assert loader.epoch == 0  # refused before the first epoch started
+    with pytest.raises(TypeError, match="^fit: val_loader must yield \\(images, labels\\) "
+                                        "pairs, got a batch of type tuple: \\(1, 2, 3\\)"):
+        fit(model, loss_fn, optimizer, loader, val_loader=[(1, 2, 3)], progress=False)
+    with pytest.raises(TypeError, match="^evaluate: model must be a fastcnn.nn.Module, got str"):
+        evaluate("model", loader)
+    with pytest.raises(TypeError, match="^evaluate: loader must be an iterable .*got NoneType"):
+        evaluate(model, None)
+    with pytest.raises(TypeError, match="^evaluate: loader must yield \\(images, labels\\)"):
+        evaluate(model, [test_set.images[:4]])
+    with pytest.raises(TypeError, match="^predict: model must be a fastcnn.nn.Module, got None"):
+        predict(None, test_set.images)
+
+
+def test_topk_correct_errors():
+    logits = np.eye(3)
+    with pytest.raises(TypeError, match="^topk_correct: k must be an int, got float 1.5"):
+        topk_correct(logits, np.arange(3), 1.5)
+    with pytest.raises(ValueError, match="^topk_correct: k must be positive, got -1"):
+        topk_correct(logits, np.arange(3), -1)
+    with pytest.raises(ValueError, match=r"labels of shape \(3,\) do not fit logits of shape "
+                                         r"\(3,\); expected logits \(N, C\)"):
+        topk_correct(np.ones(3), np.arange(3), 1)
+    with pytest.raises(ValueError, match=r"labels of shape \(3, 1\) do not fit logits"):
+        topk_correct(logits, np.arange(3)[:, None], 2)
+
+
 def test_without_tqdm_progress_falls_back_to_text(mnist_small, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)  # as if tqdm were not installed
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)

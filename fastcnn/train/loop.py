@@ -3,11 +3,15 @@
 import contextlib
 import math
 import os
+import reprlib
 import time
 
 import numpy as np
 
 from fastcnn.data.loader import check_batch_size
+from fastcnn.nn.module import Module
+from fastcnn.optim.lr_scheduler import LRScheduler
+from fastcnn.optim.optimizer import Optimizer
 from fastcnn.train.checkpoint import restore_checkpoint, save_checkpoint
 from fastcnn.train.history import History
 from fastcnn.train.metrics import check_metrics, metric_k, topk_correct
@@ -31,9 +35,41 @@ class NonFiniteLossError(FloatingPointError):
         self.epoch, self.batch, self.loss = epoch, batch, loss
 
 
+def _check_instance(owner, name, value, cls, expected):
+    """A TypeError naming ``value``'s type unless it is a ``cls`` (described by ``expected``)."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{owner}: {name} must be {expected}, got {type(value).__name__}")
+
+
+def _check_model(owner, model):
+    _check_instance(owner, "model", model, Module, "a fastcnn.nn.Module")
+
+
+def _check_loader(owner, name, loader, sized=False):
+    """A TypeError unless ``loader`` can be iterated (and, if ``sized``, has a length)."""
+    if not hasattr(loader, "__iter__") or (sized and not hasattr(loader, "__len__")):
+        kind = "a DataLoader or a sized iterable" if sized else "an iterable"
+        raise TypeError(
+            f"{owner}: {name} must be {kind} of (images, labels) batches, "
+            f"got {type(loader).__name__}"
+        )
+
+
+def _pairs(loader, name):
+    """The batches of ``loader``, each checked to be an ``(images, labels)`` pair."""
+    for batch in loader:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise TypeError(
+                f"{name} must yield (images, labels) pairs, got a batch of type "
+                f"{type(batch).__name__}: {reprlib.repr(batch)}"
+            )
+        yield batch
+
+
 @contextlib.contextmanager
 def eval_mode(model):
     """Run the block with ``model.eval()``; restore the previous mode afterwards."""
+    _check_model("eval_mode", model)
     was_training = model.training
     model.eval()
     try:
@@ -85,9 +121,16 @@ def evaluate(model, loader, loss_fn=None, metrics=("accuracy", "top5")):
         ``{"loss": ..., "accuracy": ..., "top5": ...}`` (fractions in [0, 1]). The model's
         train/eval mode is restored afterwards.
     """
-    tally = _Tally(check_metrics(metrics))
+    _check_model("evaluate", model)
+    _check_loader("evaluate", "loader", loader)
+    return _evaluate(model, _pairs(loader, "evaluate: loader"), loss_fn, check_metrics(metrics))
+
+
+def _evaluate(model, batches, loss_fn, metrics):
+    """``evaluate`` on checked arguments; ``batches`` yields (images, labels) pairs."""
+    tally = _Tally(metrics)
     with eval_mode(model):
-        for images, labels in loader:
+        for images, labels in batches:
             logits = model(images)
             tally.add(logits, labels, None if loss_fn is None else loss_fn(logits, labels))
     if tally.count == 0:
@@ -101,6 +144,7 @@ def predict(model, x, batch_size=256):
     Runs in batches of ``batch_size`` to bound memory; ``predict(...).argmax(1)`` gives the
     predicted classes.
     """
+    _check_model("predict", model)
     x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"predict expects images of shape (N, C, H, W), got shape {x.shape}")
@@ -151,7 +195,7 @@ def _train_epoch(model, loss_fn, optimizer, loader, state):
     batch = 0
     started = time.perf_counter()
     model.train()
-    for batch, (images, labels) in enumerate(loader, start=1):
+    for batch, (images, labels) in enumerate(_pairs(loader, "fit: train_loader"), start=1):
         logits, loss = _train_step(model, loss_fn, optimizer, images, labels)
         if not math.isfinite(loss):
             what = f"the training loss became {loss}"
@@ -186,6 +230,22 @@ class _RunState:
 def _check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler):
+    """The objects ``fit`` calls methods of, checked before any work is done."""
+    _check_model("fit", model)
+    _check_instance(
+        "fit", "loss_fn", loss_fn, Module, "a fastcnn.nn.Module such as nn.CrossEntropyLoss()"
+    )
+    _check_instance("fit", "optimizer", optimizer, Optimizer, "a fastcnn.optim.Optimizer")
+    if scheduler is not None:
+        _check_instance(
+            "fit", "scheduler", scheduler, LRScheduler, "a fastcnn.optim.LRScheduler or None"
+        )
+    _check_loader("fit", "train_loader", train_loader, sized=True)
+    if val_loader is not None:
+        _check_loader("fit", "val_loader", val_loader)
 
 
 def _check_fit_args(epochs, log_every, resume, checkpoint):
@@ -255,6 +315,7 @@ def fit(
         The loss became NaN or infinite; the message gives the epoch and batch. The last
         checkpoint (of the last finished epoch) is left as it was.
     """
+    _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler)
     metrics = check_metrics(metrics)
     _check_fit_args(epochs, log_every, resume, checkpoint)
     history = History(metrics)
@@ -288,7 +349,7 @@ def _run_epoch(model, loss_fn, optimizer, train_loader, val_loader, scheduler, s
         for k, v in _train_epoch(model, loss_fn, optimizer, train_loader, state).items()
     )
     if val_loader is not None:
-        values = evaluate(model, val_loader, loss_fn, state.metrics)
+        values = _evaluate(model, _pairs(val_loader, "fit: val_loader"), loss_fn, state.metrics)
         record.update((f"val_{k}", v) for k, v in values.items())
     if scheduler is not None:
         scheduler.step()

@@ -4,6 +4,8 @@ import re
 
 import numpy as np
 
+from fastcnn.nn._checks import positive_int
+
 __all__ = ["metric_k", "topk_correct"]
 
 _TOPK = re.compile(r"top([1-9][0-9]*)")
@@ -37,6 +39,13 @@ def topk_correct(logits, labels, k):
     ``k >= C`` counts every row (each label is then among the top k), so top-5 stays
     meaningful for a model with fewer than 5 classes.
     """
+    k = positive_int(k, "k", "topk_correct")
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(
+            f"topk_correct: labels of shape {labels.shape} do not fit logits of shape "
+            f"{logits.shape}; expected logits (N, C) and one label per row, labels (N,)"
+        )
     if k == 1:
         return int(np.count_nonzero(logits.argmax(axis=1) == labels))
     if k >= logits.shape[1]:
