@@ -9,7 +9,7 @@ try:
 except ImportError as error:  # pragma: no cover - only in an unbuilt source checkout
     raise ImportError(
         "fastcnn's compiled kernels are not built. From the source checkout run\n"
-        '    pip install -e ".[test]"\n'
+        '    pip install -e ".[dev]"\n'
         "(or: python setup.py build_ext --inplace), then import fastcnn again.\n"
         f"Original error: {error}"
     ) from error

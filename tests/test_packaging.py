@@ -64,7 +64,7 @@ def test_import_from_a_never_built_checkout_says_how_to_build(tmp_path):
 
     assert result.returncode != 0
     assert "ImportError: fastcnn's compiled kernels are not built" in result.stderr
-    assert 'pip install -e ".[test]"' in result.stderr
+    assert 'pip install -e ".[dev]"' in result.stderr
     assert "python setup.py build_ext --inplace" in result.stderr
 
 
