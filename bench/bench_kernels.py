@@ -38,8 +38,13 @@ def conv_flops(x_shape, k, f, pad):
     return 2.0 * n * k * c * f * f * oh * ow
 
 
-def time_rounds(impls, rounds, min_seconds=0.05):
-    """Median seconds per call of each impl, alternating them round by round."""
+def time_rounds(impls, rounds, min_seconds=0.05, settle_seconds=0.2):
+    """Median seconds per call of each impl, alternating them round by round.
+
+    Between two implementations the machine settles for ``settle_seconds``: thread pools
+    that spin after their work (NumPy's OpenBLAS, PyTorch's OpenMP) otherwise keep a core
+    busy and slow whichever implementation runs next.
+    """
     loops = {}
     for name, fn in impls.items():
         fn()  # warm-up (allocations, thread pools)
@@ -50,6 +55,7 @@ def time_rounds(impls, rounds, min_seconds=0.05):
     samples = {name: [] for name in impls}
     for _ in range(rounds):
         for name, fn in impls.items():
+            time.sleep(settle_seconds)
             start = time.perf_counter()
             for _ in range(loops[name]):
                 fn()
