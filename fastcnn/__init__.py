@@ -1,10 +1,10 @@
 """fastcnn: fast CPU convolutional networks: Cython + OpenMP kernels under PyTorch-like layers."""
 
-from fastcnn._openmp_env import passive_openmp_while_loading
+from fastcnn._openmp_env import short_spin_while_loading
 from fastcnn._version import __version__
 
 try:
-    with passive_openmp_while_loading():
+    with short_spin_while_loading():
         from fastcnn import _openmp  # noqa: F401  (the smallest compiled module)
 except ImportError as error:  # pragma: no cover - only in an unbuilt source checkout
     raise ImportError(

@@ -24,3 +24,14 @@ def test_lenet_example_trains(capsys):
     assert "training loss after 30 steps" in printed
     # ten classes at random start near ln(10); thirty steps on one batch must learn it
     assert namespace["loss"] < 0.5 * math.log(10)
+
+
+def test_training_example_runs(tmp_path, monkeypatch, capsys):
+    (example,) = [block for block in python_blocks() if "train.fit" in block]
+    monkeypatch.chdir(tmp_path)  # it writes lenet5.npz and lenet5.png
+    exec(compile(example, str(README), "exec"), {})
+    printed = capsys.readouterr().out
+    accuracy = float(printed.split("after one epoch: ")[1].split("%")[0])
+    assert accuracy > 80  # one epoch on 6,000 real digits; chance is 10%
+    assert (tmp_path / "lenet5.npz").stat().st_size > 0
+    assert (tmp_path / "lenet5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
