@@ -46,6 +46,16 @@ def small_ints(rng, shape, dtype, low=-4, high=5):
     return rng.integers(low, high, size=shape).astype(dtype)
 
 
+def assert_gradients_equal(got, want, dtype):
+    """Kernel gradients equal the reference's exactly; None (not wanted) where it is None."""
+    for g, e in zip(got, want, strict=True):
+        if e is None:
+            assert g is None
+        else:
+            assert g.dtype == dtype and g.shape == e.shape
+            assert_array_equal(g, e)
+
+
 def case_id(case):
     return "-".join("x".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in case)
 
@@ -73,12 +83,7 @@ def test_conv2d_forward_and_backward_exact(case, dtype, with_bias):
     for kept in (None, columns):  # rebuilt, or the matrices kept by the forward pass
         got = F.conv2d_backward(grad_out, x, w, stride, padding, bias_grad=with_bias,
                                 columns=kept)
-        for g, e in zip(got, want, strict=True):
-            if e is None:
-                assert g is None
-            else:
-                assert g.dtype == dtype and g.shape == e.shape
-                assert_array_equal(g, e)
+        assert_gradients_equal(got, want, dtype)
 
 
 @pytest.mark.parametrize("case", CONV_CASES[:4], ids=case_id)
@@ -277,12 +282,7 @@ def test_linear_forward_and_backward_exact(shape, out_features, dtype, with_bias
     grad_out = small_ints(rng, out.shape, dtype)
     got = F.linear_backward(grad_out, x, w, bias_grad=with_bias)
     want = ref.linear_backward(grad_out, x, w, bias_grad=with_bias)
-    for g, e in zip(got, want, strict=True):
-        if e is None:
-            assert g is None
-        else:
-            assert g.shape == e.shape and g.dtype == dtype
-            assert_array_equal(g, e)
+    assert_gradients_equal(got, want, dtype)
     assert F.linear_backward(grad_out, x, w, input_grad=False)[0] is None
 
 
