@@ -84,7 +84,6 @@ class Adam(Optimizer):
             check_real(f"betas[{index}]", beta, f"Invalid beta parameter at index {index}")
             if not beta < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
-        check_real("weight_decay", group["weight_decay"], "Invalid weight_decay value")
 
     def _state_keys(self, group):
         keys = {"step", "exp_avg", "exp_avg_sq"}

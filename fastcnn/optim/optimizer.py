@@ -223,6 +223,8 @@ class Optimizer:
     def _check_group(self, group):
         """Validate the hyperparameters of ``group``; subclasses extend this."""
         check_real("lr", group["lr"], "Invalid learning rate")
+        if "weight_decay" in group:  # every optimizer here has one
+            check_real("weight_decay", group["weight_decay"], "Invalid weight_decay value")
 
     def _update(self, param, grad, state, group):
         """Update ``param.data`` in place from ``grad``; ``state`` is this parameter's dict."""

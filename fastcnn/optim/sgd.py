@@ -74,7 +74,6 @@ class SGD(Optimizer):
     def _check_group(self, group):
         super()._check_group(group)
         check_real("momentum", group["momentum"], "Invalid momentum value")
-        check_real("weight_decay", group["weight_decay"], "Invalid weight_decay value")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
