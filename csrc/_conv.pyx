@@ -14,105 +14,11 @@ padding PH x PW, OH x OW output; Q = C*FH*FW rows of an image's column matrix, P
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.string cimport memcpy, memset
+from libc.string cimport memset
 
 from _chunks cimport sum_chunks
-from _gemm cimport matmul_nn, matmul_nt_acc
-
-
-cdef inline Py_ssize_t first_valid(Py_ssize_t offset, Py_ssize_t stride) noexcept nogil:
-    """Smallest o >= 0 with o*stride + offset >= 0."""
-    if offset >= 0:
-        return 0
-    return (-offset + stride - 1) // stride
-
-
-cdef inline Py_ssize_t end_valid(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size,
-                                 Py_ssize_t count) noexcept nogil:
-    """One past the largest o < count with o*stride + offset < size."""
-    cdef Py_ssize_t end
-    if size - offset <= 0:
-        return 0
-    end = (size - offset + stride - 1) // stride
-    return end if end < count else count
-
-
-cdef void im2col_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                       Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
-                       Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
-                       floating *col) noexcept nogil:
-    """col[(c*FH + i)*FW + j, oh*OW + ow] := x[c, oh*SH + i - PH, ow*SW + j - PW]  (0 off x)"""
-    cdef Py_ssize_t c, i, j, oh, ow, h, ow_lo, ow_hi
-    cdef floating *row
-    cdef const floating *src
-    for c in range(C):
-        for i in range(FH):
-            for j in range(FW):
-                row = col + ((c * FH + i) * FW + j) * OH * OW
-                ow_lo = first_valid(j - PW, SW)
-                ow_hi = end_valid(j - PW, SW, W, OW)
-                for oh in range(OH):
-                    h = oh * SH + i - PH
-                    if h < 0 or h >= H or ow_lo >= ow_hi:
-                        memset(row + oh * OW, 0, OW * sizeof(floating))
-                        continue
-                    src = x + (c * H + h) * W + (j - PW)
-                    for ow in range(ow_lo):
-                        row[oh * OW + ow] = 0
-                    if SW == 1:  # the common case: a unit-stride loop the compiler vectorises
-                        for ow in range(ow_lo, ow_hi):
-                            row[oh * OW + ow] = src[ow]
-                    else:
-                        for ow in range(ow_lo, ow_hi):
-                            row[oh * OW + ow] = src[ow * SW]
-                    for ow in range(ow_hi, OW):
-                        row[oh * OW + ow] = 0
-
-
-cdef void col2im_image(const floating *col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                       Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
-                       Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
-                       floating *x) noexcept nogil:
-    """x := 0; x[c, oh*SH + i - PH, ow*SW + j - PW] += col[(c*FH + i)*FW + j, oh*OW + ow]"""
-    cdef Py_ssize_t c, i, j, oh, ow, h, ow_lo, ow_hi
-    cdef const floating *row
-    cdef floating *dst
-    memset(x, 0, C * H * W * sizeof(floating))
-    for c in range(C):
-        for i in range(FH):
-            for j in range(FW):
-                row = col + ((c * FH + i) * FW + j) * OH * OW
-                ow_lo = first_valid(j - PW, SW)
-                ow_hi = end_valid(j - PW, SW, W, OW)
-                for oh in range(OH):
-                    h = oh * SH + i - PH
-                    if h < 0 or h >= H:
-                        continue
-                    dst = x + (c * H + h) * W + (j - PW)
-                    if SW == 1:  # unit stride: the compiler vectorises the adds
-                        for ow in range(ow_lo, ow_hi):
-                            dst[ow] += row[oh * OW + ow]
-                    else:
-                        for ow in range(ow_lo, ow_hi):
-                            dst[ow * SW] += row[oh * OW + ow]
-
-
-cdef inline floating row_sum(const floating *row, Py_ssize_t length) noexcept nogil:
-    """sum of row[0:length], left to right (in a register, not through memory)"""
-    cdef floating total = 0
-    cdef Py_ssize_t i
-    for i in range(length):
-        total = total + row[i]
-    return total
-
-
-cdef inline void add_bias(floating *out, const floating *bias, Py_ssize_t K,
-                          Py_ssize_t P) noexcept nogil:
-    """out[k, p] += bias[k]"""
-    cdef Py_ssize_t k, p
-    for k in range(K):
-        for p in range(P):
-            out[k * P + p] += bias[k]
+from _conv_image cimport add_bias, im2col_image, image_backward
+from _gemm cimport matmul_nn
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
@@ -144,7 +50,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
 
 def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
                     const floating[:, :, :, ::1] grad_out, int FH, int FW, int SH, int SW,
-                    int PH, int PW, const floating[:, ::1] columns, int chunk, floating[:, ::1] workspace, floating[:, ::1] grad_w_chunks,
+                    int PH, int PW, const floating[:, ::1] columns, int chunk,
+                    floating[:, ::1] workspace, floating[:, ::1] grad_w_chunks,
                     floating[:, ::1] grad_b_chunks, floating[:, :, :, ::1] grad_x,
                     floating[:, :, :, ::1] grad_w, floating[::1] grad_b, int n_threads):
     """grad_w := sum_n grad_out[n] . im2col(x[n])^T;  grad_b := sum_{n,p} grad_out[n, :, p];
@@ -166,15 +73,11 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
     cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0]
     cdef bint want_b = grad_b is not None, want_x = grad_x is not None
     cdef bint have_columns = columns is not None
-    cdef Py_ssize_t ch, n, k, start, stop
-    cdef floating *col
-    cdef floating *dcol
+    cdef Py_ssize_t ch, n, start, stop
     cdef floating *dw
     cdef floating *db
-    cdef const floating *dout
     with nogil:
         for ch in prange(n_chunks, schedule="static", num_threads=n_threads):
-            dcol = &workspace[threadid(), 0] + Q * P
             dw = &grad_w_chunks[ch, 0]
             memset(dw, 0, K * Q * sizeof(floating))
             db = &grad_b_chunks[ch, 0] if want_b else NULL
@@ -183,21 +86,10 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
             start = ch * chunk
             stop = start + chunk if start + chunk < N else N
             for n in range(start, stop):
-                dout = &grad_out[n, 0, 0, 0]
-                if have_columns:
-                    col = <floating *> &columns[n, 0]
-                else:
-                    col = &workspace[threadid(), 0]
-                    im2col_image(&x[n, 0, 0, 0], C, H, W, FH, FW, SH, SW, PH, PW, OH, OW,
-                                 col)
-                matmul_nt_acc(<int> K, Q, P, dout, P, col, P, dw, Q)
-                if want_b:
-                    for k in range(K):
-                        db[k] += row_sum(dout + k * P, P)
-                if want_x:
-                    matmul_nn(Q, P, <int> K, &weight_t[0, 0], <int> K, dout, P, dcol, P)
-                    col2im_image(dcol, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW,
-                                 &grad_x[n, 0, 0, 0])
+                image_backward(&x[n, 0, 0, 0], &columns[n, 0] if have_columns else NULL,
+                               &weight_t[0, 0], &grad_out[n, 0, 0, 0], C, H, W, K, FH, FW,
+                               SH, SW, PH, PW, OH, OW, &workspace[threadid(), 0], dw, db,
+                               &grad_x[n, 0, 0, 0] if want_x else NULL)
         # (an empty batch has no chunks: the sums are then zeros, read from nowhere)
         sum_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, K * Q,
                    &grad_w[0, 0, 0, 0], n_threads)

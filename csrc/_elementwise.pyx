@@ -11,27 +11,9 @@ element depends only on itself: any thread count gives the same bits.
 from cython cimport floating
 from cython.parallel cimport prange
 
+from _relu_block cimport relu_block, relu_grad_block
+
 DEF BLOCK = 16384  # elements per parallel work item: 64 KiB of float32
-
-
-cdef inline void relu_block(const floating *x, floating *out, Py_ssize_t n) noexcept nogil:
-    """out := x where not (x <= 0), else 0  (NaN stays NaN, as torch.relu)"""
-    cdef Py_ssize_t i
-    cdef floating value
-    for i in range(n):
-        value = x[i]
-        out[i] = 0 if value <= 0 else value
-
-
-cdef inline void relu_grad_block(const floating *grad, const floating *out, floating *grad_x,
-                                 Py_ssize_t n) noexcept nogil:
-    """grad_x := grad where not (out <= 0), else 0"""
-    cdef Py_ssize_t i
-    cdef floating g, o
-    for i in range(n):
-        g = grad[i]  # both loaded unconditionally: the select then vectorises
-        o = out[i]
-        grad_x[i] = 0 if o <= 0 else g
 
 
 def relu_forward(const floating[::1] x, floating[::1] out, int n_threads):

@@ -13,68 +13,10 @@ count_include_pad), OH x OW output.
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-
-cdef inline void max_update(floating value, Py_ssize_t index, floating *best,
-                            Py_ssize_t *best_index) noexcept nogil:
-    """Take value if it beats the best so far (PyTorch: greater, or NaN, wins)."""
-    if value > best[0] or value != value:
-        best[0] = value
-        best_index[0] = index
-
-
-cdef void max_pool_plane_2x2(const floating *x, Py_ssize_t H, Py_ssize_t W, floating *out,
-                             int64_t *argmax, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
-    """max_pool_plane for 2x2 windows, stride 2, no padding: branch-free, so random data
-    costs no mispredictions. Same candidates, order and rule as max_update."""
-    cdef Py_ssize_t oh, ow, top, best_index
-    cdef floating best, value
-    cdef bint take
-    for oh in range(OH):
-        for ow in range(OW):
-            top = 2 * oh * W + 2 * ow
-            best = x[top]
-            best_index = top
-            value = x[top + 1]
-            take = (value > best) | isnan(value)
-            best = value if take else best
-            best_index = top + 1 if take else best_index
-            value = x[top + W]
-            take = (value > best) | isnan(value)
-            best = value if take else best
-            best_index = top + W if take else best_index
-            value = x[top + W + 1]
-            take = (value > best) | isnan(value)
-            best = value if take else best
-            best_index = top + W + 1 if take else best_index
-            out[oh * OW + ow] = best
-            argmax[oh * OW + ow] = best_index
-
-
-cdef void max_pool_plane(const floating *x, Py_ssize_t H, Py_ssize_t W, int KH, int KW,
-                         int SH, int SW, int PH, int PW, floating *out, int64_t *argmax,
-                         Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
-    """out[oh, ow] := max of x over the window of (oh, ow), argmax := its h*W + w; one plane"""
-    cdef Py_ssize_t oh, ow, h, w, h0, h1, w0, w1, best_index
-    cdef floating best
-    for oh in range(OH):
-        h0 = oh * SH - PH
-        h1 = min(h0 + KH, H)
-        h0 = max(h0, 0)
-        for ow in range(OW):
-            w0 = ow * SW - PW
-            w1 = min(w0 + KW, W)
-            w0 = max(w0, 0)
-            best_index = h0 * W + w0
-            best = -INFINITY
-            for h in range(h0, h1):
-                for w in range(w0, w1):
-                    max_update(x[h * W + w], h * W + w, &best, &best_index)
-            out[oh * OW + ow] = best
-            argmax[oh * OW + ow] = best_index
+from _pool_plane cimport max_pool_plane, max_pool_plane_backward
 
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x, int KH, int KW, int SH, int SW,
@@ -88,17 +30,11 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x, int KH, int KW, int SH, i
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t OH = out.shape[2], OW = out.shape[3]
     cdef Py_ssize_t plane
-    cdef bint two_by_two = KH == 2 and KW == 2 and SH == 2 and SW == 2 and PH == 0 and PW == 0
     with nogil:
         for plane in prange(N * C, schedule="static", num_threads=n_threads):
-            if two_by_two:
-                max_pool_plane_2x2(&x[0, 0, 0, 0] + plane * H * W, H, W,
-                                   &out[0, 0, 0, 0] + plane * OH * OW,
-                                   &argmax[0, 0, 0, 0] + plane * OH * OW, OH, OW)
-            else:
-                max_pool_plane(&x[0, 0, 0, 0] + plane * H * W, H, W, KH, KW, SH, SW, PH, PW,
-                               &out[0, 0, 0, 0] + plane * OH * OW,
-                               &argmax[0, 0, 0, 0] + plane * OH * OW, OH, OW)
+            max_pool_plane(&x[0, 0, 0, 0] + plane * H * W, H, W, KH, KW, SH, SW, PH, PW,
+                           &out[0, 0, 0, 0] + plane * OH * OW,
+                           &argmax[0, 0, 0, 0] + plane * OH * OW, OH, OW)
 
 
 def max_pool2d_backward(const floating[:, :, :, ::1] grad_out,
@@ -108,18 +44,12 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_out,
     cdef Py_ssize_t N = grad_x.shape[0], C = grad_x.shape[1]
     cdef Py_ssize_t H = grad_x.shape[2], W = grad_x.shape[3]
     cdef Py_ssize_t OH = grad_out.shape[2], OW = grad_out.shape[3]
-    cdef Py_ssize_t plane, p
-    cdef floating *dst
-    cdef const floating *src
-    cdef const int64_t *index
+    cdef Py_ssize_t plane
     with nogil:
         for plane in prange(N * C, schedule="static", num_threads=n_threads):
-            dst = &grad_x[0, 0, 0, 0] + plane * H * W
-            src = &grad_out[0, 0, 0, 0] + plane * OH * OW
-            index = &argmax[0, 0, 0, 0] + plane * OH * OW
-            memset(dst, 0, H * W * sizeof(floating))
-            for p in range(OH * OW):
-                dst[index[p]] += src[p]
+            max_pool_plane_backward(&grad_out[0, 0, 0, 0] + plane * OH * OW,
+                                    &argmax[0, 0, 0, 0] + plane * OH * OW, OH * OW,
+                                    &grad_x[0, 0, 0, 0] + plane * H * W, H * W)
 
 
 cdef inline void avg_window(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t H, Py_ssize_t W,

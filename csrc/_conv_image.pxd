@@ -1,0 +1,136 @@
+# cython: language_level=3
+"""One image's convolution pieces, shared by _conv.pyx and _fused.pyx: im2col/col2im of an
+image in the column layout the GEMMs use, bias, and the image's share of the backward pass.
+
+Names as in _conv.pyx: C input channels, H x W input, K filters of FH x FW, stride SH x SW,
+padding PH x PW, OH x OW output; Q = C*FH*FW rows of an image's column matrix, P = OH*OW.
+Nothing here validates or allocates.
+"""
+
+from cython cimport floating
+from libc.string cimport memset
+
+from _gemm cimport matmul_nn, matmul_nt_acc
+
+
+cdef inline Py_ssize_t first_valid(Py_ssize_t offset, Py_ssize_t stride) noexcept nogil:
+    """Smallest o >= 0 with o*stride + offset >= 0."""
+    if offset >= 0:
+        return 0
+    return (-offset + stride - 1) // stride
+
+
+cdef inline Py_ssize_t end_valid(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t size,
+                                 Py_ssize_t count) noexcept nogil:
+    """One past the largest o < count with o*stride + offset < size."""
+    cdef Py_ssize_t end
+    if size - offset <= 0:
+        return 0
+    end = (size - offset + stride - 1) // stride
+    return end if end < count else count
+
+
+cdef inline void im2col_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
+                              Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
+                              floating *col) noexcept nogil:
+    """col[(c*FH + i)*FW + j, oh*OW + ow] := x[c, oh*SH + i - PH, ow*SW + j - PW]  (0 off x)"""
+    cdef Py_ssize_t c, i, j, oh, ow, h, ow_lo, ow_hi
+    cdef floating *row
+    cdef const floating *src
+    for c in range(C):
+        for i in range(FH):
+            for j in range(FW):
+                row = col + ((c * FH + i) * FW + j) * OH * OW
+                ow_lo = first_valid(j - PW, SW)
+                ow_hi = end_valid(j - PW, SW, W, OW)
+                for oh in range(OH):
+                    h = oh * SH + i - PH
+                    if h < 0 or h >= H or ow_lo >= ow_hi:
+                        memset(row + oh * OW, 0, OW * sizeof(floating))
+                        continue
+                    src = x + (c * H + h) * W + (j - PW)
+                    for ow in range(ow_lo):
+                        row[oh * OW + ow] = 0
+                    if SW == 1:  # the common case: a unit-stride loop the compiler vectorises
+                        for ow in range(ow_lo, ow_hi):
+                            row[oh * OW + ow] = src[ow]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            row[oh * OW + ow] = src[ow * SW]
+                    for ow in range(ow_hi, OW):
+                        row[oh * OW + ow] = 0
+
+
+cdef inline void col2im_image(const floating *col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
+                              Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
+                              floating *x) noexcept nogil:
+    """x := 0; x[c, oh*SH + i - PH, ow*SW + j - PW] += col[(c*FH + i)*FW + j, oh*OW + ow]"""
+    cdef Py_ssize_t c, i, j, oh, ow, h, ow_lo, ow_hi
+    cdef const floating *row
+    cdef floating *dst
+    memset(x, 0, C * H * W * sizeof(floating))
+    for c in range(C):
+        for i in range(FH):
+            for j in range(FW):
+                row = col + ((c * FH + i) * FW + j) * OH * OW
+                ow_lo = first_valid(j - PW, SW)
+                ow_hi = end_valid(j - PW, SW, W, OW)
+                for oh in range(OH):
+                    h = oh * SH + i - PH
+                    if h < 0 or h >= H:
+                        continue
+                    dst = x + (c * H + h) * W + (j - PW)
+                    if SW == 1:  # unit stride: the compiler vectorises the adds
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ow] += row[oh * OW + ow]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ow * SW] += row[oh * OW + ow]
+
+
+cdef inline floating row_sum(const floating *row, Py_ssize_t length) noexcept nogil:
+    """sum of row[0:length], left to right (in a register, not through memory)"""
+    cdef floating total = 0
+    cdef Py_ssize_t i
+    for i in range(length):
+        total = total + row[i]
+    return total
+
+
+cdef inline void add_bias(floating *out, const floating *bias, Py_ssize_t K,
+                          Py_ssize_t P) noexcept nogil:
+    """out[k, p] += bias[k]"""
+    cdef Py_ssize_t k, p
+    for k in range(K):
+        for p in range(P):
+            out[k * P + p] += bias[k]
+
+
+cdef inline void image_backward(const floating *x, const floating *col,
+                                const floating *weight_t, const floating *dout,
+                                Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
+                                Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
+                                Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
+                                floating *scratch, floating *dw, floating *db,
+                                floating *dx) noexcept nogil:
+    """One image's gradients from its output gradient dout (K x P):
+    dw (K x Q) += dout . col^T;  db (K) += row sums of dout;  dx := col2im(weight^T . dout).
+
+    col: the image's column matrix if kept from the forward pass, else NULL: it is built
+    in scratch[0:Q*P]. scratch[Q*P:2*Q*P] holds weight^T . dout when dx is wanted.
+    db and dx may be NULL (not wanted); weight_t is the weight as a (Q x K) matrix.
+    """
+    cdef int P = OH * OW, Q = C * FH * FW
+    cdef Py_ssize_t k
+    if col == NULL:
+        im2col_image(x, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, scratch)
+        col = scratch
+    matmul_nt_acc(<int> K, Q, P, dout, P, col, P, dw, Q)
+    if db != NULL:
+        for k in range(K):
+            db[k] += row_sum(dout + k * P, P)
+    if dx != NULL:
+        matmul_nn(Q, P, <int> K, weight_t, <int> K, dout, P, scratch + Q * P, P)
+        col2im_image(scratch + Q * P, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, dx)
