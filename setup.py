@@ -9,6 +9,7 @@ FASTCNN_DEBUG_CYTHON=1
     Turn Cython's boundscheck, wraparound and initializedcheck on (slow; for tests).
 """
 
+import glob
 import os
 import shlex
 import shutil
@@ -23,7 +24,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_conv", "_dense", "_elementwise", "_pool", "_openmp"]
+KERNELS = ["_conv", "_dense", "_elementwise", "_fused", "_pool", "_openmp"]
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -127,7 +128,7 @@ def extensions():
             f"fastcnn.{name}",
             [f"csrc/{name}.pyx"],
             include_dirs=[numpy.get_include(), "csrc"],
-            depends=["csrc/_gemm.pxd", "csrc/_chunks.pxd"],
+            depends=sorted(glob.glob("csrc/*.pxd")),
             define_macros=[
                 ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
                 ("FASTCNN_DEBUG_CYTHON", "1" if checks else "0"),

@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from fastcnn import _conv, _dense, _elementwise, _pool
+from fastcnn import _conv, _dense, _elementwise, _fused, _pool
 from fastcnn._blas import single_threaded_blas
 from fastcnn._threads import get_num_threads
 
@@ -27,6 +27,8 @@ __all__ = [
     "col2im",
     "conv2d",
     "conv2d_backward",
+    "conv2d_relu_max_pool2d",
+    "conv2d_relu_max_pool2d_backward",
     "im2col",
     "linear",
     "linear_backward",
@@ -238,6 +240,14 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False)
     return (out, columns) if save_columns else out
 
 
+def _check_columns(func, columns, dtype, shape):
+    columns = _as_float_array(columns, "columns", func, 2, dtype)
+    producer = func.removesuffix("_backward")
+    _check_shape(columns.shape, shape, "columns", func,
+                 f"(from {producer}(..., save_columns=True) on this input)")
+    return columns
+
+
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_grad=True,
                     bias_grad=True, columns=None):
     """Gradients of ``conv2d(input, weight, bias, stride, padding)``.
@@ -271,9 +281,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_gr
     _check_shape(grad_out.shape, expected, "grad_output", func, "(the shape of conv2d's output)")
     n, k, q = x.shape[0], weight.shape[0], weight[0].size
     if columns is not None:
-        columns = _as_float_array(columns, "columns", func, 2, x.dtype)
-        _check_shape(columns.shape, (n, q * oh * ow), "columns", func,
-                     "(from conv2d(..., save_columns=True) on this input)")
+        columns = _check_columns(func, columns, x.dtype, (n, q * oh * ow))
     n_chunks = -(-n // GRAD_CHUNK)
     grad_x = np.empty_like(x) if input_grad else None
     grad_w = np.empty_like(weight)
@@ -410,6 +418,20 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, return_indices=False)
     return (out, indices) if return_indices else out
 
 
+def _check_indices(func, indices, shape, plane):
+    """Max-pool indices of the given shape, each a flat position in [0, plane), as int64."""
+    indices = np.asarray(indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"{func}: indices must be integers, got dtype {indices.dtype}")
+    _check_shape(indices.shape, shape, "indices", func, "(the shape of grad_output)")
+    if indices.size and (indices.min() < 0 or indices.max() >= plane):
+        raise ValueError(
+            f"{func}: indices must lie in [0, H*W) = [0, {plane}) for the pooled planes; "
+            f"got values in [{indices.min()}, {indices.max()}]"
+        )
+    return np.ascontiguousarray(indices, dtype=np.int64)
+
+
 def max_pool2d_backward(grad_output, indices, input_shape):
     """Gradient of ``max_pool2d``: each output's gradient added to the input cell it took.
 
@@ -422,22 +444,12 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     func = "max_pool2d_backward"
     shape = _check_input_shape(input_shape, func)
     grad_out = _as_float_array(grad_output, "grad_output", func, 4)
-    indices = np.asarray(indices)
-    if indices.dtype.kind not in "iu":
-        raise TypeError(f"{func}: indices must be integers, got dtype {indices.dtype}")
-    _check_shape(indices.shape, grad_out.shape, "indices", func, "(the shape of grad_output)")
     if grad_out.shape[:2] != shape[:2]:
         raise ValueError(
             f"{func}: grad_output of shape {grad_out.shape} does not match input_shape {shape} "
             "in N and C"
         )
-    plane = shape[2] * shape[3]
-    if indices.size and (indices.min() < 0 or indices.max() >= plane):
-        raise ValueError(
-            f"{func}: indices must lie in [0, H*W) = [0, {plane}) for input_shape {shape}; "
-            f"got values in [{indices.min()}, {indices.max()}]"
-        )
-    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    indices = _check_indices(func, indices, grad_out.shape, shape[2] * shape[3])
     grad_x = np.empty(shape, dtype=grad_out.dtype)
     _run(_pool.max_pool2d_backward, grad_out, indices, grad_x)
     return grad_x
@@ -477,6 +489,108 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     _run(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding, include_pad, grad_x)
     return grad_x
 
+
+# --------------------------------------------------------------- conv -> relu -> max-pool
+
+
+def conv2d_relu_max_pool2d(input, weight, bias=None, stride=1, padding=0, pool_kernel_size=2,
+                           pool_stride=None, pool_padding=0, *, save_columns=False):
+    """``max_pool2d(relu(conv2d(input, weight, bias, stride, padding)), pool_kernel_size,
+    pool_stride, pool_padding, return_indices=True)`` in one pass, with the same bits.
+
+    Each image's convolution output stays in a per-thread buffer in cache and is pooled
+    there: the full (N, K, OH, OW) activation is never written to memory.
+    ``nn.Sequential`` runs Conv2d -> ReLU -> MaxPool2d this way.
+
+    Parameters
+    ----------
+    input, weight, bias, stride, padding, save_columns
+        As in ``conv2d``.
+    pool_kernel_size, pool_stride, pool_padding
+        As ``kernel_size``, ``stride`` and ``padding`` of ``max_pool2d``, over the
+        convolution's (OH, OW) output.
+
+    Returns
+    -------
+    (out, indices), or (out, indices, columns) with ``save_columns``
+        ``out`` and ``indices`` as ``max_pool2d(..., return_indices=True)`` returns them:
+        indices are flat ``oh*OW + ow`` positions in the convolution's output planes.
+    """
+    func = "conv2d_relu_max_pool2d"
+    x = _check_input(input, func)
+    weight = _as_float_array(weight, "weight", func, 4, x.dtype)
+    stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
+    pool_kernel, pool_stride, pool_padding, (poh, pow_) = _pool_geometry(
+        func, (oh, ow), pool_kernel_size, pool_stride, pool_padding
+    )
+    if bias is not None:
+        bias = _as_float_array(bias, "bias", func, 1, x.dtype)
+        _check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output channel)")
+    n, k = x.shape[0], weight.shape[0]
+    out = np.empty((n, k, poh, pow_), dtype=x.dtype)
+    indices = np.empty(out.shape, dtype=np.int64)
+    n_threads = get_num_threads()
+    columns_per_image = weight[0].size * oh * ow
+    columns = np.empty((n, columns_per_image), x.dtype) if save_columns else None
+    # per thread: the image's convolution output, and its column matrix unless kept
+    workspace = _workspace(n_threads, k * oh * ow + (0 if save_columns else columns_per_image),
+                           x.dtype)
+    _run(_fused.conv2d_relu_max_pool2d_forward, x, weight, bias, *stride, *padding, oh, ow,
+         *pool_kernel, *pool_stride, *pool_padding, workspace, columns, out, indices,
+         n_threads=n_threads)
+    return (out, indices, columns) if save_columns else (out, indices)
+
+
+def conv2d_relu_max_pool2d_backward(grad_output, output, indices, input, weight, stride=1,
+                                    padding=0, *, input_grad=True, bias_grad=True,
+                                    columns=None):
+    """Gradients of ``conv2d_relu_max_pool2d``, with the bits of ``max_pool2d_backward``,
+    ``relu_backward`` and ``conv2d_backward`` run one after the other.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, K, POH, POW)
+        Gradient of the loss with respect to the pooled output.
+    output, indices
+        The pooled output and indices ``conv2d_relu_max_pool2d`` returned.
+    input, weight, stride, padding, input_grad, bias_grad, columns
+        As in ``conv2d_backward``.
+
+    Returns
+    -------
+    (grad_input or None, grad_weight, grad_bias or None)
+    """
+    func = "conv2d_relu_max_pool2d_backward"
+    x = _check_input(input, func)
+    weight = _as_float_array(weight, "weight", func, 4, x.dtype)
+    stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
+    out = _as_float_array(output, "output", func, 4, x.dtype)
+    if out.shape[:2] != (x.shape[0], weight.shape[0]):
+        raise ValueError(
+            f"{func}: output has shape {out.shape}, expected (N, K) = "
+            f"{(x.shape[0], weight.shape[0])} in front (the pooled output for this input)"
+        )
+    grad_out = _as_float_array(grad_output, "grad_output", func, 4, x.dtype)
+    _check_shape(grad_out.shape, out.shape, "grad_output", func, "(the shape of the output)")
+    indices = _check_indices(func, indices, out.shape, oh * ow)
+    n, k, q = x.shape[0], weight.shape[0], weight[0].size
+    if columns is not None:
+        columns = _check_columns(func, columns, x.dtype, (n, q * oh * ow))
+    n_chunks = -(-n // GRAD_CHUNK)
+    grad_x = np.empty_like(x) if input_grad else None
+    grad_w = np.empty_like(weight)
+    grad_b = np.empty(k, dtype=x.dtype) if bias_grad else None
+    w_chunks = np.empty((n_chunks, k * q), dtype=x.dtype)
+    b_chunks = np.empty((n_chunks, k), dtype=x.dtype) if bias_grad else None
+    # per thread: the image's output gradient, its column matrix, and that matrix's gradient
+    # when grad_x is wanted
+    n_threads = get_num_threads()
+    workspace = _workspace(n_threads, (k + q * (2 if input_grad else 1)) * oh * ow, x.dtype)
+    weight_t = np.ascontiguousarray(weight.reshape(k, q).T)
+    _run(_fused.conv2d_relu_max_pool2d_backward, x, weight_t, grad_out, out, indices,
+         *weight.shape[2:], *stride, *padding, oh, ow, columns, GRAD_CHUNK, workspace,
+         w_chunks, b_chunks, grad_x, grad_w, grad_b, n_threads=n_threads)
+    return grad_x, grad_w, grad_b
 
 # ------------------------------------------------------------------------------- linear
 

@@ -1,0 +1,118 @@
+# cython: language_level=3
+"""conv2d -> ReLU -> max-pool as one kernel, forward and backward.
+
+Why: run as three layers, the convolution writes its whole (N, K, OH, OW) output to memory,
+ReLU reads and writes it again, and the pool reads it once more (and their backward passes
+do the same with the gradients): for LeNet-5's first layer that is 5 MB per pass, far
+outside the cache. Fused, each image's convolution output lives only in a per-thread
+buffer (K*P values, 19 KB for LeNet's conv1) and is pooled while it is still in cache; only
+the pooled output and its argmax reach memory. The backward pass rebuilds the image's
+output gradient in the same buffer from the pooled gradient.
+
+The arithmetic is that of the three separate kernels, operation for operation (the same
+im2col, GEMM, bias, ReLU, pool plane and per-image backward), so results are bit-identical
+to conv2d, relu and max_pool2d run one after the other, for any n_threads.
+
+Contract as in _conv.pyx: the caller (fastcnn/functional.py) validates and allocates.
+Names: N images, C input channels, H x W input, K filters of FH x FW, conv stride SH x SW and
+padding PH x PW giving an OH x OW convolution output (P = OH*OW, Q = C*FH*FW); pool window
+KH x KW, stride TH x TW, padding UH x UW giving the POH x POW pooled output.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+from _chunks cimport sum_chunks
+from _conv_image cimport add_bias, im2col_image, image_backward
+from _gemm cimport matmul_nn
+from _pool_plane cimport max_pool_plane, relu_max_pool_plane_backward
+from _relu_block cimport relu_block
+
+
+def conv2d_relu_max_pool2d_forward(
+        const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+        const floating[::1] bias, int SH, int SW, int PH, int PW, int OH, int OW,
+        int KH, int KW, int TH, int TW, int UH, int UW, floating[:, ::1] workspace,
+        floating[:, ::1] columns, floating[:, :, :, ::1] out, int64_t[:, :, :, ::1] argmax,
+        int n_threads):
+    """out[n], argmax[n] := max_pool(relu(weight . im2col(x[n]) + bias)), image by image.
+
+    workspace: (threads, K*P + Q*P), or (threads, K*P) when columns is given: columns is
+    None, or (N, Q*P) to keep every image's column matrix for the backward pass.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = weight.shape[0], FH = weight.shape[2], FW = weight.shape[3]
+    cdef Py_ssize_t POH = out.shape[2], POW = out.shape[3]
+    cdef int P = OH * OW, Q = C * FH * FW
+    cdef bint has_bias = bias is not None
+    cdef const floating *bias_ptr = &bias[0] if has_bias else NULL
+    cdef bint keep = columns is not None
+    cdef Py_ssize_t n, k
+    cdef floating *conv
+    cdef floating *col
+    with nogil:
+        for n in prange(N, schedule="static", num_threads=n_threads):
+            conv = &workspace[threadid(), 0]
+            col = &columns[n, 0] if keep else conv + K * P
+            im2col_image(&x[n, 0, 0, 0], C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, col)
+            matmul_nn(<int> K, P, Q, &weight[0, 0, 0, 0], Q, col, P, conv, P)
+            if has_bias:
+                add_bias(conv, bias_ptr, K, P)
+            relu_block(conv, conv, K * P)
+            for k in range(K):
+                max_pool_plane(conv + k * P, OH, OW, KH, KW, TH, TW, UH, UW,
+                               &out[n, k, 0, 0], &argmax[n, k, 0, 0], POH, POW)
+
+
+def conv2d_relu_max_pool2d_backward(
+        const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
+        const floating[:, :, :, ::1] grad_out, const floating[:, :, :, ::1] out,
+        const int64_t[:, :, :, ::1] argmax, int FH, int FW, int SH, int SW, int PH, int PW,
+        int OH, int OW, const floating[:, ::1] columns, int chunk, floating[:, ::1] workspace,
+        floating[:, ::1] grad_w_chunks, floating[:, ::1] grad_b_chunks,
+        floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] grad_w, floating[::1] grad_b,
+        int n_threads):
+    """Gradients of conv2d_relu_max_pool2d_forward, from the pooled output's gradient
+    grad_out, the pooled output out and its argmax.
+
+    Per image, the convolution's output gradient (K x P) is rebuilt in the workspace (the
+    pool's scatter, masked where the ReLU output was not positive) and then taken as in
+    _conv.conv2d_backward: chunks of `chunk` images, summed in chunk order. workspace:
+    (threads, K*P + Q*P), plus Q*P more when grad_x is wanted. grad_b and grad_x may be None.
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = weight_t.shape[1]
+    cdef Py_ssize_t POH = out.shape[2], POW = out.shape[3]
+    cdef int P = OH * OW, Q = C * FH * FW
+    cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0]
+    cdef bint want_b = grad_b is not None, want_x = grad_x is not None
+    cdef bint have_columns = columns is not None
+    cdef Py_ssize_t ch, n, k, start, stop
+    cdef floating *dconv
+    cdef floating *dw
+    cdef floating *db
+    with nogil:
+        for ch in prange(n_chunks, schedule="static", num_threads=n_threads):
+            dconv = &workspace[threadid(), 0]
+            dw = &grad_w_chunks[ch, 0]
+            memset(dw, 0, K * Q * sizeof(floating))
+            db = &grad_b_chunks[ch, 0] if want_b else NULL
+            if want_b:
+                memset(db, 0, K * sizeof(floating))
+            start = ch * chunk
+            stop = start + chunk if start + chunk < N else N
+            for n in range(start, stop):
+                for k in range(K):
+                    relu_max_pool_plane_backward(&grad_out[n, k, 0, 0], &out[n, k, 0, 0],
+                                                 &argmax[n, k, 0, 0], POH * POW,
+                                                 dconv + k * P, P)
+                image_backward(&x[n, 0, 0, 0], &columns[n, 0] if have_columns else NULL,
+                               &weight_t[0, 0], dconv, C, H, W, K, FH, FW, SH, SW, PH, PW,
+                               OH, OW, dconv + K * P, dw, db,
+                               &grad_x[n, 0, 0, 0] if want_x else NULL)
+        sum_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, K * Q,
+                   &grad_w[0, 0, 0, 0], n_threads)
+        if want_b:
+            sum_chunks(&grad_b_chunks[0, 0] if n_chunks else NULL, n_chunks, K, &grad_b[0], 1)
