@@ -125,7 +125,7 @@ ERROR_INPUTS = [
     ("Flatten backward first", backward_before_forward(nn.Flatten(), (2, 3)), RuntimeError,
      "^Flatten" + BEFORE_FORWARD),
     ("Sequential backward first", backward_before_forward(models.LeNet5(), (1, 10)),
-     RuntimeError, "^Linear" + BEFORE_FORWARD),
+     RuntimeError, "^LeNet5" + BEFORE_FORWARD),
     ("CrossEntropyLoss non-scalar grad",
      lambda: forward_then_backward(nn.CrossEntropyLoss(), X2, np.arange(4) % 3, np.ones(2)),
      ValueError, r"CrossEntropyLoss.backward: grad_output must be a scalar .* got shape \(2,\)"),

@@ -3,6 +3,7 @@
 import numbers
 from collections import OrderedDict
 
+from fastcnn.nn import _fusion
 from fastcnn.nn.module import Module
 
 __all__ = ["Sequential"]
@@ -73,8 +74,12 @@ class Sequential(Module):
     # ---------------------------------------------------------- forward / backward
 
     def forward(self, input):
-        for module in self:
-            input = module(input)
+        """Run the modules in order; each Conv2d -> ReLU -> MaxPool2d run as one fused
+        kernel, with the same bits (see ``fastcnn.nn._fusion``)."""
+        stages = _fusion.stages(list(self))
+        for stage in stages:
+            input = stage(input)
+        self._save_for_backward(stages=stages)
         return input
 
     def backward(self, grad_output, input_grad=False):
@@ -93,11 +98,11 @@ class Sequential(Module):
         input_grad : bool, default False
             True to also compute and return the gradient with respect to the input.
         """
-        modules = list(self)
-        for position in range(len(modules) - 1, -1, -1):
-            grad_output = modules[position].backward(
+        stages = self._saved()["stages"]
+        for position in range(len(stages) - 1, -1, -1):
+            grad_output = stages[position].backward(
                 grad_output, input_grad=input_grad if position == 0 else True
             )
-        if not modules:
+        if not stages:
             return grad_output if input_grad else None
         return grad_output

@@ -94,10 +94,19 @@ class Conv2d(Module):
         """Redraw the weights with PyTorch's default initialisation."""
         init._reset_weight_and_bias(self.weight, self.bias, generator(rng, "Conv2d"))
 
-    def forward(self, input):
+    def _checked_input(self, input):
         x = float_input(input, "Conv2d", self.weight.dtype)
         input_ndim(x, "Conv2d", (4,))
         input_size(x, 1, self.in_channels, "Conv2d", "channels (dim 1)")
+        return x
+
+    def _accumulate_grads(self, grad_w, grad_b):
+        self.weight.accumulate_grad(grad_w)
+        if self.bias is not None:
+            self.bias.accumulate_grad(grad_b)
+
+    def forward(self, input):
+        x = self._checked_input(input)
         bias = None if self.bias is None else self.bias.data
         # While training, keep the im2col matrices: backward then need not rebuild them.
         result = F.conv2d(x, self.weight.data, bias, self.stride, self.padding,
@@ -116,9 +125,7 @@ class Conv2d(Module):
             self.stride, self.padding, input_grad=input_grad, bias_grad=self.bias is not None,
             columns=saved["columns"],
         )
-        self.weight.accumulate_grad(grad_w)
-        if self.bias is not None:
-            self.bias.accumulate_grad(grad_b)
+        self._accumulate_grads(grad_w, grad_b)
         return grad_x
 
     def extra_repr(self):

@@ -406,6 +406,12 @@ class Module:
                 f"{type(self).__name__}.backward() was called before forward(): call the "
                 "module on a batch first, then backward with the gradient of its output"
             )
+        if self._ctx.get("fused_into_sequential"):
+            raise RuntimeError(
+                f"{type(self).__name__}.backward(): the last forward ran this layer fused "
+                "with its neighbours (Conv2d -> ReLU -> MaxPool2d) inside a Sequential: call "
+                "that Sequential's backward"
+            )
         return self._ctx
 
     # ------------------------------------------------------------------------- repr
