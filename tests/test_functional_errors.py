@@ -12,6 +12,9 @@ B = np.zeros(4, np.float32)
 G = np.zeros((2, 4, 6, 6), np.float32)  # grad of conv2d(X, W)
 P, IDX = F.max_pool2d(X, 2, return_indices=True)
 XL = np.zeros((5, 400), np.float32)
+# conv2d_relu_max_pool2d(X, W): a (2, 4, 6, 6) convolution output pooled to (2, 4, 3, 3)
+PF, IF, CF = F.conv2d_relu_max_pool2d(X, W, save_columns=True)
+GF = np.zeros_like(PF)
 WL = np.zeros((120, 400), np.float32)
 
 ERROR_INPUTS = [
@@ -72,6 +75,41 @@ ERROR_INPUTS = [
     ("avg_pool2d kernel too big", lambda: F.avg_pool2d(X, (2, 10)), ValueError, r"kernel size \(2, 10\) is larger"),
     ("avg_pool2d complex", lambda: F.avg_pool2d(X.astype(np.complex128), 2), TypeError, r"input has dtype complex128"),
     ("avg_pool2d_backward grad shape", lambda: F.avg_pool2d_backward(P[:, :, :3], X.shape, 2), ValueError, r"grad_output has shape \(2, 3, 3, 4\), expected \(2, 3, 4, 4\)"),
+    # conv2d_relu_max_pool2d
+    ("conv2d_relu_max_pool2d int input", lambda: F.conv2d_relu_max_pool2d(X.astype(np.int64), W), TypeError, r"^conv2d_relu_max_pool2d: input has dtype int64; .* float32 or float64 .*astype\(np.float32\)"),
+    ("conv2d_relu_max_pool2d mixed dtypes", lambda: F.conv2d_relu_max_pool2d(X, W.astype(np.float64)), TypeError, r"weight is float64 but the input is float32; .* weight.astype\(np.float32\)"),
+    ("conv2d_relu_max_pool2d mixed bias dtype", lambda: F.conv2d_relu_max_pool2d(X, W, B.astype(np.float64)), TypeError, r"bias is float64 but the input is float32"),
+    ("conv2d_relu_max_pool2d 3-D input", lambda: F.conv2d_relu_max_pool2d(X[0], W), ValueError, r"input must be 4-D, got shape \(3, 8, 8\) \(for one image, pass x\[None\]\)"),
+    ("conv2d_relu_max_pool2d channel mismatch", lambda: F.conv2d_relu_max_pool2d(X, W[:, :2]), ValueError, r"input has 3 channels .* expects 2"),
+    ("conv2d_relu_max_pool2d bias length", lambda: F.conv2d_relu_max_pool2d(X, W, B[:3]), ValueError, r"bias has shape \(3,\), expected \(4,\)"),
+    ("conv2d_relu_max_pool2d conv kernel too big", lambda: F.conv2d_relu_max_pool2d(X, np.zeros((1, 3, 11, 3), np.float32)), ValueError, r"kernel size \(11, 3\) is larger than the padded input \(8, 8\)"),
+    ("conv2d_relu_max_pool2d conv stride 0", lambda: F.conv2d_relu_max_pool2d(X, W, stride=0), ValueError, r"stride must be positive, got 0"),
+    ("conv2d_relu_max_pool2d pool window larger than conv output", lambda: F.conv2d_relu_max_pool2d(X, W, pool_kernel_size=7), ValueError, r"kernel size \(7, 7\) is larger than the padded input \(6, 6\)"),
+    ("conv2d_relu_max_pool2d pool window larger than padded conv output", lambda: F.conv2d_relu_max_pool2d(X, W, pool_kernel_size=(2, 9), pool_padding=(0, 1)), ValueError, r"kernel size \(2, 9\) is larger than the padded input \(6, 8\)"),
+    ("conv2d_relu_max_pool2d pool padding over half", lambda: F.conv2d_relu_max_pool2d(X, W, pool_kernel_size=2, pool_padding=2), ValueError, r"padding \(2, 2\) must be at most half the kernel size \(2, 2\)"),
+    ("conv2d_relu_max_pool2d pool padding over half of one side", lambda: F.conv2d_relu_max_pool2d(X, W, pool_kernel_size=(3, 2), pool_padding=(1, 2)), ValueError, r"padding \(1, 2\) must be at most half the kernel size \(3, 2\)"),
+    ("conv2d_relu_max_pool2d pool stride 0", lambda: F.conv2d_relu_max_pool2d(X, W, pool_stride=0), ValueError, r"stride must be positive, got 0"),
+    ("conv2d_relu_max_pool2d pool kernel 0", lambda: F.conv2d_relu_max_pool2d(X, W, pool_kernel_size=0), ValueError, r"kernel_size must be positive, got 0"),
+    ("conv2d_relu_max_pool2d float pool kernel", lambda: F.conv2d_relu_max_pool2d(X, W, pool_kernel_size=2.0), TypeError, r"kernel_size must be an int or a pair of ints, got 2.0"),
+    # conv2d_relu_max_pool2d_backward
+    ("conv2d_relu_max_pool2d_backward int input", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF, X.astype(np.int32), W), TypeError, r"^conv2d_relu_max_pool2d_backward: input has dtype int32"),
+    ("conv2d_relu_max_pool2d_backward grad dtype", lambda: F.conv2d_relu_max_pool2d_backward(GF.astype(np.float64), PF, IF, X, W), TypeError, r"grad_output is float64 but the input is float32; .* grad_output.astype\(np.float32\)"),
+    ("conv2d_relu_max_pool2d_backward output dtype", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF.astype(np.float64), IF, X, W), TypeError, r"output is float64 but the input is float32"),
+    ("conv2d_relu_max_pool2d_backward 3-D input", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF, X[0], W), ValueError, r"input must be 4-D, got shape \(3, 8, 8\)"),
+    ("conv2d_relu_max_pool2d_backward channel mismatch", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF, X, W[:, :2]), ValueError, r"input has 3 channels .* expects 2"),
+    ("conv2d_relu_max_pool2d_backward grad shape", lambda: F.conv2d_relu_max_pool2d_backward(GF[:, :, :2], PF, IF, X, W), ValueError, r"grad_output has shape \(2, 4, 2, 3\), expected \(2, 4, 3, 3\)"),
+    ("conv2d_relu_max_pool2d_backward 3-D grad", lambda: F.conv2d_relu_max_pool2d_backward(GF[0], PF, IF, X, W), ValueError, r"grad_output must be 4-D"),
+    ("conv2d_relu_max_pool2d_backward output batch mismatch", lambda: F.conv2d_relu_max_pool2d_backward(GF[:1], PF[:1], IF[:1], X, W), ValueError, r"output has shape \(1, 4, 3, 3\), expected \(N, K\) = \(2, 4\) in front"),
+    ("conv2d_relu_max_pool2d_backward output channel mismatch", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF[:, :3], IF, X, W), ValueError, r"output has shape \(2, 3, 3, 3\), expected \(N, K\) = \(2, 4\)"),
+    ("conv2d_relu_max_pool2d_backward None output", lambda: F.conv2d_relu_max_pool2d_backward(GF, None, IF, X, W), TypeError, r"output must be an array, got None"),
+    ("conv2d_relu_max_pool2d_backward indices shape", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF[:, :, :2], X, W), ValueError, r"indices has shape \(2, 4, 2, 3\), expected \(2, 4, 3, 3\)"),
+    ("conv2d_relu_max_pool2d_backward index past the conv plane", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF + 36, X, W), ValueError, r"indices must lie in \[0, H\*W\) = \[0, 36\) .*got values in \[36, "),
+    ("conv2d_relu_max_pool2d_backward negative index", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF - 1, X, W), ValueError, r"indices must lie in \[0, H\*W\) = \[0, 36\) .*got values in \[-1, "),
+    ("conv2d_relu_max_pool2d_backward float indices", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF.astype(np.float32), X, W), TypeError, r"indices must be integers, got dtype float32"),
+    ("conv2d_relu_max_pool2d_backward None indices", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, None, X, W), TypeError, r"indices must be integers, got dtype object"),
+    ("conv2d_relu_max_pool2d_backward columns shape", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF, X, W, columns=CF[:, :10]), ValueError, r"columns has shape \(2, 10\), expected \(2, 972\) \(from conv2d_relu_max_pool2d\(..., save_columns=True\)"),
+    ("conv2d_relu_max_pool2d_backward columns of a conv2d with another stride", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF, X, W, columns=F.conv2d(X, W, stride=2, save_columns=True)[1]), ValueError, r"columns has shape \(2, 243\), expected \(2, 972\)"),
+    ("conv2d_relu_max_pool2d_backward columns dtype", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF, X, W, columns=CF.astype(np.float64)), TypeError, r"columns is float64 but the input is float32"),
     # linear
     ("linear width mismatch", lambda: F.linear(np.zeros((5, 256), np.float32), WL), ValueError, r"input has 256 features \(last dim of shape \(5, 256\)\) but weight of shape \(120, 400\) expects 400"),
     ("linear scalar input", lambda: F.linear(np.float32(1), WL), ValueError, r"input must have at least 1 dimension"),
