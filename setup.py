@@ -128,7 +128,7 @@ def extensions():
             f"fastcnn.{name}",
             [f"csrc/{name}.pyx"],
             include_dirs=[numpy.get_include(), "csrc"],
-            depends=sorted(glob.glob("csrc/*.pxd")),
+            depends=sorted(glob.glob("csrc/*.pxd") + glob.glob("csrc/*.h")),
             define_macros=[
                 ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
                 ("FASTCNN_DEBUG_CYTHON", "1" if checks else "0"),

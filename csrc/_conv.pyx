@@ -17,18 +17,19 @@ from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
 from _chunks cimport sum_chunks
-from _conv_image cimport add_bias, im2col_image, image_backward
-from _gemm cimport matmul_nn
+from _conv_image cimport add_bias, image_backward, image_forward
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                    const floating[::1] bias, int SH, int SW, int PH, int PW,
-                   floating[:, ::1] workspace, floating[:, ::1] columns,
-                   floating[:, :, :, ::1] out, int n_threads):
+                   const floating[:, :, ::1] wpack, floating[:, ::1] workspace,
+                   floating[:, ::1] columns, floating[:, :, :, ::1] out, int n_threads):
     """out[n] := weight (K x Q) . im2col(x[n]) (Q x P) + bias;  workspace: (threads, Q*P).
 
-    columns: None, or (N, Q*P) to keep every image's column matrix for the backward pass
-    (which then need not build them again); the workspace is unused then.
+    wpack: None, or the weights packed for direct_conv.h's stride-1 kernel, which is then
+    used instead of im2col and a GEMM. columns: None, or (N, Q*P) to keep every image's
+    column matrix for the backward pass (which then need not build them again); the
+    workspace is unused then.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = weight.shape[0], FH = weight.shape[2], FW = weight.shape[3]
@@ -37,29 +38,31 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef bint has_bias = bias is not None
     cdef const floating *bias_ptr = &bias[0] if has_bias else NULL
     cdef bint keep = columns is not None
+    cdef const floating *wpack_ptr = &wpack[0, 0, 0] if wpack is not None else NULL
     cdef Py_ssize_t n
     cdef floating *col
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
             col = &columns[n, 0] if keep else &workspace[threadid(), 0]
-            im2col_image(&x[n, 0, 0, 0], C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, col)
-            matmul_nn(<int> K, P, Q, &weight[0, 0, 0, 0], Q, col, P, &out[n, 0, 0, 0], P)
+            image_forward(&x[n, 0, 0, 0], C, H, W, &weight[0, 0, 0, 0], wpack_ptr, K, FH, FW,
+                          SH, SW, PH, PW, OH, OW, col, &out[n, 0, 0, 0])
             if has_bias:
                 add_bias(&out[n, 0, 0, 0], bias_ptr, K, P)
 
 
 def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
                     const floating[:, :, :, ::1] grad_out, int FH, int FW, int SH, int SW,
-                    int PH, int PW, const floating[:, ::1] columns, int chunk,
+                    int PH, int PW, bint direct, const floating[:, ::1] columns, int chunk,
                     floating[:, ::1] workspace, floating[:, ::1] grad_w_chunks,
                     floating[:, ::1] grad_b_chunks, floating[:, :, :, ::1] grad_x,
                     floating[:, :, :, ::1] grad_w, floating[::1] grad_b, int n_threads):
     """grad_w := sum_n grad_out[n] . im2col(x[n])^T;  grad_b := sum_{n,p} grad_out[n, :, p];
     grad_x[n] := col2im(weight^T . grad_out[n]).
 
-    weight_t is the weight as a (Q x K) matrix, transposed once by the caller. columns:
-    None, or the (N, Q*P) column matrices kept by conv2d_forward, used instead of building
-    them again.
+    weight_t is the weight as a (Q x K) matrix, transposed once by the caller. direct: the
+    weight gradient by direct_conv.h's stride-1 kernel instead of im2col and a GEMM.
+    columns: None, or the (N, Q*P) column matrices kept by conv2d_forward, used instead of
+    building them again.
 
     Images are taken in chunks of `chunk`; each chunk sums its images in order into its own
     row of grad_w_chunks / grad_b_chunks, and the chunks are then added in chunk order, so
@@ -88,7 +91,7 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
             for n in range(start, stop):
                 image_backward(&x[n, 0, 0, 0], &columns[n, 0] if have_columns else NULL,
                                &weight_t[0, 0], &grad_out[n, 0, 0, 0], C, H, W, K, FH, FW,
-                               SH, SW, PH, PW, OH, OW, &workspace[threadid(), 0], dw, db,
+                               SH, SW, PH, PW, OH, OW, direct, &workspace[threadid(), 0], dw, db,
                                &grad_x[n, 0, 0, 0] if want_x else NULL)
         # (an empty batch has no chunks: the sums are then zeros, read from nowhere)
         sum_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, K * Q,

@@ -25,8 +25,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from _chunks cimport sum_chunks
-from _conv_image cimport add_bias, im2col_image, image_backward
-from _gemm cimport matmul_nn
+from _conv_image cimport add_bias, image_backward, image_forward
 from _pool_plane cimport max_pool_plane, relu_max_pool_plane_backward
 from _relu_block cimport relu_block
 
@@ -34,13 +33,15 @@ from _relu_block cimport relu_block
 def conv2d_relu_max_pool2d_forward(
         const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
         const floating[::1] bias, int SH, int SW, int PH, int PW, int OH, int OW,
-        int KH, int KW, int TH, int TW, int UH, int UW, floating[:, ::1] workspace,
+        int KH, int KW, int TH, int TW, int UH, int UW, const floating[:, :, ::1] wpack,
+        floating[:, ::1] workspace,
         floating[:, ::1] columns, floating[:, :, :, ::1] out, int64_t[:, :, :, ::1] argmax,
         int n_threads):
     """out[n], argmax[n] := max_pool(relu(weight . im2col(x[n]) + bias)), image by image.
 
-    workspace: (threads, K*P + Q*P), or (threads, K*P) when columns is given: columns is
-    None, or (N, Q*P) to keep every image's column matrix for the backward pass.
+    wpack, workspace and columns as in _conv.conv2d_forward, except that each workspace row
+    holds the image's convolution output (K*P) before its Q*P scratch (which is not needed
+    when columns is given).
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = weight.shape[0], FH = weight.shape[2], FW = weight.shape[3]
@@ -49,6 +50,7 @@ def conv2d_relu_max_pool2d_forward(
     cdef bint has_bias = bias is not None
     cdef const floating *bias_ptr = &bias[0] if has_bias else NULL
     cdef bint keep = columns is not None
+    cdef const floating *wpack_ptr = &wpack[0, 0, 0] if wpack is not None else NULL
     cdef Py_ssize_t n, k
     cdef floating *conv
     cdef floating *col
@@ -56,8 +58,8 @@ def conv2d_relu_max_pool2d_forward(
         for n in prange(N, schedule="static", num_threads=n_threads):
             conv = &workspace[threadid(), 0]
             col = &columns[n, 0] if keep else conv + K * P
-            im2col_image(&x[n, 0, 0, 0], C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, col)
-            matmul_nn(<int> K, P, Q, &weight[0, 0, 0, 0], Q, col, P, conv, P)
+            image_forward(&x[n, 0, 0, 0], C, H, W, &weight[0, 0, 0, 0], wpack_ptr, K, FH, FW,
+                          SH, SW, PH, PW, OH, OW, col, conv)
             if has_bias:
                 add_bias(conv, bias_ptr, K, P)
             relu_block(conv, conv, K * P)
@@ -70,7 +72,8 @@ def conv2d_relu_max_pool2d_backward(
         const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
         const floating[:, :, :, ::1] grad_out, const floating[:, :, :, ::1] out,
         const int64_t[:, :, :, ::1] argmax, int FH, int FW, int SH, int SW, int PH, int PW,
-        int OH, int OW, const floating[:, ::1] columns, int chunk, floating[:, ::1] workspace,
+        int OH, int OW, bint direct, const floating[:, ::1] columns, int chunk,
+        floating[:, ::1] workspace,
         floating[:, ::1] grad_w_chunks, floating[:, ::1] grad_b_chunks,
         floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] grad_w, floating[::1] grad_b,
         int n_threads):
@@ -110,7 +113,7 @@ def conv2d_relu_max_pool2d_backward(
                                                  dconv + k * P, P)
                 image_backward(&x[n, 0, 0, 0], &columns[n, 0] if have_columns else NULL,
                                &weight_t[0, 0], dconv, C, H, W, K, FH, FW, SH, SW, PH, PW,
-                               OH, OW, dconv + K * P, dw, db,
+                               OH, OW, direct, dconv + K * P, dw, db,
                                &grad_x[n, 0, 0, 0] if want_x else NULL)
         sum_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, K * Q,
                    &grad_w[0, 0, 0, 0], n_threads)

@@ -1,0 +1,158 @@
+/* The direct convolution kernels for one element type: included by direct_conv.h (read its
+ * comment first) once per type, with FASTCNN_T, FASTCNN_MASK_T (an integer of the same
+ * size) and FASTCNN_SUFFIX defined. No include guard: that is the point. */
+
+#define T FASTCNN_T
+#define NAME(name) FASTCNN_CAT(name, FASTCNN_SUFFIX)
+#define VL ((ptrdiff_t)(64 / sizeof(T)))
+
+typedef T NAME(fastcnn_vec) __attribute__((vector_size(64)));
+typedef T NAME(fastcnn_uvec) __attribute__((vector_size(64), aligned(sizeof(T))));
+typedef FASTCNN_MASK_T NAME(fastcnn_mask) __attribute__((vector_size(64)));
+#define vec NAME(fastcnn_vec)
+#define uvec NAME(fastcnn_uvec)  /* for loads and stores at any element boundary */
+#define mask NAME(fastcnn_mask)
+#define LOAD(p) (*(const uvec *)(p))
+
+/* Start of the output-row block that begins at ow0: the last block of a row whose width
+ * is not a multiple of VL is moved back to end at the row's end (it then overlaps). */
+static inline ptrdiff_t NAME(fastcnn_block_start)(ptrdiff_t ow0, ptrdiff_t OW)
+{
+    return ow0 + VL <= OW ? ow0 : OW - VL;
+}
+
+/* out[k, oh, :] := sum over (c, i, j) of w[k, c, i, j] * xpad[c, oh + i, j:j + OW] */
+static FASTCNN_CLONES void NAME(fastcnn_direct_forward)(
+    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wpack, ptrdiff_t K,
+    ptrdiff_t FH, ptrdiff_t FW, T *out, ptrdiff_t OH, ptrdiff_t OW)
+{
+    const ptrdiff_t Q = C * FH * FW, P = OH * OW;
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += FASTCNN_FILTERS) {
+        for (ptrdiff_t oh = 0; oh < OH; oh++) {
+            for (ptrdiff_t ow0 = 0; ow0 < OW; ow0 += VL) {
+                const ptrdiff_t o = NAME(fastcnn_block_start)(ow0, OW);
+                vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+                const T *w = wpack + k0 * Q;
+                for (ptrdiff_t c = 0; c < C; c++) {
+                    for (ptrdiff_t i = 0; i < FH; i++) {
+                        const T *row = xpad + (c * HP + oh + i) * WP + o;
+                        for (ptrdiff_t j = 0; j < FW; j++, w += FASTCNN_FILTERS) {
+                            const vec x = LOAD(row + j);
+                            a0 += w[0] * x;
+                            a1 += w[1] * x;
+                            a2 += w[2] * x;
+                            a3 += w[3] * x;
+                        }
+                    }
+                }
+                T *dst = out + k0 * P + oh * OW + o;
+                *(uvec *)dst = a0;
+                if (k0 + 1 < K) *(uvec *)(dst + P) = a1;
+                if (k0 + 2 < K) *(uvec *)(dst + 2 * P) = a2;
+                if (k0 + 3 < K) *(uvec *)(dst + 3 * P) = a3;
+            }
+        }
+    }
+}
+
+/* The sum of v's lanes, pairwise: a fixed order, and a short dependency chain. */
+static inline T NAME(fastcnn_lane_sum)(vec v)
+{
+    T part[64 / sizeof(T)];
+    for (ptrdiff_t lane = 0; lane < VL; lane++) part[lane] = v[lane];
+    for (ptrdiff_t half = VL / 2; half > 0; half /= 2)
+        for (ptrdiff_t lane = 0; lane < half; lane++) part[lane] += part[lane + half];
+    return part[0];
+}
+
+/* One tile of the weight gradient: filters k0..k0+3 (d[r] their output gradients), input
+ * row i of channel c, and FWC kernel columns j0..j0+FWC-1. Each block of output gradients
+ * is loaded once and multiplied by FWC shifted input vectors. FWC is a compile-time
+ * constant at every call, so the FWC x 4 accumulators live in registers. */
+static inline __attribute__((always_inline)) void NAME(fastcnn_weight_grad_tile)(
+    const T *xpad, ptrdiff_t HP, ptrdiff_t WP, const T *d[FASTCNN_FILTERS], ptrdiff_t K,
+    ptrdiff_t k0, ptrdiff_t c, ptrdiff_t i, ptrdiff_t j0, const int FWC, ptrdiff_t Q,
+    ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t OH, ptrdiff_t OW, mask keep, T *dw)
+{
+    vec acc[5][FASTCNN_FILTERS]; /* FWC <= 5 */
+    _Pragma("GCC unroll 8")
+    for (int j = 0; j < FWC; j++)
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < FASTCNN_FILTERS; r++) acc[j][r] = (vec){0};
+    /* the row's whole blocks, then (in a loop of its own, so that the mask does not take
+     * a register from the accumulators) its overlapping last block */
+    for (ptrdiff_t oh = 0; oh < OH; oh++) {
+        const T *row = xpad + (c * HP + oh + i) * WP + j0;
+        for (ptrdiff_t o = 0; o + VL <= OW; o += VL) {
+            vec g[FASTCNN_FILTERS];
+            _Pragma("GCC unroll 8")
+            for (int r = 0; r < FASTCNN_FILTERS; r++) g[r] = LOAD(d[r] + oh * OW + o);
+            _Pragma("GCC unroll 8")
+            for (int j = 0; j < FWC; j++) {
+                const vec x = LOAD(row + o + j);
+                _Pragma("GCC unroll 8")
+                for (int r = 0; r < FASTCNN_FILTERS; r++) acc[j][r] += g[r] * x;
+            }
+        }
+    }
+    if (OW % VL) {
+        const ptrdiff_t o = OW - VL;
+        for (ptrdiff_t oh = 0; oh < OH; oh++) {
+            const T *row = xpad + (c * HP + oh + i) * WP + j0;
+            vec g[FASTCNN_FILTERS];
+            _Pragma("GCC unroll 8")
+            for (int r = 0; r < FASTCNN_FILTERS; r++)
+                g[r] = (vec)((mask)LOAD(d[r] + oh * OW + o) & keep);
+            _Pragma("GCC unroll 8")
+            for (int j = 0; j < FWC; j++) {
+                const vec x = (vec)((mask)LOAD(row + o + j) & keep);
+                _Pragma("GCC unroll 8")
+                for (int r = 0; r < FASTCNN_FILTERS; r++) acc[j][r] += g[r] * x;
+            }
+        }
+    }
+    for (int r = 0; r < FASTCNN_FILTERS && k0 + r < K; r++)
+        _Pragma("GCC unroll 8")
+        for (int j = 0; j < FWC; j++)
+            dw[(k0 + r) * Q + (c * FH + i) * FW + j0 + j] += NAME(fastcnn_lane_sum)(acc[j][r]);
+}
+
+/* dw[k, (c*FH + i)*FW + j] += sum over (oh, ow) of dout[k, oh, ow] * xpad[c, oh+i, ow+j] */
+static FASTCNN_CLONES void NAME(fastcnn_direct_weight_grad)(
+    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *dout, ptrdiff_t K,
+    ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t OH, ptrdiff_t OW, T *dw)
+{
+    const ptrdiff_t Q = C * FH * FW, P = OH * OW;
+    /* of a row's overlapping last block, the lanes below `overlap` were counted already */
+    const ptrdiff_t overlap = OW % VL ? VL - OW % VL : 0;
+    mask keep;
+    for (ptrdiff_t lane = 0; lane < VL; lane++) keep[lane] = lane >= overlap ? -1 : 0;
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += FASTCNN_FILTERS) {
+        /* filters past K read filter k0's gradient instead, and are never stored */
+        const T *d[FASTCNN_FILTERS];
+        for (int r = 0; r < FASTCNN_FILTERS; r++) d[r] = dout + (k0 + r < K ? k0 + r : k0) * P;
+        for (ptrdiff_t c = 0; c < C; c++) {
+            for (ptrdiff_t i = 0; i < FH; i++) {
+                /* columns in tiles of 5, then 3, then 1: constant tile widths */
+                ptrdiff_t j0 = 0;
+                for (; j0 + 5 <= FW; j0 += 5)
+                    NAME(fastcnn_weight_grad_tile)(xpad, HP, WP, d, K, k0, c, i, j0, 5, Q, FH,
+                                                   FW, OH, OW, keep, dw);
+                for (; j0 + 3 <= FW; j0 += 3)
+                    NAME(fastcnn_weight_grad_tile)(xpad, HP, WP, d, K, k0, c, i, j0, 3, Q, FH,
+                                                   FW, OH, OW, keep, dw);
+                for (; j0 < FW; j0++)
+                    NAME(fastcnn_weight_grad_tile)(xpad, HP, WP, d, K, k0, c, i, j0, 1, Q, FH,
+                                                   FW, OH, OW, keep, dw);
+            }
+        }
+    }
+}
+
+#undef T
+#undef NAME
+#undef VL
+#undef vec
+#undef uvec
+#undef mask
+#undef LOAD
