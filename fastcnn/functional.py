@@ -130,14 +130,16 @@ def output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _output_hw(func, in_hw, kernel, stride, padding):
-    """(OH, OW), refusing windows that do not fit in the padded input."""
+def _output_hw(func, in_hw, kernel, stride, padding, names=("kernel", "input")):
+    """(OH, OW), refusing windows that do not fit in the padded input. names: what the
+    message calls the window and its input (the fused op's pool: "pool kernel", "...")."""
     padded = (in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
     if kernel[0] > padded[0] or kernel[1] > padded[1]:
+        window, source = names
         raise ValueError(
-            f"{func}: kernel size {kernel} is larger than the padded input "
-            f"{padded} (input {in_hw} + padding {padding} on each side); "
-            f"use a smaller kernel or more padding"
+            f"{func}: {window} size {kernel} is larger than the padded {source} "
+            f"{padded} ({source} {in_hw} + padding {padding} on each side); "
+            f"use a smaller {window} or more padding"
         )
     return tuple(output_size(in_hw[i], kernel[i], stride[i], padding[i]) for i in (0, 1))
 
@@ -257,6 +259,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False)
     """
     func = "conv2d"
     x = _check_input(input, func)
+    save_columns = _check_flag(save_columns, "save_columns", func)
     weight = _as_float_array(weight, "weight", func, 4, x.dtype)
     stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
     if bias is not None:
@@ -308,6 +311,8 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_gr
     """
     func = "conv2d_backward"
     x = _check_input(input, func)
+    input_grad = _check_flag(input_grad, "input_grad", func)
+    bias_grad = _check_flag(bias_grad, "bias_grad", func)
     weight = _as_float_array(weight, "weight", func, 4, x.dtype)
     stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
     grad_out = _as_float_array(grad_output, "grad_output", func, 4, x.dtype)
@@ -404,17 +409,19 @@ def _check_input_shape(input_shape, func):
 # ------------------------------------------------------------------------------ pooling
 
 
-def _pool_geometry(func, in_hw, kernel_size, stride, padding):
-    """Validated kernel, stride (default: the kernel), padding and (OH, OW) of a pool."""
-    kernel = _positive_pair(kernel_size, "kernel_size", func)
-    stride = kernel if stride is None else _positive_pair(stride, "stride", func)
-    padding = _non_negative_pair(padding, "padding", func)
+def _pool_geometry(func, in_hw, kernel_size, stride, padding, prefix=""):
+    """Validated kernel, stride (default: the kernel), padding and (OH, OW) of a pool.
+    prefix: of the argument names in messages ("pool_" for the fused op's pool)."""
+    kernel = _positive_pair(kernel_size, f"{prefix}kernel_size", func)
+    stride = kernel if stride is None else _positive_pair(stride, f"{prefix}stride", func)
+    padding = _non_negative_pair(padding, f"{prefix}padding", func)
+    names = ("pool kernel", "convolution output") if prefix else ("kernel", "input")
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(
-            f"{func}: padding {padding} must be at most half the kernel size {kernel} "
-            f"(otherwise a window could hold only padding)"
+            f"{func}: {prefix}padding {padding} must be at most half the {names[0]} size "
+            f"{kernel} (otherwise a window could hold only padding)"
         )
-    out_hw = _output_hw(func, in_hw, kernel, stride, padding)
+    out_hw = _output_hw(func, in_hw, kernel, stride, padding, names)
     if min(out_hw) < 1:
         raise ValueError(f"{func}: output size {out_hw} is too small for input {in_hw}")
     return kernel, stride, padding, out_hw
@@ -452,15 +459,16 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, return_indices=False)
     return (out, indices) if return_indices else out
 
 
-def _check_indices(func, indices, shape, plane):
-    """Max-pool indices of the given shape, each a flat position in [0, plane), as int64."""
+def _check_indices(func, indices, shape, plane, plane_name):
+    """Max-pool indices of the given shape, each a flat position in [0, plane), as int64.
+    plane_name: what the message calls the plane (say, "H*W of input_shape (2, 3, 8, 8)")."""
     indices = np.asarray(indices)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"{func}: indices must be integers, got dtype {indices.dtype}")
-    _check_shape(indices.shape, shape, "indices", func, "(the shape of grad_output)")
+    _check_shape(indices.shape, shape, "indices", func, "(the shape of the pooled output)")
     if indices.size and (indices.min() < 0 or indices.max() >= plane):
         raise ValueError(
-            f"{func}: indices must lie in [0, H*W) = [0, {plane}) for the pooled planes; "
+            f"{func}: indices must lie in [0, {plane}), {plane_name}; "
             f"got values in [{indices.min()}, {indices.max()}]"
         )
     return np.ascontiguousarray(indices, dtype=np.int64)
@@ -483,7 +491,8 @@ def max_pool2d_backward(grad_output, indices, input_shape):
             f"{func}: grad_output of shape {grad_out.shape} does not match input_shape {shape} "
             "in N and C"
         )
-    indices = _check_indices(func, indices, grad_out.shape, shape[2] * shape[3])
+    indices = _check_indices(func, indices, grad_out.shape, shape[2] * shape[3],
+                             f"H*W of input_shape {shape}")
     grad_x = np.empty(shape, dtype=grad_out.dtype)
     _run(_pool.max_pool2d_backward, grad_out, indices, grad_x)
     return grad_x
@@ -552,10 +561,11 @@ def conv2d_relu_max_pool2d(input, weight, bias=None, stride=1, padding=0, pool_k
     """
     func = "conv2d_relu_max_pool2d"
     x = _check_input(input, func)
+    save_columns = _check_flag(save_columns, "save_columns", func)
     weight = _as_float_array(weight, "weight", func, 4, x.dtype)
     stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
     pool_kernel, pool_stride, pool_padding, (poh, pow_) = _pool_geometry(
-        func, (oh, ow), pool_kernel_size, pool_stride, pool_padding
+        func, (oh, ow), pool_kernel_size, pool_stride, pool_padding, prefix="pool_"
     )
     if bias is not None:
         bias = _as_float_array(bias, "bias", func, 1, x.dtype)
@@ -598,6 +608,8 @@ def conv2d_relu_max_pool2d_backward(grad_output, output, indices, input, weight,
     """
     func = "conv2d_relu_max_pool2d_backward"
     x = _check_input(input, func)
+    input_grad = _check_flag(input_grad, "input_grad", func)
+    bias_grad = _check_flag(bias_grad, "bias_grad", func)
     weight = _as_float_array(weight, "weight", func, 4, x.dtype)
     stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
     out = _as_float_array(output, "output", func, 4, x.dtype)
@@ -607,8 +619,13 @@ def conv2d_relu_max_pool2d_backward(grad_output, output, indices, input, weight,
             f"{(x.shape[0], weight.shape[0])} in front (the pooled output for this input)"
         )
     grad_out = _as_float_array(grad_output, "grad_output", func, 4, x.dtype)
-    _check_shape(grad_out.shape, out.shape, "grad_output", func, "(the shape of the output)")
-    indices = _check_indices(func, indices, out.shape, oh * ow)
+    _check_shape(grad_out.shape, out.shape, "grad_output", func,
+                 "(the shape of output, the pooled output of the forward call)")
+    indices = _check_indices(
+        func, indices, out.shape, oh * ow,
+        f"OH*OW of the convolution's {(oh, ow)} output (are stride and padding those of the "
+        "forward call?)",
+    )
     n, k, q = x.shape[0], weight.shape[0], weight[0].size
     if columns is not None:
         columns = _check_columns(func, columns, x.dtype, (n, q * oh * ow))
@@ -687,6 +704,8 @@ def linear_backward(grad_output, input, weight, *, input_grad=True, bias_grad=Tr
     """
     func = "linear_backward"
     x, lead, weight = _linear_operands(func, input, weight)
+    input_grad = _check_flag(input_grad, "input_grad", func)
+    bias_grad = _check_flag(bias_grad, "bias_grad", func)
     out_features = weight.shape[0]
     grad_out = _as_float_array(grad_output, "grad_output", func, len(lead) + 1, x.dtype)
     _check_shape(grad_out.shape, (*lead, out_features), "grad_output", func,
