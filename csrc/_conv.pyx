@@ -21,15 +21,15 @@ from _conv_image cimport add_bias, image_backward, image_forward
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
-                   const floating[::1] bias, int SH, int SW, int PH, int PW,
-                   const floating[:, :, ::1] wpack, floating[:, ::1] workspace,
+                   const floating[::1] bias, int SH, int SW, int PH, int PW, int method,
+                   const floating[:, ::1] packed, floating[:, ::1] workspace,
                    floating[:, ::1] columns, floating[:, :, :, ::1] out, int n_threads):
     """out[n] := weight (K x Q) . im2col(x[n]) (Q x P) + bias;  workspace: (threads, Q*P).
 
-    wpack: None, or the weights packed for direct_conv.h's stride-1 kernel, which is then
-    used instead of im2col and a GEMM. columns: None, or (N, Q*P) to keep every image's
-    column matrix for the backward pass (which then need not build them again); the
-    workspace is unused then.
+    method and packed: how each image is convolved, and the weights packed for it (None for
+    METHOD_GEMM); see _conv_image.image_forward. columns: None, or (N, Q*P) to keep every
+    image's column matrix for the backward pass (which then need not build them again);
+    the workspace is unused then.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = weight.shape[0], FH = weight.shape[2], FW = weight.shape[3]
@@ -38,14 +38,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef bint has_bias = bias is not None
     cdef const floating *bias_ptr = &bias[0] if has_bias else NULL
     cdef bint keep = columns is not None
-    cdef const floating *wpack_ptr = &wpack[0, 0, 0] if wpack is not None else NULL
+    cdef const floating *packed_ptr = &packed[0, 0] if packed is not None else NULL
+    cdef Py_ssize_t KP = packed.shape[1] if packed is not None else 0
     cdef Py_ssize_t n
     cdef floating *col
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
             col = &columns[n, 0] if keep else &workspace[threadid(), 0]
-            image_forward(&x[n, 0, 0, 0], C, H, W, &weight[0, 0, 0, 0], wpack_ptr, K, FH, FW,
-                          SH, SW, PH, PW, OH, OW, col, &out[n, 0, 0, 0])
+            image_forward(&x[n, 0, 0, 0], C, H, W, &weight[0, 0, 0, 0], method, packed_ptr,
+                          KP, K, FH, FW, SH, SW, PH, PW, OH, OW, col, &out[n, 0, 0, 0])
             if has_bias:
                 add_bias(&out[n, 0, 0, 0], bias_ptr, K, P)
 

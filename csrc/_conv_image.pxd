@@ -12,6 +12,14 @@ from libc.string cimport memcpy, memset
 
 from _gemm cimport matmul_nn, matmul_nt_acc
 
+# How an image's convolution is computed (fastcnn/functional.py picks; same numbers there):
+# im2col and a GEMM; direct_conv.h's row-vector kernel (stride 1, wide rows); or its
+# filter-vector kernel (any stride, many filters).
+cdef enum:
+    METHOD_GEMM = 0
+    METHOD_ROWS = 1
+    METHOD_FILTERS = 2
+
 
 cdef extern from "direct_conv.h" nogil:
     void direct_forward_f32 "fastcnn_direct_forward_f32"(
@@ -20,6 +28,14 @@ cdef extern from "direct_conv.h" nogil:
     void direct_forward_f64 "fastcnn_direct_forward_f64"(
         const double *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const double *wpack,
         Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, double *out, Py_ssize_t OH, Py_ssize_t OW)
+    void filter_vector_forward_f32 "fastcnn_filter_vector_forward_f32"(
+        const float *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const float *wt,
+        Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
+        float *out, Py_ssize_t OH, Py_ssize_t OW)
+    void filter_vector_forward_f64 "fastcnn_filter_vector_forward_f64"(
+        const double *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const double *wt,
+        Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
+        double *out, Py_ssize_t OH, Py_ssize_t OW)
     void direct_weight_grad_f32 "fastcnn_direct_weight_grad_f32"(
         const float *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const float *dout,
         Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t OH, Py_ssize_t OW, float *dw)
@@ -116,34 +132,36 @@ cdef inline void pad_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssi
                    W * sizeof(floating))
 
 
-cdef inline void direct_image_forward(const floating *x, Py_ssize_t C, Py_ssize_t H,
-                                      Py_ssize_t W, const floating *wpack, Py_ssize_t K,
-                                      Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t PH,
-                                      Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
-                                      floating *scratch, floating *out) noexcept nogil:
-    """out (K x P) := the stride-1 convolution of one image by direct_conv.h's kernel;
-    wpack: the weights packed as that header says; scratch: C*(H+2*PH)*(W+2*PW) values."""
-    pad_image(x, C, H, W, PH, PW, scratch)
-    if floating is float:
-        direct_forward_f32(scratch, C, H + 2 * PH, W + 2 * PW, wpack, K, FH, FW, out, OH, OW)
-    else:
-        direct_forward_f64(scratch, C, H + 2 * PH, W + 2 * PW, wpack, K, FH, FW, out, OH, OW)
-
-
 cdef inline void image_forward(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                               const floating *weight, const floating *wpack, Py_ssize_t K,
-                               Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
-                               Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
-                               floating *scratch, floating *out) noexcept nogil:
-    """out (K x P) := weight (K x Q) . im2col(x): by the direct kernel when wpack is given
-    (stride 1; scratch holds the padded image), else im2col into scratch (Q*P) and a GEMM.
-    scratch may be the image's kept column matrix: it then holds im2col(x) afterwards."""
+                               const floating *weight, int method, const floating *packed,
+                               Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW,
+                               Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PH, Py_ssize_t PW,
+                               Py_ssize_t OH, Py_ssize_t OW, floating *scratch,
+                               floating *out) noexcept nogil:
+    """out (K x P) := weight (K x Q) . im2col(x), by `method`:
+    METHOD_GEMM: im2col into scratch (Q*P; it may be the image's kept column matrix) and a
+    GEMM; METHOD_ROWS / METHOD_FILTERS: direct_conv.h's kernels on the padded image, built
+    in scratch, with the weights `packed` as that header says (KP: the filter-vector
+    packing's row length)."""
     cdef int P = OH * OW, Q = C * FH * FW
-    if wpack != NULL:
-        direct_image_forward(x, C, H, W, wpack, K, FH, FW, PH, PW, OH, OW, scratch, out)
-    else:
+    cdef Py_ssize_t HP = H + 2 * PH, WP = W + 2 * PW
+    if method == METHOD_GEMM:
         im2col_image(x, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, scratch)
         matmul_nn(<int> K, P, Q, weight, Q, scratch, P, out, P)
+        return
+    pad_image(x, C, H, W, PH, PW, scratch)
+    if method == METHOD_ROWS:
+        if floating is float:
+            direct_forward_f32(scratch, C, HP, WP, packed, K, FH, FW, out, OH, OW)
+        else:
+            direct_forward_f64(scratch, C, HP, WP, packed, K, FH, FW, out, OH, OW)
+    else:
+        if floating is float:
+            filter_vector_forward_f32(scratch, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out,
+                                      OH, OW)
+        else:
+            filter_vector_forward_f64(scratch, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out,
+                                      OH, OW)
 
 
 cdef inline floating row_sum(const floating *row, Py_ssize_t length) noexcept nogil:

@@ -33,13 +33,13 @@ from _relu_block cimport relu_block
 def conv2d_relu_max_pool2d_forward(
         const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
         const floating[::1] bias, int SH, int SW, int PH, int PW, int OH, int OW,
-        int KH, int KW, int TH, int TW, int UH, int UW, const floating[:, :, ::1] wpack,
-        floating[:, ::1] workspace,
+        int KH, int KW, int TH, int TW, int UH, int UW, int method,
+        const floating[:, ::1] packed, floating[:, ::1] workspace,
         floating[:, ::1] columns, floating[:, :, :, ::1] out, int64_t[:, :, :, ::1] argmax,
         int n_threads):
     """out[n], argmax[n] := max_pool(relu(weight . im2col(x[n]) + bias)), image by image.
 
-    wpack, workspace and columns as in _conv.conv2d_forward, except that each workspace row
+    method, packed, workspace and columns as in _conv.conv2d_forward, except that each workspace row
     holds the image's convolution output (K*P) before its Q*P scratch (which is not needed
     when columns is given).
     """
@@ -50,7 +50,8 @@ def conv2d_relu_max_pool2d_forward(
     cdef bint has_bias = bias is not None
     cdef const floating *bias_ptr = &bias[0] if has_bias else NULL
     cdef bint keep = columns is not None
-    cdef const floating *wpack_ptr = &wpack[0, 0, 0] if wpack is not None else NULL
+    cdef const floating *packed_ptr = &packed[0, 0] if packed is not None else NULL
+    cdef Py_ssize_t KP = packed.shape[1] if packed is not None else 0
     cdef Py_ssize_t n, k
     cdef floating *conv
     cdef floating *col
@@ -58,8 +59,8 @@ def conv2d_relu_max_pool2d_forward(
         for n in prange(N, schedule="static", num_threads=n_threads):
             conv = &workspace[threadid(), 0]
             col = &columns[n, 0] if keep else conv + K * P
-            image_forward(&x[n, 0, 0, 0], C, H, W, &weight[0, 0, 0, 0], wpack_ptr, K, FH, FW,
-                          SH, SW, PH, PW, OH, OW, col, conv)
+            image_forward(&x[n, 0, 0, 0], C, H, W, &weight[0, 0, 0, 0], method, packed_ptr,
+                          KP, K, FH, FW, SH, SW, PH, PW, OH, OW, col, conv)
             if has_bias:
                 add_bias(conv, bias_ptr, K, P)
             relu_block(conv, conv, K * P)

@@ -55,6 +55,65 @@ static FASTCNN_CLONES void NAME(fastcnn_direct_forward)(
     }
 }
 
+/* One tile of the filter-vector forward pass: output pixels (oh, ow0 .. ow0 + TW - 1) of
+ * filters k0 .. k0 + VL - 1. Each weight vector loaded (VL filters at one (c, i, j)) feeds
+ * TW multiply-adds, one per pixel, with the pixel's input value broadcast. TW is a
+ * compile-time constant at every call, so the accumulators live in registers. */
+static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_tile)(
+    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,
+    ptrdiff_t k0, ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW,
+    ptrdiff_t oh, ptrdiff_t ow0, const int TW, T *out, ptrdiff_t OH, ptrdiff_t OW)
+{
+    vec acc[8]; /* TW <= 8 */
+    _Pragma("GCC unroll 8")
+    for (int t = 0; t < TW; t++) acc[t] = (vec){0};
+    const T *w = wt + k0;
+    for (ptrdiff_t c = 0; c < C; c++) {
+        for (ptrdiff_t i = 0; i < FH; i++) {
+            const T *row = xpad + (c * HP + oh * SH + i) * WP + ow0 * SW;
+            for (ptrdiff_t j = 0; j < FW; j++, w += KP) {
+                const vec weights = LOAD(w);
+                _Pragma("GCC unroll 8")
+                for (int t = 0; t < TW; t++) acc[t] += row[t * SW + j] * weights;
+            }
+        }
+    }
+    const ptrdiff_t filters = K - k0 < VL ? K - k0 : VL, P = OH * OW;
+    for (ptrdiff_t lane = 0; lane < filters; lane++) {
+        T *dst = out + (k0 + lane) * P + oh * OW + ow0;
+        _Pragma("GCC unroll 8")
+        for (int t = 0; t < TW; t++) dst[t] = acc[t][lane];
+    }
+}
+
+/* out[k, oh, ow] := sum over (c, i, j) of w[k, c, i, j] * xpad[c, oh*SH + i, ow*SW + j],
+ * vectorised across filters: wt is the weight as a (C*FH*FW, KP) matrix, KP >= K a multiple
+ * of VL, zero past K. Any stride; pays off when K fills most of a vector. */
+static FASTCNN_CLONES void NAME(fastcnn_filter_vector_forward)(
+    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,
+    ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, T *out, ptrdiff_t OH,
+    ptrdiff_t OW)
+{
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += VL) {
+        for (ptrdiff_t oh = 0; oh < OH; oh++) {
+            /* pixels in tiles of 8, then 4, 2 and 1: constant tile widths */
+            ptrdiff_t ow0 = 0;
+            for (; ow0 + 8 <= OW; ow0 += 8)
+                NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW,
+                                                 oh, ow0, 8, out, OH, OW);
+            for (; ow0 + 4 <= OW; ow0 += 4)
+                NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW,
+                                                 oh, ow0, 4, out, OH, OW);
+            for (; ow0 + 2 <= OW; ow0 += 2)
+                NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW,
+                                                 oh, ow0, 2, out, OH, OW);
+            for (; ow0 < OW; ow0++)
+                NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW,
+                                                 oh, ow0, 1, out, OH, OW);
+        }
+    }
+}
+
 /* The sum of v's lanes, pairwise: a fixed order, and a short dependency chain. */
 static inline T NAME(fastcnn_lane_sum)(vec v)
 {

@@ -204,34 +204,61 @@ def _conv_geometry(func, x, weight, stride, padding):
     return stride, padding, out_hw
 
 
-# The direct kernel's weight gradient beats im2col + GEMM only for small im2col matrices:
+# How conv2d computes an image (csrc/_conv_image.pxd's METHOD_* codes): im2col and a GEMM,
+# or one of csrc/direct_conv.h's two direct kernels.
+_GEMM, _ROWS, _FILTERS = 0, 1, 2
+
+# The row kernel's weight gradient beats im2col + GEMM only for small im2col matrices:
 # measured on one thread, LeNet conv1 (C*kH*kW = 25) 1.8 vs 2.4 ms per 256 images, a VGG
 # layer (576) 22 vs 14 ms per 32.
 DIRECT_WEIGHT_GRAD_MAX_Q = 32
 
 
-def _direct(stride, out_w, dtype):
-    """Whether the convolution runs on csrc/direct_conv.h's kernel rather than im2col and
-    GEMM: stride 1 and output rows at least one 64-byte vector wide (16 float32 values)."""
-    return stride == (1, 1) and out_w >= 64 // np.dtype(dtype).itemsize
+def _conv_method(weight, stride, out_w):
+    """The fastest way measured to compute this convolution (see bench/README.md):
+    the row kernel for stride 1 and output rows at least one 64-byte vector wide (16
+    float32 values) with fewer filters than half a vector; the filter kernel for at least
+    half a vector of filters; im2col and GEMM otherwise."""
+    vector = 64 // weight.dtype.itemsize
+    filters = weight.shape[0]
+    if stride == (1, 1) and out_w >= vector and filters < vector // 2:
+        return _ROWS
+    if filters >= vector // 2:
+        return _FILTERS
+    return _GEMM
 
 
-def _direct_weight_grad(stride, out_w, weight):
-    """Whether the weight gradient also runs on the direct kernel."""
-    return _direct(stride, out_w, weight.dtype) and weight[0].size <= DIRECT_WEIGHT_GRAD_MAX_Q
+def _direct_weight_grad(method, weight):
+    """Whether the weight gradient runs on the row kernel too."""
+    return method == _ROWS and weight[0].size <= DIRECT_WEIGHT_GRAD_MAX_Q
 
 
-def _packed_weights(weight, stride, out_w):
-    """The weights as direct_conv.h wants them, (ceil(K/4), C*kH*kW, 4) with zeros past K,
-    or None when the direct kernel does not apply."""
-    if not _direct(stride, out_w, weight.dtype):
-        return None
+def _packed_weights(weight, method):
+    """The weights as direct_conv.h's kernel for `method` wants them, as a 2-D array:
+    rows: (ceil(K/4), C*kH*kW*4), four filters side by side; filters: (C*kH*kW, KP), the
+    transposed weight with KP >= K a multiple of the vector length. Zeros past K."""
     k, q = weight.shape[0], weight[0].size
-    blocks = -(-k // 4)
-    packed = np.zeros((blocks * 4, q), dtype=weight.dtype)
-    packed[:k] = weight.reshape(k, q)
-    return np.ascontiguousarray(packed.reshape(blocks, 4, q).transpose(0, 2, 1))
+    if method == _ROWS:
+        blocks = -(-k // 4)
+        packed = np.zeros((blocks * 4, q), dtype=weight.dtype)
+        packed[:k] = weight.reshape(k, q)
+        return np.ascontiguousarray(packed.reshape(blocks, 4, q).transpose(0, 2, 1)).reshape(
+            blocks, q * 4)
+    if method == _FILTERS:
+        vector = 64 // weight.dtype.itemsize
+        packed = np.zeros((q, -(-k // vector) * vector), dtype=weight.dtype)
+        packed[:, :k] = weight.reshape(k, q).T
+        return packed
+    return None
 
+
+def _scratch_per_image(x, weight, padding, out_hw, method):
+    """Workspace values one image needs: its column matrix, or its padded copy."""
+    columns = weight[0].size * out_hw[0] * out_hw[1]
+    if method == _GEMM:
+        return columns
+    padded = x.shape[1] * (x.shape[2] + 2 * padding[0]) * (x.shape[3] + 2 * padding[1])
+    return max(columns, padded)
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False):
     """2-D convolution (cross-correlation, as in PyTorch) of a batch of images.
@@ -267,13 +294,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False)
         _check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output channel)")
     out = np.empty((x.shape[0], weight.shape[0], oh, ow), dtype=x.dtype)
     n_threads = get_num_threads()
-    wpack = _packed_weights(weight, stride, ow)
-    columns_per_image = weight[0].size * oh * ow
-    keep = save_columns and wpack is None
-    columns = np.empty((x.shape[0], columns_per_image), x.dtype) if keep else None
-    workspace = _workspace(1 if keep else n_threads, columns_per_image, x.dtype)
-    _run(_conv.conv2d_forward, x, weight, bias, *stride, *padding, wpack, workspace, columns,
-         out, n_threads=n_threads)
+    method = _conv_method(weight, stride, ow)
+    keep = save_columns and method == _GEMM
+    columns = np.empty((x.shape[0], weight[0].size * oh * ow), x.dtype) if keep else None
+    workspace = _workspace(1 if keep else n_threads,
+                           _scratch_per_image(x, weight, padding, (oh, ow), method), x.dtype)
+    _run(_conv.conv2d_forward, x, weight, bias, *stride, *padding, method,
+         _packed_weights(weight, method), workspace, columns, out, n_threads=n_threads)
     return (out, columns) if save_columns else out
 
 
@@ -333,7 +360,8 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_gr
     workspace = _workspace(n_threads, workspace_size, x.dtype)
     weight_t = np.ascontiguousarray(weight.reshape(k, q).T)
     _run(_conv.conv2d_backward, x, weight_t, grad_out, *weight.shape[2:], *stride, *padding,
-         _direct_weight_grad(stride, ow, weight), columns, GRAD_CHUNK, workspace, w_chunks,
+         _direct_weight_grad(_conv_method(weight, stride, ow), weight), columns, GRAD_CHUNK,
+         workspace, w_chunks,
          b_chunks, grad_x, grad_w, grad_b, n_threads=n_threads)
     return grad_x, grad_w, grad_b
 
@@ -574,16 +602,15 @@ def conv2d_relu_max_pool2d(input, weight, bias=None, stride=1, padding=0, pool_k
     out = np.empty((n, k, poh, pow_), dtype=x.dtype)
     indices = np.empty(out.shape, dtype=np.int64)
     n_threads = get_num_threads()
-    wpack = _packed_weights(weight, stride, ow)
-    columns_per_image = weight[0].size * oh * ow
-    keep = save_columns and wpack is None
-    columns = np.empty((n, columns_per_image), x.dtype) if keep else None
-    # per thread: the image's convolution output, and its column matrix unless kept
-    workspace = _workspace(n_threads, k * oh * ow + (0 if keep else columns_per_image),
-                           x.dtype)
+    method = _conv_method(weight, stride, ow)
+    keep = save_columns and method == _GEMM
+    columns = np.empty((n, weight[0].size * oh * ow), x.dtype) if keep else None
+    # per thread: the image's convolution output, and its scratch unless columns are kept
+    scratch = 0 if keep else _scratch_per_image(x, weight, padding, (oh, ow), method)
+    workspace = _workspace(n_threads, k * oh * ow + scratch, x.dtype)
     _run(_fused.conv2d_relu_max_pool2d_forward, x, weight, bias, *stride, *padding, oh, ow,
-         *pool_kernel, *pool_stride, *pool_padding, wpack, workspace, columns, out, indices,
-         n_threads=n_threads)
+         *pool_kernel, *pool_stride, *pool_padding, method, _packed_weights(weight, method),
+         workspace, columns, out, indices, n_threads=n_threads)
     return (out, indices, columns) if save_columns else (out, indices)
 
 
@@ -641,8 +668,9 @@ def conv2d_relu_max_pool2d_backward(grad_output, output, indices, input, weight,
     workspace = _workspace(n_threads, (k + q * (2 if input_grad else 1)) * oh * ow, x.dtype)
     weight_t = np.ascontiguousarray(weight.reshape(k, q).T)
     _run(_fused.conv2d_relu_max_pool2d_backward, x, weight_t, grad_out, out, indices,
-         *weight.shape[2:], *stride, *padding, oh, ow, _direct_weight_grad(stride, ow, weight),
-         columns, GRAD_CHUNK, workspace,
+         *weight.shape[2:], *stride, *padding, oh, ow,
+         _direct_weight_grad(_conv_method(weight, stride, ow), weight), columns, GRAD_CHUNK,
+         workspace,
          w_chunks, b_chunks, grad_x, grad_w, grad_b, n_threads=n_threads)
     return grad_x, grad_w, grad_b
 
