@@ -16,7 +16,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
-from _chunks cimport sum_chunks
+from _chunks cimport finish_chunks, start_chunk
 from _conv_image cimport add_bias, image_backward, image_forward
 
 
@@ -53,28 +53,29 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
 
 def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
                     const floating[:, :, :, ::1] grad_out, int FH, int FW, int SH, int SW,
-                    int PH, int PW, bint direct, const floating[:, ::1] columns, int chunk,
-                    floating[:, ::1] workspace, floating[:, ::1] grad_w_chunks,
+                    int PH, int PW, int method, Py_ssize_t KP,
+                    const floating[:, ::1] columns, int chunk, floating[:, ::1] workspace,
+                    Py_ssize_t scratch_size, floating[:, ::1] grad_w_chunks,
                     floating[:, ::1] grad_b_chunks, floating[:, :, :, ::1] grad_x,
-                    floating[:, :, :, ::1] grad_w, floating[::1] grad_b, int n_threads):
+                    floating[::1] grad_w, floating[::1] grad_b, int n_threads):
     """grad_w := sum_n grad_out[n] . im2col(x[n])^T;  grad_b := sum_{n,p} grad_out[n, :, p];
     grad_x[n] := col2im(weight^T . grad_out[n]).
 
-    weight_t is the weight as a (Q x K) matrix, transposed once by the caller. direct: the
-    weight gradient by direct_conv.h's stride-1 kernel instead of im2col and a GEMM.
+    weight_t is the weight as a (Q x K) matrix, transposed once by the caller. method and
+    KP: how the weight gradient is computed, see _conv_image.image_backward; grad_w is
+    flat, in the layout that method gives: (K x Q), or (Q x KP) for METHOD_FILTERS.
     columns: None, or the (N, Q*P) column matrices kept by conv2d_forward, used instead of
-    building them again.
+    building them again. Each workspace row: scratch_size values, then P*KP (for
+    METHOD_FILTERS), then Q*P when grad_x is wanted.
 
     Images are taken in chunks of `chunk`; each chunk sums its images in order into its own
     row of grad_w_chunks / grad_b_chunks, and the chunks are then added in chunk order, so
     the sums do not depend on n_threads. grad_b and grad_x may be None (not wanted).
-    workspace: (threads, Q*P), or (threads, 2*Q*P) when grad_x is wanted.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = weight_t.shape[1]
     cdef Py_ssize_t OH = grad_out.shape[2], OW = grad_out.shape[3]
-    cdef int P = OH * OW, Q = C * FH * FW
-    cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0]
+    cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0], w_size = grad_w.shape[0]
     cdef bint want_b = grad_b is not None, want_x = grad_x is not None
     cdef bint have_columns = columns is not None
     cdef Py_ssize_t ch, n, start, stop
@@ -83,22 +84,18 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
     with nogil:
         for ch in prange(n_chunks, schedule="static", num_threads=n_threads):
             dw = &grad_w_chunks[ch, 0]
-            memset(dw, 0, K * Q * sizeof(floating))
             db = &grad_b_chunks[ch, 0] if want_b else NULL
-            if want_b:
-                memset(db, 0, K * sizeof(floating))
+            start_chunk(dw, w_size, db, K)
             start = ch * chunk
             stop = start + chunk if start + chunk < N else N
             for n in range(start, stop):
                 image_backward(&x[n, 0, 0, 0], &columns[n, 0] if have_columns else NULL,
                                &weight_t[0, 0], &grad_out[n, 0, 0, 0], C, H, W, K, FH, FW,
-                               SH, SW, PH, PW, OH, OW, direct, &workspace[threadid(), 0], dw, db,
-                               &grad_x[n, 0, 0, 0] if want_x else NULL)
-        # (an empty batch has no chunks: the sums are then zeros, read from nowhere)
-        sum_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, K * Q,
-                   &grad_w[0, 0, 0, 0], n_threads)
-        if want_b:
-            sum_chunks(&grad_b_chunks[0, 0] if n_chunks else NULL, n_chunks, K, &grad_b[0], 1)
+                               SH, SW, PH, PW, OH, OW, method, KP, &workspace[threadid(), 0],
+                               scratch_size, dw, db, &grad_x[n, 0, 0, 0] if want_x else NULL)
+        finish_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, w_size,
+                      &grad_w[0], &grad_b_chunks[0, 0] if want_b and n_chunks else NULL, K,
+                      &grad_b[0] if want_b else NULL, n_threads)
 
 
 def im2col(const floating[:, :, :, ::1] x, int FH, int FW, int SH, int SW, int PH, int PW,

@@ -36,6 +36,14 @@ cdef extern from "direct_conv.h" nogil:
         const double *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const double *wt,
         Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
         double *out, Py_ssize_t OH, Py_ssize_t OW)
+    void filter_vector_weight_grad_f32 "fastcnn_filter_vector_weight_grad_f32"(
+        const float *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const float *dout_t,
+        Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
+        Py_ssize_t SW, Py_ssize_t OH, Py_ssize_t OW, float *dw_t)
+    void filter_vector_weight_grad_f64 "fastcnn_filter_vector_weight_grad_f64"(
+        const double *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const double *dout_t,
+        Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
+        Py_ssize_t SW, Py_ssize_t OH, Py_ssize_t OW, double *dw_t)
     void direct_weight_grad_f32 "fastcnn_direct_weight_grad_f32"(
         const float *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const float *dout,
         Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t OH, Py_ssize_t OW, float *dw)
@@ -195,39 +203,63 @@ cdef inline void add_bias(floating *out, const floating *bias, Py_ssize_t K,
             out[k * P + p] += bias[k]
 
 
+cdef inline void transpose_padded(const floating *a, Py_ssize_t rows, Py_ssize_t cols,
+                                  Py_ssize_t ld, floating *a_t) noexcept nogil:
+    """a_t (cols x ld) := a (rows x cols) transposed, zero in columns rows .. ld-1"""
+    cdef Py_ssize_t r, c
+    for c in range(cols):
+        for r in range(rows):
+            a_t[c * ld + r] = a[r * cols + c]
+        for r in range(rows, ld):
+            a_t[c * ld + r] = 0
+
+
 cdef inline void image_backward(const floating *x, const floating *col,
                                 const floating *weight_t, const floating *dout,
                                 Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
                                 Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
                                 Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
-                                bint direct, floating *scratch, floating *dw, floating *db,
+                                int method, Py_ssize_t KP, floating *scratch,
+                                Py_ssize_t scratch_size, floating *dw, floating *db,
                                 floating *dx) noexcept nogil:
     """One image's gradients from its output gradient dout (K x P):
-    dw (K x Q) += dout . col^T;  db (K) += row sums of dout;  dx := col2im(weight^T . dout).
+    dw += dout . col^T;  db (K) += row sums of dout;  dx := col2im(weight^T . dout).
 
-    direct: dw by direct_conv.h's kernel (stride 1) from the padded image, built in
-    scratch. Else col is the image's column matrix if kept from the forward pass, or NULL:
-    it is then built in scratch[0:Q*P]. scratch[Q*P:2*Q*P] holds weight^T . dout when dx
-    is wanted. db and dx may be NULL (not wanted); weight_t is the weight as a (Q x K) matrix.
+    method: how dw is computed. METHOD_GEMM: col is the image's column matrix if kept from
+    the forward pass, or NULL: it is then built in scratch; dw is (K x Q). METHOD_ROWS:
+    direct_conv.h's row kernel (stride 1) on the padded image, built in scratch; dw is
+    (K x Q). METHOD_FILTERS: its filter kernel, likewise; dw is transposed, (Q x KP), and
+    dout is transposed first into scratch[scratch_size:][:P*KP] (KP is 0 otherwise).
+    The Q*P values after those hold weight^T . dout when dx is wanted. db and dx may be
+    NULL (not wanted); weight_t is the weight as a (Q x K) matrix.
     """
     cdef int P = OH * OW, Q = C * FH * FW
-    cdef Py_ssize_t k
-    if direct:
-        pad_image(x, C, H, W, PH, PW, scratch)
-        if floating is float:
-            direct_weight_grad_f32(scratch, C, H + 2 * PH, W + 2 * PW, dout, K, FH, FW, OH,
-                                   OW, dw)
-        else:
-            direct_weight_grad_f64(scratch, C, H + 2 * PH, W + 2 * PW, dout, K, FH, FW, OH,
-                                   OW, dw)
-    else:
+    cdef Py_ssize_t k, HP = H + 2 * PH, WP = W + 2 * PW
+    cdef floating *dout_t = scratch + scratch_size
+    cdef floating *dcol = dout_t + P * KP
+    if method == METHOD_GEMM:
         if col == NULL:
             im2col_image(x, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, scratch)
             col = scratch
         matmul_nt_acc(<int> K, Q, P, dout, P, col, P, dw, Q)
+    else:
+        pad_image(x, C, H, W, PH, PW, scratch)
+    if method == METHOD_ROWS:
+        if floating is float:
+            direct_weight_grad_f32(scratch, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
+        else:
+            direct_weight_grad_f64(scratch, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
+    elif method == METHOD_FILTERS:
+        transpose_padded(dout, K, P, KP, dout_t)
+        if floating is float:
+            filter_vector_weight_grad_f32(scratch, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW,
+                                          OH, OW, dw)
+        else:
+            filter_vector_weight_grad_f64(scratch, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW,
+                                          OH, OW, dw)
     if db != NULL:
         for k in range(K):
             db[k] += row_sum(dout + k * P, P)
     if dx != NULL:
-        matmul_nn(Q, P, <int> K, weight_t, <int> K, dout, P, scratch + Q * P, P)
-        col2im_image(scratch + Q * P, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, dx)
+        matmul_nn(Q, P, <int> K, weight_t, <int> K, dout, P, dcol, P)
+        col2im_image(dcol, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, dx)

@@ -22,9 +22,8 @@ KH x KW, stride TH x TW, padding UH x UW giving the POH x POW pooled output.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
-from libc.string cimport memset
 
-from _chunks cimport sum_chunks
+from _chunks cimport finish_chunks, start_chunk
 from _conv_image cimport add_bias, image_backward, image_forward
 from _pool_plane cimport max_pool_plane, relu_max_pool_plane_backward
 from _relu_block cimport relu_block
@@ -73,24 +72,23 @@ def conv2d_relu_max_pool2d_backward(
         const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
         const floating[:, :, :, ::1] grad_out, const floating[:, :, :, ::1] out,
         const int64_t[:, :, :, ::1] argmax, int FH, int FW, int SH, int SW, int PH, int PW,
-        int OH, int OW, bint direct, const floating[:, ::1] columns, int chunk,
-        floating[:, ::1] workspace,
-        floating[:, ::1] grad_w_chunks, floating[:, ::1] grad_b_chunks,
-        floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] grad_w, floating[::1] grad_b,
-        int n_threads):
+        int OH, int OW, int method, Py_ssize_t KP, const floating[:, ::1] columns, int chunk,
+        floating[:, ::1] workspace, Py_ssize_t scratch_size, floating[:, ::1] grad_w_chunks,
+        floating[:, ::1] grad_b_chunks, floating[:, :, :, ::1] grad_x, floating[::1] grad_w,
+        floating[::1] grad_b, int n_threads):
     """Gradients of conv2d_relu_max_pool2d_forward, from the pooled output's gradient
     grad_out, the pooled output out and its argmax.
 
-    Per image, the convolution's output gradient (K x P) is rebuilt in the workspace (the
-    pool's scatter, masked where the ReLU output was not positive) and then taken as in
-    _conv.conv2d_backward: chunks of `chunk` images, summed in chunk order. workspace:
-    (threads, K*P + Q*P), plus Q*P more when grad_x is wanted. grad_b and grad_x may be None.
+    Per image, the convolution's output gradient (K x P) is rebuilt at the start of the
+    image's workspace row (the pool's scatter, masked where the ReLU output was not
+    positive) and then taken as in _conv.conv2d_backward, whose arguments these are, with
+    the rest of the row as its workspace. grad_b and grad_x may be None.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = weight_t.shape[1]
     cdef Py_ssize_t POH = out.shape[2], POW = out.shape[3]
-    cdef int P = OH * OW, Q = C * FH * FW
-    cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0]
+    cdef int P = OH * OW
+    cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0], w_size = grad_w.shape[0]
     cdef bint want_b = grad_b is not None, want_x = grad_x is not None
     cdef bint have_columns = columns is not None
     cdef Py_ssize_t ch, n, k, start, stop
@@ -101,10 +99,8 @@ def conv2d_relu_max_pool2d_backward(
         for ch in prange(n_chunks, schedule="static", num_threads=n_threads):
             dconv = &workspace[threadid(), 0]
             dw = &grad_w_chunks[ch, 0]
-            memset(dw, 0, K * Q * sizeof(floating))
             db = &grad_b_chunks[ch, 0] if want_b else NULL
-            if want_b:
-                memset(db, 0, K * sizeof(floating))
+            start_chunk(dw, w_size, db, K)
             start = ch * chunk
             stop = start + chunk if start + chunk < N else N
             for n in range(start, stop):
@@ -114,9 +110,8 @@ def conv2d_relu_max_pool2d_backward(
                                                  dconv + k * P, P)
                 image_backward(&x[n, 0, 0, 0], &columns[n, 0] if have_columns else NULL,
                                &weight_t[0, 0], dconv, C, H, W, K, FH, FW, SH, SW, PH, PW,
-                               OH, OW, direct, dconv + K * P, dw, db,
+                               OH, OW, method, KP, dconv + K * P, scratch_size, dw, db,
                                &grad_x[n, 0, 0, 0] if want_x else NULL)
-        sum_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, K * Q,
-                   &grad_w[0, 0, 0, 0], n_threads)
-        if want_b:
-            sum_chunks(&grad_b_chunks[0, 0] if n_chunks else NULL, n_chunks, K, &grad_b[0], 1)
+        finish_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, w_size,
+                      &grad_w[0], &grad_b_chunks[0, 0] if want_b and n_chunks else NULL, K,
+                      &grad_b[0] if want_b else NULL, n_threads)

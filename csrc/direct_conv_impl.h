@@ -114,6 +114,59 @@ static FASTCNN_CLONES void NAME(fastcnn_filter_vector_forward)(
     }
 }
 
+/* One tile of the filter-vector weight gradient: input row i of channel c, kernel columns
+ * j0 .. j0 + FWC - 1, filters k0 .. k0 + VL - 1. For each output pixel, its gradient vector
+ * (VL filters) is loaded once and multiplied by FWC broadcast input values. */
+static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_grad_tile)(
+    const T *xpad, ptrdiff_t HP, ptrdiff_t WP, const T *dout_t, ptrdiff_t KP, ptrdiff_t k0,
+    ptrdiff_t c, ptrdiff_t i, ptrdiff_t j0, const int FWC, ptrdiff_t FH, ptrdiff_t FW,
+    ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t OH, ptrdiff_t OW, T *dw_t)
+{
+    vec acc[5]; /* FWC <= 5 */
+    _Pragma("GCC unroll 8")
+    for (int j = 0; j < FWC; j++) acc[j] = (vec){0};
+    for (ptrdiff_t oh = 0; oh < OH; oh++) {
+        const T *row = xpad + (c * HP + oh * SH + i) * WP + j0;
+        const T *g = dout_t + oh * OW * KP + k0;
+        for (ptrdiff_t ow = 0; ow < OW; ow++) {
+            const vec grad = LOAD(g + ow * KP);
+            _Pragma("GCC unroll 8")
+            for (int j = 0; j < FWC; j++) acc[j] += row[ow * SW + j] * grad;
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int j = 0; j < FWC; j++) {
+        T *dst = dw_t + ((c * FH + i) * FW + j0 + j) * KP + k0;
+        *(uvec *)dst = LOAD(dst) + acc[j];
+    }
+}
+
+/* dw_t[(c*FH + i)*FW + j, k] += sum over (oh, ow) of dout_t[oh*OW + ow, k] *
+ * xpad[c, oh*SH + i, ow*SW + j]: the weight gradient, transposed, vectorised across
+ * filters. dout_t is the output gradient as a (OH*OW, KP) matrix, zero past K. */
+static FASTCNN_CLONES void NAME(fastcnn_filter_vector_weight_grad)(
+    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *dout_t, ptrdiff_t KP,
+    ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t OH,
+    ptrdiff_t OW, T *dw_t)
+{
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += VL) {
+        for (ptrdiff_t c = 0; c < C; c++) {
+            for (ptrdiff_t i = 0; i < FH; i++) {
+                ptrdiff_t j0 = 0;
+                for (; j0 + 5 <= FW; j0 += 5)
+                    NAME(fastcnn_filter_vector_grad_tile)(xpad, HP, WP, dout_t, KP, k0, c, i, j0,
+                                                          5, FH, FW, SH, SW, OH, OW, dw_t);
+                for (; j0 + 3 <= FW; j0 += 3)
+                    NAME(fastcnn_filter_vector_grad_tile)(xpad, HP, WP, dout_t, KP, k0, c, i, j0,
+                                                          3, FH, FW, SH, SW, OH, OW, dw_t);
+                for (; j0 < FW; j0++)
+                    NAME(fastcnn_filter_vector_grad_tile)(xpad, HP, WP, dout_t, KP, k0, c, i, j0,
+                                                          1, FH, FW, SH, SW, OH, OW, dw_t);
+            }
+        }
+    }
+}
+
 /* The sum of v's lanes, pairwise: a fixed order, and a short dependency chain. */
 static inline T NAME(fastcnn_lane_sum)(vec v)
 {

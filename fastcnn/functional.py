@@ -228,9 +228,13 @@ def _conv_method(weight, stride, out_w):
     return _GEMM
 
 
-def _direct_weight_grad(method, weight):
-    """Whether the weight gradient runs on the row kernel too."""
-    return method == _ROWS and weight[0].size <= DIRECT_WEIGHT_GRAD_MAX_Q
+def _weight_grad_method(weight, stride, out_w):
+    """How the weight gradient is computed: as the forward pass, but by im2col and GEMM
+    where the row kernel's is slower."""
+    method = _conv_method(weight, stride, out_w)
+    if method == _ROWS and weight[0].size > DIRECT_WEIGHT_GRAD_MAX_Q:
+        return _GEMM
+    return method
 
 
 def _packed_weights(weight, method):
@@ -304,13 +308,58 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False)
     return (out, columns) if save_columns else out
 
 
-def _check_columns(func, columns, dtype, shape):
-    columns = _as_float_array(columns, "columns", func, 2, dtype)
+def _check_columns(func, columns, x, weight, out_hw):
+    """The column matrices kept by the forward call: (N, C*kH*kW * OH*OW) of x's dtype."""
+    columns = _as_float_array(columns, "columns", func, 2, x.dtype)
     producer = func.removesuffix("_backward")
+    shape = (x.shape[0], weight[0].size * out_hw[0] * out_hw[1])
     _check_shape(columns.shape, shape, "columns", func,
                  f"(from {producer}(..., save_columns=True) on this input)")
     return columns
 
+
+
+class _BackwardWork:
+    """What a convolution's backward kernel needs besides its inputs: the weight-gradient
+    method, the outputs, the per-chunk partial sums and the per-thread workspace; and the
+    gradients afterwards, in the weight's own layout."""
+
+    def __init__(self, x, weight, stride, padding, out_hw, input_grad, bias_grad, extra=0):
+        n, k, q = x.shape[0], weight.shape[0], weight[0].size
+        p = out_hw[0] * out_hw[1]
+        self.weight = weight
+        self.method = _weight_grad_method(weight, stride, out_hw[1])
+        # the filter kernel's weight gradient is transposed, (Q, KP) with KP >= K
+        vector = 64 // x.dtype.itemsize
+        self.kp = -(-k // vector) * vector if self.method == _FILTERS else 0
+        w_size = q * self.kp if self.method == _FILTERS else k * q
+        n_chunks = -(-n // GRAD_CHUNK)
+        self.grad_x = np.empty_like(x) if input_grad else None
+        self.grad_w = np.empty(w_size, dtype=x.dtype)
+        self.grad_b = np.empty(k, dtype=x.dtype) if bias_grad else None
+        self.w_chunks = np.empty((n_chunks, w_size), dtype=x.dtype)
+        self.b_chunks = np.empty((n_chunks, k), dtype=x.dtype) if bias_grad else None
+        # per thread: extra values for the caller, then the image's scratch (its column
+        # matrix or padded copy), its output gradient transposed for the filter kernel, and
+        # its column gradient when grad_x is wanted
+        self.scratch = _scratch_per_image(x, weight, padding, out_hw, self.method)
+        row = extra + self.scratch + p * self.kp + (q * p if input_grad else 0)
+        self.n_threads = get_num_threads()
+        self.workspace = _workspace(self.n_threads, row, x.dtype)
+        self.weight_t = np.ascontiguousarray(weight.reshape(k, q).T)
+
+    def kernel_args(self, columns):
+        """The kernel's arguments from `method` on, but for the thread count."""
+        return (self.method, self.kp, columns, GRAD_CHUNK, self.workspace, self.scratch,
+                self.w_chunks, self.b_chunks, self.grad_x, self.grad_w, self.grad_b)
+
+    def gradients(self):
+        """(grad_x, grad_w, grad_b), grad_w in the weight's shape."""
+        k, q = self.weight.shape[0], self.weight[0].size
+        grad_w = self.grad_w
+        if self.method == _FILTERS:
+            grad_w = np.ascontiguousarray(grad_w.reshape(q, self.kp)[:, :k].T)
+        return self.grad_x, grad_w.reshape(self.weight.shape), self.grad_b
 
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_grad=True,
                     bias_grad=True, columns=None):
@@ -345,25 +394,12 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_gr
     grad_out = _as_float_array(grad_output, "grad_output", func, 4, x.dtype)
     expected = (x.shape[0], weight.shape[0], oh, ow)
     _check_shape(grad_out.shape, expected, "grad_output", func, "(the shape of conv2d's output)")
-    n, k, q = x.shape[0], weight.shape[0], weight[0].size
     if columns is not None:
-        columns = _check_columns(func, columns, x.dtype, (n, q * oh * ow))
-    n_chunks = -(-n // GRAD_CHUNK)
-    grad_x = np.empty_like(x) if input_grad else None
-    grad_w = np.empty_like(weight)
-    grad_b = np.empty(k, dtype=x.dtype) if bias_grad else None
-    w_chunks = np.empty((n_chunks, k * q), dtype=x.dtype)
-    b_chunks = np.empty((n_chunks, k), dtype=x.dtype) if bias_grad else None
-    # per thread: one image's column matrix, and its gradient when grad_x is wanted
-    workspace_size = q * oh * ow * (2 if input_grad else 1)
-    n_threads = get_num_threads()
-    workspace = _workspace(n_threads, workspace_size, x.dtype)
-    weight_t = np.ascontiguousarray(weight.reshape(k, q).T)
-    _run(_conv.conv2d_backward, x, weight_t, grad_out, *weight.shape[2:], *stride, *padding,
-         _direct_weight_grad(_conv_method(weight, stride, ow), weight), columns, GRAD_CHUNK,
-         workspace, w_chunks,
-         b_chunks, grad_x, grad_w, grad_b, n_threads=n_threads)
-    return grad_x, grad_w, grad_b
+        columns = _check_columns(func, columns, x, weight, (oh, ow))
+    work = _BackwardWork(x, weight, stride, padding, (oh, ow), input_grad, bias_grad)
+    _run(_conv.conv2d_backward, x, work.weight_t, grad_out, *weight.shape[2:], *stride,
+         *padding, *work.kernel_args(columns), n_threads=work.n_threads)
+    return work.gradients()
 
 
 def _unfold_geometry(func, in_hw, kernel_size, stride, padding):
@@ -653,26 +689,15 @@ def conv2d_relu_max_pool2d_backward(grad_output, output, indices, input, weight,
         f"OH*OW of the convolution's {(oh, ow)} output (are stride and padding those of the "
         "forward call?)",
     )
-    n, k, q = x.shape[0], weight.shape[0], weight[0].size
     if columns is not None:
-        columns = _check_columns(func, columns, x.dtype, (n, q * oh * ow))
-    n_chunks = -(-n // GRAD_CHUNK)
-    grad_x = np.empty_like(x) if input_grad else None
-    grad_w = np.empty_like(weight)
-    grad_b = np.empty(k, dtype=x.dtype) if bias_grad else None
-    w_chunks = np.empty((n_chunks, k * q), dtype=x.dtype)
-    b_chunks = np.empty((n_chunks, k), dtype=x.dtype) if bias_grad else None
-    # per thread: the image's output gradient, its column matrix, and that matrix's gradient
-    # when grad_x is wanted
-    n_threads = get_num_threads()
-    workspace = _workspace(n_threads, (k + q * (2 if input_grad else 1)) * oh * ow, x.dtype)
-    weight_t = np.ascontiguousarray(weight.reshape(k, q).T)
-    _run(_fused.conv2d_relu_max_pool2d_backward, x, weight_t, grad_out, out, indices,
-         *weight.shape[2:], *stride, *padding, oh, ow,
-         _direct_weight_grad(_conv_method(weight, stride, ow), weight), columns, GRAD_CHUNK,
-         workspace,
-         w_chunks, b_chunks, grad_x, grad_w, grad_b, n_threads=n_threads)
-    return grad_x, grad_w, grad_b
+        columns = _check_columns(func, columns, x, weight, (oh, ow))
+    # per thread: the image's output gradient (K*P) before conv2d_backward's workspace
+    work = _BackwardWork(x, weight, stride, padding, (oh, ow), input_grad, bias_grad,
+                         extra=weight.shape[0] * oh * ow)
+    _run(_fused.conv2d_relu_max_pool2d_backward, x, work.weight_t, grad_out, out, indices,
+         *weight.shape[2:], *stride, *padding, oh, ow, *work.kernel_args(columns),
+         n_threads=work.n_threads)
+    return work.gradients()
 
 # ------------------------------------------------------------------------------- linear
 

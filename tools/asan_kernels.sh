@@ -51,4 +51,4 @@ echo "== kernel tests under ASan ($python, LD_PRELOAD=$libasan)"
 "$python" -m pytest -p no:cacheprovider \
     tests/test_kernels_vs_reference.py tests/test_kernel_gradients.py tests/test_threads.py \
     tests/test_functional_errors.py tests/test_property_kernels.py tests/test_property_nn.py \
-    tests/test_stress_threads.py "$@"
+    tests/test_stress_threads.py tests/test_fused.py "$@"
