@@ -38,12 +38,14 @@ def conv_flops(x_shape, k, f, pad):
     return 2.0 * n * k * c * f * f * oh * ow
 
 
-def time_rounds(impls, rounds, min_seconds=0.05, settle_seconds=0.2):
+def time_rounds(impls, rounds, min_seconds=0.1, settle_seconds=0.2):
     """Median seconds per call of each impl, alternating them round by round.
 
     Between two implementations the machine settles for ``settle_seconds``: thread pools
     that spin after their work (NumPy's OpenBLAS, PyTorch's OpenMP) otherwise keep a core
-    busy and slow whichever implementation runs next.
+    busy and slow whichever implementation runs next. After the pause each implementation
+    is called once untimed, so that its own thread pool is awake again when timing starts:
+    what is timed is the steady state of a loop (a training loop's), not a wake-up.
     """
     loops = {}
     for name, fn in impls.items():
@@ -56,6 +58,7 @@ def time_rounds(impls, rounds, min_seconds=0.05, settle_seconds=0.2):
     for _ in range(rounds):
         for name, fn in impls.items():
             time.sleep(settle_seconds)
+            fn()
             start = time.perf_counter()
             for _ in range(loops[name]):
                 fn()

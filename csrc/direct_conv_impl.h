@@ -55,32 +55,38 @@ static FASTCNN_CLONES void NAME(fastcnn_direct_forward)(
     }
 }
 
-/* One tile of the filter-vector forward pass: output pixels (oh, ow0 .. ow0 + TW - 1) of
- * filters k0 .. k0 + VL - 1. Each weight vector loaded (VL filters at one (c, i, j)) feeds
- * TW multiply-adds, one per pixel, with the pixel's input value broadcast. TW is a
- * compile-time constant at every call, so the accumulators live in registers. */
+/* One tile of the filter-vector forward pass: output pixels p0 .. p0 + TW - 1 (in row-major
+ * order, so a tile may span two rows) of filters k0 .. k0 + VL - 1. Each weight vector
+ * loaded (VL filters at one (c, i, j)) feeds TW multiply-adds, one per pixel, with the
+ * pixel's input value broadcast. TW is a compile-time constant at every call, so the
+ * accumulators live in registers; TW = 8 independent chains hide the multiply-add latency
+ * (a tile of 2 ran at a third of the speed). */
 static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_tile)(
     const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,
     ptrdiff_t k0, ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW,
-    ptrdiff_t oh, ptrdiff_t ow0, const int TW, T *out, ptrdiff_t OH, ptrdiff_t OW)
+    ptrdiff_t p0, const int TW, T *out, ptrdiff_t OH, ptrdiff_t OW)
 {
     vec acc[8]; /* TW <= 8 */
+    ptrdiff_t origin[8]; /* of each pixel's window in an input channel */
     _Pragma("GCC unroll 8")
-    for (int t = 0; t < TW; t++) acc[t] = (vec){0};
+    for (int t = 0; t < TW; t++) {
+        acc[t] = (vec){0};
+        origin[t] = (p0 + t) / OW * SH * WP + (p0 + t) % OW * SW;
+    }
     const T *w = wt + k0;
     for (ptrdiff_t c = 0; c < C; c++) {
         for (ptrdiff_t i = 0; i < FH; i++) {
-            const T *row = xpad + (c * HP + oh * SH + i) * WP + ow0 * SW;
+            const T *row = xpad + (c * HP + i) * WP;
             for (ptrdiff_t j = 0; j < FW; j++, w += KP) {
                 const vec weights = LOAD(w);
                 _Pragma("GCC unroll 8")
-                for (int t = 0; t < TW; t++) acc[t] += row[t * SW + j] * weights;
+                for (int t = 0; t < TW; t++) acc[t] += row[origin[t] + j] * weights;
             }
         }
     }
     const ptrdiff_t filters = K - k0 < VL ? K - k0 : VL, P = OH * OW;
     for (ptrdiff_t lane = 0; lane < filters; lane++) {
-        T *dst = out + (k0 + lane) * P + oh * OW + ow0;
+        T *dst = out + (k0 + lane) * P + p0;
         _Pragma("GCC unroll 8")
         for (int t = 0; t < TW; t++) dst[t] = acc[t][lane];
     }
@@ -94,23 +100,22 @@ static FASTCNN_CLONES void NAME(fastcnn_filter_vector_forward)(
     ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, T *out, ptrdiff_t OH,
     ptrdiff_t OW)
 {
+    const ptrdiff_t P = OH * OW;
     for (ptrdiff_t k0 = 0; k0 < K; k0 += VL) {
-        for (ptrdiff_t oh = 0; oh < OH; oh++) {
-            /* pixels in tiles of 8, then 4, 2 and 1: constant tile widths */
-            ptrdiff_t ow0 = 0;
-            for (; ow0 + 8 <= OW; ow0 += 8)
-                NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW,
-                                                 oh, ow0, 8, out, OH, OW);
-            for (; ow0 + 4 <= OW; ow0 += 4)
-                NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW,
-                                                 oh, ow0, 4, out, OH, OW);
-            for (; ow0 + 2 <= OW; ow0 += 2)
-                NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW,
-                                                 oh, ow0, 2, out, OH, OW);
-            for (; ow0 < OW; ow0++)
-                NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW,
-                                                 oh, ow0, 1, out, OH, OW);
-        }
+        /* pixels in tiles of 8, the last few in tiles of 4, 2 and 1 */
+        ptrdiff_t p0 = 0;
+        for (; p0 + 8 <= P; p0 += 8)
+            NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0,
+                                             8, out, OH, OW);
+        for (; p0 + 4 <= P; p0 += 4)
+            NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0,
+                                             4, out, OH, OW);
+        for (; p0 + 2 <= P; p0 += 2)
+            NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0,
+                                             2, out, OH, OW);
+        for (; p0 < P; p0++)
+            NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0,
+                                             1, out, OH, OW);
     }
 }
 
@@ -122,22 +127,33 @@ static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_gra
     ptrdiff_t c, ptrdiff_t i, ptrdiff_t j0, const int FWC, ptrdiff_t FH, ptrdiff_t FW,
     ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t OH, ptrdiff_t OW, T *dw_t)
 {
-    vec acc[5]; /* FWC <= 5 */
+    /* even and odd pixels of a row in separate sums (then added): twice the independent
+     * multiply-add chains, in a fixed order */
+    vec even[5], odd[5]; /* FWC <= 5 */
     _Pragma("GCC unroll 8")
-    for (int j = 0; j < FWC; j++) acc[j] = (vec){0};
+    for (int j = 0; j < FWC; j++) even[j] = odd[j] = (vec){0};
     for (ptrdiff_t oh = 0; oh < OH; oh++) {
         const T *row = xpad + (c * HP + oh * SH + i) * WP + j0;
         const T *g = dout_t + oh * OW * KP + k0;
-        for (ptrdiff_t ow = 0; ow < OW; ow++) {
-            const vec grad = LOAD(g + ow * KP);
+        ptrdiff_t ow = 0;
+        for (; ow + 2 <= OW; ow += 2) {
+            const vec grad0 = LOAD(g + ow * KP), grad1 = LOAD(g + (ow + 1) * KP);
             _Pragma("GCC unroll 8")
-            for (int j = 0; j < FWC; j++) acc[j] += row[ow * SW + j] * grad;
+            for (int j = 0; j < FWC; j++) {
+                even[j] += row[ow * SW + j] * grad0;
+                odd[j] += row[(ow + 1) * SW + j] * grad1;
+            }
+        }
+        if (ow < OW) {
+            const vec grad0 = LOAD(g + ow * KP);
+            _Pragma("GCC unroll 8")
+            for (int j = 0; j < FWC; j++) even[j] += row[ow * SW + j] * grad0;
         }
     }
     _Pragma("GCC unroll 8")
     for (int j = 0; j < FWC; j++) {
         T *dst = dw_t + ((c * FH + i) * FW + j0 + j) * KP + k0;
-        *(uvec *)dst = LOAD(dst) + acc[j];
+        *(uvec *)dst = LOAD(dst) + (even[j] + odd[j]);
     }
 }
 

@@ -208,10 +208,11 @@ def _conv_geometry(func, x, weight, stride, padding):
 # or one of csrc/direct_conv.h's two direct kernels.
 _GEMM, _ROWS, _FILTERS = 0, 1, 2
 
-# The row kernel's weight gradient beats im2col + GEMM only for small im2col matrices:
-# measured on one thread, LeNet conv1 (C*kH*kW = 25) 1.8 vs 2.4 ms per 256 images, a VGG
-# layer (576) 22 vs 14 ms per 32.
-DIRECT_WEIGHT_GRAD_MAX_Q = 32
+# The direct kernels' weight gradients beat im2col + GEMM only for small im2col matrices
+# (C*kH*kW rows). Measured on one thread: the row kernel, LeNet conv1 (25) 1.8 vs 2.4 ms
+# per 256 images but a VGG layer (576) 22 vs 14 ms per 32; the filter kernel, LeNet conv2
+# (150) 1.5 vs 3.8 ms per 256 but VGG layers (576, 1152) 66 vs 27 and 33 vs 11 ms.
+DIRECT_WEIGHT_GRAD_MAX_Q = {_ROWS: 32, _FILTERS: 256}
 
 
 def _conv_method(weight, stride, out_w):
@@ -230,9 +231,9 @@ def _conv_method(weight, stride, out_w):
 
 def _weight_grad_method(weight, stride, out_w):
     """How the weight gradient is computed: as the forward pass, but by im2col and GEMM
-    where the row kernel's is slower."""
+    where the direct kernel's is slower."""
     method = _conv_method(weight, stride, out_w)
-    if method == _ROWS and weight[0].size > DIRECT_WEIGHT_GRAD_MAX_Q:
+    if method != _GEMM and weight[0].size > DIRECT_WEIGHT_GRAD_MAX_Q[method]:
         return _GEMM
     return method
 
