@@ -85,10 +85,11 @@ ROW_CASES = [
     ((9, 3, 3, 16), 5, (1, 2), S1, (1, 1)),  # OW 17, Q 6
 ]
 
-# The filter kernel: K >= 8 float32 / >= 4 float64, K past a whole vector (9, 17, 20); any
-# stride; output rows in tiles of 8, 4, 2 and 1 pixels (OW 15 = 8 + 4 + 2 + 1); its weight
-# gradient, and GEMM's for C*kH*kW above its limit (Q 270); C of half a vector and more
-# (8, 9, 17, 30), at stride 1 with padding below the kernel size and at or above it.
+# The filter kernel: K >= 8 float32 / >= 4 float64, K past a whole vector (9, 17, 20) and
+# past four (64, 70); any stride; output pixels in tiles that run across row ends, with
+# pixels left over (OH*OW = 105, 45, 16, 3, ...); its weight gradient, and GEMM's for
+# C*kH*kW above its limit (Q 270); C of half a vector and more (8, 9, 17, 30), at stride 1
+# with padding below the kernel size and at or above it.
 FILTER_CASES = [
     ((3, 2, 7, 17), 8, (3, 3), (1, 1), (1, 0)),  # OW 15
     ((1, 1, 9, 9), 9, (3, 2), (2, 1), (1, 1)),  # OW 10
@@ -102,6 +103,8 @@ FILTER_CASES = [
     ((1, 17, 4, 5), 10, (3, 1), (1, 1), (2, 0)),  # C 17, Q 51
     ((3, 8, 4, 5), 9, (2, 2), (1, 1), (2, 1)),  # padding >= kernel height
     ((1, 30, 4, 6), 8, (3, 3), (1, 1), (1, 1)),  # Q 270: GEMM weight gradient
+    ((2, 3, 9, 9), 70, (3, 3), (2, 1), (1, 1)),  # 4 vectors of filters and 6 more, P 45
+    ((1, 2, 5, 5), 64, (2, 2), (1, 1), (0, 0)),  # P 16
 ]
 
 DIRECT_CASES = ROW_CASES + FILTER_CASES
