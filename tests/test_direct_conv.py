@@ -250,16 +250,16 @@ def overlap_columns(out_w, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k, method", [(3, ROWS), (9, FILTERS)])
+@pytest.mark.parametrize("k, c, method", [(3, 2, ROWS), (9, 2, FILTERS), (9, 9, FILTERS)])
 @pytest.mark.parametrize("where", ["input", "grad_output"])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan], ids=["inf", "-inf", "nan"])
-def test_non_finite_in_overlapping_columns(monkeypatch, dtype, k, method, where, value):
+def test_non_finite_in_overlapping_columns(monkeypatch, dtype, k, c, method, where, value):
     """The row kernel's last block must add nothing for its already-counted lanes, not
-    0 * inf = NaN; the filter kernel's lanes past K must not leak either.
+    0 * inf = NaN; the filter kernel's lanes past K (or past C) must not leak either.
 
     Operands are positive and there is no padding, so a single inf gives +-inf (never NaN)
     in the reference wherever it reaches: a NaN there would be the kernel's."""
-    n, c, h, width, kernel = 3, 2, 6, 30, (3, 3)  # OW 28, Q 18
+    n, h, width, kernel = 3, 6, 30, (3, 3)  # OW 28
     rng = np.random.default_rng(9)
     x = small_ints(rng, (n, c, h, width), dtype, 1, 5)
     w = small_ints(rng, (k, c, *kernel), dtype, 1, 5)
