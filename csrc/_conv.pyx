@@ -54,15 +54,16 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
 def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
                     const floating[:, :, :, ::1] grad_out, int FH, int FW, int SH, int SW,
                     int PH, int PW, int method, Py_ssize_t KP,
-                    const floating[:, ::1] columns, int chunk, floating[:, ::1] workspace,
-                    Py_ssize_t scratch_size, floating[:, ::1] grad_w_chunks,
+                    const floating[:, ::1] dx_packed, const floating[:, ::1] columns,
+                    int chunk, floating[:, ::1] workspace, Py_ssize_t scratch_size, floating[:, ::1] grad_w_chunks,
                     floating[:, ::1] grad_b_chunks, floating[:, :, :, ::1] grad_x,
                     floating[::1] grad_w, floating[::1] grad_b, int n_threads):
     """grad_w := sum_n grad_out[n] . im2col(x[n])^T;  grad_b := sum_{n,p} grad_out[n, :, p];
     grad_x[n] := col2im(weight^T . grad_out[n]).
 
     weight_t is the weight as a (Q x K) matrix, transposed once by the caller. method and
-    KP: how the weight gradient is computed, see _conv_image.image_backward; grad_w is
+    KP: how the weight gradient is computed; dx_packed: None, or the flipped kernels packed
+    for the input gradient by the filter kernel; see _conv_image.image_backward; grad_w is
     flat, in the layout that method gives: (K x Q), or (Q x KP) for METHOD_FILTERS.
     columns: None, or the (N, Q*P) column matrices kept by conv2d_forward, used instead of
     building them again. Each workspace row: scratch_size values, then P*KP (for
@@ -78,6 +79,8 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
     cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0], w_size = grad_w.shape[0]
     cdef bint want_b = grad_b is not None, want_x = grad_x is not None
     cdef bint have_columns = columns is not None
+    cdef const floating *dx_packed_ptr = &dx_packed[0, 0] if dx_packed is not None else NULL
+    cdef Py_ssize_t CP = dx_packed.shape[1] if dx_packed is not None else 0
     cdef Py_ssize_t ch, n, start, stop
     cdef floating *dw
     cdef floating *db
@@ -91,8 +94,9 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
             for n in range(start, stop):
                 image_backward(&x[n, 0, 0, 0], &columns[n, 0] if have_columns else NULL,
                                &weight_t[0, 0], &grad_out[n, 0, 0, 0], C, H, W, K, FH, FW,
-                               SH, SW, PH, PW, OH, OW, method, KP, &workspace[threadid(), 0],
-                               scratch_size, dw, db, &grad_x[n, 0, 0, 0] if want_x else NULL)
+                               SH, SW, PH, PW, OH, OW, method, KP, dx_packed_ptr, CP,
+                               &workspace[threadid(), 0], scratch_size, dw, db,
+                               &grad_x[n, 0, 0, 0] if want_x else NULL)
         finish_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, w_size,
                       &grad_w[0], &grad_b_chunks[0, 0] if want_b and n_chunks else NULL, K,
                       &grad_b[0] if want_b else NULL, n_threads)

@@ -52,6 +52,49 @@ cdef extern from "direct_conv.h" nogil:
         Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t OH, Py_ssize_t OW, double *dw)
 
 
+cdef inline void rows_forward(const floating *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP,
+                              const floating *packed, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW,
+                              floating *out, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    if floating is float:
+        direct_forward_f32(xpad, C, HP, WP, packed, K, FH, FW, out, OH, OW)
+    else:
+        direct_forward_f64(xpad, C, HP, WP, packed, K, FH, FW, out, OH, OW)
+
+
+cdef inline void rows_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
+                                  Py_ssize_t WP, const floating *dout, Py_ssize_t K,
+                                  Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t OH, Py_ssize_t OW,
+                                  floating *dw) noexcept nogil:
+    if floating is float:
+        direct_weight_grad_f32(xpad, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
+    else:
+        direct_weight_grad_f64(xpad, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
+
+
+cdef inline void filters_forward(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
+                                 Py_ssize_t WP, const floating *packed, Py_ssize_t KP,
+                                 Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
+                                 Py_ssize_t SW, floating *out, Py_ssize_t OH,
+                                 Py_ssize_t OW) noexcept nogil:
+    if floating is float:
+        filter_vector_forward_f32(xpad, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out, OH, OW)
+    else:
+        filter_vector_forward_f64(xpad, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out, OH, OW)
+
+
+cdef inline void filters_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
+                                     Py_ssize_t WP, const floating *dout_t, Py_ssize_t KP,
+                                     Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
+                                     Py_ssize_t SW, Py_ssize_t OH, Py_ssize_t OW,
+                                     floating *dw_t) noexcept nogil:
+    if floating is float:
+        filter_vector_weight_grad_f32(xpad, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW,
+                                      dw_t)
+    else:
+        filter_vector_weight_grad_f64(xpad, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW,
+                                      dw_t)
+
+
 cdef inline Py_ssize_t first_valid(Py_ssize_t offset, Py_ssize_t stride) noexcept nogil:
     """Smallest o >= 0 with o*stride + offset >= 0."""
     if offset >= 0:
@@ -159,17 +202,9 @@ cdef inline void image_forward(const floating *x, Py_ssize_t C, Py_ssize_t H, Py
         return
     pad_image(x, C, H, W, PH, PW, scratch)
     if method == METHOD_ROWS:
-        if floating is float:
-            direct_forward_f32(scratch, C, HP, WP, packed, K, FH, FW, out, OH, OW)
-        else:
-            direct_forward_f64(scratch, C, HP, WP, packed, K, FH, FW, out, OH, OW)
+        rows_forward(scratch, C, HP, WP, packed, K, FH, FW, out, OH, OW)
     else:
-        if floating is float:
-            filter_vector_forward_f32(scratch, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out,
-                                      OH, OW)
-        else:
-            filter_vector_forward_f64(scratch, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out,
-                                      OH, OW)
+        filters_forward(scratch, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out, OH, OW)
 
 
 cdef inline floating row_sum(const floating *row, Py_ssize_t length) noexcept nogil:
@@ -219,9 +254,9 @@ cdef inline void image_backward(const floating *x, const floating *col,
                                 Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
                                 Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
                                 Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
-                                int method, Py_ssize_t KP, floating *scratch,
-                                Py_ssize_t scratch_size, floating *dw, floating *db,
-                                floating *dx) noexcept nogil:
+                                int method, Py_ssize_t KP, const floating *dx_packed,
+                                Py_ssize_t CP, floating *scratch, Py_ssize_t scratch_size,
+                                floating *dw, floating *db, floating *dx) noexcept nogil:
     """One image's gradients from its output gradient dout (K x P):
     dw += dout . col^T;  db (K) += row sums of dout;  dx := col2im(weight^T . dout).
 
@@ -230,8 +265,9 @@ cdef inline void image_backward(const floating *x, const floating *col,
     direct_conv.h's row kernel (stride 1) on the padded image, built in scratch; dw is
     (K x Q). METHOD_FILTERS: its filter kernel, likewise; dw is transposed, (Q x KP), and
     dout is transposed first into scratch[scratch_size:][:P*KP] (KP is 0 otherwise).
-    The Q*P values after those hold weight^T . dout when dx is wanted. db and dx may be
-    NULL (not wanted); weight_t is the weight as a (Q x K) matrix.
+    The values after those hold weight^T . dout (Q*P) when dx is wanted, or with
+    dx_packed (the flipped kernels packed for the filter kernel, rows of CP), dout padded.
+    db and dx may be NULL (not wanted); weight_t is the weight as a (Q x K) matrix.
     """
     cdef int P = OH * OW, Q = C * FH * FW
     cdef Py_ssize_t k, HP = H + 2 * PH, WP = W + 2 * PW
@@ -245,21 +281,21 @@ cdef inline void image_backward(const floating *x, const floating *col,
     else:
         pad_image(x, C, H, W, PH, PW, scratch)
     if method == METHOD_ROWS:
-        if floating is float:
-            direct_weight_grad_f32(scratch, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
-        else:
-            direct_weight_grad_f64(scratch, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
+        rows_weight_grad(scratch, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
     elif method == METHOD_FILTERS:
         transpose_padded(dout, K, P, KP, dout_t)
-        if floating is float:
-            filter_vector_weight_grad_f32(scratch, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW,
-                                          OH, OW, dw)
-        else:
-            filter_vector_weight_grad_f64(scratch, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW,
-                                          OH, OW, dw)
+        filters_weight_grad(scratch, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW, dw)
     if db != NULL:
         for k in range(K):
             db[k] += row_sum(dout + k * P, P)
-    if dx != NULL:
+    if dx == NULL:
+        return
+    if dx_packed != NULL:
+        # stride 1: dx is dout, padded by the kernel size less one less the padding,
+        # convolved with the kernels flipped and their channels swapped (dx_packed)
+        pad_image(dout, K, OH, OW, FH - 1 - PH, FW - 1 - PW, dcol)
+        filters_forward(dcol, K, OH + 2 * (FH - 1 - PH), OW + 2 * (FW - 1 - PW), dx_packed,
+                        CP, C, FH, FW, 1, 1, dx, H, W)
+    else:
         matmul_nn(Q, P, <int> K, weight_t, <int> K, dout, P, dcol, P)
         col2im_image(dcol, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, dx)

@@ -72,7 +72,8 @@ def conv2d_relu_max_pool2d_backward(
         const floating[:, :, :, ::1] x, const floating[:, ::1] weight_t,
         const floating[:, :, :, ::1] grad_out, const floating[:, :, :, ::1] out,
         const int64_t[:, :, :, ::1] argmax, int FH, int FW, int SH, int SW, int PH, int PW,
-        int OH, int OW, int method, Py_ssize_t KP, const floating[:, ::1] columns, int chunk,
+        int OH, int OW, int method, Py_ssize_t KP, const floating[:, ::1] dx_packed,
+        const floating[:, ::1] columns, int chunk,
         floating[:, ::1] workspace, Py_ssize_t scratch_size, floating[:, ::1] grad_w_chunks,
         floating[:, ::1] grad_b_chunks, floating[:, :, :, ::1] grad_x, floating[::1] grad_w,
         floating[::1] grad_b, int n_threads):
@@ -91,6 +92,8 @@ def conv2d_relu_max_pool2d_backward(
     cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0], w_size = grad_w.shape[0]
     cdef bint want_b = grad_b is not None, want_x = grad_x is not None
     cdef bint have_columns = columns is not None
+    cdef const floating *dx_packed_ptr = &dx_packed[0, 0] if dx_packed is not None else NULL
+    cdef Py_ssize_t CP = dx_packed.shape[1] if dx_packed is not None else 0
     cdef Py_ssize_t ch, n, k, start, stop
     cdef floating *dconv
     cdef floating *dw
@@ -110,8 +113,8 @@ def conv2d_relu_max_pool2d_backward(
                                                  dconv + k * P, P)
                 image_backward(&x[n, 0, 0, 0], &columns[n, 0] if have_columns else NULL,
                                &weight_t[0, 0], dconv, C, H, W, K, FH, FW, SH, SW, PH, PW,
-                               OH, OW, method, KP, dconv + K * P, scratch_size, dw, db,
-                               &grad_x[n, 0, 0, 0] if want_x else NULL)
+                               OH, OW, method, KP, dx_packed_ptr, CP, dconv + K * P,
+                               scratch_size, dw, db, &grad_x[n, 0, 0, 0] if want_x else NULL)
         finish_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, w_size,
                       &grad_w[0], &grad_b_chunks[0, 0] if want_b and n_chunks else NULL, K,
                       &grad_b[0] if want_b else NULL, n_threads)

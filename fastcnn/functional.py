@@ -257,6 +257,22 @@ def _packed_weights(weight, method):
     return None
 
 
+def _input_grad_packing(weight, stride, padding):
+    """The flipped kernels, channels swapped, packed for the filter kernel to compute the
+    input gradient as a convolution of the padded output gradient, (K*kH*kW, CP) with
+    CP >= C a multiple of the vector length; or None where im2col's adjoint (GEMM and
+    col2im) is used instead: strides above 1, padding of a kernel's size or more, and
+    fewer input channels than half a vector (the filter kernel would waste most lanes)."""
+    vector = 64 // weight.dtype.itemsize
+    k, c, kh, kw = weight.shape
+    if stride != (1, 1) or padding[0] >= kh or padding[1] >= kw or c < vector // 2:
+        return None
+    flipped = weight[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(k * kh * kw, c)
+    packed = np.zeros((k * kh * kw, -(-c // vector) * vector), dtype=weight.dtype)
+    packed[:, :c] = flipped
+    return packed
+
+
 def _scratch_per_image(x, weight, padding, out_hw, method):
     """Workspace values one image needs: its column matrix, or its padded copy."""
     columns = weight[0].size * out_hw[0] * out_hw[1]
@@ -344,15 +360,22 @@ class _BackwardWork:
         # matrix or padded copy), its output gradient transposed for the filter kernel, and
         # its column gradient when grad_x is wanted
         self.scratch = _scratch_per_image(x, weight, padding, out_hw, self.method)
-        row = extra + self.scratch + p * self.kp + (q * p if input_grad else 0)
+        self.dx_packed = _input_grad_packing(weight, stride, padding) if input_grad else None
+        if self.dx_packed is None:
+            dx_scratch = q * p if input_grad else 0
+        else:  # the output gradient, padded by the kernel size less one less the padding
+            kh, kw = weight.shape[2:]
+            dx_scratch = k * (x.shape[2] + kh - 1) * (x.shape[3] + kw - 1)
+        row = extra + self.scratch + p * self.kp + dx_scratch
         self.n_threads = get_num_threads()
         self.workspace = _workspace(self.n_threads, row, x.dtype)
         self.weight_t = np.ascontiguousarray(weight.reshape(k, q).T)
 
     def kernel_args(self, columns):
         """The kernel's arguments from `method` on, but for the thread count."""
-        return (self.method, self.kp, columns, GRAD_CHUNK, self.workspace, self.scratch,
-                self.w_chunks, self.b_chunks, self.grad_x, self.grad_w, self.grad_b)
+        return (self.method, self.kp, self.dx_packed, columns, GRAD_CHUNK, self.workspace,
+                self.scratch, self.w_chunks, self.b_chunks, self.grad_x, self.grad_w,
+                self.grad_b)
 
     def gradients(self):
         """(grad_x, grad_w, grad_b), grad_w in the weight's shape."""
