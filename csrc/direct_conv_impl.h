@@ -56,21 +56,24 @@ static FASTCNN_CLONES void NAME(fastcnn_direct_forward)(
 }
 
 /* One tile of the filter-vector forward pass: output pixels p0 .. p0 + TW - 1 (in row-major
- * order, so a tile may span two rows) of filters k0 .. k0 + VL - 1. Each weight vector
- * loaded (VL filters at one (c, i, j)) feeds TW multiply-adds, one per pixel, with the
- * pixel's input value broadcast. TW is a compile-time constant at every call, so the
- * accumulators live in registers; TW = 8 independent chains hide the multiply-add latency
- * (a tile of 2 ran at a third of the speed). */
+ * order, so a tile may span two rows) of the NV filter vectors from k0 (filters k0 ..
+ * k0 + NV*VL - 1, those past K dropped). Each weight vector loaded (VL filters at one
+ * (c, i, j)) feeds TW multiply-adds, one per pixel, and each input value broadcast feeds NV.
+ * NV and TW are compile-time constants at every call, so the accumulators live in
+ * registers: 8 x 1 (8 independent chains hide the multiply-add latency: a tile of 2 ran at
+ * a third of the speed) or 6 x 4 (10 loads per 24 multiply-adds, where 8 x 1 needs 9 per
+ * 8; on AVX2 its 24 accumulators do not all fit in registers, and it is still correct). */
 static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_tile)(
     const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,
     ptrdiff_t k0, ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW,
-    ptrdiff_t p0, const int TW, T *out, ptrdiff_t OH, ptrdiff_t OW)
+    ptrdiff_t p0, const int NV, const int TW, T *out, ptrdiff_t OH, ptrdiff_t OW)
 {
-    vec acc[8]; /* TW <= 8 */
+    vec acc[4][8]; /* NV <= 4, TW <= 8 */
     ptrdiff_t origin[8]; /* of each pixel's window in an input channel */
     _Pragma("GCC unroll 8")
     for (int t = 0; t < TW; t++) {
-        acc[t] = (vec){0};
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++) acc[v][t] = (vec){0};
         origin[t] = (p0 + t) / OW * SH * WP + (p0 + t) % OW * SW;
     }
     const T *w = wt + k0;
@@ -78,17 +81,26 @@ static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_til
         for (ptrdiff_t i = 0; i < FH; i++) {
             const T *row = xpad + (c * HP + i) * WP;
             for (ptrdiff_t j = 0; j < FW; j++, w += KP) {
-                const vec weights = LOAD(w);
+                vec weights[4];
                 _Pragma("GCC unroll 8")
-                for (int t = 0; t < TW; t++) acc[t] += row[origin[t] + j] * weights;
+                for (int v = 0; v < NV; v++) weights[v] = LOAD(w + v * VL);
+                _Pragma("GCC unroll 8")
+                for (int t = 0; t < TW; t++) {
+                    const T x = row[origin[t] + j];
+                    _Pragma("GCC unroll 8")
+                    for (int v = 0; v < NV; v++) acc[v][t] += x * weights[v];
+                }
             }
         }
     }
-    const ptrdiff_t filters = K - k0 < VL ? K - k0 : VL, P = OH * OW;
-    for (ptrdiff_t lane = 0; lane < filters; lane++) {
-        T *dst = out + (k0 + lane) * P + p0;
-        _Pragma("GCC unroll 8")
-        for (int t = 0; t < TW; t++) dst[t] = acc[t][lane];
+    const ptrdiff_t P = OH * OW;
+    for (int v = 0; v < NV; v++) {
+        const ptrdiff_t first = k0 + v * VL, filters = K - first < VL ? K - first : VL;
+        for (ptrdiff_t lane = 0; lane < filters; lane++) {
+            T *dst = out + (first + lane) * P + p0;
+            _Pragma("GCC unroll 8")
+            for (int t = 0; t < TW; t++) dst[t] = acc[v][t][lane];
+        }
     }
 }
 
@@ -102,62 +114,17 @@ static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_pix
     const ptrdiff_t P = OH * OW;
     ptrdiff_t p0 = p_start;
     for (; p0 + 8 <= P; p0 += 8)
-        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 8,
+        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 8,
                                          out, OH, OW);
     for (; p0 + 4 <= P; p0 += 4)
-        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 4,
+        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 4,
                                          out, OH, OW);
     for (; p0 + 2 <= P; p0 += 2)
-        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 2,
+        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 2,
                                          out, OH, OW);
     for (; p0 < P; p0++)
-        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1,
+        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 1,
                                          out, OH, OW);
-}
-
-/* A wider tile for layers with many filters: 6 output pixels times 4 filter vectors
- * (k0 .. k0 + 4*VL - 1), 24 accumulators. Each input value is broadcast once for 4
- * multiply-adds and each weight vector loaded once for 6: 10 loads per 24 multiply-adds,
- * where the one-vector tile needs 9 per 8. (On AVX2 the 24 accumulators do not all fit in
- * registers; the tile is still correct there.) */
-static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vectors4_tile)(
-    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,
-    ptrdiff_t k0, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t p0,
-    T *out, ptrdiff_t OH, ptrdiff_t OW)
-{
-    enum { TW = 6, NV = 4 };
-    vec acc[NV][TW];
-    ptrdiff_t origin[TW];
-    _Pragma("GCC unroll 8")
-    for (int t = 0; t < TW; t++) {
-        _Pragma("GCC unroll 8")
-        for (int v = 0; v < NV; v++) acc[v][t] = (vec){0};
-        origin[t] = (p0 + t) / OW * SH * WP + (p0 + t) % OW * SW;
-    }
-    const T *w = wt + k0;
-    for (ptrdiff_t c = 0; c < C; c++) {
-        for (ptrdiff_t i = 0; i < FH; i++) {
-            const T *row = xpad + (c * HP + i) * WP;
-            for (ptrdiff_t j = 0; j < FW; j++, w += KP) {
-                vec weights[NV];
-                _Pragma("GCC unroll 8")
-                for (int v = 0; v < NV; v++) weights[v] = LOAD(w + v * VL);
-                _Pragma("GCC unroll 8")
-                for (int t = 0; t < TW; t++) {
-                    const T x = row[origin[t] + j];
-                    _Pragma("GCC unroll 8")
-                    for (int v = 0; v < NV; v++) acc[v][t] += x * weights[v];
-                }
-            }
-        }
-    }
-    const ptrdiff_t P = OH * OW;
-    for (int v = 0; v < NV; v++)
-        for (ptrdiff_t lane = 0; lane < VL; lane++) {
-            T *dst = out + (k0 + v * VL + lane) * P + p0;
-            _Pragma("GCC unroll 8")
-            for (int t = 0; t < TW; t++) dst[t] = acc[v][t][lane];
-        }
 }
 
 /* out[k, oh, ow] := sum over (c, i, j) of w[k, c, i, j] * xpad[c, oh*SH + i, ow*SW + j],
@@ -175,8 +142,8 @@ static FASTCNN_CLONES void NAME(fastcnn_filter_vector_forward)(
     for (; k0 + 4 * VL <= K; k0 += 4 * VL) {
         ptrdiff_t p0 = 0;
         for (; p0 + 6 <= P; p0 += 6)
-            NAME(fastcnn_filter_vectors4_tile)(xpad, C, HP, WP, wt, KP, k0, FH, FW, SH, SW, p0,
-                                               out, OH, OW);
+            NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0,
+                                             4, 6, out, OH, OW);
         for (ptrdiff_t v = 0; v < 4; v++)
             NAME(fastcnn_filter_vector_pixels)(xpad, C, HP, WP, wt, KP, k0 + v * VL, K, FH, FW,
                                                SH, SW, p0, out, OH, OW);

@@ -336,6 +336,16 @@ def _check_columns(func, columns, x, weight, out_hw):
 
 
 
+def _backward_operands(func, input, weight, stride, padding, input_grad, bias_grad):
+    """A convolution backward call's validated input, weight, stride, padding, (OH, OW)
+    and flags."""
+    x = _check_input(input, func)
+    input_grad = _check_flag(input_grad, "input_grad", func)
+    bias_grad = _check_flag(bias_grad, "bias_grad", func)
+    weight = _as_float_array(weight, "weight", func, 4, x.dtype)
+    stride, padding, out_hw = _conv_geometry(func, x, weight, stride, padding)
+    return x, weight, stride, padding, out_hw, input_grad, bias_grad
+
 class _BackwardWork:
     """What a convolution's backward kernel needs besides its inputs: the weight-gradient
     method, the outputs, the per-chunk partial sums and the per-thread workspace; and the
@@ -410,11 +420,8 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_gr
         Each summed over the batch in a fixed order: identical bits for any thread count.
     """
     func = "conv2d_backward"
-    x = _check_input(input, func)
-    input_grad = _check_flag(input_grad, "input_grad", func)
-    bias_grad = _check_flag(bias_grad, "bias_grad", func)
-    weight = _as_float_array(weight, "weight", func, 4, x.dtype)
-    stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
+    x, weight, stride, padding, (oh, ow), input_grad, bias_grad = _backward_operands(
+        func, input, weight, stride, padding, input_grad, bias_grad)
     grad_out = _as_float_array(grad_output, "grad_output", func, 4, x.dtype)
     expected = (x.shape[0], weight.shape[0], oh, ow)
     _check_shape(grad_out.shape, expected, "grad_output", func, "(the shape of conv2d's output)")
@@ -694,11 +701,8 @@ def conv2d_relu_max_pool2d_backward(grad_output, output, indices, input, weight,
     (grad_input or None, grad_weight, grad_bias or None)
     """
     func = "conv2d_relu_max_pool2d_backward"
-    x = _check_input(input, func)
-    input_grad = _check_flag(input_grad, "input_grad", func)
-    bias_grad = _check_flag(bias_grad, "bias_grad", func)
-    weight = _as_float_array(weight, "weight", func, 4, x.dtype)
-    stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
+    x, weight, stride, padding, (oh, ow), input_grad, bias_grad = _backward_operands(
+        func, input, weight, stride, padding, input_grad, bias_grad)
     out = _as_float_array(output, "output", func, 4, x.dtype)
     if out.shape[:2] != (x.shape[0], weight.shape[0]):
         raise ValueError(
