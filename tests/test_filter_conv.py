@@ -33,8 +33,9 @@ FILTERS, GEMM = F._FILTERS, F._GEMM
 
 # (N, C, H, W), K, (FH, FW), stride, padding. Each K of {8, 9, 16, 17, 33, 63, 64, 70, 128,
 # 130}; pixel counts P = OH*OW whose remainders after tiles of 8 (filters left over) and of 6
-# (the 4-vector tile) take every value in both dtypes; strides 1-3 and (1, 2); paddings 0-3,
-# unequal per axis, and as large as the kernel (the input gradient falls back to GEMM).
+# (the 4-vector tile) take every value in both dtypes, and likewise for the input gradient
+# (C filters, H*W pixels); strides 1-3 and (1, 2); paddings 0-3, unequal per axis, and as
+# large as the kernel (the input gradient falls back to GEMM).
 CASES = [
     ((3, 3, 7, 7), 8, (3, 3), (1, 1), (1, 1)),
     ((1, 8, 6, 5), 9, (1, 1), (1, 1), (0, 0)),
@@ -50,6 +51,13 @@ CASES = [
     ((1, 16, 7, 6), 130, (3, 4), (1, 1), (1, 1)),
     ((1, 16, 4, 5), 8, (2, 2), (1, 1), (2, 2)),
     ((1, 8, 5, 6), 17, (3, 1), (1, 1), (1, 1)),
+    # C >= 64: the input gradient's convolution (C filters, H*W pixels) on the 4-vector tile
+    ((1, 64, 2, 3), 8, (3, 3), (1, 1), (1, 1)),
+    ((2, 70, 1, 7), 8, (1, 3), (1, 1), (0, 1)),
+    ((1, 65, 2, 4), 9, (2, 2), (1, 1), (1, 0)),
+    ((1, 66, 3, 7), 8, (3, 3), (1, 1), (1, 1)),
+    ((2, 67, 2, 5), 16, (2, 3), (1, 1), (0, 0)),
+    ((1, 130, 5, 7), 8, (3, 3), (1, 1), (2, 2)),
 ]
 
 
@@ -101,16 +109,20 @@ def forward_branches(k, p, dtype):
 
 
 def test_cases_cover_every_branch():
+    want = {("four", r) for r in range(6)} | {("one", r) for r in range(8)}
     for dtype in DTYPES:
-        branches, dx_paths, weight_grads = set(), set(), set()
+        branches, dx_branches, dx_paths, weight_grads = set(), set(), set(), set()
         for case in CASES:
             forward, weight_grad, dx_filters = actual_paths(case, dtype)
             assert (forward, weight_grad, dx_filters) == expected_paths(case, dtype), case
             branches |= forward_branches(case[1], out_size(case)[0] * out_size(case)[1], dtype)
+            if dx_filters:  # C filters over the H*W input pixels
+                (_, c, h, w), *_ = case
+                dx_branches |= forward_branches(c, h * w, dtype)
             dx_paths.add(dx_filters)
             weight_grads.add(weight_grad)
-        want = {("four", r) for r in range(6)} | {("one", r) for r in range(8)}
         assert want <= branches, (dtype, sorted(want - branches))
+        assert want <= dx_branches, (dtype, "input gradient", sorted(want - dx_branches))
         assert dx_paths == {True, False} and weight_grads == {FILTERS, GEMM}
     assert {case[1] for case in CASES} == {8, 9, 16, 17, 33, 63, 64, 70, 128, 130}
     # kernel widths 1-7: the weight gradient's column tiles of 5, 3 and 1 in every mix
