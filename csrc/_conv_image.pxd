@@ -44,6 +44,14 @@ cdef extern from "direct_conv.h" nogil:
         const double *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const double *dout_t,
         Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
         Py_ssize_t SW, Py_ssize_t OH, Py_ssize_t OW, double *dw_t)
+    void col2im_f32 "fastcnn_col2im_f32"(
+        const float *col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t FH,
+        Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PH, Py_ssize_t PW,
+        Py_ssize_t OH, Py_ssize_t OW, float *x)
+    void col2im_f64 "fastcnn_col2im_f64"(
+        const double *col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t FH,
+        Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PH, Py_ssize_t PW,
+        Py_ssize_t OH, Py_ssize_t OW, double *x)
     void direct_weight_grad_f32 "fastcnn_direct_weight_grad_f32"(
         const float *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const float *dout,
         Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t OH, Py_ssize_t OW, float *dw)
@@ -148,28 +156,12 @@ cdef inline void col2im_image(const floating *col, Py_ssize_t C, Py_ssize_t H, P
                               Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
                               Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
                               floating *x) noexcept nogil:
-    """x := 0; x[c, oh*SH + i - PH, ow*SW + j - PW] += col[(c*FH + i)*FW + j, oh*OW + ow]"""
-    cdef Py_ssize_t c, i, j, oh, ow, h, ow_lo, ow_hi
-    cdef const floating *row
-    cdef floating *dst
-    memset(x, 0, C * H * W * sizeof(floating))
-    for c in range(C):
-        for i in range(FH):
-            for j in range(FW):
-                row = col + ((c * FH + i) * FW + j) * OH * OW
-                ow_lo = first_valid(j - PW, SW)
-                ow_hi = end_valid(j - PW, SW, W, OW)
-                for oh in range(OH):
-                    h = oh * SH + i - PH
-                    if h < 0 or h >= H:
-                        continue
-                    dst = x + (c * H + h) * W + (j - PW)
-                    if SW == 1:  # unit stride: the compiler vectorises the adds
-                        for ow in range(ow_lo, ow_hi):
-                            dst[ow] += row[oh * OW + ow]
-                    else:
-                        for ow in range(ow_lo, ow_hi):
-                            dst[ow * SW] += row[oh * OW + ow]
+    """x := 0; x[c, oh*SH + i - PH, ow*SW + j - PW] += col[(c*FH + i)*FW + j, oh*OW + ow]
+    (direct_conv.h's fastcnn_col2im)"""
+    if floating is float:
+        col2im_f32(col, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, x)
+    else:
+        col2im_f64(col, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, x)
 
 
 cdef inline void pad_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,

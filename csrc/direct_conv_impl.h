@@ -217,6 +217,39 @@ static FASTCNN_CLONES void NAME(fastcnn_filter_vector_weight_grad)(
     }
 }
 
+/* x (C, H, W) := 0; x[c, oh*SH + i - PH, ow*SW + j - PW] += col[(c*FH + i)*FW + j, oh*OW + ow]
+ * for every (c, i, j, oh, ow) inside x: im2col's adjoint for one image. Here rather than in
+ * Cython for the clones: its short rows (LeNet conv2: 10 values) take one AVX-512 or AVX2
+ * add where the baseline build needed three. */
+static FASTCNN_CLONES void NAME(fastcnn_col2im)(
+    const T *col, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t FH, ptrdiff_t FW,
+    ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t PH, ptrdiff_t PW, ptrdiff_t OH, ptrdiff_t OW, T *x)
+{
+    for (ptrdiff_t e = 0; e < C * H * W; e++) x[e] = 0;
+    for (ptrdiff_t c = 0; c < C; c++) {
+        for (ptrdiff_t i = 0; i < FH; i++) {
+            for (ptrdiff_t j = 0; j < FW; j++) {
+                const T *row = col + ((c * FH + i) * FW + j) * OH * OW;
+                /* the output columns whose input column ow*SW + j - PW lies in [0, W) */
+                const ptrdiff_t offset = j - PW;
+                const ptrdiff_t ow_lo = offset >= 0 ? 0 : (-offset + SW - 1) / SW;
+                ptrdiff_t ow_hi = W - offset <= 0 ? 0 : (W - offset + SW - 1) / SW;
+                ow_hi = ow_hi < OW ? ow_hi : OW;
+                for (ptrdiff_t oh = 0; oh < OH; oh++) {
+                    const ptrdiff_t h = oh * SH + i - PH;
+                    if (h < 0 || h >= H) continue;
+                    T *dst = x + (c * H + h) * W + offset;
+                    const T *src = row + oh * OW;
+                    if (SW == 1)
+                        for (ptrdiff_t ow = ow_lo; ow < ow_hi; ow++) dst[ow] += src[ow];
+                    else
+                        for (ptrdiff_t ow = ow_lo; ow < ow_hi; ow++) dst[ow * SW] += src[ow];
+                }
+            }
+        }
+    }
+}
+
 /* The sum of v's lanes, pairwise: a fixed order, and a short dependency chain. */
 static inline T NAME(fastcnn_lane_sum)(vec v)
 {
