@@ -189,12 +189,13 @@ def conv_and_gradients(x, w, b, stride, padding, grad_out):
 
 
 def on_gemm_path(monkeypatch, run, forward_too=True):
-    """run() with the weight gradient (and, by default, the forward pass) forced onto
-    im2col + GEMM."""
+    """run() with the weight gradient (and, by default, the forward pass and the input
+    gradient) forced onto im2col + GEMM (and col2im)."""
     with monkeypatch.context() as patch:
         patch.setattr(F, "_weight_grad_method", lambda *args: GEMM)
         if forward_too:
             patch.setattr(F, "_conv_method", lambda *args: GEMM)
+            patch.setattr(F, "_input_grad_packing", lambda *args: None)
         return run()
 
 
