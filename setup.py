@@ -7,6 +7,11 @@ FASTCNN_OPENMP=auto|0|1
     build serial kernels. 0: build serial. 1: OpenMP is required; fail if it does not work.
 FASTCNN_DEBUG_CYTHON=1
     Turn Cython's boundscheck, wraparound and initializedcheck on (slow; for tests).
+FASTCNN_KERNEL_ARCH=auto|baseline|<an -march value, e.g. x86-64-v3>
+    auto (default): the C kernels (csrc/direct_conv.h) in three copies, AVX-512, AVX2 and
+    baseline, the best picked at load (csrc/cpu_dispatch.h). Otherwise one copy, for
+    the baseline or that -march: how CI tests the copies this machine would not pick.
+    Never for wheels: a -march build only runs on CPUs that have it.
 """
 
 import glob
@@ -108,6 +113,15 @@ def debug_cython():
     return os.environ.get("FASTCNN_DEBUG_CYTHON", "0") == "1"
 
 
+def kernel_arch():
+    """Compile flags and macros for FASTCNN_KERNEL_ARCH (see the top of this file)."""
+    arch = os.environ.get("FASTCNN_KERNEL_ARCH", "auto")
+    if arch == "auto":
+        return [], []
+    flags = [] if arch == "baseline" else [f"-march={arch}"]
+    return flags, [("FASTCNN_NO_CLONES", "1")]
+
+
 def extensions():
     checks = debug_cython()
     directives = {
@@ -123,6 +137,8 @@ def extensions():
     cflags = [] if sys.platform == "win32" else ["-O3", "-Wno-unreachable-code"]
     if sysconfig.get_config_var("CC") and "clang" in sysconfig.get_config_var("CC"):
         cflags.append("-Wno-unknown-pragmas")
+    arch_flags, arch_macros = kernel_arch()
+    cflags += arch_flags
     exts = [
         Extension(
             f"fastcnn.{name}",
@@ -132,6 +148,7 @@ def extensions():
             define_macros=[
                 ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
                 ("FASTCNN_DEBUG_CYTHON", "1" if checks else "0"),
+                *arch_macros,
             ],
             extra_compile_args=list(cflags),
             # dladdr (which OpenMP library the kernels are bound to) is in libdl before glibc 2.34

@@ -31,13 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__linux__)
-#define FASTCNN_CLONES \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define FASTCNN_CLONES
-#endif
+#include "cpu_dispatch.h"
 
 #define FASTCNN_FILTERS 4 /* filters computed together */
 #define FASTCNN_CAT_(a, b) a##_##b

@@ -8,7 +8,7 @@ import numpy as np
 
 from fastcnn import _openmp_env
 from fastcnn._blas import blas_info
-from fastcnn._openmp import DEBUG_CYTHON, OPENMP_ENABLED, openmp_library
+from fastcnn._openmp import DEBUG_CYTHON, OPENMP_ENABLED, kernel_isa, openmp_library
 from fastcnn._threads import get_num_threads
 from fastcnn._version import __version__
 
@@ -40,6 +40,7 @@ def config():
         "openmp_runtime": openmp_runtime() if OPENMP_ENABLED else None,
         "openmp_wait_policy": _openmp_env.wait_policy if OPENMP_ENABLED else None,
         "debug_cython": DEBUG_CYTHON,
+        "kernel_isa": kernel_isa(),
         "kernel_blas": blas_info(),
         "num_threads": get_num_threads(),
     }
@@ -61,5 +62,6 @@ def show_config():
             f"({blas.get('architecture')}, {blas.get('threading_layer')}) "
             f"{blas.get('filepath')}  [held at 1 thread inside kernels]"
         )
+    print(f"kernel ISA:      {info['kernel_isa']}")
     print(f"threads:         {info['num_threads']}")
     print(f"debug checks:    {'on' if info['debug_cython'] else 'off'}")

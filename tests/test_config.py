@@ -1,5 +1,7 @@
 """fastcnn.show_config reports how the kernels were built and what they run with."""
 
+import os
+
 import fastcnn
 from fastcnn._config import config
 from fastcnn._openmp import OPENMP_ENABLED
@@ -12,6 +14,18 @@ def test_show_config_prints_the_facts(capsys):
     assert ("OpenMP:          on" in text) == bool(OPENMP_ENABLED)
     assert "kernel BLAS:" in text and "held at 1 thread" in text
     assert f"threads:         {fastcnn.get_num_threads()}" in text
+    assert f"kernel ISA:      {config()['kernel_isa']}" in text
+
+
+def test_reports_which_copy_of_the_c_kernels_runs():
+    # tools/debug_build_tests.sh and tools/asan_kernels.sh build one copy on purpose
+    # (FASTCNN_KERNEL_ARCH) and say which; a normal build has the three clones
+    isa = config()["kernel_isa"]
+    expected = os.environ.get("FASTCNN_EXPECT_KERNEL_ISA")
+    if expected:
+        assert expected in isa
+    else:
+        assert "chosen at load" in isa or "one copy" in isa, isa
 
 
 def test_config_reports_the_loaded_openmp_runtime():

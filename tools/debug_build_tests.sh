@@ -34,7 +34,15 @@ venv_python="$work/venv/bin/python"
 venv_site=$("$venv_python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 "$python" -c 'import site; print("\n".join(site.getsitepackages()))' > "$venv_site/_caller.pth"
 
-echo "== building fastcnn with FASTCNN_DEBUG_CYTHON=1 in $work"
+# The direct convolution kernels in their AVX2 copy alone (the normal build's loader picks
+# the AVX-512 copy on an AVX-512 machine, so the AVX2 code would go untested), where the CPU
+# has AVX2; else the baseline copy. test_config checks which copy was built.
+if grep -q avx2 /proc/cpuinfo 2>/dev/null; then
+    export FASTCNN_KERNEL_ARCH=x86-64-v3 FASTCNN_EXPECT_KERNEL_ISA="AVX2 (one copy"
+else
+    export FASTCNN_KERNEL_ARCH=baseline FASTCNN_EXPECT_KERNEL_ISA="baseline (one copy"
+fi
+echo "== building fastcnn with FASTCNN_DEBUG_CYTHON=1 FASTCNN_KERNEL_ARCH=$FASTCNN_KERNEL_ARCH in $work"
 FASTCNN_DEBUG_CYTHON=1 "$venv_python" -m pip install --quiet --no-deps --no-build-isolation \
     "$work/src"
 
