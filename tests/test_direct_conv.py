@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from test_fused import assert_fused_matches_unfused
-from test_kernels_vs_reference import assert_gradients_equal, case_id, small_ints
+from test_kernels_vs_reference import (
+    case_id,
+    check_conv_matches_reference,
+    out_size,
+    small_ints,
+    vector_length,
+    weight_of,
+)
 
 import fastcnn
 from fastcnn import _reference as ref
@@ -36,23 +43,6 @@ def methods(weight, stride, out_w):
     stride = (stride, stride) if isinstance(stride, int) else stride
     return (F._conv_method(weight, stride, out_w),
             F._weight_grad_method(weight, stride, out_w))
-
-
-def vector_length(dtype):
-    """Values per 64-byte vector: the row kernel's block width along an output row."""
-    return 64 // np.dtype(dtype).itemsize
-
-
-def out_size(case):
-    """(OH, OW) of a case."""
-    (_, _, h, w), _, (fh, fw), stride, (ph, pw) = case
-    return (h + 2 * ph - fh) // stride[0] + 1, (w + 2 * pw - fw) // stride[1] + 1
-
-
-def weight_of(case, dtype):
-    """A weight of the case's shape: all the selection looks at."""
-    (_, c, _, _), k, kernel, _, _ = case
-    return np.zeros((k, c, *kernel), dtype)
 
 
 S1 = (1, 1)
@@ -155,28 +145,9 @@ def test_selection_thresholds():
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=case_id)
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_direct_paths_equal_reference_exactly(case, dtype, with_bias):
-    shape, k, kernel, stride, padding = case
-    rng = np.random.default_rng(sum(shape) + k)
-    x = small_ints(rng, shape, dtype)
-    w = small_ints(rng, (k, shape[1], *kernel), dtype)
-    b = small_ints(rng, (k,), dtype) if with_bias else None
-    assert methods(w, stride, out_size(case)[1])[0] != GEMM
-
-    out, columns = F.conv2d(x, w, b, stride, padding, save_columns=True)
+    assert methods(weight_of(case, dtype), case[3], out_size(case)[1])[0] != GEMM
+    columns = check_conv_matches_reference(case, dtype, with_bias)
     assert columns is None  # a direct kernel builds no column matrices to keep
-    expected = ref.conv2d(x, w, b, stride, padding)
-    assert out.dtype == dtype
-    assert_array_equal(out, expected)
-    if out.size:
-        assert np.count_nonzero(out) > out.size // 2, "a mostly-zero output proves nothing"
-
-    grad_out = small_ints(rng, out.shape, dtype)
-    for input_grad in (True, False):
-        want = ref.conv2d_backward(grad_out, x, w, stride, padding, input_grad=input_grad,
-                                   bias_grad=with_bias)
-        got = F.conv2d_backward(grad_out, x, w, stride, padding, input_grad=input_grad,
-                                bias_grad=with_bias, columns=columns)
-        assert_gradients_equal(got, want, dtype)
 
 
 # ------------------------------------------------------------- direct against im2col + GEMM

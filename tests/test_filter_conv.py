@@ -16,13 +16,19 @@ normal data; +-inf and NaN in the input and the output gradient; 1-3 threads; th
 Conv2d -> ReLU -> MaxPool2d op; PyTorch on VGG-like layers.
 """
 
-import itertools
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from test_fused import assert_fused_matches_unfused
-from test_kernels_vs_reference import assert_gradients_equal, case_id, small_ints
+from test_kernels_vs_reference import (
+    case_id,
+    check_conv_matches_reference,
+    out_size,
+    small_ints,
+    vector_length,
+    weight_of,
+)
 
 import fastcnn
 from fastcnn import _reference as ref
@@ -59,23 +65,6 @@ CASES = [
     ((2, 67, 2, 5), 16, (2, 3), (1, 1), (0, 0)),
     ((1, 130, 5, 7), 8, (3, 3), (1, 1), (2, 2)),
 ]
-
-
-def vector_length(dtype):
-    """Values per 64-byte vector: the filter kernel's lanes."""
-    return 64 // np.dtype(dtype).itemsize
-
-
-def out_size(case):
-    """(OH, OW) of a case."""
-    (_, _, h, w), _, (fh, fw), stride, (ph, pw) = case
-    return (h + 2 * ph - fh) // stride[0] + 1, (w + 2 * pw - fw) // stride[1] + 1
-
-
-def weight_of(case, dtype):
-    """A weight of the case's shape: all the selection looks at."""
-    (_, c, _, _), k, kernel, _, _ = case
-    return np.zeros((k, c, *kernel), dtype)
 
 
 def expected_paths(case, dtype):
@@ -150,22 +139,8 @@ def integer_case(rng, case, dtype, with_bias):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_filter_paths_equal_reference_exactly(case, dtype):
-    stride, padding = case[3:]
     assert actual_paths(case, dtype) == expected_paths(case, dtype)
-    rng = np.random.default_rng(case[1] + 1000 * case[0][1])
-    x, w, b, grad_out = integer_case(rng, case, dtype, with_bias=True)
-    for bias in (b, None):
-        out = F.conv2d(x, w, bias, stride, padding)
-        assert out.dtype == dtype
-        assert_array_equal(out, ref.conv2d(x, w, bias, stride, padding))
-    if out.size:
-        assert np.count_nonzero(out) > out.size // 2, "a mostly-zero output proves nothing"
-    want = ref.conv2d_backward(grad_out, x, w, stride, padding)
-    for input_grad, bias_grad in itertools.product((True, False), repeat=2):
-        got = F.conv2d_backward(grad_out, x, w, stride, padding, input_grad=input_grad,
-                                bias_grad=bias_grad)
-        assert_gradients_equal(got, (want[0] if input_grad else None, want[1],
-                                     want[2] if bias_grad else None), dtype)
+    check_conv_matches_reference(case, dtype, with_bias=True)
 
 
 # ----------------------------------------------------------------------- the GEMM path

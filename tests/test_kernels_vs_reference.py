@@ -60,30 +60,56 @@ def case_id(case):
     return "-".join("x".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in case)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_conv2d_forward_and_backward_exact(case, dtype, with_bias):
+def check_conv_matches_reference(case, dtype, with_bias):
+    """conv2d and conv2d_backward equal the reference exactly on small integers: the
+    input and bias gradients on and off, from the column matrices the forward pass kept
+    (if it kept any: a direct kernel needs none) and rebuilt. Returns those matrices."""
     shape, k, kernel, stride, padding = case
     rng = np.random.default_rng(sum(shape) + k)
     x = small_ints(rng, shape, dtype)
     w = small_ints(rng, (k, shape[1], *kernel), dtype)
     b = small_ints(rng, (k,), dtype) if with_bias else None
-    out = F.conv2d(x, w, b, stride, padding)
     expected = ref.conv2d(x, w, b, stride, padding)
-    assert out.dtype == dtype
-    assert_array_equal(out, expected)
+    out, columns = F.conv2d(x, w, b, stride, padding, save_columns=True)
+    for got in (out, F.conv2d(x, w, b, stride, padding)):
+        assert got.dtype == dtype
+        assert_array_equal(got, expected)
     if out.size:
         assert np.count_nonzero(out) > out.size // 2, "a mostly-zero output proves nothing"
 
     grad_out = small_ints(rng, out.shape, dtype)
-    want = ref.conv2d_backward(grad_out, x, w, stride, padding, bias_grad=with_bias)
-    kept_out, columns = F.conv2d(x, w, b, stride, padding, save_columns=True)
-    assert_array_equal(kept_out, expected)
-    for kept in (None, columns):  # rebuilt, or the matrices kept by the forward pass
-        got = F.conv2d_backward(grad_out, x, w, stride, padding, bias_grad=with_bias,
-                                columns=kept)
-        assert_gradients_equal(got, want, dtype)
+    for input_grad, bias_grad in itertools.product((True, False), (with_bias, False)):
+        want = ref.conv2d_backward(grad_out, x, w, stride, padding, input_grad=input_grad,
+                                   bias_grad=bias_grad)
+        for kept in {id(c): c for c in (None, columns)}.values():
+            got = F.conv2d_backward(grad_out, x, w, stride, padding, input_grad=input_grad,
+                                    bias_grad=bias_grad, columns=kept)
+            assert_gradients_equal(got, want, dtype)
+    return columns
+
+
+def vector_length(dtype):
+    """Values per 64-byte vector: the direct kernels' lanes (csrc/direct_conv.h)."""
+    return 64 // np.dtype(dtype).itemsize
+
+
+def out_size(case):
+    """(OH, OW) of a case (N, C, H, W), K, (FH, FW), stride, padding."""
+    (_, _, h, w), _, (fh, fw), stride, (ph, pw) = case
+    return (h + 2 * ph - fh) // stride[0] + 1, (w + 2 * pw - fw) // stride[1] + 1
+
+
+def weight_of(case, dtype):
+    """A weight of the case's shape: all the method selection looks at."""
+    (_, c, _, _), k, kernel, _, _ = case
+    return np.zeros((k, c, *kernel), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv2d_forward_and_backward_exact(case, dtype, with_bias):
+    check_conv_matches_reference(case, dtype, with_bias)
 
 
 @pytest.mark.parametrize("case", CONV_CASES[:4], ids=case_id)
