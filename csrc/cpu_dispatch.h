@@ -7,10 +7,14 @@
 #ifndef FASTCNN_CPU_DISPATCH_H
 #define FASTCNN_CPU_DISPATCH_H
 
+#include <stdint.h> /* defines __GLIBC__ where the C library is glibc */
+
 /* FASTCNN_NO_CLONES (setup.py's FASTCNN_KERNEL_ARCH): one copy, for the -march the build
- * was given; CI builds that way to test the AVX2 and baseline code on an AVX-512 machine. */
+ * was given; CI builds that way to test the AVX2 and baseline code on an AVX-512 machine.
+ * Clones need GCC >= 12 (for the x86-64-vN names) and glibc (the loader's ifuncs: musl has
+ * none). */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__linux__) && !defined(FASTCNN_NO_CLONES)
+    defined(__linux__) && defined(__GLIBC__) && !defined(FASTCNN_NO_CLONES)
 #define FASTCNN_CLONES \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define FASTCNN_HAS_CLONES 1
