@@ -127,7 +127,10 @@ def _check_training_step_parity(ours, theirs, size=28):
     assert [name for name, _ in ours.named_parameters()] == list(torch_params)
     for name, param in ours.named_parameters():
         expected = torch_params[name].grad.numpy()
-        atol = 1e-5 * np.abs(expected).max()
+        # float32 sums over a batch of images, in other orders than PyTorch's and through
+        # tanh/sigmoid: 1e-4 of the largest gradient (a debug-build run of the AVX2 kernels
+        # measured 1.3e-4 relative on conv1.weight's largest element, 3.8e-7 absolute).
+        atol = 1e-4 * np.abs(expected).max()
         np.testing.assert_allclose(param.grad, expected, rtol=1e-4, atol=atol, err_msg=name)
 
 
