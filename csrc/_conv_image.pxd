@@ -22,25 +22,33 @@ cdef enum:
 
 
 cdef extern from "direct_conv.h" nogil:
-    void direct_forward_f32 "fastcnn_direct_forward_f32"(
+    ctypedef struct fastcnn_kernel_table:
+        const char *name
+        int level
+        Py_ssize_t vl_f32
+        Py_ssize_t vl_f64
+    # the copy of the kernels this module calls (one per ISA: direct_conv.h)
+    const fastcnn_kernel_table *select_kernels "fastcnn_select_kernels"(int max_level)
+    int cpu_isa "fastcnn_cpu_isa"()
+    void row_forward_f32 "fastcnn_row_forward_f32"(
         const float *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const float *wpack,
         Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, float *out, Py_ssize_t OH, Py_ssize_t OW)
-    void direct_forward_f64 "fastcnn_direct_forward_f64"(
+    void row_forward_f64 "fastcnn_row_forward_f64"(
         const double *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const double *wpack,
         Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, double *out, Py_ssize_t OH, Py_ssize_t OW)
-    void filter_vector_forward_f32 "fastcnn_filter_vector_forward_f32"(
+    void filter_forward_f32 "fastcnn_filter_forward_f32"(
         const float *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const float *wt,
         Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
         float *out, Py_ssize_t OH, Py_ssize_t OW)
-    void filter_vector_forward_f64 "fastcnn_filter_vector_forward_f64"(
+    void filter_forward_f64 "fastcnn_filter_forward_f64"(
         const double *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const double *wt,
         Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
         double *out, Py_ssize_t OH, Py_ssize_t OW)
-    void filter_vector_weight_grad_f32 "fastcnn_filter_vector_weight_grad_f32"(
+    void filter_weight_grad_f32 "fastcnn_filter_weight_grad_f32"(
         const float *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const float *dout_t,
         Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
         Py_ssize_t SW, Py_ssize_t OH, Py_ssize_t OW, float *dw_t)
-    void filter_vector_weight_grad_f64 "fastcnn_filter_vector_weight_grad_f64"(
+    void filter_weight_grad_f64 "fastcnn_filter_weight_grad_f64"(
         const double *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const double *dout_t,
         Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
         Py_ssize_t SW, Py_ssize_t OH, Py_ssize_t OW, double *dw_t)
@@ -52,21 +60,33 @@ cdef extern from "direct_conv.h" nogil:
         const double *col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t FH,
         Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PH, Py_ssize_t PW,
         Py_ssize_t OH, Py_ssize_t OW, double *x)
-    void direct_weight_grad_f32 "fastcnn_direct_weight_grad_f32"(
+    void transpose_padded_f32 "fastcnn_transpose_padded_f32"(
+        const float *a, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, float *a_t)
+    void transpose_padded_f64 "fastcnn_transpose_padded_f64"(
+        const double *a, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, double *a_t)
+    void row_weight_grad_f32 "fastcnn_row_weight_grad_f32"(
         const float *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const float *dout,
         Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t OH, Py_ssize_t OW, float *dw)
-    void direct_weight_grad_f64 "fastcnn_direct_weight_grad_f64"(
+    void row_weight_grad_f64 "fastcnn_row_weight_grad_f64"(
         const double *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const double *dout,
         Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t OH, Py_ssize_t OW, double *dw)
+
+
+cdef inline tuple use_kernel_isa(int max_level):
+    """Make this module's kernels the best copy the CPU has of at most max_level
+    (cpu_dispatch.h's levels); return (name, level, VL of float32, VL of float64) of it.
+    Never while a kernel of this module runs."""
+    cdef const fastcnn_kernel_table *table = select_kernels(max_level)
+    return table.name.decode(), table.level, table.vl_f32, table.vl_f64
 
 
 cdef inline void rows_forward(const floating *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP,
                               const floating *packed, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW,
                               floating *out, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
     if floating is float:
-        direct_forward_f32(xpad, C, HP, WP, packed, K, FH, FW, out, OH, OW)
+        row_forward_f32(xpad, C, HP, WP, packed, K, FH, FW, out, OH, OW)
     else:
-        direct_forward_f64(xpad, C, HP, WP, packed, K, FH, FW, out, OH, OW)
+        row_forward_f64(xpad, C, HP, WP, packed, K, FH, FW, out, OH, OW)
 
 
 cdef inline void rows_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
@@ -74,9 +94,9 @@ cdef inline void rows_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssize_t
                                   Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t OH, Py_ssize_t OW,
                                   floating *dw) noexcept nogil:
     if floating is float:
-        direct_weight_grad_f32(xpad, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
+        row_weight_grad_f32(xpad, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
     else:
-        direct_weight_grad_f64(xpad, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
+        row_weight_grad_f64(xpad, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
 
 
 cdef inline void filters_forward(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
@@ -85,9 +105,9 @@ cdef inline void filters_forward(const floating *xpad, Py_ssize_t C, Py_ssize_t 
                                  Py_ssize_t SW, floating *out, Py_ssize_t OH,
                                  Py_ssize_t OW) noexcept nogil:
     if floating is float:
-        filter_vector_forward_f32(xpad, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out, OH, OW)
+        filter_forward_f32(xpad, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out, OH, OW)
     else:
-        filter_vector_forward_f64(xpad, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out, OH, OW)
+        filter_forward_f64(xpad, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out, OH, OW)
 
 
 cdef inline void filters_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
@@ -96,10 +116,10 @@ cdef inline void filters_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssiz
                                      Py_ssize_t SW, Py_ssize_t OH, Py_ssize_t OW,
                                      floating *dw_t) noexcept nogil:
     if floating is float:
-        filter_vector_weight_grad_f32(xpad, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW,
+        filter_weight_grad_f32(xpad, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW,
                                       dw_t)
     else:
-        filter_vector_weight_grad_f64(xpad, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW,
+        filter_weight_grad_f64(xpad, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW,
                                       dw_t)
 
 
@@ -232,13 +252,12 @@ cdef inline void add_bias(floating *out, const floating *bias, Py_ssize_t K,
 
 cdef inline void transpose_padded(const floating *a, Py_ssize_t rows, Py_ssize_t cols,
                                   Py_ssize_t ld, floating *a_t) noexcept nogil:
-    """a_t (cols x ld) := a (rows x cols) transposed, zero in columns rows .. ld-1"""
-    cdef Py_ssize_t r, c
-    for c in range(cols):
-        for r in range(rows):
-            a_t[c * ld + r] = a[r * cols + c]
-        for r in range(rows, ld):
-            a_t[c * ld + r] = 0
+    """a_t (cols x ld) := a (rows x cols) transposed, zero in columns rows .. ld-1
+    (direct_conv.h's fastcnn_transpose_padded)"""
+    if floating is float:
+        transpose_padded_f32(a, rows, cols, ld, a_t)
+    else:
+        transpose_padded_f64(a, rows, cols, ld, a_t)
 
 
 cdef inline void image_backward(const floating *x, const floating *col,

@@ -1,5 +1,5 @@
-"""What the compiled kernels were built with: OpenMP on or off, debug checks on or off,
-the instruction set of the direct convolution kernels.
+"""What the compiled kernels were built with: OpenMP on or off, debug checks on or off
+(which ISA copy of the C kernels runs: fastcnn/_isa.py).
 
 The C preprocessor answers, not a file written by setup.py, so the answer is always the
 truth about the binary that is loaded.
@@ -34,10 +34,6 @@ cdef extern from *:
     bint FASTCNN_DEBUG_CYTHON
 
 
-cdef extern from "cpu_dispatch.h":
-    const char *fastcnn_kernel_isa()
-
-
 cdef extern from *:
     int omp_get_max_threads() nogil
     const char *fastcnn_openmp_library()
@@ -45,11 +41,6 @@ cdef extern from *:
 
 OPENMP_ENABLED = FASTCNN_HAS_OPENMP
 DEBUG_CYTHON = FASTCNN_DEBUG_CYTHON
-
-
-def kernel_isa():
-    """Which instruction set the direct convolution kernels (csrc/direct_conv.h) run with."""
-    return fastcnn_kernel_isa().decode()
 
 
 def openmp_max_threads():

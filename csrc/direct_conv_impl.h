@@ -1,18 +1,99 @@
-/* The direct convolution kernels for one element type: included by direct_conv.h (read its
- * comment first) once per type, with FASTCNN_T, FASTCNN_MASK_T (an integer of the same
- * size) and FASTCNN_SUFFIX defined. No include guard: that is the point. */
+/* The direct convolution kernels for one element type and one ISA copy: included by
+ * direct_conv.h (read its comment first) once per (type, copy), with these defined:
+ *
+ *   FASTCNN_T, FASTCNN_MASK_T   the element type and an integer type of its size
+ *   FASTCNN_SUFFIX              the names' suffix, e.g. f32_avx2
+ *   FASTCNN_VECTOR_BYTES        bytes per vector: 64, 32 or 16
+ *   FASTCNN_PORTABLE            1: vectors are structs of arrays (any C99 compiler);
+ *                               0: GCC vector extensions (a register each)
+ *   FASTCNN_WIDE_NV, FASTCNN_WIDE_TW   the filter kernel's wide tile: NV filter vectors x TW
+ *                               pixels, NV*TW accumulators (sized to the register file)
+ *   FASTCNN_NARROW_TW           pixels of its one-vector tile
+ *   FASTCNN_GRAD_COLS           kernel columns per tile of the row kernel's weight gradient
+ *                               (GRAD_COLS x 4 accumulators)
+ *
+ * No include guard: that is the point. Every loop below is written once; only the vector
+ * width and the tile sizes differ between copies, and every copy computes each output by
+ * the same operations in the same order whatever the thread count. */
 
 #define T FASTCNN_T
 #define NAME(name) FASTCNN_CAT(name, FASTCNN_SUFFIX)
-#define VL ((ptrdiff_t)(64 / sizeof(T)))
+#define VL ((ptrdiff_t)(FASTCNN_VECTOR_BYTES / sizeof(T)))
+#define MAX_VL (FASTCNN_VECTOR_BYTES / sizeof(T))
+#define WIDE_NV FASTCNN_WIDE_NV
+#define TILE_TW (FASTCNN_WIDE_TW > FASTCNN_NARROW_TW ? FASTCNN_WIDE_TW : FASTCNN_NARROW_TW)
 
-typedef T NAME(fastcnn_vec) __attribute__((vector_size(64)));
-typedef T NAME(fastcnn_uvec) __attribute__((vector_size(64), aligned(sizeof(T))));
-typedef FASTCNN_MASK_T NAME(fastcnn_mask) __attribute__((vector_size(64)));
 #define vec NAME(fastcnn_vec)
-#define uvec NAME(fastcnn_uvec)  /* for loads and stores at any element boundary */
 #define mask NAME(fastcnn_mask)
-#define LOAD(p) (*(const uvec *)(p))
+
+/* ---- vector operations: VZERO, VLOAD(p) and VSTORE(p, v) at any element boundary,
+ * VMADD(acc, a, b) = acc + a*b and VMADDS(acc, s, b) = acc + s*b for a scalar s (one fused
+ * multiply-add where the copy has FMA: the compiler contracts them), VADD, VLANE(v, l),
+ * VKEEP(v, m): v with the lanes where m is 0 set to +0.0 (bitwise, so 0 * inf is never
+ * formed: no NaN the GEMM path would not add). */
+#if FASTCNN_PORTABLE
+typedef struct { T v[MAX_VL]; } vec;
+typedef struct { FASTCNN_MASK_T v[MAX_VL]; } mask;
+
+static inline vec NAME(fastcnn_vzero)(void)
+{
+    vec r;
+    for (ptrdiff_t l = 0; l < VL; l++) r.v[l] = 0;
+    return r;
+}
+static inline vec NAME(fastcnn_vload)(const T *p)
+{
+    vec r;
+    for (ptrdiff_t l = 0; l < VL; l++) r.v[l] = p[l];
+    return r;
+}
+static inline void NAME(fastcnn_vstore)(T *p, vec a)
+{
+    for (ptrdiff_t l = 0; l < VL; l++) p[l] = a.v[l];
+}
+static inline vec NAME(fastcnn_vmadd)(vec acc, vec a, vec b)
+{
+    for (ptrdiff_t l = 0; l < VL; l++) acc.v[l] += a.v[l] * b.v[l];
+    return acc;
+}
+static inline vec NAME(fastcnn_vmadds)(vec acc, T s, vec b)
+{
+    for (ptrdiff_t l = 0; l < VL; l++) acc.v[l] += s * b.v[l];
+    return acc;
+}
+static inline vec NAME(fastcnn_vadd)(vec a, vec b)
+{
+    for (ptrdiff_t l = 0; l < VL; l++) a.v[l] += b.v[l];
+    return a;
+}
+static inline vec NAME(fastcnn_vkeep)(vec a, mask m)
+{
+    for (ptrdiff_t l = 0; l < VL; l++) a.v[l] = m.v[l] ? a.v[l] : 0;
+    return a;
+}
+#define VZERO() NAME(fastcnn_vzero)()
+#define VLOAD(p) NAME(fastcnn_vload)(p)
+#define VSTORE(p, a) NAME(fastcnn_vstore)((p), (a))
+#define VMADD(acc, a, b) NAME(fastcnn_vmadd)((acc), (a), (b))
+#define VMADDS(acc, s, b) NAME(fastcnn_vmadds)((acc), (s), (b))
+#define VADD(a, b) NAME(fastcnn_vadd)((a), (b))
+#define VLANE(a, l) ((a).v[l])
+#define VKEEP(a, m) NAME(fastcnn_vkeep)((a), (m))
+#define MASK_LANE(m, l) ((m).v[l])
+#else
+typedef T vec __attribute__((vector_size(FASTCNN_VECTOR_BYTES)));
+typedef T NAME(fastcnn_uvec) __attribute__((vector_size(FASTCNN_VECTOR_BYTES), aligned(sizeof(T))));
+typedef FASTCNN_MASK_T mask __attribute__((vector_size(FASTCNN_VECTOR_BYTES)));
+#define VZERO() ((vec){0})
+#define VLOAD(p) (*(const NAME(fastcnn_uvec) *)(p))
+#define VSTORE(p, a) (*(NAME(fastcnn_uvec) *)(p) = (a))
+#define VMADD(acc, a, b) ((acc) + (a) * (b))
+#define VMADDS(acc, s, b) ((acc) + (s) * (b))
+#define VADD(a, b) ((a) + (b))
+#define VLANE(a, l) ((a)[l])
+#define VKEEP(a, m) ((vec)((mask)(a) & (m)))
+#define MASK_LANE(m, l) ((m)[l])
+#endif
 
 /* Start of the output-row block that begins at ow0: the last block of a row whose width
  * is not a multiple of VL is moved back to end at the row's end (it then overlaps). */
@@ -21,8 +102,9 @@ static inline ptrdiff_t NAME(fastcnn_block_start)(ptrdiff_t ow0, ptrdiff_t OW)
     return ow0 + VL <= OW ? ow0 : OW - VL;
 }
 
-/* out[k, oh, :] := sum over (c, i, j) of w[k, c, i, j] * xpad[c, oh + i, j:j + OW] */
-static FASTCNN_CLONES void NAME(fastcnn_direct_forward)(
+/* The row kernel. out[k, oh, :] := sum over (c, i, j) of w[k, c, i, j] * xpad[c, oh + i,
+ * j:j + OW]: output rows in vectors of VL pixels, four filters per input vector loaded. */
+static void NAME(fastcnn_row_forward)(
     const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wpack, ptrdiff_t K,
     ptrdiff_t FH, ptrdiff_t FW, T *out, ptrdiff_t OH, ptrdiff_t OW)
 {
@@ -31,49 +113,49 @@ static FASTCNN_CLONES void NAME(fastcnn_direct_forward)(
         for (ptrdiff_t oh = 0; oh < OH; oh++) {
             for (ptrdiff_t ow0 = 0; ow0 < OW; ow0 += VL) {
                 const ptrdiff_t o = NAME(fastcnn_block_start)(ow0, OW);
-                vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+                vec a0 = VZERO(), a1 = VZERO(), a2 = VZERO(), a3 = VZERO();
                 const T *w = wpack + k0 * Q;
                 for (ptrdiff_t c = 0; c < C; c++) {
                     for (ptrdiff_t i = 0; i < FH; i++) {
                         const T *row = xpad + (c * HP + oh + i) * WP + o;
                         for (ptrdiff_t j = 0; j < FW; j++, w += FASTCNN_FILTERS) {
-                            const vec x = LOAD(row + j);
-                            a0 += w[0] * x;
-                            a1 += w[1] * x;
-                            a2 += w[2] * x;
-                            a3 += w[3] * x;
+                            const vec x = VLOAD(row + j);
+                            a0 = VMADDS(a0, w[0], x);
+                            a1 = VMADDS(a1, w[1], x);
+                            a2 = VMADDS(a2, w[2], x);
+                            a3 = VMADDS(a3, w[3], x);
                         }
                     }
                 }
                 T *dst = out + k0 * P + oh * OW + o;
-                *(uvec *)dst = a0;
-                if (k0 + 1 < K) *(uvec *)(dst + P) = a1;
-                if (k0 + 2 < K) *(uvec *)(dst + 2 * P) = a2;
-                if (k0 + 3 < K) *(uvec *)(dst + 3 * P) = a3;
+                VSTORE(dst, a0);
+                if (k0 + 1 < K) VSTORE(dst + P, a1);
+                if (k0 + 2 < K) VSTORE(dst + 2 * P, a2);
+                if (k0 + 3 < K) VSTORE(dst + 3 * P, a3);
             }
         }
     }
 }
 
-/* One tile of the filter-vector forward pass: output pixels p0 .. p0 + TW - 1 (in row-major
- * order, so a tile may span two rows) of the NV filter vectors from k0 (filters k0 ..
- * k0 + NV*VL - 1, those past K dropped). Each weight vector loaded (VL filters at one
- * (c, i, j)) feeds TW multiply-adds, one per pixel, and each input value broadcast feeds NV.
- * NV and TW are compile-time constants at every call, so the accumulators live in
- * registers: 8 x 1 (8 independent chains hide the multiply-add latency: a tile of 2 ran at
- * a third of the speed) or 6 x 4 (10 loads per 24 multiply-adds, where 8 x 1 needs 9 per
- * 8; on AVX2 its 24 accumulators do not all fit in registers, and it is still correct). */
-static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_tile)(
+/* One tile of the filter kernel: output pixels p0 .. p0 + TW - 1 (in row-major order, so a
+ * tile may span two rows) of the NV filter vectors from k0 (filters k0 .. k0 + NV*VL - 1,
+ * those past K dropped). Each weight vector loaded (VL filters at one (c, i, j)) feeds TW
+ * multiply-adds, one per pixel, and each input value broadcast feeds NV. NV and TW are
+ * compile-time constants at every call, so the NV*TW accumulators live in registers: the
+ * wide tile is sized so that they, NV weight vectors and a broadcast fit the copy's
+ * register file (AVX-512: 4 x 6 of 32 registers; AVX2: 2 x 6 of 16), the narrow tile
+ * (1 x 8) keeps 8 independent chains to hide the multiply-add latency. */
+static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_filter_tile)(
     const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,
     ptrdiff_t k0, ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW,
     ptrdiff_t p0, const int NV, const int TW, T *out, ptrdiff_t OH, ptrdiff_t OW)
 {
-    vec acc[4][8]; /* NV <= 4, TW <= 8 */
-    ptrdiff_t origin[8]; /* of each pixel's window in an input channel */
-    _Pragma("GCC unroll 8")
+    vec acc[WIDE_NV][TILE_TW];
+    ptrdiff_t origin[TILE_TW]; /* of each pixel's window in an input channel */
+    FASTCNN_UNROLL
     for (int t = 0; t < TW; t++) {
-        _Pragma("GCC unroll 8")
-        for (int v = 0; v < NV; v++) acc[v][t] = (vec){0};
+        FASTCNN_UNROLL
+        for (int v = 0; v < NV; v++) acc[v][t] = VZERO();
         origin[t] = (p0 + t) / OW * SH * WP + (p0 + t) % OW * SW;
     }
     const T *w = wt + k0;
@@ -81,14 +163,14 @@ static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_til
         for (ptrdiff_t i = 0; i < FH; i++) {
             const T *row = xpad + (c * HP + i) * WP;
             for (ptrdiff_t j = 0; j < FW; j++, w += KP) {
-                vec weights[4];
-                _Pragma("GCC unroll 8")
-                for (int v = 0; v < NV; v++) weights[v] = LOAD(w + v * VL);
-                _Pragma("GCC unroll 8")
+                vec weights[WIDE_NV];
+                FASTCNN_UNROLL
+                for (int v = 0; v < NV; v++) weights[v] = VLOAD(w + v * VL);
+                FASTCNN_UNROLL
                 for (int t = 0; t < TW; t++) {
                     const T x = row[origin[t] + j];
-                    _Pragma("GCC unroll 8")
-                    for (int v = 0; v < NV; v++) acc[v][t] += x * weights[v];
+                    FASTCNN_UNROLL
+                    for (int v = 0; v < NV; v++) acc[v][t] = VMADDS(acc[v][t], x, weights[v]);
                 }
             }
         }
@@ -98,130 +180,175 @@ static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_til
         const ptrdiff_t first = k0 + v * VL, filters = K - first < VL ? K - first : VL;
         for (ptrdiff_t lane = 0; lane < filters; lane++) {
             T *dst = out + (first + lane) * P + p0;
-            _Pragma("GCC unroll 8")
-            for (int t = 0; t < TW; t++) dst[t] = acc[v][t][lane];
+            FASTCNN_UNROLL
+            for (int t = 0; t < TW; t++) dst[t] = VLANE(acc[v][t], lane);
         }
     }
 }
 
-/* Pixels p_start .. P - 1 of filters k0 .. k0 + VL - 1: in tiles of 8, the last few in tiles
- * of 4, 2 and 1. */
-static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_pixels)(
+/* Pixels p_start .. P - 1 of filters k0 .. k0 + VL - 1: in narrow tiles, the last few in
+ * tiles of 4, 2 and 1. */
+static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_filter_pixels)(
     const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,
     ptrdiff_t k0, ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW,
     ptrdiff_t p_start, T *out, ptrdiff_t OH, ptrdiff_t OW)
 {
     const ptrdiff_t P = OH * OW;
     ptrdiff_t p0 = p_start;
-    for (; p0 + 8 <= P; p0 += 8)
-        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 8,
-                                         out, OH, OW);
+    for (; p0 + FASTCNN_NARROW_TW <= P; p0 += FASTCNN_NARROW_TW)
+        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1,
+                                  FASTCNN_NARROW_TW, out, OH, OW);
     for (; p0 + 4 <= P; p0 += 4)
-        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 4,
-                                         out, OH, OW);
+        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 4,
+                                  out, OH, OW);
     for (; p0 + 2 <= P; p0 += 2)
-        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 2,
-                                         out, OH, OW);
+        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 2,
+                                  out, OH, OW);
     for (; p0 < P; p0++)
-        NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 1,
-                                         out, OH, OW);
+        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 1,
+                                  out, OH, OW);
 }
 
-/* out[k, oh, ow] := sum over (c, i, j) of w[k, c, i, j] * xpad[c, oh*SH + i, ow*SW + j],
- * vectorised across filters: wt is the weight as a (C*FH*FW, KP) matrix, KP >= K a multiple
- * of VL, zero past K. Any stride; pays off when K fills most of a vector. */
-static FASTCNN_CLONES void NAME(fastcnn_filter_vector_forward)(
+/* The filter kernel. out[k, oh, ow] := sum over (c, i, j) of w[k, c, i, j] *
+ * xpad[c, oh*SH + i, ow*SW + j], vectorised across filters: wt is the weight as a
+ * (C*FH*FW, KP) matrix, KP >= K a multiple of VL, zero past K. Any stride; pays off when K
+ * fills most of a vector. */
+static void NAME(fastcnn_filter_forward)(
     const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,
     ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, T *out, ptrdiff_t OH,
     ptrdiff_t OW)
 {
     const ptrdiff_t P = OH * OW;
     ptrdiff_t k0 = 0;
-    /* four filter vectors at a time while there are four whole ones, pixels in tiles of 6;
-     * the pixels left over, and the filters left over, by the one-vector tiles below */
-    for (; k0 + 4 * VL <= K; k0 += 4 * VL) {
+    /* WIDE_NV filter vectors at a time while there are that many whole ones, pixels in wide
+     * tiles; the pixels left over, and the filters left over, by the narrow tiles */
+    for (; WIDE_NV > 1 && k0 + WIDE_NV * VL <= K; k0 += WIDE_NV * VL) {
         ptrdiff_t p0 = 0;
-        for (; p0 + 6 <= P; p0 += 6)
-            NAME(fastcnn_filter_vector_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0,
-                                             4, 6, out, OH, OW);
-        for (ptrdiff_t v = 0; v < 4; v++)
-            NAME(fastcnn_filter_vector_pixels)(xpad, C, HP, WP, wt, KP, k0 + v * VL, K, FH, FW,
-                                               SH, SW, p0, out, OH, OW);
+        for (; p0 + FASTCNN_WIDE_TW <= P; p0 += FASTCNN_WIDE_TW)
+            NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0,
+                                      WIDE_NV, FASTCNN_WIDE_TW, out, OH, OW);
+        for (ptrdiff_t v = 0; v < WIDE_NV; v++)
+            NAME(fastcnn_filter_pixels)(xpad, C, HP, WP, wt, KP, k0 + v * VL, K, FH, FW, SH,
+                                        SW, p0, out, OH, OW);
     }
     for (; k0 < K; k0 += VL)
-        NAME(fastcnn_filter_vector_pixels)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, 0,
-                                           out, OH, OW);
+        NAME(fastcnn_filter_pixels)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, 0, out,
+                                    OH, OW);
 }
 
-/* One tile of the filter-vector weight gradient: input row i of channel c, kernel columns
- * j0 .. j0 + FWC - 1, filters k0 .. k0 + VL - 1. For each output pixel, its gradient vector
- * (VL filters) is loaded once and multiplied by FWC broadcast input values. */
-static inline __attribute__((always_inline)) void NAME(fastcnn_filter_vector_grad_tile)(
+/* One tile of the filter kernel's weight gradient: the forward tile with pixels and weights
+ * swapped. Rows q0 .. q0 + TQ - 1 of dw_t (each a (c, i, j) of the kernel, in flat order, so
+ * a tile may span kernel rows and channels) for the NV filter vectors from k0. For each
+ * output pixel, NV gradient vectors are loaded and each of the TQ input values it sees
+ * through those (c, i, j) is broadcast into NV multiply-adds: NV*TQ accumulators, each one
+ * dw_t element's sum over the pixels in order (the forward tile's register budget). */
+static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_filter_grad_tile)(
     const T *xpad, ptrdiff_t HP, ptrdiff_t WP, const T *dout_t, ptrdiff_t KP, ptrdiff_t k0,
-    ptrdiff_t c, ptrdiff_t i, ptrdiff_t j0, const int FWC, ptrdiff_t FH, ptrdiff_t FW,
-    ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t OH, ptrdiff_t OW, T *dw_t)
+    ptrdiff_t q0, const int NV, const int TQ, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH,
+    ptrdiff_t SW, ptrdiff_t OH, ptrdiff_t OW, T *dw_t)
 {
-    /* even and odd pixels of a row in separate sums (then added): twice the independent
-     * multiply-add chains, in a fixed order */
-    vec even[5], odd[5]; /* FWC <= 5 */
-    _Pragma("GCC unroll 8")
-    for (int j = 0; j < FWC; j++) even[j] = odd[j] = (vec){0};
+    vec acc[WIDE_NV][TILE_TW];
+    ptrdiff_t offset[TILE_TW]; /* of each (c, i, j) in the padded image */
+    FASTCNN_UNROLL
+    for (int s = 0; s < TQ; s++) {
+        const ptrdiff_t q = q0 + s, c = q / (FH * FW), i = q / FW % FH, j = q % FW;
+        FASTCNN_UNROLL
+        for (int v = 0; v < NV; v++) acc[v][s] = VZERO();
+        offset[s] = (c * HP + i) * WP + j;
+    }
+    const T *g = dout_t + k0;
     for (ptrdiff_t oh = 0; oh < OH; oh++) {
-        const T *row = xpad + (c * HP + oh * SH + i) * WP + j0;
-        const T *g = dout_t + oh * OW * KP + k0;
-        ptrdiff_t ow = 0;
-        for (; ow + 2 <= OW; ow += 2) {
-            const vec grad0 = LOAD(g + ow * KP), grad1 = LOAD(g + (ow + 1) * KP);
-            _Pragma("GCC unroll 8")
-            for (int j = 0; j < FWC; j++) {
-                even[j] += row[ow * SW + j] * grad0;
-                odd[j] += row[(ow + 1) * SW + j] * grad1;
+        const T *row = xpad + oh * SH * WP;
+        for (ptrdiff_t ow = 0; ow < OW; ow++, g += KP) {
+            const T *x = row + ow * SW;
+            vec grads[WIDE_NV];
+            FASTCNN_UNROLL
+            for (int v = 0; v < NV; v++) grads[v] = VLOAD(g + v * VL);
+            FASTCNN_UNROLL
+            for (int s = 0; s < TQ; s++) {
+                const T value = x[offset[s]];
+                FASTCNN_UNROLL
+                for (int v = 0; v < NV; v++) acc[v][s] = VMADDS(acc[v][s], value, grads[v]);
             }
         }
-        if (ow < OW) {
-            const vec grad0 = LOAD(g + ow * KP);
-            _Pragma("GCC unroll 8")
-            for (int j = 0; j < FWC; j++) even[j] += row[ow * SW + j] * grad0;
+    }
+    FASTCNN_UNROLL
+    for (int s = 0; s < TQ; s++) {
+        FASTCNN_UNROLL
+        for (int v = 0; v < NV; v++) {
+            T *dst = dw_t + (q0 + s) * KP + k0 + v * VL;
+            VSTORE(dst, VADD(VLOAD(dst), acc[v][s]));
         }
     }
-    _Pragma("GCC unroll 8")
-    for (int j = 0; j < FWC; j++) {
-        T *dst = dw_t + ((c * FH + i) * FW + j0 + j) * KP + k0;
-        *(uvec *)dst = LOAD(dst) + (even[j] + odd[j]);
-    }
+}
+
+/* Rows q_start .. Q - 1 of dw_t, filters k0 .. k0 + VL - 1: in narrow tiles, the last few
+ * in tiles of 4, 2 and 1. */
+static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_filter_grad_rows)(
+    const T *xpad, ptrdiff_t Q, ptrdiff_t HP, ptrdiff_t WP, const T *dout_t, ptrdiff_t KP,
+    ptrdiff_t k0, ptrdiff_t q_start, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW,
+    ptrdiff_t OH, ptrdiff_t OW, T *dw_t)
+{
+    ptrdiff_t q0 = q_start;
+    for (; q0 + FASTCNN_NARROW_TW <= Q; q0 += FASTCNN_NARROW_TW)
+        NAME(fastcnn_filter_grad_tile)(xpad, HP, WP, dout_t, KP, k0, q0, 1, FASTCNN_NARROW_TW,
+                                       FH, FW, SH, SW, OH, OW, dw_t);
+    for (; q0 + 4 <= Q; q0 += 4)
+        NAME(fastcnn_filter_grad_tile)(xpad, HP, WP, dout_t, KP, k0, q0, 1, 4, FH, FW, SH, SW,
+                                       OH, OW, dw_t);
+    for (; q0 + 2 <= Q; q0 += 2)
+        NAME(fastcnn_filter_grad_tile)(xpad, HP, WP, dout_t, KP, k0, q0, 1, 2, FH, FW, SH, SW,
+                                       OH, OW, dw_t);
+    for (; q0 < Q; q0++)
+        NAME(fastcnn_filter_grad_tile)(xpad, HP, WP, dout_t, KP, k0, q0, 1, 1, FH, FW, SH, SW,
+                                       OH, OW, dw_t);
 }
 
 /* dw_t[(c*FH + i)*FW + j, k] += sum over (oh, ow) of dout_t[oh*OW + ow, k] *
- * xpad[c, oh*SH + i, ow*SW + j]: the weight gradient, transposed, vectorised across
- * filters. dout_t is the output gradient as a (OH*OW, KP) matrix, zero past K. */
-static FASTCNN_CLONES void NAME(fastcnn_filter_vector_weight_grad)(
+ * xpad[c, oh*SH + i, ow*SW + j]: the filter kernel's weight gradient, transposed,
+ * vectorised across filters. dout_t is the output gradient as a (OH*OW, KP) matrix, zero
+ * past K. Tiled as the forward pass, with (c, i, j) in the place of the pixels. */
+static void NAME(fastcnn_filter_weight_grad)(
     const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *dout_t, ptrdiff_t KP,
     ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t OH,
     ptrdiff_t OW, T *dw_t)
 {
-    for (ptrdiff_t k0 = 0; k0 < K; k0 += VL) {
-        for (ptrdiff_t c = 0; c < C; c++) {
-            for (ptrdiff_t i = 0; i < FH; i++) {
-                ptrdiff_t j0 = 0;
-                for (; j0 + 5 <= FW; j0 += 5)
-                    NAME(fastcnn_filter_vector_grad_tile)(xpad, HP, WP, dout_t, KP, k0, c, i, j0,
-                                                          5, FH, FW, SH, SW, OH, OW, dw_t);
-                for (; j0 + 3 <= FW; j0 += 3)
-                    NAME(fastcnn_filter_vector_grad_tile)(xpad, HP, WP, dout_t, KP, k0, c, i, j0,
-                                                          3, FH, FW, SH, SW, OH, OW, dw_t);
-                for (; j0 < FW; j0++)
-                    NAME(fastcnn_filter_vector_grad_tile)(xpad, HP, WP, dout_t, KP, k0, c, i, j0,
-                                                          1, FH, FW, SH, SW, OH, OW, dw_t);
-            }
-        }
+    const ptrdiff_t Q = C * FH * FW;
+    ptrdiff_t k0 = 0;
+    for (; WIDE_NV > 1 && k0 + WIDE_NV * VL <= K; k0 += WIDE_NV * VL) {
+        ptrdiff_t q0 = 0;
+        for (; q0 + FASTCNN_WIDE_TW <= Q; q0 += FASTCNN_WIDE_TW)
+            NAME(fastcnn_filter_grad_tile)(xpad, HP, WP, dout_t, KP, k0, q0, WIDE_NV,
+                                           FASTCNN_WIDE_TW, FH, FW, SH, SW, OH, OW, dw_t);
+        for (ptrdiff_t v = 0; v < WIDE_NV; v++)
+            NAME(fastcnn_filter_grad_rows)(xpad, Q, HP, WP, dout_t, KP, k0 + v * VL, q0, FH,
+                                           FW, SH, SW, OH, OW, dw_t);
+    }
+    for (; k0 < K; k0 += VL)
+        NAME(fastcnn_filter_grad_rows)(xpad, Q, HP, WP, dout_t, KP, k0, 0, FH, FW, SH, SW, OH,
+                                       OW, dw_t);
+}
+
+/* a_t (cols x ld) := a (rows x cols) transposed, zero in columns rows .. ld-1: the output
+ * gradient laid out for the filter kernel's weight gradient. In blocks of 16 columns, so
+ * that the 16 rows of a_t being written and the rows of a being read stay in L1 (a plain
+ * column-by-column loop was half of a small layer's weight gradient). */
+static void NAME(fastcnn_transpose_padded)(const T *a, ptrdiff_t rows, ptrdiff_t cols,
+                                           ptrdiff_t ld, T *a_t)
+{
+    for (ptrdiff_t c0 = 0; c0 < cols; c0 += 16) {
+        const ptrdiff_t c1 = c0 + 16 < cols ? c0 + 16 : cols;
+        for (ptrdiff_t r = 0; r < rows; r++)
+            for (ptrdiff_t c = c0; c < c1; c++) a_t[c * ld + r] = a[r * cols + c];
+        for (ptrdiff_t c = c0; c < c1; c++)
+            for (ptrdiff_t r = rows; r < ld; r++) a_t[c * ld + r] = 0;
     }
 }
 
 /* x (C, H, W) := 0; x[c, oh*SH + i - PH, ow*SW + j - PW] += col[(c*FH + i)*FW + j, oh*OW + ow]
  * for every (c, i, j, oh, ow) inside x: im2col's adjoint for one image. Here rather than in
- * Cython for the clones: its short rows (LeNet conv2: 10 values) take one AVX-512 or AVX2
- * add where the baseline build needed three. */
-static FASTCNN_CLONES void NAME(fastcnn_col2im)(
+ * Cython so that each copy vectorises its short rows (LeNet conv2: 10 values) for its ISA. */
+static void NAME(fastcnn_col2im)(
     const T *col, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t FH, ptrdiff_t FW,
     ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t PH, ptrdiff_t PW, ptrdiff_t OH, ptrdiff_t OW, T *x)
 {
@@ -253,40 +380,41 @@ static FASTCNN_CLONES void NAME(fastcnn_col2im)(
 /* The sum of v's lanes, pairwise: a fixed order, and a short dependency chain. */
 static inline T NAME(fastcnn_lane_sum)(vec v)
 {
-    T part[64 / sizeof(T)];
-    for (ptrdiff_t lane = 0; lane < VL; lane++) part[lane] = v[lane];
+    T part[MAX_VL];
+    for (ptrdiff_t lane = 0; lane < VL; lane++) part[lane] = VLANE(v, lane);
     for (ptrdiff_t half = VL / 2; half > 0; half /= 2)
         for (ptrdiff_t lane = 0; lane < half; lane++) part[lane] += part[lane + half];
     return part[0];
 }
 
-/* One tile of the weight gradient: filters k0..k0+3 (d[r] their output gradients), input
- * row i of channel c, and FWC kernel columns j0..j0+FWC-1. Each block of output gradients
- * is loaded once and multiplied by FWC shifted input vectors. FWC is a compile-time
- * constant at every call, so the FWC x 4 accumulators live in registers. */
-static inline __attribute__((always_inline)) void NAME(fastcnn_weight_grad_tile)(
+/* One tile of the row kernel's weight gradient: filters k0..k0+3 (d[r] their output
+ * gradients), input row i of channel c, and FWC kernel columns j0..j0+FWC-1. Each block of
+ * output gradients is loaded once and multiplied by FWC shifted input vectors. FWC is a
+ * compile-time constant at every call, so the FWC x 4 accumulators live in registers
+ * (FWC <= FASTCNN_GRAD_COLS: 5 where there are 32 registers, 2 where there are 16). */
+static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_row_grad_tile)(
     const T *xpad, ptrdiff_t HP, ptrdiff_t WP, const T *d[FASTCNN_FILTERS], ptrdiff_t K,
     ptrdiff_t k0, ptrdiff_t c, ptrdiff_t i, ptrdiff_t j0, const int FWC, ptrdiff_t Q,
     ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t OH, ptrdiff_t OW, mask keep, T *dw)
 {
-    vec acc[5][FASTCNN_FILTERS]; /* FWC <= 5 */
-    _Pragma("GCC unroll 8")
+    vec acc[FASTCNN_GRAD_COLS][FASTCNN_FILTERS];
+    FASTCNN_UNROLL
     for (int j = 0; j < FWC; j++)
-        _Pragma("GCC unroll 8")
-        for (int r = 0; r < FASTCNN_FILTERS; r++) acc[j][r] = (vec){0};
+        FASTCNN_UNROLL
+        for (int r = 0; r < FASTCNN_FILTERS; r++) acc[j][r] = VZERO();
     /* the row's whole blocks, then (in a loop of its own, so that the mask does not take
      * a register from the accumulators) its overlapping last block */
     for (ptrdiff_t oh = 0; oh < OH; oh++) {
         const T *row = xpad + (c * HP + oh + i) * WP + j0;
         for (ptrdiff_t o = 0; o + VL <= OW; o += VL) {
             vec g[FASTCNN_FILTERS];
-            _Pragma("GCC unroll 8")
-            for (int r = 0; r < FASTCNN_FILTERS; r++) g[r] = LOAD(d[r] + oh * OW + o);
-            _Pragma("GCC unroll 8")
+            FASTCNN_UNROLL
+            for (int r = 0; r < FASTCNN_FILTERS; r++) g[r] = VLOAD(d[r] + oh * OW + o);
+            FASTCNN_UNROLL
             for (int j = 0; j < FWC; j++) {
-                const vec x = LOAD(row + o + j);
-                _Pragma("GCC unroll 8")
-                for (int r = 0; r < FASTCNN_FILTERS; r++) acc[j][r] += g[r] * x;
+                const vec x = VLOAD(row + o + j);
+                FASTCNN_UNROLL
+                for (int r = 0; r < FASTCNN_FILTERS; r++) acc[j][r] = VMADD(acc[j][r], g[r], x);
             }
         }
     }
@@ -295,25 +423,25 @@ static inline __attribute__((always_inline)) void NAME(fastcnn_weight_grad_tile)
         for (ptrdiff_t oh = 0; oh < OH; oh++) {
             const T *row = xpad + (c * HP + oh + i) * WP + j0;
             vec g[FASTCNN_FILTERS];
-            _Pragma("GCC unroll 8")
-            for (int r = 0; r < FASTCNN_FILTERS; r++)
-                g[r] = (vec)((mask)LOAD(d[r] + oh * OW + o) & keep);
-            _Pragma("GCC unroll 8")
+            FASTCNN_UNROLL
+            for (int r = 0; r < FASTCNN_FILTERS; r++) g[r] = VKEEP(VLOAD(d[r] + oh * OW + o), keep);
+            FASTCNN_UNROLL
             for (int j = 0; j < FWC; j++) {
-                const vec x = (vec)((mask)LOAD(row + o + j) & keep);
-                _Pragma("GCC unroll 8")
-                for (int r = 0; r < FASTCNN_FILTERS; r++) acc[j][r] += g[r] * x;
+                const vec x = VKEEP(VLOAD(row + o + j), keep);
+                FASTCNN_UNROLL
+                for (int r = 0; r < FASTCNN_FILTERS; r++) acc[j][r] = VMADD(acc[j][r], g[r], x);
             }
         }
     }
     for (int r = 0; r < FASTCNN_FILTERS && k0 + r < K; r++)
-        _Pragma("GCC unroll 8")
+        FASTCNN_UNROLL
         for (int j = 0; j < FWC; j++)
             dw[(k0 + r) * Q + (c * FH + i) * FW + j0 + j] += NAME(fastcnn_lane_sum)(acc[j][r]);
 }
 
-/* dw[k, (c*FH + i)*FW + j] += sum over (oh, ow) of dout[k, oh, ow] * xpad[c, oh+i, ow+j] */
-static FASTCNN_CLONES void NAME(fastcnn_direct_weight_grad)(
+/* dw[k, (c*FH + i)*FW + j] += sum over (oh, ow) of dout[k, oh, ow] * xpad[c, oh+i, ow+j]:
+ * the row kernel's weight gradient. */
+static void NAME(fastcnn_row_weight_grad)(
     const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *dout, ptrdiff_t K,
     ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t OH, ptrdiff_t OW, T *dw)
 {
@@ -321,24 +449,26 @@ static FASTCNN_CLONES void NAME(fastcnn_direct_weight_grad)(
     /* of a row's overlapping last block, the lanes below `overlap` were counted already */
     const ptrdiff_t overlap = OW % VL ? VL - OW % VL : 0;
     mask keep;
-    for (ptrdiff_t lane = 0; lane < VL; lane++) keep[lane] = lane >= overlap ? -1 : 0;
+    for (ptrdiff_t lane = 0; lane < VL; lane++) MASK_LANE(keep, lane) = lane >= overlap ? -1 : 0;
     for (ptrdiff_t k0 = 0; k0 < K; k0 += FASTCNN_FILTERS) {
         /* filters past K read filter k0's gradient instead, and are never stored */
         const T *d[FASTCNN_FILTERS];
         for (int r = 0; r < FASTCNN_FILTERS; r++) d[r] = dout + (k0 + r < K ? k0 + r : k0) * P;
         for (ptrdiff_t c = 0; c < C; c++) {
             for (ptrdiff_t i = 0; i < FH; i++) {
-                /* columns in tiles of 5, then 3, then 1: constant tile widths */
+                /* columns in tiles of GRAD_COLS, then 3 (if narrower), then 1: constant
+                 * tile widths */
                 ptrdiff_t j0 = 0;
-                for (; j0 + 5 <= FW; j0 += 5)
-                    NAME(fastcnn_weight_grad_tile)(xpad, HP, WP, d, K, k0, c, i, j0, 5, Q, FH,
-                                                   FW, OH, OW, keep, dw);
-                for (; j0 + 3 <= FW; j0 += 3)
-                    NAME(fastcnn_weight_grad_tile)(xpad, HP, WP, d, K, k0, c, i, j0, 3, Q, FH,
-                                                   FW, OH, OW, keep, dw);
+                for (; j0 + FASTCNN_GRAD_COLS <= FW; j0 += FASTCNN_GRAD_COLS)
+                    NAME(fastcnn_row_grad_tile)(xpad, HP, WP, d, K, k0, c, i, j0,
+                                                FASTCNN_GRAD_COLS, Q, FH, FW, OH, OW, keep, dw);
+                for (; FASTCNN_GRAD_COLS > 3 && j0 + 3 <= FW; j0 += 3)
+                    NAME(fastcnn_row_grad_tile)(xpad, HP, WP, d, K, k0, c, i, j0,
+                                                FASTCNN_GRAD_COLS > 3 ? 3 : 1, Q, FH, FW, OH,
+                                                OW, keep, dw);
                 for (; j0 < FW; j0++)
-                    NAME(fastcnn_weight_grad_tile)(xpad, HP, WP, d, K, k0, c, i, j0, 1, Q, FH,
-                                                   FW, OH, OW, keep, dw);
+                    NAME(fastcnn_row_grad_tile)(xpad, HP, WP, d, K, k0, c, i, j0, 1, Q, FH, FW,
+                                                OH, OW, keep, dw);
             }
         }
     }
@@ -347,7 +477,17 @@ static FASTCNN_CLONES void NAME(fastcnn_direct_weight_grad)(
 #undef T
 #undef NAME
 #undef VL
+#undef MAX_VL
+#undef WIDE_NV
+#undef TILE_TW
 #undef vec
-#undef uvec
 #undef mask
-#undef LOAD
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VMADD
+#undef VMADDS
+#undef VADD
+#undef VLANE
+#undef VKEEP
+#undef MASK_LANE

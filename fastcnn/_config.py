@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 
-from fastcnn import _openmp_env
+from fastcnn import _isa, _openmp_env
 from fastcnn._blas import blas_info
-from fastcnn._openmp import DEBUG_CYTHON, OPENMP_ENABLED, kernel_isa, openmp_library
+from fastcnn._openmp import DEBUG_CYTHON, OPENMP_ENABLED, openmp_library
 from fastcnn._threads import get_num_threads
 from fastcnn._version import __version__
 
@@ -40,7 +40,7 @@ def config():
         "openmp_runtime": openmp_runtime() if OPENMP_ENABLED else None,
         "openmp_wait_policy": _openmp_env.wait_policy if OPENMP_ENABLED else None,
         "debug_cython": DEBUG_CYTHON,
-        "kernel_isa": kernel_isa(),
+        "kernel_isa": _isa.describe(),
         "kernel_blas": blas_info(),
         "num_threads": get_num_threads(),
     }

@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from fastcnn import _conv, _dense, _elementwise, _fused, _pool
+from fastcnn import _conv, _dense, _elementwise, _fused, _isa, _pool
 from fastcnn._blas import single_threaded_blas
 from fastcnn._threads import get_num_threads
 
@@ -208,32 +208,82 @@ def _conv_geometry(func, x, weight, stride, padding):
 # or one of csrc/direct_conv.h's two direct kernels.
 _GEMM, _ROWS, _FILTERS = 0, 1, 2
 
-# The direct kernels' weight gradients beat im2col + GEMM only for small im2col matrices
-# (C*kH*kW rows). Measured on one thread: the row kernel, LeNet conv1 (25) 1.8 vs 2.4 ms
-# per 256 images but a VGG layer (576) 22 vs 14 ms per 32; the filter kernel, LeNet conv2
-# (150) 1.5 vs 3.8 ms per 256 but VGG layers (576, 1152) 66 vs 27 and 33 vs 11 ms.
-DIRECT_WEIGHT_GRAD_MAX_Q = {_ROWS: 32, _FILTERS: 256}
+class MethodLimits:
+    """Where each method measured fastest on one ISA copy of the kernels (fastcnn._isa),
+    in the units of that copy's vector length VL. bench/README.md has the measurements.
+
+    row_max_filters: the row kernel (stride 1, output rows of >= VL pixels) below this many
+        filters; the filter kernel from VL // 2 filters; im2col and GEMM otherwise.
+    row_grad_max_q, filter_grad_max_q: each direct kernel's weight gradient up to this
+        C*kH*kW (above, im2col and GEMM), None for no limit.
+    filter_max_weight_bytes: the filter kernel's forward pass only while its packed weights
+        (C*kH*kW x K) fit in this many bytes; each pixel tile streams all of them, and once
+        they outgrow the L2 cache the GEMM's blocking wins. None for no limit.
+    input_grad_min_channels: a stride-1 input gradient by the filter kernel (the padded
+        output gradient convolved with the flipped kernels) from this many input channels;
+        None: always im2col's adjoint (GEMM + col2im).
+    """
+
+    def __init__(self, row_max_filters, row_grad_max_q, filter_grad_max_q,
+                 filter_max_weight_bytes, input_grad_min_channels):
+        self.row_max_filters = row_max_filters
+        self.row_grad_max_q = row_grad_max_q
+        self.filter_grad_max_q = filter_grad_max_q
+        self.filter_max_weight_bytes = filter_max_weight_bytes
+        self.input_grad_min_channels = input_grad_min_channels
+
+
+# AVX-512 (measured on a 2-core Cascade Lake VM, one thread): the row kernel's weight
+# gradient, LeNet conv1 (Q = 25) 1.8 vs 2.4 ms per 256 images but a VGG layer (576) 22 vs
+# 14 ms per 32; the filter kernel's, LeNet conv2 (150) 1.5 vs 3.8 ms, VGG layers (576,
+# 1152) 66 vs 27 and 33 vs 11 ms (with the weight gradient kernel of before its tiles
+# matched the forward pass's: not measured again, no such machine since).
+# AVX2 (an AMD EPYC, Zen 3, one thread, 2026-12-01): the filter kernel's weight gradient
+# beat GEMM on every case (VGG-128: 16.0 vs 17.8 ms); its forward pass lost where the
+# weights outgrow the 512 KiB L2 (VGG-128, 576 KiB: 22.2 vs 18.1 ms) and won below (3x3
+# 64 -> 128 channels, 288 KiB: 9.5 vs 10.2 ms); its input gradient lost or tied in every
+# case (3x3 32 -> 64 channels at 16x16: 23.8 vs 20.9 ms per 64 images with the weight
+# gradient); LeNet conv1 (6 filters) ran 1.9 ms on the row kernel, 2.0 on the filter one.
+# The baseline and portable copies are not tuned: they take AVX2's limits.
+_AVX2_LIMITS = MethodLimits(row_max_filters=8, row_grad_max_q=32, filter_grad_max_q=None,
+                            filter_max_weight_bytes=512 * 1024,
+                            input_grad_min_channels=None)
+METHOD_LIMITS = {
+    "avx512": MethodLimits(row_max_filters=8, row_grad_max_q=32, filter_grad_max_q=256,
+                           filter_max_weight_bytes=None, input_grad_min_channels=8),
+    "avx2": _AVX2_LIMITS,
+    "baseline": _AVX2_LIMITS,
+    "portable": _AVX2_LIMITS,
+}
+
+
+def _limits():
+    return METHOD_LIMITS[_isa.active()]
 
 
 def _conv_method(weight, stride, out_w):
-    """The fastest way measured to compute this convolution (see bench/README.md):
-    the row kernel for stride 1 and output rows at least one 64-byte vector wide (16
-    float32 values) with fewer filters than half a vector; the filter kernel for at least
-    half a vector of filters; im2col and GEMM otherwise."""
-    vector = 64 // weight.dtype.itemsize
+    """The fastest way measured to compute this convolution on the ISA copy that runs
+    (MethodLimits): the row kernel, the filter kernel, or im2col and GEMM."""
+    vector, limits = _isa.vector_length(weight.dtype), _limits()
     filters = weight.shape[0]
-    if stride == (1, 1) and out_w >= vector and filters < vector // 2:
+    if stride == (1, 1) and out_w >= vector and filters < limits.row_max_filters:
         return _ROWS
-    if filters >= vector // 2:
+    max_bytes = limits.filter_max_weight_bytes
+    if filters >= vector // 2 and (max_bytes is None or weight.nbytes <= max_bytes):
         return _FILTERS
     return _GEMM
 
 
 def _weight_grad_method(weight, stride, out_w):
-    """How the weight gradient is computed: as the forward pass, but by im2col and GEMM
-    where the direct kernel's is slower."""
+    """How the weight gradient is computed: by the direct kernel the forward pass would
+    take (or would, but for the size of its weights), unless C*kH*kW is past that kernel's
+    limit; by im2col and GEMM otherwise."""
+    vector, limits = _isa.vector_length(weight.dtype), _limits()
     method = _conv_method(weight, stride, out_w)
-    if method != _GEMM and weight[0].size > DIRECT_WEIGHT_GRAD_MAX_Q[method]:
+    if method == _GEMM and weight.shape[0] >= vector // 2:
+        method = _FILTERS  # GEMM for the forward pass only because of the weights' size
+    max_q = limits.row_grad_max_q if method == _ROWS else limits.filter_grad_max_q
+    if method != _GEMM and max_q is not None and weight[0].size > max_q:
         return _GEMM
     return method
 
@@ -250,7 +300,7 @@ def _packed_weights(weight, method):
         return np.ascontiguousarray(packed.reshape(blocks, 4, q).transpose(0, 2, 1)).reshape(
             blocks, q * 4)
     if method == _FILTERS:
-        vector = 64 // weight.dtype.itemsize
+        vector = _isa.vector_length(weight.dtype)
         packed = np.zeros((q, -(-k // vector) * vector), dtype=weight.dtype)
         packed[:, :k] = weight.reshape(k, q).T
         return packed
@@ -262,10 +312,11 @@ def _input_grad_packing(weight, stride, padding):
     input gradient as a convolution of the padded output gradient, (K*kH*kW, CP) with
     CP >= C a multiple of the vector length; or None where im2col's adjoint (GEMM and
     col2im) is used instead: strides above 1, padding of a kernel's size or more, and
-    fewer input channels than half a vector (the filter kernel would waste most lanes)."""
-    vector = 64 // weight.dtype.itemsize
+    fewer input channels than MethodLimits.input_grad_min_channels."""
+    vector, min_channels = _isa.vector_length(weight.dtype), _limits().input_grad_min_channels
     k, c, kh, kw = weight.shape
-    if stride != (1, 1) or padding[0] >= kh or padding[1] >= kw or c < vector // 2:
+    if (stride != (1, 1) or padding[0] >= kh or padding[1] >= kw or min_channels is None
+            or c < min_channels):
         return None
     flipped = weight[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(k * kh * kw, c)
     packed = np.zeros((k * kh * kw, -(-c // vector) * vector), dtype=weight.dtype)
@@ -357,7 +408,7 @@ class _BackwardWork:
         self.weight = weight
         self.method = _weight_grad_method(weight, stride, out_hw[1])
         # the filter kernel's weight gradient is transposed, (Q, KP) with KP >= K
-        vector = 64 // x.dtype.itemsize
+        vector = _isa.vector_length(x.dtype)
         self.kp = -(-k // vector) * vector if self.method == _FILTERS else 0
         w_size = q * self.kp if self.method == _FILTERS else k * q
         n_chunks = -(-n // GRAD_CHUNK)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
+from fastcnn import _isa
 from fastcnn import _reference as ref
 from fastcnn import functional as F
 
@@ -89,8 +90,9 @@ def check_conv_matches_reference(case, dtype, with_bias):
 
 
 def vector_length(dtype):
-    """Values per 64-byte vector: the direct kernels' lanes (csrc/direct_conv.h)."""
-    return 64 // np.dtype(dtype).itemsize
+    """Values per vector of the kernel copy that runs: the direct kernels' lanes
+    (csrc/direct_conv.h; fastcnn._isa)."""
+    return _isa.vector_length(dtype)
 
 
 def out_size(case):
