@@ -3,7 +3,8 @@
 For each case the implementations are run alternately in rounds (warm-up first), each timing
 taking the median over rounds, so slow drifts of a noisy machine hit all of them alike.
 Columns: median ms, GFLOP/s (convolutions), and ratio = torch time / fastcnn time (> 1: fastcnn
-is faster). The JSON's
+is faster). Cases: LeNet-5's convolutions and pools (batch 256), two VGG-size 3x3 layers, and
+the three 3x3 convolutions of bench_training.py's CIFAR-style net (batch 64). The JSON's
 "machine" records the instruction sets that ran (fastcnn's kernel copy, PyTorch's CPU
 capability: capped by FASTCNN_MAX_CPU_ISA, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY).
 Run:  python bench/bench_kernels.py [--threads 2] [--rounds 7] [--only CASE ...] [--json out.json]
@@ -31,6 +32,10 @@ CONV_CASES = {
     "lenet-conv2": ((256, 6, 14, 14), 16, 5, 0),
     "vgg-64": ((32, 64, 32, 32), 64, 3, 1),
     "vgg-128": ((16, 128, 16, 16), 128, 3, 1),
+    # the three convolutions of bench_training.py's CIFAR-style net, at its batch of 64
+    "cifar-conv1": ((64, 3, 32, 32), 32, 3, 1),
+    "cifar-conv2": ((64, 32, 16, 16), 64, 3, 1),
+    "cifar-conv3": ((64, 64, 8, 8), 128, 3, 1),
 }
 POOL_CASES = {"lenet-pool1": (256, 6, 28, 28), "lenet-pool2": (256, 16, 10, 10)}
 
