@@ -10,7 +10,7 @@ warm-up and the median over rounds is reported, with ratio = other time / fastcn
 The models:
 
 - ``lenet5``: fastcnn.models.LeNet5 (ReLU, max-pool, 28x28x1 input), steps at --batches
-  (64 and 256), inference at the largest; the NumPy book runs it too.
+  (64 and 256), inference in eval mode at the largest; the NumPy book runs it too.
 - ``cifar``: a CIFAR-style net on 3x32x32 input, conv1 3->32, conv2 32->64, conv3 64->128
   (each 3x3, padding 1, then ReLU and a 2x2 max-pool: 32 -> 16 -> 8 -> 4), flatten, and
   one Linear 128*4*4 -> 10 giving the logits: no hidden fully-connected layer, so the
@@ -64,24 +64,29 @@ def cifar_net(nn, rng=None):
     return nn.Sequential(layers)
 
 
-def fastcnn_cifar(seed):
-    """The CIFAR-style net in fastcnn, with its training step and eval-mode inference."""
-    model = cifar_net(fastcnn.nn, rng=np.random.default_rng(seed))
-    step, _ = _fastcnn_train_fns(model)
+def in_eval_mode(model, forward):
+    """forward(x) run in eval mode, as inference is (either library's model)."""
 
     def infer(x):
         model.eval()
-        out = model(x)
+        out = forward(x)
         model.train()
         return out
 
-    return model, step, infer
+    return infer
+
+
+def fastcnn_cifar(seed):
+    """The CIFAR-style net in fastcnn, with its training step and eval-mode inference."""
+    model = cifar_net(fastcnn.nn, rng=np.random.default_rng(seed))
+    step, forward = _fastcnn_train_fns(model)
+    return model, step, in_eval_mode(model, forward)
 
 
 def fastcnn_lenet(seed):
     model = fastcnn.models.LeNet5(rng=np.random.default_rng(seed))
-    step, infer = _fastcnn_train_fns(model)
-    return model, step, infer
+    step, forward = _fastcnn_train_fns(model)
+    return model, step, in_eval_mode(model, forward)
 
 
 def _fastcnn_train_fns(model):
@@ -104,15 +109,8 @@ def _fastcnn_train_fns(model):
 def torch_cifar(torch, state_dict):
     """The CIFAR-style net's PyTorch twin with fastcnn's weights; inference in eval mode."""
     model = cifar_net(torch.nn)
-    step, infer_train_mode = _torch_train_fns(torch, model, state_dict)
-
-    def infer(x):
-        model.eval()
-        out = infer_train_mode(x)
-        model.train()
-        return out
-
-    return step, infer
+    step, forward = _torch_train_fns(torch, model, state_dict)
+    return step, in_eval_mode(model, forward)
 
 
 def torch_lenet(torch, state_dict):
@@ -123,7 +121,8 @@ def torch_lenet(torch, state_dict):
         ("flatten", nn.Flatten()), ("fc1", nn.Linear(400, 120)), ("act3", nn.ReLU()),
         ("fc2", nn.Linear(120, 84)), ("act4", nn.ReLU()), ("fc3", nn.Linear(84, 10)),
     ]))
-    return _torch_train_fns(torch, model, state_dict)
+    step, forward = _torch_train_fns(torch, model, state_dict)
+    return step, in_eval_mode(model, forward)
 
 
 def _torch_train_fns(torch, model, state_dict):
