@@ -113,36 +113,60 @@ static inline const T *NAME(fastcnn_group_row)(const T *blocked, ptrdiff_t rows,
     return blocked + k0 / GW * rows * GW + k0 % GW;
 }
 
+/* One tile of the row kernel: RV vectors of output row oh from column o (RV*VL pixels) of
+ * filters k0 .. k0 + 3 (those past K computed from zero weights, not stored): 4*RV
+ * independent multiply-add chains (4 were latency-bound), each input vector loaded feeding
+ * four of them. */
+static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_row_tile)(
+    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *w, ptrdiff_t k0,
+    ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t oh, ptrdiff_t o, const int RV, T *out,
+    ptrdiff_t OW, ptrdiff_t P)
+{
+    vec acc[2][FASTCNN_FILTERS]; /* RV <= 2 */
+    FASTCNN_UNROLL
+    for (int v = 0; v < RV; v++)
+        FASTCNN_UNROLL
+        for (int r = 0; r < FASTCNN_FILTERS; r++) acc[v][r] = VZERO();
+    for (ptrdiff_t c = 0; c < C; c++) {
+        for (ptrdiff_t i = 0; i < FH; i++) {
+            const T *row = xpad + (c * HP + oh + i) * WP + o;
+            for (ptrdiff_t j = 0; j < FW; j++, w += FASTCNN_FILTERS) {
+                FASTCNN_UNROLL
+                for (int v = 0; v < RV; v++) {
+                    const vec x = VLOAD(row + j + v * VL);
+                    FASTCNN_UNROLL
+                    for (int r = 0; r < FASTCNN_FILTERS; r++)
+                        acc[v][r] = VMADDS(acc[v][r], w[r], x);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < FASTCNN_FILTERS && k0 + r < K; r++)
+        FASTCNN_UNROLL
+        for (int v = 0; v < RV; v++) VSTORE(out + (k0 + r) * P + oh * OW + o + v * VL, acc[v][r]);
+}
+
 /* The row kernel. out[k, oh, :] := sum over (c, i, j) of w[k, c, i, j] * xpad[c, oh + i,
- * j:j + OW]: output rows in vectors of VL pixels, four filters per input vector loaded. */
+ * j:j + OW]: output rows in tiles of two vectors (one where a row holds fewer than two),
+ * four filters per input vector loaded. A row's last tile is moved back to end at the
+ * row's end, overlapping the one before: its pixels there are computed again, identically. */
 static void NAME(fastcnn_row_forward)(
     const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wpack, ptrdiff_t K,
     ptrdiff_t FH, ptrdiff_t FW, T *out, ptrdiff_t OH, ptrdiff_t OW)
 {
     const ptrdiff_t Q = C * FH * FW, P = OH * OW;
     for (ptrdiff_t k0 = 0; k0 < K; k0 += FASTCNN_FILTERS) {
+        const T *w = wpack + k0 * Q;
         for (ptrdiff_t oh = 0; oh < OH; oh++) {
-            for (ptrdiff_t ow0 = 0; ow0 < OW; ow0 += VL) {
-                const ptrdiff_t o = NAME(fastcnn_block_start)(ow0, OW);
-                vec a0 = VZERO(), a1 = VZERO(), a2 = VZERO(), a3 = VZERO();
-                const T *w = wpack + k0 * Q;
-                for (ptrdiff_t c = 0; c < C; c++) {
-                    for (ptrdiff_t i = 0; i < FH; i++) {
-                        const T *row = xpad + (c * HP + oh + i) * WP + o;
-                        for (ptrdiff_t j = 0; j < FW; j++, w += FASTCNN_FILTERS) {
-                            const vec x = VLOAD(row + j);
-                            a0 = VMADDS(a0, w[0], x);
-                            a1 = VMADDS(a1, w[1], x);
-                            a2 = VMADDS(a2, w[2], x);
-                            a3 = VMADDS(a3, w[3], x);
-                        }
-                    }
-                }
-                T *dst = out + k0 * P + oh * OW + o;
-                VSTORE(dst, a0);
-                if (k0 + 1 < K) VSTORE(dst + P, a1);
-                if (k0 + 2 < K) VSTORE(dst + 2 * P, a2);
-                if (k0 + 3 < K) VSTORE(dst + 3 * P, a3);
+            if (OW < 2 * VL) {
+                for (ptrdiff_t ow0 = 0; ow0 < OW; ow0 += VL)
+                    NAME(fastcnn_row_tile)(xpad, C, HP, WP, w, k0, K, FH, FW, oh,
+                                           NAME(fastcnn_block_start)(ow0, OW), 1, out, OW, P);
+                continue;
+            }
+            for (ptrdiff_t ow0 = 0; ow0 < OW; ow0 += 2 * VL) {
+                const ptrdiff_t o = ow0 + 2 * VL <= OW ? ow0 : OW - 2 * VL;
+                NAME(fastcnn_row_tile)(xpad, C, HP, WP, w, k0, K, FH, FW, oh, o, 2, out, OW, P);
             }
         }
     }
