@@ -33,6 +33,32 @@ def kernel_blas_controllers():
     return _controllers
 
 
+# OpenBLAS's process-wide setter under each name a build may export it by.
+_OPENBLAS_SETTERS = tuple(f"{prefix}openblas_set_num_threads{suffix}"
+                          for prefix in ("", "scipy_") for suffix in ("", "64_", "_64"))
+
+
+def _set_num_threads(controller, count):
+    """Set the library's thread count, whichever Python thread calls.
+
+    Not threadpoolctl's set_num_threads for an OpenBLAS with its own (pthreads) thread
+    pool: threadpoolctl >= 3.8 lets only one Python thread change that process-wide count
+    (the first to call it, the main thread in practice, for as long as it lives) and from
+    every other thread silently does nothing. Kernels run from a second Python thread then
+    called a 2-thread BLAS, whose sgemm splits a product between its threads and rounds
+    differently (1 ulp on an AVX2 CPU): other bits than the same call on the main thread.
+    The counter in single_threaded_blas already coordinates the Python threads.
+    """
+    if (controller.internal_api == "openblas"
+            and getattr(controller, "threading_layer", None) != "openmp"):
+        for name in _OPENBLAS_SETTERS:
+            setter = getattr(controller.dynlib, name, None)
+            if setter is not None:
+                setter(count)
+                return
+    controller.set_num_threads(count)
+
+
 def blas_info():
     """What show_config reports about the kernels' BLAS."""
     return [c.info() for c in kernel_blas_controllers()]
@@ -47,7 +73,7 @@ def single_threaded_blas():
             _saved = [(c, c.num_threads) for c in kernel_blas_controllers()]
             for controller, count in _saved:
                 if count != 1:
-                    controller.set_num_threads(1)
+                    _set_num_threads(controller, 1)
         _active += 1
     try:
         yield
@@ -57,5 +83,5 @@ def single_threaded_blas():
             if _active == 0:
                 for controller, count in _saved:
                     if count != 1:
-                        controller.set_num_threads(count)
+                        _set_num_threads(controller, count)
                 _saved = []

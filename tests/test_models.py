@@ -108,9 +108,21 @@ def _torch_simple_conv_net(torch):
     ]))
 
 
-def _check_training_step_parity(ours, theirs, size=28):
+def _check_training_step_parity(ours, make_theirs, size=28):
+    """make_theirs(torch): the torch network, its weights drawn here from a seeded RNG.
+
+    Seeded before the draw, not after: drawn from whatever state earlier tests left in
+    torch's global RNG, the weights changed with the tests run before (and so did the
+    outcome). About 1 draw in 100 of LeNet-5 (relu) has a max-pool window whose best two
+    values lie closer than float32's rounding error of the convolution (6e-8 apart at
+    0.419, seed 1854): fastcnn and torch may then pick different winners, both right to
+    float32, the gradient flows through another pixel, and conv1.weight differs in nearly
+    every element (149 of 150, up to 79%, in a CI run) while logits and loss agree. The
+    seed-0 draw's closest decision is 1.3e-6 apart, above the 1e-6 the two differ by.
+    """
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
+    theirs = make_theirs(torch)
     ours.load_state_dict(theirs.state_dict())  # torch tensors, no key mapping
     x, y = _batch(size=size)
     logits_t = theirs(torch.tensor(x))
@@ -136,25 +148,25 @@ def _check_training_step_parity(ours, theirs, size=28):
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "silu"])
 def test_lenet5_matches_torch(activation):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     _check_training_step_parity(models.LeNet5(activation=activation, rng=0),
-                                _torch_lenet5(torch, activation, padding=2))
+                                lambda torch: _torch_lenet5(torch, activation, padding=2))
 
 
 def test_lenet5_32x32_matches_torch():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     _check_training_step_parity(models.LeNet5(input_size=32, rng=0),
-                                _torch_lenet5(torch, "relu", padding=0), size=32)
+                                lambda torch: _torch_lenet5(torch, "relu", padding=0), size=32)
 
 
 def test_improved_lenet5_matches_torch():
-    torch = pytest.importorskip("torch")
-    _check_training_step_parity(models.ImprovedLeNet5(rng=0), _torch_improved_lenet5(torch))
+    pytest.importorskip("torch")
+    _check_training_step_parity(models.ImprovedLeNet5(rng=0), _torch_improved_lenet5)
 
 
 def test_simple_conv_net_matches_torch():
-    torch = pytest.importorskip("torch")
-    _check_training_step_parity(models.SimpleConvNet(rng=0), _torch_simple_conv_net(torch))
+    pytest.importorskip("torch")
+    _check_training_step_parity(models.SimpleConvNet(rng=0), _torch_simple_conv_net)
 
 
 def test_torch_loads_our_state_dict():

@@ -135,6 +135,38 @@ def test_huge_logits_keep_cross_entropy_finite(kind, reduction, dtype):
         np.testing.assert_allclose(grad, t_logits.grad.numpy(), rtol=1e-5, atol=1e-7)
 
 
+NON_FINITE_ROWS = {  # one row each; every class is the target in turn
+    "+inf": [np.inf, 0, 1],
+    "-inf": [-np.inf, 0, 1],
+    "nan": [np.nan, 0, 1],
+    "two +inf": [np.inf, np.inf, 0],
+    "all -inf": [-np.inf, -np.inf, -np.inf],
+    "+inf and -inf": [np.inf, -np.inf, 0],
+    "float32 overflow in the shift": [3e38, -3e38, 0],
+}
+
+
+@pytest.mark.parametrize("kind", list(NON_FINITE_ROWS))
+def test_non_finite_logits_give_torchs_loss_without_a_warning(kind):
+    """Logits that blew up give the loss torch gives (NaN or inf: what fit stops on), with
+    no NumPy warning (the suite turns warnings into errors); the log-softmax is torch's."""
+    logits = np.array([NON_FINITE_ROWS[kind]], dtype=np.float32)
+    t_logits = torch.from_numpy(logits)
+    want_log_probs = torch.log_softmax(t_logits, 1).numpy()
+    for k in range(3):
+        for target in (np.array([k]), np.eye(3, dtype=np.float32)[[k]]):
+            loss_fn = nn.CrossEntropyLoss()
+            loss = loss_fn(logits, target)
+            loss_fn.backward()
+            want = torch.nn.functional.cross_entropy(t_logits, torch.from_numpy(target)).item()
+            np.testing.assert_array_equal(loss, want)  # NaN equals NaN here
+            np.testing.assert_array_equal(loss_fn._saved()["log_probs"], want_log_probs)
+    mse = nn.MSELoss()
+    loss = mse(logits, np.zeros_like(logits) + np.float32(3e38))
+    mse.backward()
+    assert not np.isfinite(loss)
+
+
 def test_fit_diverging_from_the_first_batch_stops_and_leaves_the_checkpoint_alone(tmp_path):
     """A learning rate of 1e12: the loss is non-finite within the first epoch, before any
     checkpoint of this run; fit raises NonFiniteLossError naming the epoch, batch and the fix,

@@ -79,6 +79,45 @@ def train_steps(model, x, y, steps):
     return [p.data.copy() for p in model.parameters()]
 
 
+def gradients(model, x, y):
+    """Loss and every parameter gradient of one training step, plus the input gradient."""
+    loss_fn = nn.CrossEntropyLoss()
+    model.zero_grad()
+    loss = loss_fn(model(x), y)
+    grad_x = model.backward(loss_fn.backward(), input_grad=True)
+    return [np.float64(loss), grad_x, *(p.grad.copy() for p in model.parameters())]
+
+
+@pytest.mark.parametrize("make", [lambda: models.LeNet5(rng=4),
+                                  lambda: models.ImprovedLeNet5(rng=4)],
+                         ids=["LeNet5", "ImprovedLeNet5"])
+def test_scratch_filled_with_nan_changes_no_bit_of_a_training_step(make, monkeypatch):
+    """The kernels' scratch (functional._workspace) is np.empty and reused between calls:
+    a value read before it is written would be stale, and change results only sometimes.
+    Filled with NaN before every kernel call, the scratch must leave every gradient's bits
+    as they were, at 1, 2 and 3 threads, batches with and without a ragged last chunk."""
+    model = make()
+    rng = np.random.default_rng(5)
+    batches = [(rng.standard_normal((n, 1, 28, 28)).astype(np.float32), np.arange(n) % 10)
+               for n in (16, 13)]
+    with fastcnn.threads(1):
+        want = [gradients(model, x, y) for x, y in batches]
+
+    workspace = F._workspace
+
+    def nan_filled(rows, columns, dtype):
+        scratch = workspace(rows, columns, dtype)
+        scratch.fill(np.nan)
+        return scratch
+
+    monkeypatch.setattr(F, "_workspace", nan_filled)
+    for n_threads in (1, 2, 3, 1, 2, 3):
+        with fastcnn.threads(n_threads):
+            for (x, y), expected in zip(batches, want, strict=True):
+                for got, value in zip(gradients(model, x, y), expected, strict=True):
+                    assert_array_equal(got, value)
+
+
 def test_two_threads_training_their_own_models_match_sequential_training():
     """Each Python thread has its own kernel workspace: training two models at once gives the
     bits of training them one after the other."""

@@ -6,7 +6,6 @@ returns its gradient with respect to ``input`` (the logits), ready for
 """
 
 import numpy as np
-from scipy.special import log_softmax
 
 from fastcnn.nn._checks import float_input
 from fastcnn.nn.module import Module
@@ -32,7 +31,8 @@ class _Loss(Module):
         self.reduction = reduction
 
     def _reduce(self, per_element, count):
-        total = float(np.sum(per_element, dtype=np.float64))
+        with _ieee():  # inf + -inf: a NaN loss for fit to report, not a warning
+            total = float(np.sum(per_element, dtype=np.float64))
         return total / count if self.reduction == "mean" else total
 
     def backward(self, grad_output=1.0, input_grad=True):
@@ -75,7 +75,8 @@ class CrossEntropyLoss(_Loss):
 
     ``loss_n = -sum_c target[n, c] * log_softmax(logits)[n, c]``, with a one-hot target for
     labels; averaged (``reduction="mean"``, over the batch) or summed. The log-softmax is
-    fused and shifted by the row maximum, so any finite logits are safe.
+    fused and shifted by the row maximum, so any finite logits are safe; non-finite logits
+    give torch's NaN or infinite loss, without a NumPy warning (``fit`` stops on it).
 
     Parameters
     ----------
@@ -97,11 +98,12 @@ class CrossEntropyLoss(_Loss):
                 f"{logits.shape}"
             )
         target = _check_target(np.asarray(target), logits)
-        log_probs = log_softmax(logits, axis=1)
+        log_probs = _log_softmax(logits)
         if target.dtype.kind in "iu":
             per_sample = -log_probs[np.arange(len(target)), target]
         else:
-            per_sample = -np.sum(target * log_probs, axis=1)
+            with _ieee():  # 0 * -inf is NaN, as in torch
+                per_sample = -np.sum(target * log_probs, axis=1)
         self._save_for_backward(log_probs=log_probs, target=target, count=logits.shape[0])
         return self._reduce(per_sample, logits.shape[0])
 
@@ -113,6 +115,32 @@ class CrossEntropyLoss(_Loss):
             return probs
         # d/dz of -sum_c t_c log_softmax(z)_c = softmax(z) * sum_c t_c - t
         return probs * np.sum(target, axis=1, keepdims=True) - target
+
+
+def _ieee():
+    """Let overflow and invalid operations give inf and NaN quietly, as torch does.
+
+    A loss meeting non-finite (or float32-overflowing) values returns a NaN or infinite loss,
+    which is fastcnn's signal (fit raises NonFiniteLossError on it); NumPy would also warn,
+    and a warning turned into an error (pytest -W error) would hide that signal.
+    """
+    return np.errstate(over="ignore", invalid="ignore")
+
+
+def _log_softmax(logits):
+    """log_softmax over axis 1, shifted by the row maximum: scipy.special.log_softmax's
+    arithmetic (and bits) for finite logits, torch's values for the others.
+
+    Not scipy's function: it swaps a non-finite row maximum for 0, so a row holding +inf
+    computed inf - inf (warning "invalid value encountered in subtract") and gave NaN in one
+    place and -inf in the others. Shifting by the true maximum gives a row of NaN, as torch,
+    for a row holding NaN or +inf or only -inf; a -inf among finite logits gives -inf.
+    """
+    row_max = np.max(logits, axis=1, keepdims=True)
+    with _ieee():  # the shift can overflow float32 (3e38 - -3e38) or be inf - inf
+        shifted = logits - row_max
+        # the sum is at least 1 (the maximum's exp(0)) or NaN: its log is finite or NaN
+        return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
 
 
 def _check_target(target, logits):
@@ -170,9 +198,12 @@ class MSELoss(_Loss):
             )
         if x.size == 0:
             raise ValueError(f"MSELoss: input of shape {x.shape} is empty")
-        diff = x - target.astype(x.dtype, copy=False)
+        with _ieee():  # inf - inf, or a square overflowing: a NaN or inf loss
+            diff = x - target.astype(x.dtype, copy=False)
+            squared = diff * diff
         self._save_for_backward(diff=diff, count=x.size)
-        return self._reduce(diff * diff, x.size)
+        return self._reduce(squared, x.size)
 
     def _input_grad(self, saved):
-        return 2 * saved["diff"]
+        with _ieee():  # 2 * 3e38 overflows float32, as in torch
+            return 2 * saved["diff"]
