@@ -176,6 +176,47 @@ FASTCNN_TARGET_END
 #undef FASTCNN_WIDE_TW
 #undef FASTCNN_NARROW_TW
 
+#ifdef FASTCNN_EMULATED_COPIES
+/* ---- for tests only (tests/c): the avx512 and avx2 copies' vector widths and tiles in
+ * portable C, so that a machine without AVX-512 still runs every loop and remainder of
+ * the avx512 copy's geometry (the instructions are the compiler's own part). Level 0: they
+ * run anywhere; never in fastcnn_kernel_copies. */
+#define FASTCNN_PORTABLE 1
+#define FASTCNN_WIDE_TW 6
+#define FASTCNN_NARROW_TW 8
+#define FASTCNN_ISA_LEVEL FASTCNN_ISA_PORTABLE
+#define FASTCNN_COPY avx512_emulated
+#define FASTCNN_COPY_NAME "avx512 geometry, portable C"
+#define FASTCNN_VECTOR_BYTES 64
+#define FASTCNN_WIDE_NV 4
+#define FASTCNN_GRAD_COLS 5
+#include "direct_conv_copy.h"
+#undef FASTCNN_COPY
+#undef FASTCNN_COPY_NAME
+#undef FASTCNN_VECTOR_BYTES
+#undef FASTCNN_WIDE_NV
+#undef FASTCNN_GRAD_COLS
+#define FASTCNN_COPY avx2_emulated
+#define FASTCNN_COPY_NAME "avx2 geometry, portable C"
+#define FASTCNN_VECTOR_BYTES 32
+#define FASTCNN_WIDE_NV 2
+#define FASTCNN_GRAD_COLS 2
+#include "direct_conv_copy.h"
+#undef FASTCNN_COPY
+#undef FASTCNN_COPY_NAME
+#undef FASTCNN_VECTOR_BYTES
+#undef FASTCNN_WIDE_NV
+#undef FASTCNN_GRAD_COLS
+#undef FASTCNN_ISA_LEVEL
+#undef FASTCNN_PORTABLE
+#undef FASTCNN_WIDE_TW
+#undef FASTCNN_NARROW_TW
+static const fastcnn_kernel_table *const fastcnn_emulated_copies[] = {
+    &fastcnn_kernels_avx512_emulated,
+    &fastcnn_kernels_avx2_emulated,
+};
+#endif
+
 /* Every copy built into this binary, best first. */
 static const fastcnn_kernel_table *const fastcnn_kernel_copies[] = {
 #if FASTCNN_HAS_X86_COPIES
