@@ -3,7 +3,8 @@
 Peak resident memory can only be compared between separate processes, so each library
 trains one epoch (the recipe of train_mnist.py, batches shared in order) in a fresh
 interpreter that reports its own ``ru_maxrss``. The libraries run alternately, ``--repeats``
-times each; medians are reported.
+times each; medians are reported. Each child also reports the instruction sets it ran
+(fastcnn's kernel copy, PyTorch's CPU capability), which the JSON's "machine" records.
 
     python bench/bench_epoch_memory.py [--threads 2] [--repeats 3] [--json out.json]
 """
@@ -22,6 +23,7 @@ CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {here!r})
 import fastcnn
+from fastcnn import _isa
 import train_mnist
 args = train_mnist.parse_args(["--epochs", "1", "--data", {data!r}, "--threads", "{threads}",
                                *{limit!r}])
@@ -32,13 +34,17 @@ if {library!r} == "torch":
     import torch
     torch.set_num_threads(args.threads)
     runner = train_mnist.TorchRun(args, runner.model.state_dict())
+torch = sys.modules.get("torch")
+isa = {{"fastcnn_isa": _isa.active(), "fastcnn_isa_detail": _isa.describe(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability() if torch else None}}
 batches = list(train_loader)
 started = time.perf_counter()
 runner.train_epoch(batches)
 seconds = time.perf_counter() - started
 accuracy = runner.test_accuracy(test_loader)
 peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_mib, "test_accuracy": accuracy}}))
+print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_mib, "test_accuracy": accuracy,
+                  **isa}}))
 """
 
 
@@ -72,10 +78,36 @@ def main(argv=None):
         for library, results in runs.items()
     }
     summary["threads"] = args.threads
+    machine = machine_info(runs, args.threads)
     print(json.dumps(summary, indent=1))
+    print(json.dumps(machine))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"summary": summary, "runs": runs}, f, indent=1)
+            json.dump({"machine": machine, "summary": summary, "runs": runs}, f, indent=1)
+
+
+def machine_info(runs, threads):
+    """Date, CPU, capping variables, and the ISAs the children ran: fastcnn's kernel copy
+    (the fastcnn child's; the torch child imports fastcnn too, for the data and weights)
+    and PyTorch's CPU capability (the torch child's)."""
+    from datetime import datetime, timezone
+
+    from bench_kernels import ISA_ENV_VARS, _cpu_model
+
+    def one(library, key):
+        values = {r.get(key) for r in runs.get(library, ())}
+        return values.pop() if len(values) == 1 else sorted(map(str, values)) or None
+
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "fastcnn_isa": one("fastcnn", "fastcnn_isa"),
+        "fastcnn_isa_detail": one("fastcnn", "fastcnn_isa_detail"),
+        "torch_cpu_capability": one("torch", "torch_cpu_capability"),
+        "isa_env": {name: os.environ.get(name) for name in ISA_ENV_VARS},
+    }
 
 
 if __name__ == "__main__":

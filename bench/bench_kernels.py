@@ -3,7 +3,11 @@
 For each case the implementations are run alternately in rounds (warm-up first), each timing
 taking the median over rounds, so slow drifts of a noisy machine hit all of them alike.
 Columns: median ms, GFLOP/s (convolutions), and ratio = torch time / fastcnn time (> 1: fastcnn
-is faster). Run:  python bench/bench_kernels.py [--threads 2] [--rounds 7] [--json out.json]
+is faster). Cases: LeNet-5's convolutions and pools (batch 256), two VGG-size 3x3 layers, and
+the three 3x3 convolutions of bench_training.py's CIFAR-style net (batch 64). The JSON's
+"machine" records the instruction sets that ran (fastcnn's kernel copy, PyTorch's CPU
+capability: capped by FASTCNN_MAX_CPU_ISA, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY).
+Run:  python bench/bench_kernels.py [--threads 2] [--rounds 7] [--only CASE ...] [--json out.json]
 """
 
 import argparse
@@ -28,6 +32,10 @@ CONV_CASES = {
     "lenet-conv2": ((256, 6, 14, 14), 16, 5, 0),
     "vgg-64": ((32, 64, 32, 32), 64, 3, 1),
     "vgg-128": ((16, 128, 16, 16), 128, 3, 1),
+    # the three convolutions of bench_training.py's CIFAR-style net, at its batch of 64
+    "cifar-conv1": ((64, 3, 32, 32), 32, 3, 1),
+    "cifar-conv2": ((64, 32, 16, 16), 64, 3, 1),
+    "cifar-conv3": ((64, 64, 8, 8), 128, 3, 1),
 }
 POOL_CASES = {"lenet-pool1": (256, 6, 28, 28), "lenet-pool2": (256, 16, 10, 10)}
 
@@ -170,6 +178,10 @@ def ratio_rows(case, times, flops=None):
 
 
 def run(args, torch):
+    unknown = set(args.only or ()) - set(CONV_CASES) - set(POOL_CASES)
+    if unknown:
+        raise SystemExit(f"unknown case(s) {sorted(unknown)}: the cases are "
+                         f"{', '.join([*CONV_CASES, *POOL_CASES])}")
     rng = np.random.default_rng(0)
     rows, printed = [], 0
     print(f"{'case':<12} {'measure':<22} {'fastcnn ms':>10} {'torch ms':>9} "
@@ -211,6 +223,26 @@ def print_rows(rows, printed):
     return len(rows)
 
 
+# The environment variables that cap the instruction set of fastcnn's kernels and of
+# PyTorch's (run_all.py --isa sets them for the benchmarks it starts).
+ISA_ENV_VARS = ("FASTCNN_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
+def isa_info(torch):
+    """The instruction sets that actually run: fastcnn's kernel copy, PyTorch's ATen CPU
+    capability (None without torch), and the capping variables as this process saw them."""
+    from fastcnn import _isa
+
+    return {
+        "fastcnn_isa": _isa.active(),
+        "fastcnn_isa_detail": _isa.describe(),
+        "fastcnn_isa_available": _isa.available(),
+        "torch_cpu_capability": (torch.backends.cpu.get_cpu_capability()
+                                 if torch is not None else None),
+        "isa_env": {name: os.environ.get(name) for name in ISA_ENV_VARS},
+    }
+
+
 def machine_info(torch, threads):
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -222,16 +254,27 @@ def machine_info(torch, threads):
         "numpy": np.__version__,
         "fastcnn": fastcnn.__version__,
         "torch": getattr(torch, "__version__", None),
+        **isa_info(torch),
     }
 
 
 def _cpu_model():
+    """The CPU's model name: /proc/cpuinfo's 'model name', else lscpu's 'Model name'."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
     except OSError:
+        pass
+    try:
+        import subprocess
+
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
         pass
     return platform.processor()
 
@@ -264,6 +307,8 @@ def bench_main(description, run, argv, add_arguments=()):
     torch = import_torch(args.no_torch, args.threads)
     info = machine_info(torch, args.threads)
     print(json.dumps(info))
+    print(f"fastcnn kernel ISA: {info['fastcnn_isa_detail']}; torch CPU capability: "
+          f"{info['torch_cpu_capability']}", flush=True)
     rows = run(args, torch)
     if args.json:
         with open(args.json, "w") as f:

@@ -1,17 +1,35 @@
-"""LeNet-5 training step and inference: fastcnn vs PyTorch CPU vs the NumPy book.
+"""Training step and inference of LeNet-5 and a CIFAR-style net: fastcnn vs PyTorch CPU vs
+the NumPy book.
 
-One training step = forward, cross-entropy loss, backward, SGD with momentum. The three
-implementations run the same architecture (LeNet-5, ReLU, max-pool, 28x28 input) on the same
-data; they are alternated round by round after a warm-up and the median over rounds is
-reported, with ratio = other time / fastcnn time (> 1: fastcnn is faster). fastcnn is also
-timed at 1 thread for the thread-scaling figure.
+One training step = forward, cross-entropy loss, backward, SGD with momentum 0.9. The
+implementations run the same architecture on the same data, PyTorch's twin starting from
+fastcnn's weights (its state dict loads as is); they are alternated round by round after a
+warm-up and the median over rounds is reported, with ratio = other time / fastcnn time
+(> 1: fastcnn is faster). fastcnn is also timed at 1 thread for the thread-scaling figure.
 
-Run:  python bench/bench_training.py [--threads 2] [--rounds 7] [--json out.json]
+The models:
+
+- ``lenet5``: fastcnn.models.LeNet5 (ReLU, max-pool, 28x28x1 input), steps at --batches
+  (64 and 256), inference in eval mode at the largest; the NumPy book runs it too.
+- ``cifar``: a CIFAR-style net on 3x32x32 input, conv1 3->32, conv2 32->64, conv3 64->128
+  (each 3x3, padding 1, then ReLU and a 2x2 max-pool: 32 -> 16 -> 8 -> 4), flatten, and
+  one Linear 128*4*4 -> 10 giving the logits: no hidden fully-connected layer, so the
+  step is the three convolutions' (fused Conv2d -> ReLU -> MaxPool2d in fastcnn's
+  Sequential) and little else. Step at --cifar-batches (64), inference in eval mode at
+  --cifar-infer-batch (256); fastcnn and PyTorch only (the book's code is LeNet-5's).
+
+Each row records ``fused_stages`` (Conv2d -> ReLU -> MaxPool2d runs fastcnn fused) and
+``twin_max_abs_diff``, the largest difference between fastcnn's and PyTorch's logits on the
+batch before timing (the twins compute the same function).
+
+Run:  python bench/bench_training.py [--threads 2] [--rounds 7] [--models lenet5 cifar]
+                                     [--json out.json]
 """
 
 import json
 import os
 import sys
+from collections import OrderedDict
 
 import numpy as np
 
@@ -22,8 +40,56 @@ from bench_kernels import bench_main, time_rounds  # noqa: E402
 import fastcnn  # noqa: E402
 
 
+# The CIFAR-style net as (name, layer class, args), built from fastcnn.nn or torch.nn alike:
+# the names are the state-dict prefixes, so fastcnn's weights load into the torch twin.
+CIFAR_LAYERS = (
+    ("conv1", "Conv2d", (3, 32, 3), {"padding": 1}), ("act1", "ReLU", (), {}),
+    ("pool1", "MaxPool2d", (2,), {}),
+    ("conv2", "Conv2d", (32, 64, 3), {"padding": 1}), ("act2", "ReLU", (), {}),
+    ("pool2", "MaxPool2d", (2,), {}),
+    ("conv3", "Conv2d", (64, 128, 3), {"padding": 1}), ("act3", "ReLU", (), {}),
+    ("pool3", "MaxPool2d", (2,), {}),
+    ("flatten", "Flatten", (), {}), ("fc", "Linear", (128 * 4 * 4, 10), {}),
+)
+INPUT_SHAPES = {"lenet5": (1, 28, 28), "cifar": (3, 32, 32)}
+
+
+def cifar_net(nn, rng=None):
+    """The CIFAR-style net from ``nn`` (fastcnn.nn, or torch.nn with rng None)."""
+    layers = OrderedDict()
+    for name, cls, args, kwargs in CIFAR_LAYERS:
+        if rng is not None and cls in ("Conv2d", "Linear"):
+            kwargs = {**kwargs, "rng": rng}
+        layers[name] = getattr(nn, cls)(*args, **kwargs)
+    return nn.Sequential(layers)
+
+
+def in_eval_mode(model, forward):
+    """forward(x) run in eval mode, as inference is (either library's model)."""
+
+    def infer(x):
+        model.eval()
+        out = forward(x)
+        model.train()
+        return out
+
+    return infer
+
+
+def fastcnn_cifar(seed):
+    """The CIFAR-style net in fastcnn, with its training step and eval-mode inference."""
+    model = cifar_net(fastcnn.nn, rng=np.random.default_rng(seed))
+    step, forward = _fastcnn_train_fns(model)
+    return model, step, in_eval_mode(model, forward)
+
+
 def fastcnn_lenet(seed):
     model = fastcnn.models.LeNet5(rng=np.random.default_rng(seed))
+    step, forward = _fastcnn_train_fns(model)
+    return model, step, in_eval_mode(model, forward)
+
+
+def _fastcnn_train_fns(model):
     opt = fastcnn.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = fastcnn.nn.CrossEntropyLoss()
 
@@ -37,12 +103,17 @@ def fastcnn_lenet(seed):
     def infer(x):
         return model(x)
 
-    return model, step, infer
+    return step, infer
+
+
+def torch_cifar(torch, state_dict):
+    """The CIFAR-style net's PyTorch twin with fastcnn's weights; inference in eval mode."""
+    model = cifar_net(torch.nn)
+    step, forward = _torch_train_fns(torch, model, state_dict)
+    return step, in_eval_mode(model, forward)
 
 
 def torch_lenet(torch, state_dict):
-    from collections import OrderedDict
-
     nn = torch.nn
     model = nn.Sequential(OrderedDict([
         ("conv1", nn.Conv2d(1, 6, 5, padding=2)), ("act1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
@@ -50,6 +121,12 @@ def torch_lenet(torch, state_dict):
         ("flatten", nn.Flatten()), ("fc1", nn.Linear(400, 120)), ("act3", nn.ReLU()),
         ("fc2", nn.Linear(120, 84)), ("act4", nn.ReLU()), ("fc3", nn.Linear(84, 10)),
     ]))
+    step, forward = _torch_train_fns(torch, model, state_dict)
+    return step, in_eval_mode(model, forward)
+
+
+def _torch_train_fns(torch, model, state_dict):
+    nn = torch.nn
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()})
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
@@ -131,39 +208,71 @@ class BookLeNet:
         return float(loss)
 
 
+def cases(args):
+    """(model, batch, time the step, time inference) in the order they run."""
+    result = []
+    if "lenet5" in args.models:
+        result += [("lenet5", b, True, b == max(args.batches)) for b in args.batches]
+    if "cifar" in args.models:
+        result += [("cifar", b, True, b == args.cifar_infer_batch) for b in args.cifar_batches]
+        if args.cifar_infer_batch and args.cifar_infer_batch not in args.cifar_batches:
+            result.append(("cifar", args.cifar_infer_batch, False, True))
+    return result
+
+
 def run(args, torch):
     rng = np.random.default_rng(0)
     rows = []
-    for batch in args.batches:
-        x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    for model_name, batch, with_step, with_inference in cases(args):
+        x = rng.random((batch, *INPUT_SHAPES[model_name]), dtype=np.float32)
         y = rng.integers(0, 10, batch).astype(np.int64)
-        times = time_rounds(batch_impls(x, y, args, torch, batch == max(args.batches)),
-                            args.rounds)
+        impls, checks = batch_impls(model_name, x, y, args, torch, with_step, with_inference)
+        times = time_rounds(impls, args.rounds)
         for measure in ("step", "infer"):
             if f"fastcnn {measure}" in times:
-                rows.append(result_row(batch, measure, times))
-                print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                rows.append({"model": model_name,
+                             **result_row(batch, measure, times), **checks})
+                print(json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v
                                   for k, v in rows[-1].items()}), flush=True)
     return rows
 
 
-def batch_impls(x, y, args, torch, with_inference):
-    """The callables timed for one batch: training steps, and inference if asked."""
-    model, fc_step, fc_infer = fastcnn_lenet(0)
+BUILDERS = {"lenet5": (fastcnn_lenet, torch_lenet), "cifar": (fastcnn_cifar, torch_cifar)}
+
+
+def batch_impls(model_name, x, y, args, torch, with_step, with_inference):
+    """The callables timed for one model and batch (training steps, inference, as asked),
+    and the checks recorded with its rows: fused stages, fastcnn-vs-torch logits."""
+    build_fastcnn, build_torch = BUILDERS[model_name]
+    model, fc_step, fc_infer = build_fastcnn(0)
     sd = model.state_dict()
-    impls = {"fastcnn step": lambda: fc_step(x, y),
-             "fastcnn-1thread step": lambda: _one_thread(fc_step, x, y)}
+    checks = {"fused_stages": fused_stages(model), "twin_max_abs_diff": None}
+    impls = {}
+    if with_step:
+        impls["fastcnn step"] = lambda: fc_step(x, y)
+        impls["fastcnn-1thread step"] = lambda: _one_thread(fc_step, x, y)
     if torch is not None:
-        t_step, t_infer = torch_lenet(torch, sd)
-        impls["torch step"] = lambda: t_step(x, y)
-    if not args.no_book:
+        t_step, t_infer = build_torch(torch, sd)
+        checks["twin_max_abs_diff"] = float(
+            np.abs(np.asarray(fc_infer(x)) - t_infer(x).numpy()).max())
+        if with_step:
+            impls["torch step"] = lambda: t_step(x, y)
+    if with_step and not args.no_book and model_name == "lenet5":
         book = BookLeNet(sd)
         impls["numpy-book step"] = lambda: book.step(x, y)
     if with_inference:
         impls["fastcnn infer"] = lambda: fc_infer(x)
         if torch is not None:
             impls["torch infer"] = lambda: t_infer(x)
-    return impls
+    return impls, checks
+
+
+def fused_stages(model):
+    """How many Conv2d -> ReLU -> MaxPool2d runs fastcnn's Sequential fuses in ``model``."""
+    from fastcnn.nn import _fusion
+
+    return sum(isinstance(stage, _fusion.ConvReLUMaxPool)
+               for stage in _fusion.stages(list(model)))
 
 
 def result_row(batch, measure, times):
@@ -184,7 +293,14 @@ def _one_thread(fn, *args):
 
 def main(argv=None):
     def batches(parser):
-        parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+        parser.add_argument("--models", nargs="+", choices=sorted(BUILDERS),
+                            default=["lenet5", "cifar"])
+        parser.add_argument("--batches", type=int, nargs="+", default=[64, 256],
+                            help="LeNet-5 step batches; inference at the largest")
+        parser.add_argument("--cifar-batches", type=int, nargs="+", default=[64],
+                            help="CIFAR-style net step batches")
+        parser.add_argument("--cifar-infer-batch", type=int, default=256,
+                            help="CIFAR-style net inference batch (0: none)")
 
     bench_main(__doc__.splitlines()[0], run, argv, [batches])
 

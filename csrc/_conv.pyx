@@ -54,14 +54,13 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef const floating *bias_ptr = &bias[0] if has_bias else NULL
     cdef bint keep = columns is not None
     cdef const floating *packed_ptr = &packed[0, 0] if packed is not None else NULL
-    cdef Py_ssize_t KP = packed.shape[1] if packed is not None else 0
     cdef Py_ssize_t n
     cdef floating *col
     with nogil:
         for n in prange(N, schedule="static", num_threads=n_threads):
             col = &columns[n, 0] if keep else &workspace[threadid(), 0]
             image_forward(&x[n, 0, 0, 0], C, H, W, &weight[0, 0, 0, 0], method, packed_ptr,
-                          KP, K, FH, FW, SH, SW, PH, PW, OH, OW, col, &out[n, 0, 0, 0])
+                          K, FH, FW, SH, SW, PH, PW, OH, OW, col, &out[n, 0, 0, 0])
             if has_bias:
                 add_bias(&out[n, 0, 0, 0], bias_ptr, K, P)
 
@@ -95,7 +94,6 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
     cdef bint want_b = grad_b is not None, want_x = grad_x is not None
     cdef bint have_columns = columns is not None
     cdef const floating *dx_packed_ptr = &dx_packed[0, 0] if dx_packed is not None else NULL
-    cdef Py_ssize_t CP = dx_packed.shape[1] if dx_packed is not None else 0
     cdef Py_ssize_t ch, n, start, stop
     cdef floating *dw
     cdef floating *db
@@ -109,7 +107,7 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, ::1] weigh
             for n in range(start, stop):
                 image_backward(&x[n, 0, 0, 0], &columns[n, 0] if have_columns else NULL,
                                &weight_t[0, 0], &grad_out[n, 0, 0, 0], C, H, W, K, FH, FW,
-                               SH, SW, PH, PW, OH, OW, method, KP, dx_packed_ptr, CP,
+                               SH, SW, PH, PW, OH, OW, method, KP, dx_packed_ptr,
                                &workspace[threadid(), 0], scratch_size, dw, db,
                                &grad_x[n, 0, 0, 0] if want_x else NULL)
         finish_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, w_size,

@@ -27,6 +27,8 @@ cdef extern from "direct_conv.h" nogil:
         int level
         Py_ssize_t vl_f32
         Py_ssize_t vl_f64
+        Py_ssize_t gw_f32
+        Py_ssize_t gw_f64
     # the copy of the kernels this module calls (one per ISA: direct_conv.h)
     const fastcnn_kernel_table *select_kernels "fastcnn_select_kernels"(int max_level)
     int cpu_isa "fastcnn_cpu_isa"()
@@ -38,11 +40,11 @@ cdef extern from "direct_conv.h" nogil:
         Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, double *out, Py_ssize_t OH, Py_ssize_t OW)
     void filter_forward_f32 "fastcnn_filter_forward_f32"(
         const float *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const float *wt,
-        Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
+        Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
         float *out, Py_ssize_t OH, Py_ssize_t OW)
     void filter_forward_f64 "fastcnn_filter_forward_f64"(
         const double *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const double *wt,
-        Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
+        Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
         double *out, Py_ssize_t OH, Py_ssize_t OW)
     void filter_weight_grad_f32 "fastcnn_filter_weight_grad_f32"(
         const float *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP, const float *dout_t,
@@ -74,10 +76,11 @@ cdef extern from "direct_conv.h" nogil:
 
 cdef inline tuple use_kernel_isa(int max_level):
     """Make this module's kernels the best copy the CPU has of at most max_level
-    (cpu_dispatch.h's levels); return (name, level, VL of float32, VL of float64) of it.
-    Never while a kernel of this module runs."""
+    (cpu_dispatch.h's levels); return (name, level, VL and GW of float32, VL and GW of
+    float64) of it. Never while a kernel of this module runs."""
     cdef const fastcnn_kernel_table *table = select_kernels(max_level)
-    return table.name.decode(), table.level, table.vl_f32, table.vl_f64
+    return (table.name.decode(), table.level, table.vl_f32, table.gw_f32, table.vl_f64,
+            table.gw_f64)
 
 
 cdef inline void rows_forward(const floating *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP,
@@ -100,14 +103,13 @@ cdef inline void rows_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssize_t
 
 
 cdef inline void filters_forward(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
-                                 Py_ssize_t WP, const floating *packed, Py_ssize_t KP,
-                                 Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
+                                 Py_ssize_t WP, const floating *packed, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
                                  Py_ssize_t SW, floating *out, Py_ssize_t OH,
                                  Py_ssize_t OW) noexcept nogil:
     if floating is float:
-        filter_forward_f32(xpad, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out, OH, OW)
+        filter_forward_f32(xpad, C, HP, WP, packed, K, FH, FW, SH, SW, out, OH, OW)
     else:
-        filter_forward_f64(xpad, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out, OH, OW)
+        filter_forward_f64(xpad, C, HP, WP, packed, K, FH, FW, SH, SW, out, OH, OW)
 
 
 cdef inline void filters_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
@@ -197,15 +199,14 @@ cdef inline void pad_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssi
 
 cdef inline void image_forward(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                                const floating *weight, int method, const floating *packed,
-                               Py_ssize_t KP, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW,
+                               Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW,
                                Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PH, Py_ssize_t PW,
                                Py_ssize_t OH, Py_ssize_t OW, floating *scratch,
                                floating *out) noexcept nogil:
     """out (K x P) := weight (K x Q) . im2col(x), by `method`:
     METHOD_GEMM: im2col into scratch (Q*P; it may be the image's kept column matrix) and a
     GEMM; METHOD_ROWS / METHOD_FILTERS: direct_conv.h's kernels on the padded image, built
-    in scratch, with the weights `packed` as that header says (KP: the filter-vector
-    packing's row length)."""
+    in scratch, with the weights `packed` as that header says."""
     cdef int P = OH * OW, Q = C * FH * FW
     cdef Py_ssize_t HP = H + 2 * PH, WP = W + 2 * PW
     if method == METHOD_GEMM:
@@ -216,7 +217,7 @@ cdef inline void image_forward(const floating *x, Py_ssize_t C, Py_ssize_t H, Py
     if method == METHOD_ROWS:
         rows_forward(scratch, C, HP, WP, packed, K, FH, FW, out, OH, OW)
     else:
-        filters_forward(scratch, C, HP, WP, packed, KP, K, FH, FW, SH, SW, out, OH, OW)
+        filters_forward(scratch, C, HP, WP, packed, K, FH, FW, SH, SW, out, OH, OW)
 
 
 cdef inline floating row_sum(const floating *row, Py_ssize_t length) noexcept nogil:
@@ -266,7 +267,7 @@ cdef inline void image_backward(const floating *x, const floating *col,
                                 Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
                                 Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
                                 int method, Py_ssize_t KP, const floating *dx_packed,
-                                Py_ssize_t CP, floating *scratch, Py_ssize_t scratch_size,
+                                floating *scratch, Py_ssize_t scratch_size,
                                 floating *dw, floating *db, floating *dx) noexcept nogil:
     """One image's gradients from its output gradient dout (K x P):
     dw += dout . col^T;  db (K) += row sums of dout;  dx := col2im(weight^T . dout).
@@ -275,9 +276,10 @@ cdef inline void image_backward(const floating *x, const floating *col,
     the forward pass, or NULL: it is then built in scratch; dw is (K x Q). METHOD_ROWS:
     direct_conv.h's row kernel (stride 1) on the padded image, built in scratch; dw is
     (K x Q). METHOD_FILTERS: its filter kernel, likewise; dw is transposed, (Q x KP), and
-    dout is transposed first into scratch[scratch_size:][:P*KP] (KP is 0 otherwise).
+    dout is transposed first into scratch[scratch_size:][:P*KP], blocked as direct_conv.h
+    says (KP, a multiple of its block, is 0 for the other methods).
     The values after those hold weight^T . dout (Q*P) when dx is wanted, or with
-    dx_packed (the flipped kernels packed for the filter kernel, rows of CP), dout padded.
+    dx_packed (the flipped kernels blocked for the filter kernel), dout padded.
     db and dx may be NULL (not wanted); weight_t is the weight as a (Q x K) matrix.
     """
     cdef int P = OH * OW, Q = C * FH * FW
@@ -306,7 +308,7 @@ cdef inline void image_backward(const floating *x, const floating *col,
         # convolved with the kernels flipped and their channels swapped (dx_packed)
         pad_image(dout, K, OH, OW, FH - 1 - PH, FW - 1 - PW, dcol)
         filters_forward(dcol, K, OH + 2 * (FH - 1 - PH), OW + 2 * (FW - 1 - PW), dx_packed,
-                        CP, C, FH, FW, 1, 1, dx, H, W)
+                        C, FH, FW, 1, 1, dx, H, W)
     else:
         matmul_nn(Q, P, <int> K, weight_t, <int> K, dout, P, dcol, P)
         col2im_image(dcol, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, dx)

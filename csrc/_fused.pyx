@@ -65,7 +65,6 @@ def conv2d_relu_max_pool2d_forward(
     cdef const floating *bias_ptr = &bias[0] if has_bias else NULL
     cdef bint keep = columns is not None
     cdef const floating *packed_ptr = &packed[0, 0] if packed is not None else NULL
-    cdef Py_ssize_t KP = packed.shape[1] if packed is not None else 0
     cdef Py_ssize_t n, k
     cdef floating *conv
     cdef floating *col
@@ -74,7 +73,7 @@ def conv2d_relu_max_pool2d_forward(
             conv = &workspace[threadid(), 0]
             col = &columns[n, 0] if keep else conv + K * P
             image_forward(&x[n, 0, 0, 0], C, H, W, &weight[0, 0, 0, 0], method, packed_ptr,
-                          KP, K, FH, FW, SH, SW, PH, PW, OH, OW, col, conv)
+                          K, FH, FW, SH, SW, PH, PW, OH, OW, col, conv)
             if has_bias:
                 add_bias(conv, bias_ptr, K, P)
             relu_block(conv, conv, K * P)
@@ -108,7 +107,6 @@ def conv2d_relu_max_pool2d_backward(
     cdef bint want_b = grad_b is not None, want_x = grad_x is not None
     cdef bint have_columns = columns is not None
     cdef const floating *dx_packed_ptr = &dx_packed[0, 0] if dx_packed is not None else NULL
-    cdef Py_ssize_t CP = dx_packed.shape[1] if dx_packed is not None else 0
     cdef Py_ssize_t ch, n, k, start, stop
     cdef floating *dconv
     cdef floating *dw
@@ -128,7 +126,7 @@ def conv2d_relu_max_pool2d_backward(
                                                  dconv + k * P, P)
                 image_backward(&x[n, 0, 0, 0], &columns[n, 0] if have_columns else NULL,
                                &weight_t[0, 0], dconv, C, H, W, K, FH, FW, SH, SW, PH, PW,
-                               OH, OW, method, KP, dx_packed_ptr, CP, dconv + K * P,
+                               OH, OW, method, KP, dx_packed_ptr, dconv + K * P,
                                scratch_size, dw, db, &grad_x[n, 0, 0, 0] if want_x else NULL)
         finish_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, w_size,
                       &grad_w[0], &grad_b_chunks[0, 0] if want_b and n_chunks else NULL, K,

@@ -25,9 +25,10 @@
  *          row kernel: HP = OH + FH - 1 and WP = OW + FW - 1 (stride 1).
  *   wpack  (ceil(K/4), C*FH*FW, 4): the row kernel's weights, four filters side by side,
  *          zero past K.
- *   wt     (C*FH*FW, KP): the filter kernel's, transposed; KP >= K a multiple of VL.
+ *   wt     (KP/GW, C*FH*FW, GW): the filter kernel's, transposed and blocked by GW
+ *          filters (GW = WIDE_NV*VL: a wide tile's), KP >= K a multiple of GW, zero past K.
  *   out    (K, OH, OW);  dout (K, OH, OW);  dw (K, C*FH*FW), or (C*FH*FW, KP) transposed
- *          for the filter kernel, whose dout_t is (OH*OW, KP), zero past K.
+ *          for the filter kernel, whose dout_t is (KP/GW, OH*OW, GW), zero past K.
  * The row kernel needs output rows of at least VL pixels (OW >= VL): the caller checks.
  *
  * Determinism: every output value is computed by the same operations in the same order
@@ -55,6 +56,7 @@ typedef struct {
     const char *name; /* "avx2", ... as FASTCNN_MAX_CPU_ISA names it */
     int level;        /* FASTCNN_ISA_* */
     ptrdiff_t vl_f32, vl_f64; /* VL: values per vector */
+    ptrdiff_t gw_f32, gw_f64; /* GW: filters per block of the filter kernel's operands */
     void (*row_forward_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *,
                             ptrdiff_t, ptrdiff_t, ptrdiff_t, float *, ptrdiff_t, ptrdiff_t);
     void (*row_forward_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *,
@@ -67,10 +69,10 @@ typedef struct {
                                 ptrdiff_t, double *);
     void (*filter_forward_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *,
                                ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                               ptrdiff_t, float *, ptrdiff_t, ptrdiff_t);
+                               float *, ptrdiff_t, ptrdiff_t);
     void (*filter_forward_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                               ptrdiff_t, ptrdiff_t, double *, ptrdiff_t, ptrdiff_t);
+                               ptrdiff_t, double *, ptrdiff_t, ptrdiff_t);
     void (*filter_weight_grad_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                    const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                    ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, float *);
@@ -222,12 +224,12 @@ static const fastcnn_kernel_table *fastcnn_select_kernels(int max_level)
                                                     dw);                                      \
     }                                                                                         \
     static inline void fastcnn_filter_forward_##S(                                            \
-        const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,    \
-        ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, T *out,          \
-        ptrdiff_t OH, ptrdiff_t OW)                                                           \
+        const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t K,     \
+        ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, T *out, ptrdiff_t OH,         \
+        ptrdiff_t OW)                                                                         \
     {                                                                                         \
-        fastcnn_active_kernels->filter_forward_##S(xpad, C, HP, WP, wt, KP, K, FH, FW, SH,    \
-                                                   SW, out, OH, OW);                          \
+        fastcnn_active_kernels->filter_forward_##S(xpad, C, HP, WP, wt, K, FH, FW, SH, SW,    \
+                                                   out, OH, OW);                              \
     }                                                                                         \
     static inline void fastcnn_filter_weight_grad_##S(                                        \
         const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *dout_t,              \

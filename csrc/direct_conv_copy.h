@@ -25,6 +25,8 @@ static const fastcnn_kernel_table FASTCNN_CAT(fastcnn_kernels, FASTCNN_COPY) = {
     FASTCNN_ISA_LEVEL,
     FASTCNN_VECTOR_BYTES / sizeof(float),
     FASTCNN_VECTOR_BYTES / sizeof(double),
+    FASTCNN_WIDE_NV * (FASTCNN_VECTOR_BYTES / sizeof(float)),
+    FASTCNN_WIDE_NV * (FASTCNN_VECTOR_BYTES / sizeof(double)),
     FASTCNN_KERNEL(fastcnn_row_forward, f32),
     FASTCNN_KERNEL(fastcnn_row_forward, f64),
     FASTCNN_KERNEL(fastcnn_row_weight_grad, f32),

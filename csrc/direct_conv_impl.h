@@ -102,36 +102,71 @@ static inline ptrdiff_t NAME(fastcnn_block_start)(ptrdiff_t ow0, ptrdiff_t OW)
     return ow0 + VL <= OW ? ow0 : OW - VL;
 }
 
+/* The filter kernel's operands are blocked by filter groups of GW = WIDE_NV*VL filters:
+ * an (R, KP) matrix (KP a multiple of GW) is stored as KP/GW blocks of (R, GW), so that a
+ * tile of filters k0 .. reads one contiguous stream (a row of KP values would put each
+ * weight vector of a tile in another cache line: the loads stalled the multiply-adds).
+ * Row r of filter k0's block, for a tile starting at filter k0: */
+#define GW (WIDE_NV * VL)
+static inline const T *NAME(fastcnn_group_row)(const T *blocked, ptrdiff_t rows, ptrdiff_t k0)
+{
+    return blocked + k0 / GW * rows * GW + k0 % GW;
+}
+
+/* One tile of the row kernel: RV vectors of output row oh from column o (RV*VL pixels) of
+ * filters k0 .. k0 + 3 (those past K computed from zero weights, not stored): 4*RV
+ * independent multiply-add chains (4 were latency-bound), each input vector loaded feeding
+ * four of them. */
+static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_row_tile)(
+    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *w, ptrdiff_t k0,
+    ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t oh, ptrdiff_t o, const int RV, T *out,
+    ptrdiff_t OW, ptrdiff_t P)
+{
+    vec acc[2][FASTCNN_FILTERS]; /* RV <= 2 */
+    FASTCNN_UNROLL
+    for (int v = 0; v < RV; v++)
+        FASTCNN_UNROLL
+        for (int r = 0; r < FASTCNN_FILTERS; r++) acc[v][r] = VZERO();
+    for (ptrdiff_t c = 0; c < C; c++) {
+        for (ptrdiff_t i = 0; i < FH; i++) {
+            const T *row = xpad + (c * HP + oh + i) * WP + o;
+            for (ptrdiff_t j = 0; j < FW; j++, w += FASTCNN_FILTERS) {
+                FASTCNN_UNROLL
+                for (int v = 0; v < RV; v++) {
+                    const vec x = VLOAD(row + j + v * VL);
+                    FASTCNN_UNROLL
+                    for (int r = 0; r < FASTCNN_FILTERS; r++)
+                        acc[v][r] = VMADDS(acc[v][r], w[r], x);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < FASTCNN_FILTERS && k0 + r < K; r++)
+        FASTCNN_UNROLL
+        for (int v = 0; v < RV; v++) VSTORE(out + (k0 + r) * P + oh * OW + o + v * VL, acc[v][r]);
+}
+
 /* The row kernel. out[k, oh, :] := sum over (c, i, j) of w[k, c, i, j] * xpad[c, oh + i,
- * j:j + OW]: output rows in vectors of VL pixels, four filters per input vector loaded. */
+ * j:j + OW]: output rows in tiles of two vectors (one where a row holds fewer than two),
+ * four filters per input vector loaded. A row's last tile is moved back to end at the
+ * row's end, overlapping the one before: its pixels there are computed again, identically. */
 static void NAME(fastcnn_row_forward)(
     const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wpack, ptrdiff_t K,
     ptrdiff_t FH, ptrdiff_t FW, T *out, ptrdiff_t OH, ptrdiff_t OW)
 {
     const ptrdiff_t Q = C * FH * FW, P = OH * OW;
     for (ptrdiff_t k0 = 0; k0 < K; k0 += FASTCNN_FILTERS) {
+        const T *w = wpack + k0 * Q;
         for (ptrdiff_t oh = 0; oh < OH; oh++) {
-            for (ptrdiff_t ow0 = 0; ow0 < OW; ow0 += VL) {
-                const ptrdiff_t o = NAME(fastcnn_block_start)(ow0, OW);
-                vec a0 = VZERO(), a1 = VZERO(), a2 = VZERO(), a3 = VZERO();
-                const T *w = wpack + k0 * Q;
-                for (ptrdiff_t c = 0; c < C; c++) {
-                    for (ptrdiff_t i = 0; i < FH; i++) {
-                        const T *row = xpad + (c * HP + oh + i) * WP + o;
-                        for (ptrdiff_t j = 0; j < FW; j++, w += FASTCNN_FILTERS) {
-                            const vec x = VLOAD(row + j);
-                            a0 = VMADDS(a0, w[0], x);
-                            a1 = VMADDS(a1, w[1], x);
-                            a2 = VMADDS(a2, w[2], x);
-                            a3 = VMADDS(a3, w[3], x);
-                        }
-                    }
-                }
-                T *dst = out + k0 * P + oh * OW + o;
-                VSTORE(dst, a0);
-                if (k0 + 1 < K) VSTORE(dst + P, a1);
-                if (k0 + 2 < K) VSTORE(dst + 2 * P, a2);
-                if (k0 + 3 < K) VSTORE(dst + 3 * P, a3);
+            if (OW < 2 * VL) {
+                for (ptrdiff_t ow0 = 0; ow0 < OW; ow0 += VL)
+                    NAME(fastcnn_row_tile)(xpad, C, HP, WP, w, k0, K, FH, FW, oh,
+                                           NAME(fastcnn_block_start)(ow0, OW), 1, out, OW, P);
+                continue;
+            }
+            for (ptrdiff_t ow0 = 0; ow0 < OW; ow0 += 2 * VL) {
+                const ptrdiff_t o = ow0 + 2 * VL <= OW ? ow0 : OW - 2 * VL;
+                NAME(fastcnn_row_tile)(xpad, C, HP, WP, w, k0, K, FH, FW, oh, o, 2, out, OW, P);
             }
         }
     }
@@ -146,7 +181,7 @@ static void NAME(fastcnn_row_forward)(
  * register file (AVX-512: 4 x 6 of 32 registers; AVX2: 2 x 6 of 16), the narrow tile
  * (1 x 8) keeps 8 independent chains to hide the multiply-add latency. */
 static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_filter_tile)(
-    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,
+    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt,
     ptrdiff_t k0, ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW,
     ptrdiff_t p0, const int NV, const int TW, T *out, ptrdiff_t OH, ptrdiff_t OW)
 {
@@ -158,11 +193,11 @@ static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_filter_tile)(
         for (int v = 0; v < NV; v++) acc[v][t] = VZERO();
         origin[t] = (p0 + t) / OW * SH * WP + (p0 + t) % OW * SW;
     }
-    const T *w = wt + k0;
+    const T *w = NAME(fastcnn_group_row)(wt, C * FH * FW, k0);
     for (ptrdiff_t c = 0; c < C; c++) {
         for (ptrdiff_t i = 0; i < FH; i++) {
             const T *row = xpad + (c * HP + i) * WP;
-            for (ptrdiff_t j = 0; j < FW; j++, w += KP) {
+            for (ptrdiff_t j = 0; j < FW; j++, w += GW) {
                 vec weights[WIDE_NV];
                 FASTCNN_UNROLL
                 for (int v = 0; v < NV; v++) weights[v] = VLOAD(w + v * VL);
@@ -189,34 +224,33 @@ static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_filter_tile)(
 /* Pixels p_start .. P - 1 of filters k0 .. k0 + VL - 1: in narrow tiles, the last few in
  * tiles of 4, 2 and 1. */
 static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_filter_pixels)(
-    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,
+    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt,
     ptrdiff_t k0, ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW,
     ptrdiff_t p_start, T *out, ptrdiff_t OH, ptrdiff_t OW)
 {
     const ptrdiff_t P = OH * OW;
     ptrdiff_t p0 = p_start;
     for (; p0 + FASTCNN_NARROW_TW <= P; p0 += FASTCNN_NARROW_TW)
-        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1,
+        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, k0, K, FH, FW, SH, SW, p0, 1,
                                   FASTCNN_NARROW_TW, out, OH, OW);
     for (; p0 + 4 <= P; p0 += 4)
-        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 4,
+        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, k0, K, FH, FW, SH, SW, p0, 1, 4,
                                   out, OH, OW);
     for (; p0 + 2 <= P; p0 += 2)
-        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 2,
+        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, k0, K, FH, FW, SH, SW, p0, 1, 2,
                                   out, OH, OW);
     for (; p0 < P; p0++)
-        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0, 1, 1,
+        NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, k0, K, FH, FW, SH, SW, p0, 1, 1,
                                   out, OH, OW);
 }
 
 /* The filter kernel. out[k, oh, ow] := sum over (c, i, j) of w[k, c, i, j] *
  * xpad[c, oh*SH + i, ow*SW + j], vectorised across filters: wt is the weight as a
- * (C*FH*FW, KP) matrix, KP >= K a multiple of VL, zero past K. Any stride; pays off when K
+ * (C*FH*FW, KP) matrix, blocked by GW filters (KP >= K a multiple of GW), zero past K. Any stride; pays off when K
  * fills most of a vector. */
 static void NAME(fastcnn_filter_forward)(
-    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t KP,
-    ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, T *out, ptrdiff_t OH,
-    ptrdiff_t OW)
+    const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *wt, ptrdiff_t K,
+    ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, T *out, ptrdiff_t OH, ptrdiff_t OW)
 {
     const ptrdiff_t P = OH * OW;
     ptrdiff_t k0 = 0;
@@ -225,14 +259,14 @@ static void NAME(fastcnn_filter_forward)(
     for (; WIDE_NV > 1 && k0 + WIDE_NV * VL <= K; k0 += WIDE_NV * VL) {
         ptrdiff_t p0 = 0;
         for (; p0 + FASTCNN_WIDE_TW <= P; p0 += FASTCNN_WIDE_TW)
-            NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, p0,
+            NAME(fastcnn_filter_tile)(xpad, C, HP, WP, wt, k0, K, FH, FW, SH, SW, p0,
                                       WIDE_NV, FASTCNN_WIDE_TW, out, OH, OW);
         for (ptrdiff_t v = 0; v < WIDE_NV; v++)
-            NAME(fastcnn_filter_pixels)(xpad, C, HP, WP, wt, KP, k0 + v * VL, K, FH, FW, SH,
+            NAME(fastcnn_filter_pixels)(xpad, C, HP, WP, wt, k0 + v * VL, K, FH, FW, SH,
                                         SW, p0, out, OH, OW);
     }
     for (; k0 < K; k0 += VL)
-        NAME(fastcnn_filter_pixels)(xpad, C, HP, WP, wt, KP, k0, K, FH, FW, SH, SW, 0, out,
+        NAME(fastcnn_filter_pixels)(xpad, C, HP, WP, wt, k0, K, FH, FW, SH, SW, 0, out,
                                     OH, OW);
 }
 
@@ -256,10 +290,10 @@ static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_filter_grad_tile)(
         for (int v = 0; v < NV; v++) acc[v][s] = VZERO();
         offset[s] = (c * HP + i) * WP + j;
     }
-    const T *g = dout_t + k0;
+    const T *g = NAME(fastcnn_group_row)(dout_t, OH * OW, k0);
     for (ptrdiff_t oh = 0; oh < OH; oh++) {
         const T *row = xpad + oh * SH * WP;
-        for (ptrdiff_t ow = 0; ow < OW; ow++, g += KP) {
+        for (ptrdiff_t ow = 0; ow < OW; ow++, g += GW) {
             const T *x = row + ow * SW;
             vec grads[WIDE_NV];
             FASTCNN_UNROLL
@@ -306,8 +340,8 @@ static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_filter_grad_rows)(
 
 /* dw_t[(c*FH + i)*FW + j, k] += sum over (oh, ow) of dout_t[oh*OW + ow, k] *
  * xpad[c, oh*SH + i, ow*SW + j]: the filter kernel's weight gradient, transposed,
- * vectorised across filters. dout_t is the output gradient as a (OH*OW, KP) matrix, zero
- * past K. Tiled as the forward pass, with (c, i, j) in the place of the pixels. */
+ * vectorised across filters. dout_t is the output gradient as a (OH*OW, KP) matrix
+ * blocked by GW filters, zero past K; dw_t is (C*FH*FW, KP), not blocked. Tiled as the forward pass, with (c, i, j) in the place of the pixels. */
 static void NAME(fastcnn_filter_weight_grad)(
     const T *xpad, ptrdiff_t C, ptrdiff_t HP, ptrdiff_t WP, const T *dout_t, ptrdiff_t KP,
     ptrdiff_t K, ptrdiff_t FH, ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t OH,
@@ -329,8 +363,9 @@ static void NAME(fastcnn_filter_weight_grad)(
                                        OW, dw_t);
 }
 
-/* a_t (cols x ld) := a (rows x cols) transposed, zero in columns rows .. ld-1: the output
- * gradient laid out for the filter kernel's weight gradient. In blocks of 16 columns, so
+/* a_t := a (rows x cols) transposed, (cols x ld) blocked by GW as the filter kernel's
+ * operands are, zero in columns rows .. ld-1 (ld a multiple of GW): the output gradient
+ * laid out for the filter kernel's weight gradient. In blocks of 16 columns of a, so
  * that the 16 rows of a_t being written and the rows of a being read stay in L1 (a plain
  * column-by-column loop was half of a small layer's weight gradient). */
 static void NAME(fastcnn_transpose_padded)(const T *a, ptrdiff_t rows, ptrdiff_t cols,
@@ -338,10 +373,13 @@ static void NAME(fastcnn_transpose_padded)(const T *a, ptrdiff_t rows, ptrdiff_t
 {
     for (ptrdiff_t c0 = 0; c0 < cols; c0 += 16) {
         const ptrdiff_t c1 = c0 + 16 < cols ? c0 + 16 : cols;
-        for (ptrdiff_t r = 0; r < rows; r++)
-            for (ptrdiff_t c = c0; c < c1; c++) a_t[c * ld + r] = a[r * cols + c];
-        for (ptrdiff_t c = c0; c < c1; c++)
-            for (ptrdiff_t r = rows; r < ld; r++) a_t[c * ld + r] = 0;
+        for (ptrdiff_t r = 0; r < ld; r++) {
+            T *dst = a_t + r / GW * cols * GW + r % GW;
+            if (r < rows)
+                for (ptrdiff_t c = c0; c < c1; c++) dst[c * GW] = a[r * cols + c];
+            else
+                for (ptrdiff_t c = c0; c < c1; c++) dst[c * GW] = 0;
+        }
     }
 }
 
@@ -476,6 +514,7 @@ static void NAME(fastcnn_row_weight_grad)(
 
 #undef T
 #undef NAME
+#undef GW
 #undef VL
 #undef MAX_VL
 #undef WIDE_NV

@@ -24,7 +24,8 @@ ENV_VAR = "FASTCNN_MAX_CPU_ISA"
 LEVELS = {"portable": 0, "baseline": 1, "avx2": 2, "avx512": 3}
 _KERNEL_MODULES = (_conv, _fused)
 
-_active = None  # (name, level, {itemsize: VL}) of the copy every kernel module runs
+# (name, level, {itemsize: VL}, {itemsize: GW}) of the copy every kernel module runs
+_active = None
 
 
 def _parse_cap(value):
@@ -50,8 +51,8 @@ def use(max_isa):
     if max_isa not in LEVELS:
         raise ValueError(f"max_isa must be one of {sorted(LEVELS)}, got {max_isa!r}")
     selected = {module.select_kernel_isa(LEVELS[max_isa]) for module in _KERNEL_MODULES}
-    (name, level, vl_f32, vl_f64), = selected  # one copy in every module
-    _active = (name, level, {4: vl_f32, 8: vl_f64})
+    (name, level, vl_f32, gw_f32, vl_f64, gw_f64), = selected  # one copy in every module
+    _active = (name, level, {4: vl_f32, 8: vl_f64}, {4: gw_f32, 8: gw_f64})
     return name
 
 
@@ -71,6 +72,12 @@ def vector_length(dtype):
     """Values of ``dtype`` per vector register in the copy that runs (VL): the unit the
     kernels' packed weights and method choices are in."""
     return _active[2][np.dtype(dtype).itemsize]
+
+
+def group_width(dtype):
+    """Filters per block of the filter kernel's blocked operands in the copy that runs
+    (GW: its wide tile's filter vectors times VL; csrc/direct_conv.h)."""
+    return _active[3][np.dtype(dtype).itemsize]
 
 
 def describe():

@@ -216,41 +216,39 @@ class MethodLimits:
         filters; the filter kernel from VL // 2 filters; im2col and GEMM otherwise.
     row_grad_max_q, filter_grad_max_q: each direct kernel's weight gradient up to this
         C*kH*kW (above, im2col and GEMM), None for no limit.
-    filter_max_weight_bytes: the filter kernel's forward pass only while its packed weights
-        (C*kH*kW x K) fit in this many bytes; each pixel tile streams all of them, and once
-        they outgrow the L2 cache the GEMM's blocking wins. None for no limit.
-    input_grad_min_channels: a stride-1 input gradient by the filter kernel (the padded
-        output gradient convolved with the flipped kernels) from this many input channels;
-        None: always im2col's adjoint (GEMM + col2im).
+    input_grad_min_channels, input_grad_max_pixels: a stride-1 input gradient by the filter
+        kernel (the padded output gradient convolved with the flipped kernels) from this
+        many input channels and up to this many input pixels (H*W; None: no limit); else
+        im2col's adjoint (GEMM + col2im). None channels: always the adjoint.
     """
 
     def __init__(self, row_max_filters, row_grad_max_q, filter_grad_max_q,
-                 filter_max_weight_bytes, input_grad_min_channels):
+                 input_grad_min_channels, input_grad_max_pixels):
         self.row_max_filters = row_max_filters
         self.row_grad_max_q = row_grad_max_q
         self.filter_grad_max_q = filter_grad_max_q
-        self.filter_max_weight_bytes = filter_max_weight_bytes
         self.input_grad_min_channels = input_grad_min_channels
+        self.input_grad_max_pixels = input_grad_max_pixels
 
 
 # AVX-512 (measured on a 2-core Cascade Lake VM, one thread): the row kernel's weight
 # gradient, LeNet conv1 (Q = 25) 1.8 vs 2.4 ms per 256 images but a VGG layer (576) 22 vs
 # 14 ms per 32; the filter kernel's, LeNet conv2 (150) 1.5 vs 3.8 ms, VGG layers (576,
-# 1152) 66 vs 27 and 33 vs 11 ms (with the weight gradient kernel of before its tiles
-# matched the forward pass's: not measured again, no such machine since).
-# AVX2 (an AMD EPYC, Zen 3, one thread, 2026-12-01): the filter kernel's weight gradient
-# beat GEMM on every case (VGG-128: 16.0 vs 17.8 ms); its forward pass lost where the
-# weights outgrow the 512 KiB L2 (VGG-128, 576 KiB: 22.2 vs 18.1 ms) and won below (3x3
-# 64 -> 128 channels, 288 KiB: 9.5 vs 10.2 ms); its input gradient lost or tied in every
-# case (3x3 32 -> 64 channels at 16x16: 23.8 vs 20.9 ms per 64 images with the weight
-# gradient); LeNet conv1 (6 filters) ran 1.9 ms on the row kernel, 2.0 on the filter one.
+# 1152) 66 vs 27 and 33 vs 11 ms (with the filter kernels of before their per-ISA tiles
+# and blocked operands: not measured again, no such machine since).
+# AVX2 (an AMD EPYC, Zen 3, one thread, 2026-12-01, ms): the filter kernel's forward pass
+# and weight gradient beat GEMM on every case (VGG-128 forward 15.5 vs 20.2, weight
+# gradient 15.4 vs 21.1); its input gradient won on small images (3x3, 32 -> 64 channels
+# at 16x16: 15.1 vs 18.1 per 64 images with the weight gradient; 64 -> 128 at 8x8: 16.7
+# vs 18.4) and lost on larger ones (VGG-64 at 32x32: 63.2 vs 60.5; VGG-128, 128 channels
+# at 16x16: 35.5 vs 34.4) and with 6 channels (LeNet conv2: 7.3 vs 6.7); LeNet conv1 (6
+# filters) ran 1.9 ms on the row kernel, 2.0 on the filter one.
 # The baseline and portable copies are not tuned: they take AVX2's limits.
 _AVX2_LIMITS = MethodLimits(row_max_filters=8, row_grad_max_q=32, filter_grad_max_q=None,
-                            filter_max_weight_bytes=512 * 1024,
-                            input_grad_min_channels=None)
+                            input_grad_min_channels=16, input_grad_max_pixels=16 * 16)
 METHOD_LIMITS = {
     "avx512": MethodLimits(row_max_filters=8, row_grad_max_q=32, filter_grad_max_q=256,
-                           filter_max_weight_bytes=None, input_grad_min_channels=8),
+                           input_grad_min_channels=8, input_grad_max_pixels=None),
     "avx2": _AVX2_LIMITS,
     "baseline": _AVX2_LIMITS,
     "portable": _AVX2_LIMITS,
@@ -268,30 +266,44 @@ def _conv_method(weight, stride, out_w):
     filters = weight.shape[0]
     if stride == (1, 1) and out_w >= vector and filters < limits.row_max_filters:
         return _ROWS
-    max_bytes = limits.filter_max_weight_bytes
-    if filters >= vector // 2 and (max_bytes is None or weight.nbytes <= max_bytes):
+    if filters >= vector // 2:
         return _FILTERS
     return _GEMM
 
 
 def _weight_grad_method(weight, stride, out_w):
-    """How the weight gradient is computed: by the direct kernel the forward pass would
-    take (or would, but for the size of its weights), unless C*kH*kW is past that kernel's
-    limit; by im2col and GEMM otherwise."""
-    vector, limits = _isa.vector_length(weight.dtype), _limits()
+    """How the weight gradient is computed: as the forward pass, but by im2col and GEMM
+    where C*kH*kW is past the direct kernel's limit."""
+    limits = _limits()
     method = _conv_method(weight, stride, out_w)
-    if method == _GEMM and weight.shape[0] >= vector // 2:
-        method = _FILTERS  # GEMM for the forward pass only because of the weights' size
     max_q = limits.row_grad_max_q if method == _ROWS else limits.filter_grad_max_q
     if method != _GEMM and max_q is not None and weight[0].size > max_q:
         return _GEMM
     return method
 
 
+def _blocked(matrix, groups):
+    """A (rows, columns) matrix as direct_conv.h blocks the filter kernel's operands: zero
+    columns appended up to KP, a multiple of ``groups``, then stored as KP/groups blocks of
+    (rows, groups). Returned 2-D, (KP/groups * rows, groups)."""
+    rows, columns = matrix.shape
+    kp = -(-columns // groups) * groups
+    padded = np.zeros((rows, kp), dtype=matrix.dtype)
+    padded[:, :columns] = matrix
+    return np.ascontiguousarray(
+        padded.reshape(rows, kp // groups, groups).transpose(1, 0, 2)).reshape(-1, groups)
+
+
+def _filter_padding(count, dtype):
+    """KP: ``count`` filters (or channels) rounded up to the filter kernel's block."""
+    groups = _isa.group_width(dtype)
+    return -(-count // groups) * groups
+
+
 def _packed_weights(weight, method):
     """The weights as direct_conv.h's kernel for `method` wants them, as a 2-D array:
-    rows: (ceil(K/4), C*kH*kW*4), four filters side by side; filters: (C*kH*kW, KP), the
-    transposed weight with KP >= K a multiple of the vector length. Zeros past K."""
+    rows: (ceil(K/4), C*kH*kW*4), four filters side by side; filters: the transposed
+    weight (C*kH*kW, K) blocked by the kernel's group width (_blocked). Zeros past K."""
     k, q = weight.shape[0], weight[0].size
     if method == _ROWS:
         blocks = -(-k // 4)
@@ -300,28 +312,25 @@ def _packed_weights(weight, method):
         return np.ascontiguousarray(packed.reshape(blocks, 4, q).transpose(0, 2, 1)).reshape(
             blocks, q * 4)
     if method == _FILTERS:
-        vector = _isa.vector_length(weight.dtype)
-        packed = np.zeros((q, -(-k // vector) * vector), dtype=weight.dtype)
-        packed[:, :k] = weight.reshape(k, q).T
-        return packed
+        return _blocked(weight.reshape(k, q).T, _isa.group_width(weight.dtype))
     return None
 
 
-def _input_grad_packing(weight, stride, padding):
+def _input_grad_packing(weight, stride, padding, in_hw):
     """The flipped kernels, channels swapped, packed for the filter kernel to compute the
-    input gradient as a convolution of the padded output gradient, (K*kH*kW, CP) with
-    CP >= C a multiple of the vector length; or None where im2col's adjoint (GEMM and
-    col2im) is used instead: strides above 1, padding of a kernel's size or more, and
-    fewer input channels than MethodLimits.input_grad_min_channels."""
-    vector, min_channels = _isa.vector_length(weight.dtype), _limits().input_grad_min_channels
+    input gradient as a convolution of the padded output gradient, (K*kH*kW, C) blocked
+    (_blocked); or None where im2col's adjoint (GEMM and col2im) is used instead: strides
+    above 1, padding of a kernel's size or more, and layers outside MethodLimits'
+    input_grad_min_channels and input_grad_max_pixels (in_hw: the input's (H, W))."""
+    limits = _limits()
+    min_channels, max_pixels = limits.input_grad_min_channels, limits.input_grad_max_pixels
     k, c, kh, kw = weight.shape
     if (stride != (1, 1) or padding[0] >= kh or padding[1] >= kw or min_channels is None
-            or c < min_channels):
+            or c < min_channels
+            or (max_pixels is not None and in_hw[0] * in_hw[1] > max_pixels)):
         return None
     flipped = weight[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(k * kh * kw, c)
-    packed = np.zeros((k * kh * kw, -(-c // vector) * vector), dtype=weight.dtype)
-    packed[:, :c] = flipped
-    return packed
+    return _blocked(flipped, _isa.group_width(weight.dtype))
 
 
 def _scratch_per_image(x, weight, padding, out_hw, method):
@@ -408,8 +417,7 @@ class _BackwardWork:
         self.weight = weight
         self.method = _weight_grad_method(weight, stride, out_hw[1])
         # the filter kernel's weight gradient is transposed, (Q, KP) with KP >= K
-        vector = _isa.vector_length(x.dtype)
-        self.kp = -(-k // vector) * vector if self.method == _FILTERS else 0
+        self.kp = _filter_padding(k, x.dtype) if self.method == _FILTERS else 0
         w_size = q * self.kp if self.method == _FILTERS else k * q
         n_chunks = -(-n // GRAD_CHUNK)
         self.grad_x = np.empty_like(x) if input_grad else None
@@ -421,7 +429,8 @@ class _BackwardWork:
         # matrix or padded copy), its output gradient transposed for the filter kernel, and
         # its column gradient when grad_x is wanted
         self.scratch = _scratch_per_image(x, weight, padding, out_hw, self.method)
-        self.dx_packed = _input_grad_packing(weight, stride, padding) if input_grad else None
+        self.dx_packed = (_input_grad_packing(weight, stride, padding, x.shape[2:])
+                          if input_grad else None)
         if self.dx_packed is None:
             dx_scratch = q * p if input_grad else 0
         else:  # the output gradient, padded by the kernel size less one less the padding
