@@ -42,6 +42,10 @@ class Copy:
         """Values of dtype per vector."""
         return self.vector_bytes // np.dtype(dtype).itemsize
 
+    def gw(self, dtype):
+        """GW: filters per block of the filter kernel's operands, a wide tile's."""
+        return self.wide_nv * self.vl(dtype)
+
     @property
     def limits(self):
         """functional's MethodLimits for this copy."""
@@ -84,6 +88,9 @@ class _SelectionOf:
     def vector_length(self, dtype):
         return self.copy.vl(dtype)
 
+    def group_width(self, dtype):
+        return self.copy.gw(dtype)
+
 
 @contextlib.contextmanager
 def selecting_as(copy):
@@ -102,23 +109,42 @@ def filter_tiles(k, n, copy, dtype):
     """The filter kernel's tiles for k filters over n items (output pixels in the forward
     pass; kernel taps (c, i, j) in the weight gradient; input pixels, with C filters, in the
     input gradient), as branches: ("wide", n % WIDE_TW) where whole wide tiles of filters
-    exist, ("narrow", n % NARROW_TW) for the filter vectors left over, and ("partial",)
-    where the last vector has lanes past k."""
-    vl, nv = copy.vl(dtype), copy.wide_nv
+    exist, ("narrow", n % NARROW_TW) for the filter vectors left over, ("left", v) for the v
+    vectors of the last, partial block of GW filters (each at its offset in the block), and
+    ("partial",) where the last vector has lanes past k."""
+    vl, nv, gw = copy.vl(dtype), copy.wide_nv, copy.gw(dtype)
     branches = set()
-    if nv > 1 and k >= nv * vl:
+    if nv > 1 and k >= gw:
         branches.add(("wide", n % WIDE_TW))
-    if nv == 1 or k % (nv * vl):
+    if nv == 1 or k % gw:
         branches.add(("narrow", n % NARROW_TW))
+        branches.add(("left", -(-(k % gw) // vl)))
     if k % vl:
         branches.add(("partial",))
     return branches
 
 
-def all_filter_tiles():
-    """Every branch filter_tiles can name."""
+def all_filter_tiles(copy):
+    """Every branch filter_tiles can name on `copy`."""
     return ({("wide", r) for r in range(WIDE_TW)} | {("narrow", r) for r in range(NARROW_TW)}
-            | {("partial",)})
+            | {("left", v) for v in range(1, copy.wide_nv + 1)} | {("partial",)})
+
+
+def row_forward_tiles(ow, copy, dtype):
+    """The row kernel's forward tiles for output rows of ow pixels: rows of fewer than two
+    vectors in one-vector tiles, the last moved back to end at the row's end (("one",
+    overlap?)); wider rows in two-vector tiles, the last moved back by less than a vector,
+    exactly one or more (("two", ow % 2VL compared with VL))."""
+    vl = copy.vl(dtype)
+    if ow < 2 * vl:
+        return ("one", ow % vl != 0)
+    r = ow % (2 * vl)
+    return ("two", "whole" if r == 0 else "< VL" if r < vl else "= VL" if r == vl else "> VL")
+
+
+def all_row_forward_tiles():
+    return {("one", False), ("one", True)} | {("two", r)
+                                              for r in ("whole", "< VL", "= VL", "> VL")}
 
 
 def row_grad_tiles(fw, copy):

@@ -5,11 +5,13 @@ kernels this CPU runs (the ``kernel_copy`` fixture, tests/conftest.py).
 ``functional._conv_method`` picks, per layer and per copy (``F.METHOD_LIMITS[copy]``, VL
 the copy's values per vector: fastcnn._isa.vector_length): the row kernel (stride 1,
 output rows of at least VL pixels, fewer than ``row_max_filters`` filters), the filter
-kernel (at least VL/2 filters, any stride, weights within ``filter_max_weight_bytes``),
-or im2col + GEMM. The row kernel's weight gradient falls back to GEMM when C*kH*kW >
-``row_grad_max_q`` (``functional._weight_grad_method``). A row whose width is not a multiple
-of VL ends with a block that overlaps the one before it, so the row widths here take every
-remainder modulo the VL of every copy (2 to 16), in both dtypes.
+kernel (at least VL/2 filters, any stride), or im2col + GEMM. The row kernel's weight
+gradient falls back to GEMM when C*kH*kW > ``row_grad_max_q``
+(``functional._weight_grad_method``). The row kernel's forward pass runs rows in tiles of
+two vectors (one where a row holds fewer than two), its weight gradient in blocks of one;
+a row whose width is not a multiple of the tile ends with a tile that overlaps the one
+before it, so the row widths here take every remainder modulo the VL of every copy (2 to
+16), and both tile kinds with every kind of overlap, in both dtypes.
 
 Checked: the reference bit for bit on small integers; the im2col + GEMM path (forced by
 patching the selection) to rounding on random normal data; +-inf and NaN in the overlapping
@@ -20,7 +22,15 @@ import itertools
 
 import numpy as np
 import pytest
-from kernel_copies import ALL_GEOMETRIES, ROW_FILTERS, every_copy, row_grad_tiles, selecting_as
+from kernel_copies import (
+    ALL_GEOMETRIES,
+    ROW_FILTERS,
+    all_row_forward_tiles,
+    every_copy,
+    row_forward_tiles,
+    row_grad_tiles,
+    selecting_as,
+)
 from numpy.testing import assert_allclose, assert_array_equal
 from test_fused import assert_fused_matches_unfused
 from test_kernels_vs_reference import (
@@ -52,7 +62,10 @@ S1 = (1, 1)
 
 # (N, C, H, W), K, (FH, FW), stride, padding. Stride 1 and OW 16-33: every remainder modulo
 # 16, 8, 4 and 2 (the VLs of the copies), both with the row kernel's weight gradient and
-# (C*FH*FW > row_grad_max_q = 32) with GEMM's. On the row kernel: K 1-7 (its blocks of 4
+# (C*FH*FW > row_grad_max_q = 32) with GEMM's; with OW 2-12, 32, 48 and 55, the forward
+# pass's one-vector tiles (rows of VL to 2*VL - 1 pixels, exactly VL and more) and its
+# two-vector tiles with the last one moved back by nothing, less than a vector, one vector
+# and more, on every copy (row_forward_tiles). On the row kernel: K 1-7 (its blocks of 4
 # filters with every remainder); C 1-3; kernel widths 1-7 (the weight gradient's column
 # tiles: 5, 3 and 1 on AVX-512, 2 and 1 on AVX2, in every mix); non-square kernels; padding
 # 0-3, often ph != pw; N in {0, 1, 3, 9} (9: two gradient chunks). K = 9 at OW 32 takes the
@@ -78,6 +91,17 @@ ROW_CASES = [
     ((1, 3, 4, 31), 1, (4, 7), S1, (3, 3)),  # OW 31, Q 84: GEMM weight gradient
     ((3, 3, 5, 32), 9, (3, 3), S1, (1, 1)),  # OW 32, Q 27: the filter kernel
     ((1, 1, 7, 34), 2, (6, 6), S1, (3, 2)),  # OW 33, Q 36: GEMM weight gradient
+    # rows of one vector and more but fewer than two, on the copies with VL 2, 4 and 8
+    # (GEMM where VL is wider), and of two-vector tiles on AVX-512 (VL 16: 32, 48, 55)
+    ((3, 1, 4, 4), 2, (3, 3), S1, (0, 0)),  # OW 2, Q 9
+    ((1, 2, 3, 5), 5, (2, 3), S1, (0, 0)),  # OW 3, Q 12
+    ((9, 1, 5, 4), 3, (3, 3), S1, (1, 1)),  # OW 4, Q 9
+    ((3, 2, 4, 6), 1, (2, 1), S1, (0, 0)),  # OW 6, Q 4
+    ((1, 3, 3, 10), 4, (1, 3), S1, (0, 0)),  # OW 8, Q 9
+    ((3, 1, 5, 12), 7, (3, 5), S1, (1, 2)),  # OW 12, Q 15
+    ((1, 2, 3, 32), 3, (3, 3), S1, (1, 1)),  # OW 32, Q 18
+    ((3, 1, 3, 50), 2, (1, 3), S1, (0, 0)),  # OW 48, Q 3
+    ((1, 1, 4, 54), 6, (2, 2), S1, (1, 1)),  # OW 55, Q 4
 ]
 
 # The filter kernel: K of 8 and more (at least VL/2 and row_max_filters on every copy), K
@@ -123,11 +147,17 @@ def test_cases_cover_the_grid(copy, dtype):
                  for case in DIRECT_CASES}
     rows = [case for case in ROW_CASES if paths[case][0] == ROWS]
     row_grads = [case for case in rows if paths[case][1] == ROWS]
-    assert {forward for forward, _ in paths.values()} <= {ROWS, FILTERS}  # never GEMM
+    # never GEMM, but for rows narrower than a vector (with too few filters for the filter
+    # kernel): the narrow row cases on copies with longer vectors
+    assert {forward for case, (forward, _) in paths.items() if out_size(case)[1] >= vl} <= {
+        ROWS, FILTERS}
     # every remainder of the row width after whole vectors: the overlapping last block
     # with each overlap, in the forward pass and in the weight gradient (its mask)
     assert {out_size(case)[1] % vl for case in rows} == set(range(vl))
     assert {out_size(case)[1] % vl for case in row_grads} == set(range(vl))
+    # the forward pass's one- and two-vector tiles, each with its last tile moved back
+    assert {row_forward_tiles(out_size(case)[1], copy, dtype) for case in rows} == (
+        all_row_forward_tiles())
     # filters in blocks of 4 with every remainder the row kernel takes, and two blocks
     ks = {case[1] for case in rows}
     assert {k % ROW_FILTERS for k in ks} == {k % ROW_FILTERS
@@ -152,10 +182,10 @@ def test_cases_cover_the_grid(copy, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_selection_thresholds(copy, dtype):
     """The row kernel needs stride 1, a whole vector per output row and fewer than
-    row_max_filters filters; the filter kernel takes from VL/2 filters while its weights fit
-    filter_max_weight_bytes (beyond, the forward pass is GEMM's but the weight gradient
-    still the filter kernel's); each kernel's weight gradient stops at its own C*kH*kW."""
-    vl, limits = copy.vl(dtype), copy.limits
+    row_max_filters filters; the filter kernel takes from VL/2 filters; each kernel's weight
+    gradient stops at its own C*kH*kW; the input gradient takes the filter kernel from
+    input_grad_min_channels channels up to input_grad_max_pixels input pixels."""
+    vl, gw, limits = copy.vl(dtype), copy.gw(dtype), copy.limits
     half, most = vl // 2, limits.row_max_filters - 1  # the filter kernel's least K, rows' most
     not_rows = FILTERS if most + 1 >= half else GEMM  # for row_max_filters filters
 
@@ -177,38 +207,34 @@ def test_selection_thresholds(copy, dtype):
             assert methods(zeros(most, kernel=(1, max_q + 1)), 1, vl) == (ROWS, GEMM)
         else:
             assert methods(zeros(most, kernel=(1, 4096)), 1, vl) == (ROWS, ROWS)
-        # the filter kernel's, likewise (its weights kept within filter_max_weight_bytes)
+        # the filter kernel's, likewise
         k = max(half, most + 1)
         max_q = limits.filter_grad_max_q
         for q, want in ([(max_q, FILTERS), (max_q + 1, GEMM)] if max_q is not None
-                        else [(1024, FILTERS)]):
-            weight = zeros(k, kernel=(1, q))
-            if limits.filter_max_weight_bytes is None or (
-                    weight.nbytes <= limits.filter_max_weight_bytes):
-                assert methods(weight, (2, 2), 1) == (FILTERS, want)
-        # the filter kernel's forward pass while its weights fit: C channels of 1x1 filters
-        max_bytes = limits.filter_max_weight_bytes
-        if max_bytes is not None:
-            c = max_bytes // (k * np.dtype(dtype).itemsize)
-            assert zeros(k, c, (1, 1)).nbytes <= max_bytes < zeros(k, c + 1, (1, 1)).nbytes
-            assert methods(zeros(k, c, (1, 1)), (2, 2), 1)[0] == FILTERS
-            big = zeros(k, c + 1, (1, 1))
-            grad = FILTERS if limits.filter_grad_max_q is None or (
-                c + 1 <= limits.filter_grad_max_q) else GEMM
-            assert methods(big, (2, 2), 1) == (GEMM, grad)
-        # the input gradient by the filter kernel: stride 1, padding below the kernel size
-        # and input_grad_min_channels channels; im2col's adjoint otherwise
-        min_c = limits.input_grad_min_channels
-        packing = F._input_grad_packing
+                        else [(4096, FILTERS)]):
+            assert methods(zeros(k, kernel=(1, q)), (2, 2), 1) == (FILTERS, want)
+        # the input gradient by the filter kernel: stride 1, padding below the kernel size,
+        # input_grad_min_channels channels and at most input_grad_max_pixels input pixels;
+        # im2col's adjoint otherwise
+        min_c, max_pixels = limits.input_grad_min_channels, limits.input_grad_max_pixels
+        hw = (max_pixels // 8, 8) if max_pixels is not None else (64, 64)
+
+        def packing(weight, stride, padding, in_hw=hw):
+            return F._input_grad_packing(weight, stride, padding, in_hw)
+
         if min_c is None:
             assert packing(zeros(k, 512), S1, (1, 1)) is None
         else:
+            # (K*kH*kW, C) blocked: C padded to a multiple of GW, in blocks of GW columns
             assert packing(zeros(k, min_c), S1, (1, 1)).shape == (
-                k * 9, -(-min_c // vl) * vl)
+                -(-min_c // gw) * k * 9, gw)
             assert packing(zeros(k, min_c), (1, 2), (1, 1)) is None
             assert packing(zeros(k, min_c), S1, (3, 1)) is None
             if min_c > 1:
                 assert packing(zeros(k, min_c - 1), S1, (1, 1)) is None
+            if max_pixels is not None:
+                assert packing(zeros(k, min_c), S1, (1, 1), (hw[0], hw[1] + 1)) is None
+                assert packing(zeros(k, min_c), S1, (1, 1), (hw[0] + 1, hw[1])) is None
 
 
 @every_copy
@@ -216,9 +242,12 @@ def test_selection_thresholds(copy, dtype):
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=case_id)
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_direct_paths_equal_reference_exactly(case, dtype, with_bias):
-    assert methods(weight_of(case, dtype), case[3], out_size(case)[1])[0] != GEMM
+    forward = methods(weight_of(case, dtype), case[3], out_size(case)[1])[0]
+    # GEMM's only for rows narrower than a vector: the narrow row cases on wider copies
+    assert forward != GEMM or out_size(case)[1] < vector_length(dtype)
     columns = check_conv_matches_reference(case, dtype, with_bias)
-    assert columns is None  # a direct kernel builds no column matrices to keep
+    # a direct kernel builds no column matrices to keep
+    assert (columns is None) == (forward != GEMM)
 
 
 # ------------------------------------------------------------- direct against im2col + GEMM
@@ -269,7 +298,7 @@ def test_direct_paths_match_gemm_path(monkeypatch, case, dtype):
     x, w, b, grad_out = random_case(np.random.default_rng(case[1] + 100 * case[0][0]), case,
                                     dtype)
     forward, weight_grad = methods(w, stride, out_size(case)[1])
-    assert forward != GEMM
+    assert forward != GEMM or out_size(case)[1] < vector_length(dtype)
 
     def run():
         return conv_and_gradients(x, w, b, stride, padding, grad_out)
