@@ -2,19 +2,20 @@
 on every ISA copy of the kernels this CPU runs (the ``kernel_copy`` fixture).
 
 ``functional._conv_method`` picks it for at least VL/2 filters (VL: the copy's values per
-vector, fastcnn._isa.vector_length), at any stride, while its packed weights fit the copy's
-``filter_max_weight_bytes`` (``F.METHOD_LIMITS``). Filters are padded to KP, a multiple of
-VL. The forward pass runs a wide tile of NV filter vectors x 6 pixels while NV whole filter
-vectors remain (K >= NV*VL; NV = 4 on AVX-512 and ARM64's baseline, 2 on AVX2, x86's baseline
-and portable), then 8/4/2/1-pixel tiles (spanning row ends) for the pixels and filters left
-over. The weight gradient (``_weight_grad_method``: direct while C*kH*kW is within the copy's
-``filter_grad_max_q``, and also where only the weights' size made the forward pass GEMM's)
-is tiled the same way with the kernel taps (c, i, j) in place of the pixels. The input
-gradient (``_input_grad_packing``: stride 1, padding below the kernel size, C >=
-``input_grad_min_channels``, on copies that have one) is the output gradient, padded by the
+vector, fastcnn._isa.vector_length), at any stride. Its operands are blocked by GW filters
+(a wide tile's: NV*VL), KP >= K a multiple of GW. The forward pass runs a wide tile of NV
+filter vectors x 6 pixels while NV whole filter vectors remain (K >= GW; NV = 4 on AVX-512
+and ARM64's baseline, 2 on AVX2, x86's baseline and portable), then 8/4/2/1-pixel tiles
+(spanning row ends) for the pixels and the filter vectors left over (each at its offset in
+the last block). The weight gradient (``_weight_grad_method``: direct while C*kH*kW is
+within the copy's ``filter_grad_max_q``) is tiled the same way with the kernel taps
+(c, i, j) in place of the pixels. The input gradient (``_input_grad_packing``: stride 1,
+padding below the kernel size, and the copy's ``input_grad_min_channels`` and
+``input_grad_max_pixels``, ``F.METHOD_LIMITS``) is the output gradient, padded by the
 kernel size less one less the padding, convolved by the same kernel with the flipped
-kernels: there C plays K's part. Copies tuned to take im2col's adjoint instead still get
-that path checked, with the limit lowered to VL/2 (``input_grad_on_filters``).
+kernels: there C plays K's part. So that this path runs on every case that can take it,
+whatever a copy is tuned to, the tests that need it lower those limits to VL/2 channels and
+no pixel limit (``input_grad_on_filters``).
 
 Checked: the reference bit for bit on small integers over a grid that runs every branch
 of every copy (``test_cases_cover_every_branch`` says which); the im2col + GEMM path to
@@ -49,12 +50,13 @@ from fastcnn import functional as F
 DTYPES = [np.float32, np.float64]
 ROWS, FILTERS, GEMM = F._ROWS, F._FILTERS, F._GEMM
 
-# (N, C, H, W), K, (FH, FW), stride, padding. Each K of {8, 9, 16, 17, 33, 63, 64, 70, 128,
-# 130}; pixel counts P = OH*OW whose remainders after tiles of 8 (filters left over) and of 6
-# (the wide tile) take every value on every copy in both dtypes, and likewise for the weight
-# gradient (K filters, C*FH*FW kernel taps) and the input gradient (C filters, H*W pixels);
-# strides 1-3 and (1, 2); paddings 0-3, unequal per axis, and as large as the kernel (the
-# input gradient falls back to GEMM).
+# (N, C, H, W), K, (FH, FW), stride, padding. Each K of {8, 9, 16, 17, 20, 33, 63, 64, 70,
+# 128, 130}; pixel counts P = OH*OW whose remainders after tiles of 8 (filters left over)
+# and of 6 (the wide tile) take every value on every copy in both dtypes, with 1 to NV
+# filter vectors left over in the last block; likewise for the weight gradient (K filters,
+# C*FH*FW kernel taps) and the input gradient (C filters, H*W pixels); strides 1-3 and
+# (1, 2); paddings 0-3, unequal per axis, and as large as the kernel (the input gradient
+# falls back to GEMM). test_cases_cover_every_branch checks this, per copy and dtype.
 CASES = [
     ((3, 3, 7, 7), 8, (3, 3), (1, 1), (1, 1)),
     ((1, 8, 6, 5), 9, (1, 1), (1, 1), (0, 0)),
@@ -88,32 +90,39 @@ CASES = [
     ((1, 3, 4, 4), 130, (2, 1), (1, 1), (0, 0)),
     ((1, 1, 9, 4), 70, (7, 1), (1, 1), (1, 0)),
     ((1, 2, 4, 4), 130, (2, 2), (1, 1), (1, 1)),
+    # vectors left over in the last block of GW filters (or channels): 1 to NV of them,
+    # each at its offset in the block, on every copy
+    ((1, 3, 5, 5), 20, (3, 3), (1, 1), (1, 1)),
+    ((1, 20, 3, 2), 8, (1, 2), (1, 1), (0, 1)),
+    ((1, 30, 3, 3), 8, (2, 2), (1, 1), (0, 0)),
+    ((1, 40, 2, 3), 9, (2, 2), (1, 1), (1, 0)),
+    ((1, 63, 2, 2), 8, (2, 2), (1, 1), (1, 1)),
 ]
 
 
-def input_grad_min_channels(limits, vl, forced):
-    """The least C whose input gradient the filter kernel computes: the copy's own limit,
-    or VL/2 where `forced` (input_grad_on_filters) and the copy has none."""
-    if forced and limits.input_grad_min_channels is None:
-        return vl // 2
-    return limits.input_grad_min_channels
+def input_grad_limits(limits, vl, forced):
+    """(least C, most H*W) of an input gradient by the filter kernel: the copy's own, or
+    where `forced` (input_grad_on_filters) at most VL/2 channels and no pixel limit."""
+    min_c, max_pixels = limits.input_grad_min_channels, limits.input_grad_max_pixels
+    if forced:
+        return (vl // 2 if min_c is None else min(min_c, vl // 2)), None
+    return min_c, max_pixels
 
 
 def expected_paths(case, dtype, copy, forced=False):
     """(forward, weight gradient, input gradient by the filter kernel?) on `copy` by the
     documented rules, written out independently of functional's code."""
-    (_, c, _, _), k, (fh, fw), stride, (ph, pw) = case
+    (_, c, h, w), k, (fh, fw), stride, (ph, pw) = case
     vl, limits = copy.vl(dtype), copy.limits
     ow = out_size(case)[1]
     assert not (stride == (1, 1) and ow >= vl and k < limits.row_max_filters)  # not rows
     assert k >= vl // 2
-    max_bytes, max_q = limits.filter_max_weight_bytes, limits.filter_grad_max_q
-    fits = max_bytes is None or k * c * fh * fw * np.dtype(dtype).itemsize <= max_bytes
+    max_q = limits.filter_grad_max_q
     weight_grad = FILTERS if max_q is None or c * fh * fw <= max_q else GEMM
-    min_c = input_grad_min_channels(limits, vl, forced)
+    min_c, max_pixels = input_grad_limits(limits, vl, forced)
     dx_filters = (stride == (1, 1) and ph < fh and pw < fw and min_c is not None
-                  and c >= min_c)
-    return FILTERS if fits else GEMM, weight_grad, dx_filters
+                  and c >= min_c and (max_pixels is None or h * w <= max_pixels))
+    return FILTERS, weight_grad, dx_filters
 
 
 def actual_paths(case, dtype):
@@ -122,23 +131,22 @@ def actual_paths(case, dtype):
     stride, padding = case[3:]
     ow = out_size(case)[1]
     return (F._conv_method(w, stride, ow), F._weight_grad_method(w, stride, ow),
-            F._input_grad_packing(w, stride, padding) is not None)
+            F._input_grad_packing(w, stride, padding, case[0][2:]) is not None)
 
 
 @pytest.fixture
 def input_grad_on_filters(monkeypatch):
     """input_grad_on_filters(dtype): from here on, the running copy computes stride-1 input
-    gradients by the filter kernel from VL/2 channels, where it is tuned to take im2col's
-    adjoint for every C (input_grad_min_channels None): the path then still runs, on every
-    copy."""
+    gradients by the filter kernel from VL/2 channels (or its own lower limit) and at any
+    image size, whatever it is tuned to (AVX2: 16 channels and 16x16 pixels; baseline and
+    portable likewise): the path then runs on every case that can take it, on every copy."""
 
     def force(dtype):
         copy = running()
-        limits = copy.limits
-        if limits.input_grad_min_channels is None:
-            forced = F.MethodLimits(**{**vars(limits),
-                                       "input_grad_min_channels": copy.vl(dtype) // 2})
-            monkeypatch.setitem(F.METHOD_LIMITS, copy.name, forced)
+        min_c, max_pixels = input_grad_limits(copy.limits, copy.vl(dtype), forced=True)
+        forced = F.MethodLimits(**{**vars(copy.limits), "input_grad_min_channels": min_c,
+                                   "input_grad_max_pixels": max_pixels})
+        monkeypatch.setitem(F.METHOD_LIMITS, copy.name, forced)
 
     return force
 
@@ -148,10 +156,10 @@ def input_grad_on_filters(monkeypatch):
 def test_cases_cover_every_branch(copy, dtype):
     """On every copy's geometry (whether or not this CPU runs it): the forward pass, the
     weight gradient and the input gradient each reach every tile remainder."""
-    want = all_filter_tiles()
-    vl, limits = copy.vl(dtype), copy.limits
+    want = all_filter_tiles(copy)
+    limits = copy.limits
     forward, weight_grad, dx = set(), set(), set()
-    dx_paths, weight_grads = set(), set()
+    dx_paths, forced_dx_paths, weight_grads = set(), set(), set()
     for case in CASES:
         (_, c, h, w), k, (fh, fw), _, _ = case
         with selecting_as(copy):
@@ -162,22 +170,26 @@ def test_cases_cover_every_branch(copy, dtype):
         if paths[1] == FILTERS:  # K filters over the C*FH*FW kernel taps
             weight_grad |= filter_tiles(k, c * fh * fw, copy, dtype)
         weight_grads.add(paths[1])
-        # the input gradient on the filter kernel (forced to it where the copy has no
-        # input_grad_min_channels): C filters over the H*W input pixels
-        if expected_paths(case, dtype, copy, forced=True)[2]:
+        dx_paths.add(paths[2])
+        # the input gradient on the filter kernel, with input_grad_on_filters' limits: C
+        # filters over the H*W input pixels
+        forced_dx = expected_paths(case, dtype, copy, forced=True)[2]
+        if forced_dx:
             dx |= filter_tiles(c, h * w, copy, dtype)
-        dx_paths.add(expected_paths(case, dtype, copy, forced=True)[2])
+        forced_dx_paths.add(forced_dx)
     assert want <= forward, ("forward", sorted(want - forward))
     assert want <= weight_grad, ("weight gradient", sorted(want - weight_grad))
     assert want <= dx, ("input gradient", sorted(want - dx))
-    assert dx_paths == {True, False}
+    assert forced_dx_paths == {True, False}
+    # with the copy's own limits too, both ways where it has the filter kernel's at all
+    assert dx_paths == ({True, False} if limits.input_grad_min_channels is not None
+                        else {False})
     assert weight_grads == ({FILTERS, GEMM} if limits.filter_grad_max_q is not None
                             else {FILTERS})
-    assert vl <= 16
 
 
 def test_cases_cover_the_shapes():
-    assert {case[1] for case in CASES} == {8, 9, 16, 17, 33, 63, 64, 70, 128, 130}
+    assert {case[1] for case in CASES} == {8, 9, 16, 17, 20, 33, 63, 64, 70, 128, 130}
     assert {case[2][1] for case in CASES} >= set(range(1, 8))
     assert {case[0][1] for case in CASES} >= {1, 3, 8, 9, 16}
     assert {case[0][0] for case in CASES} >= {0, 1, 3, 9}
@@ -221,25 +233,6 @@ def test_input_gradient_on_the_filter_kernel_equals_reference(case, dtype,
     input_grad_on_filters(dtype)
     assert actual_paths(case, dtype) == expected_paths(case, dtype, running(), forced=True)
     assert actual_paths(case, dtype)[2]
-    check_conv_matches_reference(case, dtype, with_bias=True)
-
-
-@every_copy
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_weights_too_large_for_the_forward_pass_keep_the_direct_weight_gradient(dtype):
-    """Past filter_max_weight_bytes the forward pass is im2col + GEMM's, but the weight
-    gradient stays the filter kernel's (within filter_grad_max_q); exact either way. The
-    geometry is computed from the copy's limits: 1x1 kernels over just enough channels."""
-    copy = running()
-    limits, vl, itemsize = copy.limits, copy.vl(dtype), np.dtype(dtype).itemsize
-    k = 2 * copy.wide_nv * vl + 3  # wide tiles, a filter vector left over, lanes past K
-    max_bytes = limits.filter_max_weight_bytes
-    c = 2 * vl if max_bytes is None else max_bytes // (k * itemsize) + 1
-    case = ((2, c, 3, 4), k, (1, 1), (1, 1), (0, 0))
-    want_grad = FILTERS if limits.filter_grad_max_q is None or (
-        c <= limits.filter_grad_max_q) else GEMM
-    assert actual_paths(case, dtype)[:2] == (
-        (FILTERS if max_bytes is None else GEMM), want_grad)
     check_conv_matches_reference(case, dtype, with_bias=True)
 
 

@@ -101,7 +101,7 @@ def restore_copy():
 @pytest.mark.usefixtures("restore_copy")
 def test_use_selects_the_best_copy_within_its_argument():
     """use(name) is a cap too: 'avx512' on a CPU without AVX-512 gives the best it has, not
-    an error; each copy's vector length is its own."""
+    an error; each copy's vector length and filter block are its own."""
     for name in NAMES:
         want = best_within(name)
         assert _isa.use(name) == want
@@ -109,6 +109,9 @@ def test_use_selects_the_best_copy_within_its_argument():
         copy = COPIES[want]
         assert _isa.vector_length(np.float32) == copy.vl(np.float32)
         assert _isa.vector_length(np.float64) == copy.vl(np.float64)
+        # the filter kernel's block: its wide tile's filters (tests/kernel_copies.py's tiles)
+        assert _isa.group_width(np.float32) == copy.gw(np.float32)
+        assert _isa.group_width(np.float64) == copy.gw(np.float64)
         assert _isa.describe().startswith(f"{want} (this CPU runs: ")
     assert _isa.use("avx512") == _isa.available()[0]
     with pytest.raises(ValueError, match="max_isa must be one of"):
