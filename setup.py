@@ -7,11 +7,10 @@ FASTCNN_OPENMP=auto|0|1
     build serial kernels. 0: build serial. 1: OpenMP is required; fail if it does not work.
 FASTCNN_DEBUG_CYTHON=1
     Turn Cython's boundscheck, wraparound and initializedcheck on (slow; for tests).
-FASTCNN_KERNEL_ARCH=auto|baseline|<an -march value, e.g. x86-64-v3>
-    auto (default): the C kernels (csrc/direct_conv.h) in three copies, AVX-512, AVX2 and
-    baseline, the best picked at load (csrc/cpu_dispatch.h). Otherwise one copy, for
-    the baseline or that -march: how CI tests the copies this machine would not pick.
-    Never for wheels: a -march build only runs on CPUs that have it.
+
+There is no switch for the instruction set: the C kernels (csrc/direct_conv.h) are always
+built in every copy the compiler can target (avx512, avx2, baseline, portable), and the copy
+that runs is chosen at import, capped by FASTCNN_MAX_CPU_ISA (fastcnn/_isa.py).
 """
 
 import glob
@@ -113,15 +112,6 @@ def debug_cython():
     return os.environ.get("FASTCNN_DEBUG_CYTHON", "0") == "1"
 
 
-def kernel_arch():
-    """Compile flags and macros for FASTCNN_KERNEL_ARCH (see the top of this file)."""
-    arch = os.environ.get("FASTCNN_KERNEL_ARCH", "auto")
-    if arch == "auto":
-        return [], []
-    flags = [] if arch == "baseline" else [f"-march={arch}"]
-    return flags, [("FASTCNN_NO_CLONES", "1")]
-
-
 def extensions():
     checks = debug_cython()
     directives = {
@@ -137,8 +127,6 @@ def extensions():
     cflags = [] if sys.platform == "win32" else ["-O3", "-Wno-unreachable-code"]
     if sysconfig.get_config_var("CC") and "clang" in sysconfig.get_config_var("CC"):
         cflags.append("-Wno-unknown-pragmas")
-    arch_flags, arch_macros = kernel_arch()
-    cflags += arch_flags
     exts = [
         Extension(
             f"fastcnn.{name}",
@@ -148,7 +136,6 @@ def extensions():
             define_macros=[
                 ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
                 ("FASTCNN_DEBUG_CYTHON", "1" if checks else "0"),
-                *arch_macros,
             ],
             extra_compile_args=list(cflags),
             # dladdr (which OpenMP library the kernels are bound to) is in libdl before glibc 2.34

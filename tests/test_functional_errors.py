@@ -3,6 +3,7 @@ OpInfo ``error_inputs`` style): a clear Python error, never a crash or a wrong a
 
 import numpy as np
 import pytest
+from kernel_copies import ALL_GEOMETRIES
 
 from fastcnn import functional as F
 
@@ -13,8 +14,16 @@ G = np.zeros((2, 4, 6, 6), np.float32)  # grad of conv2d(X, W)
 P, IDX = F.max_pool2d(X, 2, return_indices=True)
 XL = np.zeros((5, 400), np.float32)
 # conv2d_relu_max_pool2d(X, W): a (2, 4, 6, 6) convolution output pooled to (2, 4, 3, 3)
-PF, IF, CF = F.conv2d_relu_max_pool2d(X, W, save_columns=True)
+PF, IF = F.conv2d_relu_max_pool2d(X, W)
 GF = np.zeros_like(PF)
+# ... and one that keeps its column matrices, (2, 27 * 3 * 3), on every ISA copy: im2col +
+# GEMM, at stride 2 (no row kernel) with fewer filters than half the shortest vector (no
+# filter kernel; functional._conv_method)
+KG = min(copy.vl(np.float32) for copy in ALL_GEOMETRIES) // 2 - 1
+WG = np.zeros((KG, 3, 3, 3), np.float32)
+PG, IG, CG = F.conv2d_relu_max_pool2d(X, WG, stride=2, save_columns=True)
+assert CG is not None and CG.shape == (2, 243), "not on im2col + GEMM: pick another geometry"
+GG = np.zeros_like(PG)
 WL = np.zeros((120, 400), np.float32)
 
 ERROR_INPUTS = [
@@ -110,9 +119,9 @@ ERROR_INPUTS = [
     ("conv2d_relu_max_pool2d_backward negative index", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF - 1, X, W), ValueError, r"indices must lie in \[0, 36\), OH\*OW .*got values in \[-1, "),
     ("conv2d_relu_max_pool2d_backward float indices", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF.astype(np.float32), X, W), TypeError, r"indices must be integers, got dtype float32"),
     ("conv2d_relu_max_pool2d_backward None indices", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, None, X, W), TypeError, r"indices must be integers, got dtype object"),
-    ("conv2d_relu_max_pool2d_backward columns shape", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF, X, W, columns=CF[:, :10]), ValueError, r"columns has shape \(2, 10\), expected \(2, 972\) \(from conv2d_relu_max_pool2d\(..., save_columns=True\)"),
-    ("conv2d_relu_max_pool2d_backward columns of a conv2d with another stride", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF, X, W, columns=F.conv2d(X, W, stride=2, save_columns=True)[1]), ValueError, r"columns has shape \(2, 243\), expected \(2, 972\)"),
-    ("conv2d_relu_max_pool2d_backward columns dtype", lambda: F.conv2d_relu_max_pool2d_backward(GF, PF, IF, X, W, columns=CF.astype(np.float64)), TypeError, r"columns is float64 but the input is float32"),
+    ("conv2d_relu_max_pool2d_backward columns shape", lambda: F.conv2d_relu_max_pool2d_backward(GG, PG, IG, X, WG, stride=2, columns=CG[:, :10]), ValueError, r"columns has shape \(2, 10\), expected \(2, 243\) \(from conv2d_relu_max_pool2d\(..., save_columns=True\)"),
+    ("conv2d_relu_max_pool2d_backward columns of a conv2d with another stride", lambda: F.conv2d_relu_max_pool2d_backward(GG, PG, IG, X, WG, stride=2, columns=F.conv2d(X, WG, stride=3, save_columns=True)[1]), ValueError, r"columns has shape \(2, 108\), expected \(2, 243\)"),
+    ("conv2d_relu_max_pool2d_backward columns dtype", lambda: F.conv2d_relu_max_pool2d_backward(GG, PG, IG, X, WG, stride=2, columns=CG.astype(np.float64)), TypeError, r"columns is float64 but the input is float32"),
     # linear
     ("linear width mismatch", lambda: F.linear(np.zeros((5, 256), np.float32), WL), ValueError, r"input has 256 features \(last dim of shape \(5, 256\)\) but weight of shape \(120, 400\) expects 400"),
     ("linear scalar input", lambda: F.linear(np.float32(1), WL), ValueError, r"input must have at least 1 dimension"),

@@ -5,7 +5,8 @@ Its contract is bit-identity: ``conv2d_relu_max_pool2d`` gives the bits of ``con
 backward those of ``max_pool2d_backward``, ``relu_backward`` and ``conv2d_backward``. So the
 comparisons here are ``assert_array_equal`` on random normal data (where any change in the
 order of a sum would show), plus the pure-NumPy reference on small integers, finite
-differences in float64, 1-3 threads and PyTorch.
+differences in float64, 1-3 threads and PyTorch; on every ISA copy of the C kernels this CPU
+runs (the ``kernel_copy`` fixture, tests/conftest.py), whose method choices differ.
 """
 
 import copy
@@ -20,6 +21,8 @@ import fastcnn
 from fastcnn import _reference as ref
 from fastcnn import functional as F
 from fastcnn import models, nn, optim
+
+pytestmark = pytest.mark.usefixtures("kernel_copy")
 
 DTYPES = [np.float32, np.float64]
 

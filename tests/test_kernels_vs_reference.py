@@ -1,4 +1,5 @@
-"""Compiled kernels against the pure-NumPy reference (the spec), exactly.
+"""Compiled kernels against the pure-NumPy reference (the spec), exactly, on every ISA copy
+of the C kernels this CPU runs (the ``kernel_copy`` fixture, tests/conftest.py).
 
 Inputs are small integers stored as floats (oneDNN benchdnn's trick), so every sum is exact
 in any order and the kernels must match the reference bit for bit: ``assert_array_equal``.
@@ -13,6 +14,10 @@ from numpy.testing import assert_array_equal
 from fastcnn import _isa
 from fastcnn import _reference as ref
 from fastcnn import functional as F
+
+# every test here on every copy: the pool, linear and ReLU kernels do not depend on it, but
+# the convolutions' method choice, packing and col2im do, and the rest costs little
+pytestmark = pytest.mark.usefixtures("kernel_copy")
 
 DTYPES = [np.float32, np.float64]
 

@@ -45,6 +45,7 @@ def batch():
     return x, w, b
 
 
+@pytest.mark.usefixtures("kernel_copy")  # on every ISA copy of the C kernels
 def test_bit_identical_for_1_2_3_threads(batch):
     with fastcnn.threads(1):
         want = all_outputs(*batch)
@@ -62,6 +63,7 @@ def test_bit_identical_over_20_runs_at_2_threads(batch):
                 assert_array_equal(got, expected)
 
 
+@pytest.mark.usefixtures("kernel_copy")
 def test_float64_bit_identical_across_threads(batch):
     x, w, b = (a.astype(np.float64) for a in batch)
     with fastcnn.threads(1):

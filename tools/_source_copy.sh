@@ -1,4 +1,5 @@
-# Sourced by tools/debug_build_tests.sh and tools/asan_kernels.sh (not run on its own).
+# Sourced by tools/debug_build_tests.sh, tools/asan_kernels.sh and .ci/run (not run on its
+# own).
 #
 # copy_source_tree REPO DEST: copy the fastcnn source tree (working tree, uncommitted edits
 # included) to DEST without build artefacts, so a special build there can never touch or
@@ -15,3 +16,14 @@ copy_source_tree() {
         --exclude=.ruff_cache --exclude=runs \
         . | tar -C "$dest" -xf -
 }
+
+# The kernel tests, and the property and thread stress tests that drive the kernels through
+# random shapes, whole models and concurrent threads: what tools/asan_kernels.sh runs under
+# AddressSanitizer and .ci/run on the portable copy of the C kernels. Relative to the
+# repository root.
+KERNEL_TESTS=(
+    tests/test_kernels_vs_reference.py tests/test_kernel_gradients.py tests/test_threads.py
+    tests/test_functional_errors.py tests/test_property_kernels.py tests/test_property_nn.py
+    tests/test_stress_threads.py tests/test_fused.py tests/test_direct_conv.py
+    tests/test_filter_conv.py tests/test_config.py tests/test_isa.py
+)
