@@ -111,14 +111,16 @@ typedef struct {
 
 #if FASTCNN_HAS_VECTOR_EXTENSIONS
 /* ---- baseline: 16-byte vectors, whatever the build's -march gives (SSE2, NEON, ...).
- * NEON has 32 registers (AVX-512's tiles fit); SSE2 16 (AVX2's do). */
+ * NEON has 32 registers: a 3 x 6 wide tile (4 x 6, AVX-512's, spilled three accumulators
+ * per loop pass in gcc 12's aarch64 code: its broadcasts take registers too) and 5-column
+ * gradient tiles; SSE2 has 16 (AVX2's tiles fit). */
 #define FASTCNN_COPY baseline
 #define FASTCNN_COPY_NAME "baseline"
 #define FASTCNN_ISA_LEVEL FASTCNN_ISA_BASELINE
 #define FASTCNN_PORTABLE 0
 #define FASTCNN_VECTOR_BYTES 16
 #if defined(__aarch64__)
-#define FASTCNN_WIDE_NV 4
+#define FASTCNN_WIDE_NV 3
 #define FASTCNN_GRAD_COLS 5
 #else
 #define FASTCNN_WIDE_NV 2

@@ -56,10 +56,10 @@ class Copy:
 
 
 # csrc/direct_conv.h's FASTCNN_VECTOR_BYTES, FASTCNN_WIDE_NV and FASTCNN_GRAD_COLS; the
-# baseline copy is NEON on ARM64 (32 registers: AVX-512's tiles) and SSE2 on x86-64 (16:
-# AVX2's).
+# baseline copy is NEON on ARM64 (32 registers: a 3-vector wide tile, AVX-512's gradient
+# tiles) and SSE2 on x86-64 (16: AVX2's).
 _X86_BASELINE = Copy("baseline", 16, 2, 2, "baseline-x86")
-_ARM_BASELINE = Copy("baseline", 16, 4, 5, "baseline-arm64")
+_ARM_BASELINE = Copy("baseline", 16, 3, 5, "baseline-arm64")
 COPIES = {
     "avx512": Copy("avx512", 64, 4, 5),
     "avx2": Copy("avx2", 32, 2, 2),

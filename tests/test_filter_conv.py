@@ -97,6 +97,9 @@ CASES = [
     ((1, 30, 3, 3), 8, (2, 2), (1, 1), (0, 0)),
     ((1, 40, 2, 3), 9, (2, 2), (1, 1), (1, 0)),
     ((1, 63, 2, 2), 8, (2, 2), (1, 1), (1, 1)),
+    # input gradient of 9 channels over 21 pixels: a 3-vector block of channels and 5
+    # pixels after the narrow tiles of 8 (ARM64's float64 baseline geometry)
+    ((1, 9, 3, 7), 8, (3, 3), (1, 1), (1, 1)),
 ]
 
 

@@ -562,9 +562,9 @@ static const fastcnn_kernel_table *tested_copy(int i)
     return fastcnn_kernel_copies[i];
 }
 
-/* The baseline copy's wide tile: 4 vectors where NEON's 32 registers hold it, else 2 */
+/* The baseline copy's wide tile: 3 vectors where NEON's 32 registers hold it, else 2 */
 #if defined(__aarch64__)
-#define BASELINE_GW_F32 16
+#define BASELINE_GW_F32 12
 #else
 #define BASELINE_GW_F32 8
 #endif
