@@ -81,15 +81,21 @@ def isa_environment(isa):
     return env
 
 
-def cpu_flags():
+def cpuinfo_field(name):
+    """The first /proc/cpuinfo line's value for ``name`` ("flags", "model name"), or None."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return None
+
+
+def cpu_flags():
+    flags = cpuinfo_field("flags")
+    return None if flags is None else set(flags.split())
 
 
 def check_isa(isa, env):
@@ -126,14 +132,7 @@ def check_isa(isa, env):
 
 
 def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+    return cpuinfo_field("model name") or "unknown CPU"
 
 
 def run(script, out_json, extra, env):

@@ -17,7 +17,7 @@ from cython.parallel cimport prange, threadid
 from libc.string cimport memset
 
 from _chunks cimport finish_chunks, start_chunk
-from _conv_image cimport add_bias, image_backward, image_forward, cpu_isa, use_kernel_isa
+from _conv_image cimport add_bias, cpu_isa, image_backward, image_forward, use_kernel_isa
 
 
 def select_kernel_isa(int max_level):

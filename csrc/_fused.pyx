@@ -24,7 +24,7 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 
 from _chunks cimport finish_chunks, start_chunk
-from _conv_image cimport add_bias, image_backward, image_forward, cpu_isa, use_kernel_isa
+from _conv_image cimport add_bias, image_backward, image_forward, use_kernel_isa
 
 
 def select_kernel_isa(int max_level):
@@ -32,11 +32,6 @@ def select_kernel_isa(int max_level):
     (csrc/cpu_dispatch.h's levels): (name, level, VL float32, VL float64) of it. Called by
     fastcnn/_isa.py only, never while a kernel runs."""
     return use_kernel_isa(max_level)
-
-
-def cpu_isa_level():
-    """The best ISA level this CPU runs and this build has a copy for."""
-    return cpu_isa()
 
 
 select_kernel_isa(3)  # the best copy, until fastcnn._isa applies FASTCNN_MAX_CPU_ISA

@@ -101,13 +101,7 @@ typedef struct {
 #define FASTCNN_NARROW_TW 8
 #define FASTCNN_GRAD_COLS 2
 #include "direct_conv_copy.h"
-#undef FASTCNN_COPY
-#undef FASTCNN_COPY_NAME
-#undef FASTCNN_ISA_LEVEL
 #undef FASTCNN_PORTABLE
-#undef FASTCNN_VECTOR_BYTES
-#undef FASTCNN_WIDE_NV
-#undef FASTCNN_GRAD_COLS
 
 #if FASTCNN_HAS_VECTOR_EXTENSIONS
 /* ---- baseline: 16-byte vectors, whatever the build's -march gives (SSE2, NEON, ...).
@@ -127,12 +121,6 @@ typedef struct {
 #define FASTCNN_GRAD_COLS 2
 #endif
 #include "direct_conv_copy.h"
-#undef FASTCNN_COPY
-#undef FASTCNN_COPY_NAME
-#undef FASTCNN_ISA_LEVEL
-#undef FASTCNN_VECTOR_BYTES
-#undef FASTCNN_WIDE_NV
-#undef FASTCNN_GRAD_COLS
 #endif
 
 #if FASTCNN_HAS_X86_COPIES
@@ -146,12 +134,6 @@ FASTCNN_TARGET_BEGIN(FASTCNN_AVX2_FEATURES)
 #define FASTCNN_WIDE_NV 2
 #define FASTCNN_GRAD_COLS 2
 #include "direct_conv_copy.h"
-#undef FASTCNN_COPY
-#undef FASTCNN_COPY_NAME
-#undef FASTCNN_ISA_LEVEL
-#undef FASTCNN_VECTOR_BYTES
-#undef FASTCNN_WIDE_NV
-#undef FASTCNN_GRAD_COLS
 FASTCNN_TARGET_END
 
 /* ---- avx512: 64-byte vectors, 32 registers: wide tile 4 x 6 (24 accumulators, 4 weight
@@ -164,12 +146,6 @@ FASTCNN_TARGET_BEGIN(FASTCNN_AVX512_FEATURES)
 #define FASTCNN_WIDE_NV 4
 #define FASTCNN_GRAD_COLS 5
 #include "direct_conv_copy.h"
-#undef FASTCNN_COPY
-#undef FASTCNN_COPY_NAME
-#undef FASTCNN_ISA_LEVEL
-#undef FASTCNN_VECTOR_BYTES
-#undef FASTCNN_WIDE_NV
-#undef FASTCNN_GRAD_COLS
 FASTCNN_TARGET_END
 #endif
 #if FASTCNN_HAS_VECTOR_EXTENSIONS
@@ -186,19 +162,15 @@ FASTCNN_TARGET_END
 #define FASTCNN_PORTABLE 1
 #define FASTCNN_WIDE_TW 6
 #define FASTCNN_NARROW_TW 8
-#define FASTCNN_ISA_LEVEL FASTCNN_ISA_PORTABLE
 #define FASTCNN_COPY avx512_emulated
+#define FASTCNN_ISA_LEVEL FASTCNN_ISA_PORTABLE
 #define FASTCNN_COPY_NAME "avx512 geometry, portable C"
 #define FASTCNN_VECTOR_BYTES 64
 #define FASTCNN_WIDE_NV 4
 #define FASTCNN_GRAD_COLS 5
 #include "direct_conv_copy.h"
-#undef FASTCNN_COPY
-#undef FASTCNN_COPY_NAME
-#undef FASTCNN_VECTOR_BYTES
-#undef FASTCNN_WIDE_NV
-#undef FASTCNN_GRAD_COLS
 #define FASTCNN_COPY avx2_emulated
+#define FASTCNN_ISA_LEVEL FASTCNN_ISA_PORTABLE
 #define FASTCNN_COPY_NAME "avx2 geometry, portable C"
 #define FASTCNN_VECTOR_BYTES 32
 #define FASTCNN_WIDE_NV 2

@@ -1,7 +1,9 @@
 /* One ISA copy of the direct convolution kernels: direct_conv_impl.h for float and double,
  * and the copy's dispatch table. Included by direct_conv.h once per copy, with FASTCNN_COPY
- * (its name), FASTCNN_ISA_LEVEL, FASTCNN_PORTABLE, FASTCNN_VECTOR_BYTES and the tile sizes
- * defined. No include guard: that is the point. */
+ * (its name), FASTCNN_COPY_NAME, FASTCNN_ISA_LEVEL, FASTCNN_PORTABLE, FASTCNN_VECTOR_BYTES
+ * and the tile sizes defined; the copy's own macros (all but FASTCNN_PORTABLE and the
+ * pixel tiles, which copies share) are undefined at the end. No include guard: that is
+ * the point. */
 
 #define FASTCNN_T float
 #define FASTCNN_MASK_T int32_t
@@ -41,3 +43,10 @@ static const fastcnn_kernel_table FASTCNN_CAT(fastcnn_kernels, FASTCNN_COPY) = {
     FASTCNN_KERNEL(fastcnn_transpose_padded, f64),
 };
 #undef FASTCNN_KERNEL
+
+#undef FASTCNN_COPY
+#undef FASTCNN_COPY_NAME
+#undef FASTCNN_ISA_LEVEL
+#undef FASTCNN_VECTOR_BYTES
+#undef FASTCNN_WIDE_NV
+#undef FASTCNN_GRAD_COLS
