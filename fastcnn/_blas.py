@@ -6,7 +6,6 @@ kernel runs, the library behind scipy.linalg.cython_blas is held at one thread. 
 libraries (NumPy's own, say) are left alone.
 """
 
-import contextlib
 import os
 import threading
 
@@ -38,8 +37,8 @@ _OPENBLAS_SETTERS = tuple(f"{prefix}openblas_set_num_threads{suffix}"
                           for prefix in ("", "scipy_") for suffix in ("", "64_", "_64"))
 
 
-def _set_num_threads(controller, count):
-    """Set the library's thread count, whichever Python thread calls.
+def _thread_setter(controller):
+    """A function setting the library's thread count, whichever Python thread calls.
 
     Not threadpoolctl's set_num_threads for an OpenBLAS with its own (pthreads) thread
     pool: threadpoolctl >= 3.8 lets only one Python thread change that process-wide count
@@ -47,16 +46,26 @@ def _set_num_threads(controller, count):
     every other thread silently does nothing. Kernels run from a second Python thread then
     called a 2-thread BLAS, whose sgemm splits a product between its threads and rounds
     differently (1 ulp on an AVX2 CPU): other bits than the same call on the main thread.
-    The counter in single_threaded_blas already coordinates the Python threads.
+    The counter in single_threaded_blas already coordinates the Python threads. Looked up
+    once per library (a ctypes lookup per kernel call cost 40 us of a LeNet-5 step).
     """
     if (controller.internal_api == "openblas"
             and getattr(controller, "threading_layer", None) != "openmp"):
         for name in _OPENBLAS_SETTERS:
             setter = getattr(controller.dynlib, name, None)
             if setter is not None:
-                setter(count)
-                return
-    controller.set_num_threads(count)
+                return setter
+    return controller.set_num_threads
+
+
+_setters = {}  # id(controller) -> its _thread_setter
+
+
+def _set_num_threads(controller, count):
+    setter = _setters.get(id(controller))
+    if setter is None:
+        setter = _setters[id(controller)] = _thread_setter(controller)
+    setter(count)
 
 
 def blas_info():
@@ -64,20 +73,24 @@ def blas_info():
     return [c.info() for c in kernel_blas_controllers()]
 
 
-@contextlib.contextmanager
-def single_threaded_blas():
-    """Hold the kernels' BLAS at one thread for the duration of the block."""
-    global _active, _saved
-    with _lock:
-        if _active == 0:
-            _saved = [(c, c.num_threads) for c in kernel_blas_controllers()]
-            for controller, count in _saved:
-                if count != 1:
-                    _set_num_threads(controller, 1)
-        _active += 1
-    try:
-        yield
-    finally:
+class _SingleThreadedBlas:
+    """The block of single_threaded_blas (a class rather than a generator: it is entered
+    once per kernel call, and contextlib's wrapper cost more than the bookkeeping)."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        global _active, _saved
+        with _lock:
+            if _active == 0:
+                _saved = [(c, c.num_threads) for c in kernel_blas_controllers()]
+                for controller, count in _saved:
+                    if count != 1:
+                        _set_num_threads(controller, 1)
+            _active += 1
+
+    def __exit__(self, *exc_info):
+        global _active, _saved
         with _lock:
             _active -= 1
             if _active == 0:
@@ -85,3 +98,11 @@ def single_threaded_blas():
                     if count != 1:
                         _set_num_threads(controller, count)
                 _saved = []
+
+
+_HOLD = _SingleThreadedBlas()
+
+
+def single_threaded_blas():
+    """Hold the kernels' BLAS at one thread for the duration of the ``with`` block."""
+    return _HOLD
