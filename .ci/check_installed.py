@@ -47,8 +47,10 @@ def problems(fastcnn, source_tree, vendored_runtime=True):
         runtime = info["openmp_runtime"]
         if runtime is None:
             found.append("OpenMP build, but no OpenMP runtime is loaded")
-        elif vendored_runtime and (Path(runtime).parent.name not in VENDORED_LIB_DIRS
-                                   or not is_inside(runtime, package.parent)):
+        elif vendored_runtime and (
+            Path(runtime).parent.name not in VENDORED_LIB_DIRS
+            or not is_inside(runtime, package.parent)
+        ):
             found.append(f"OpenMP runtime {runtime} is not the copy vendored in the wheel")
     return found
 
@@ -56,8 +58,11 @@ def problems(fastcnn, source_tree, vendored_runtime=True):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source_tree", nargs="?", help="the checkout fastcnn must not come from")
-    parser.add_argument("--built-from-sdist", action="store_true",
-                        help="pip built fastcnn from the sdist: its OpenMP runtime is not vendored")
+    parser.add_argument(
+        "--built-from-sdist",
+        action="store_true",
+        help="pip built fastcnn from the sdist: its OpenMP runtime is not vendored",
+    )
     args = parser.parse_args(argv)
 
     import fastcnn

@@ -7,8 +7,15 @@ import sys
 import tarfile
 from pathlib import PurePosixPath
 
-REQUIRED = ["setup.py", "pyproject.toml", "README.md", "LICENSE", "PKG-INFO",
-            "fastcnn/__init__.py", "fastcnn/_version.py"]
+REQUIRED = [
+    "setup.py",
+    "pyproject.toml",
+    "README.md",
+    "LICENSE",
+    "PKG-INFO",
+    "fastcnn/__init__.py",
+    "fastcnn/_version.py",
+]
 # generated C, compiled objects and build output must never ship in the sdist
 FORBIDDEN_SUFFIXES = {".c", ".cpp", ".html", ".so", ".pyd", ".dylib", ".dll", ".o", ".pyc"}
 FORBIDDEN_DIRS = {"build", "dist", "wheelhouse", "__pycache__", ".venv", ".git"}

@@ -50,10 +50,12 @@ print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak_mib, "test_accuracy"
 
 def run_child(library, args):
     limit = ["--limit", str(args.limit)] if args.limit else []
-    code = CHILD.format(here=HERE, data=args.data, threads=args.threads, library=library,
-                        limit=limit)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, timeout=3600)
+    code = CHILD.format(
+        here=HERE, data=args.data, threads=args.threads, library=library, limit=limit
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=3600
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -73,8 +75,10 @@ def main(argv=None):
             runs[library].append(run_child(library, args))
             print(f"repeat {repeat + 1} {library}: {json.dumps(runs[library][-1])}", flush=True)
     summary = {
-        library: {key: statistics.median(r[key] for r in results)
-                  for key in ("seconds", "peak_rss_mib", "test_accuracy")}
+        library: {
+            key: statistics.median(r[key] for r in results)
+            for key in ("seconds", "peak_rss_mib", "test_accuracy")
+        }
         for library, results in runs.items()
     }
     summary["threads"] = args.threads

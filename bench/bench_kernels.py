@@ -84,6 +84,7 @@ def conv_impls(x, w, b, pad, torch, with_book):
         def run():
             F.conv2d(x, w, b, 1, pad)
             F.conv2d_backward(g, x, w, 1, pad, input_grad=need_dx)
+
         return run
 
     impls["fastcnn fwd"] = lambda: F.conv2d(x, w, b, 1, pad)
@@ -99,6 +100,7 @@ def conv_impls(x, w, b, pad, torch, with_book):
                 tx = torch.from_numpy(x).requires_grad_(need_dx)
                 torch.nn.functional.conv2d(tx, tw, tb, padding=pad).backward(tg)
                 tw.grad = tb.grad = None
+
             return run
 
         def t_fwd():
@@ -115,6 +117,7 @@ def conv_impls(x, w, b, pad, torch, with_book):
             def run():
                 layer.forward(x)
                 layer.backward(g, need_dx)
+
             return run
 
         impls["numpy-book fwd"] = lambda: layer.forward(x)
@@ -132,16 +135,19 @@ def pool_impls(x, torch, with_book):
 
     impls["fastcnn fwd+bwd"] = fc
     if torch is not None:
+
         def tc():
             tx = torch.from_numpy(x).requires_grad_(True)
             out = torch.nn.functional.max_pool2d(tx, 2)
             out.backward(out.detach())
+
         impls["torch fwd+bwd"] = tc
     if with_book:
         layer = numpy_book.Pooling(2, 2)
 
         def book():
             layer.backward(layer.forward(x))
+
         impls["numpy-book fwd+bwd"] = book
     return impls
 
@@ -180,12 +186,16 @@ def ratio_rows(case, times, flops=None):
 def run(args, torch):
     unknown = set(args.only or ()) - set(CONV_CASES) - set(POOL_CASES)
     if unknown:
-        raise SystemExit(f"unknown case(s) {sorted(unknown)}: the cases are "
-                         f"{', '.join([*CONV_CASES, *POOL_CASES])}")
+        raise SystemExit(
+            f"unknown case(s) {sorted(unknown)}: the cases are "
+            f"{', '.join([*CONV_CASES, *POOL_CASES])}"
+        )
     rng = np.random.default_rng(0)
     rows, printed = [], 0
-    print(f"{'case':<12} {'measure':<22} {'fastcnn ms':>10} {'torch ms':>9} "
-          f"{'book ms':>9} {'torch/fc':>8} {'book/fc':>8} {'GFLOP/s':>8}")
+    print(
+        f"{'case':<12} {'measure':<22} {'fastcnn ms':>10} {'torch ms':>9} "
+        f"{'book ms':>9} {'torch/fc':>8} {'book/fc':>8} {'GFLOP/s':>8}"
+    )
     for case, (shape, k, f, pad) in CONV_CASES.items():
         if args.only and case not in args.only:
             continue
@@ -216,10 +226,13 @@ def fmt(value, spec):
 def print_rows(rows, printed):
     """Print rows[printed:]; return how many rows are printed now."""
     for r in rows[printed:]:
-        print(f"{r['case']:<12} {r['measure']:<22} {fmt(r['fastcnn_ms'], '10.3f')} "
-              f"{fmt(r['torch_ms'], '9.3f')} {fmt(r['numpy-book_ms'], '9.3f')} "
-              f"{fmt(r['torch/fastcnn'], '8.2f')} {fmt(r['book/fastcnn'], '8.1f')} "
-              f"{fmt(r.get('fastcnn_gflops'), '8.1f')}", flush=True)
+        print(
+            f"{r['case']:<12} {r['measure']:<22} {fmt(r['fastcnn_ms'], '10.3f')} "
+            f"{fmt(r['torch_ms'], '9.3f')} {fmt(r['numpy-book_ms'], '9.3f')} "
+            f"{fmt(r['torch/fastcnn'], '8.2f')} {fmt(r['book/fastcnn'], '8.1f')} "
+            f"{fmt(r.get('fastcnn_gflops'), '8.1f')}",
+            flush=True,
+        )
     return len(rows)
 
 
@@ -237,8 +250,9 @@ def isa_info(torch):
         "fastcnn_isa": _isa.active(),
         "fastcnn_isa_detail": _isa.describe(),
         "fastcnn_isa_available": _isa.available(),
-        "torch_cpu_capability": (torch.backends.cpu.get_cpu_capability()
-                                 if torch is not None else None),
+        "torch_cpu_capability": (
+            torch.backends.cpu.get_cpu_capability() if torch is not None else None
+        ),
         "isa_env": {name: os.environ.get(name) for name in ISA_ENV_VARS},
     }
 
@@ -307,8 +321,11 @@ def bench_main(description, run, argv, add_arguments=()):
     torch = import_torch(args.no_torch, args.threads)
     info = machine_info(torch, args.threads)
     print(json.dumps(info))
-    print(f"fastcnn kernel ISA: {info['fastcnn_isa_detail']}; torch CPU capability: "
-          f"{info['torch_cpu_capability']}", flush=True)
+    print(
+        f"fastcnn kernel ISA: {info['fastcnn_isa_detail']}; torch CPU capability: "
+        f"{info['torch_cpu_capability']}",
+        flush=True,
+    )
     rows = run(args, torch)
     if args.json:
         with open(args.json, "w") as f:

@@ -39,17 +39,20 @@ from bench_kernels import bench_main, time_rounds  # noqa: E402
 
 import fastcnn  # noqa: E402
 
-
 # The CIFAR-style net as (name, layer class, args), built from fastcnn.nn or torch.nn alike:
 # the names are the state-dict prefixes, so fastcnn's weights load into the torch twin.
 CIFAR_LAYERS = (
-    ("conv1", "Conv2d", (3, 32, 3), {"padding": 1}), ("act1", "ReLU", (), {}),
+    ("conv1", "Conv2d", (3, 32, 3), {"padding": 1}),
+    ("act1", "ReLU", (), {}),
     ("pool1", "MaxPool2d", (2,), {}),
-    ("conv2", "Conv2d", (32, 64, 3), {"padding": 1}), ("act2", "ReLU", (), {}),
+    ("conv2", "Conv2d", (32, 64, 3), {"padding": 1}),
+    ("act2", "ReLU", (), {}),
     ("pool2", "MaxPool2d", (2,), {}),
-    ("conv3", "Conv2d", (64, 128, 3), {"padding": 1}), ("act3", "ReLU", (), {}),
+    ("conv3", "Conv2d", (64, 128, 3), {"padding": 1}),
+    ("act3", "ReLU", (), {}),
     ("pool3", "MaxPool2d", (2,), {}),
-    ("flatten", "Flatten", (), {}), ("fc", "Linear", (128 * 4 * 4, 10), {}),
+    ("flatten", "Flatten", (), {}),
+    ("fc", "Linear", (128 * 4 * 4, 10), {}),
 )
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "cifar": (3, 32, 32)}
 
@@ -115,12 +118,24 @@ def torch_cifar(torch, state_dict):
 
 def torch_lenet(torch, state_dict):
     nn = torch.nn
-    model = nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 6, 5, padding=2)), ("act1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
-        ("conv2", nn.Conv2d(6, 16, 5)), ("act2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
-        ("flatten", nn.Flatten()), ("fc1", nn.Linear(400, 120)), ("act3", nn.ReLU()),
-        ("fc2", nn.Linear(120, 84)), ("act4", nn.ReLU()), ("fc3", nn.Linear(84, 10)),
-    ]))
+    model = nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", nn.Conv2d(1, 6, 5, padding=2)),
+                ("act1", nn.ReLU()),
+                ("pool1", nn.MaxPool2d(2)),
+                ("conv2", nn.Conv2d(6, 16, 5)),
+                ("act2", nn.ReLU()),
+                ("pool2", nn.MaxPool2d(2)),
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(400, 120)),
+                ("act3", nn.ReLU()),
+                ("fc2", nn.Linear(120, 84)),
+                ("act4", nn.ReLU()),
+                ("fc3", nn.Linear(84, 10)),
+            ]
+        )
+    )
     step, forward = _torch_train_fns(torch, model, state_dict)
     return step, in_eval_mode(model, forward)
 
@@ -230,10 +245,16 @@ def run(args, torch):
         times = time_rounds(impls, args.rounds)
         for measure in ("step", "infer"):
             if f"fastcnn {measure}" in times:
-                rows.append({"model": model_name,
-                             **result_row(batch, measure, times), **checks})
-                print(json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v
-                                  for k, v in rows[-1].items()}), flush=True)
+                rows.append({"model": model_name, **result_row(batch, measure, times), **checks})
+                print(
+                    json.dumps(
+                        {
+                            k: float(f"{v:.4g}") if isinstance(v, float) else v
+                            for k, v in rows[-1].items()
+                        }
+                    ),
+                    flush=True,
+                )
     return rows
 
 
@@ -254,7 +275,8 @@ def batch_impls(model_name, x, y, args, torch, with_step, with_inference):
     if torch is not None:
         t_step, t_infer = build_torch(torch, sd)
         checks["twin_max_abs_diff"] = float(
-            np.abs(np.asarray(fc_infer(x)) - t_infer(x).numpy()).max())
+            np.abs(np.asarray(fc_infer(x)) - t_infer(x).numpy()).max()
+        )
         if with_step:
             impls["torch step"] = lambda: t_step(x, y)
     if with_step and not args.no_book and model_name == "lenet5":
@@ -271,8 +293,7 @@ def fused_stages(model):
     """How many Conv2d -> ReLU -> MaxPool2d runs fastcnn's Sequential fuses in ``model``."""
     from fastcnn.nn import _fusion
 
-    return sum(isinstance(stage, _fusion.ConvReLUMaxPool)
-               for stage in _fusion.stages(list(model)))
+    return sum(isinstance(stage, _fusion.ConvReLUMaxPool) for stage in _fusion.stages(list(model)))
 
 
 def result_row(batch, measure, times):
@@ -293,14 +314,29 @@ def _one_thread(fn, *args):
 
 def main(argv=None):
     def batches(parser):
-        parser.add_argument("--models", nargs="+", choices=sorted(BUILDERS),
-                            default=["lenet5", "cifar"])
-        parser.add_argument("--batches", type=int, nargs="+", default=[64, 256],
-                            help="LeNet-5 step batches; inference at the largest")
-        parser.add_argument("--cifar-batches", type=int, nargs="+", default=[64],
-                            help="CIFAR-style net step batches")
-        parser.add_argument("--cifar-infer-batch", type=int, default=256,
-                            help="CIFAR-style net inference batch (0: none)")
+        parser.add_argument(
+            "--models", nargs="+", choices=sorted(BUILDERS), default=["lenet5", "cifar"]
+        )
+        parser.add_argument(
+            "--batches",
+            type=int,
+            nargs="+",
+            default=[64, 256],
+            help="LeNet-5 step batches; inference at the largest",
+        )
+        parser.add_argument(
+            "--cifar-batches",
+            type=int,
+            nargs="+",
+            default=[64],
+            help="CIFAR-style net step batches",
+        )
+        parser.add_argument(
+            "--cifar-infer-batch",
+            type=int,
+            default=256,
+            help="CIFAR-style net inference batch (0: none)",
+        )
 
     bench_main(__doc__.splitlines()[0], run, argv, [batches])
 

@@ -40,20 +40,31 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # --isa -> the environment of the benchmark processes: fastcnn's cap and PyTorch's
 # (oneDNN's convolutions, ATen's vectorized kernels). None: the variable is removed.
 ISA_ENV = {
-    "native": {"FASTCNN_MAX_CPU_ISA": None, "ONEDNN_MAX_CPU_ISA": None,
-               "ATEN_CPU_CAPABILITY": None},
-    "avx2": {"FASTCNN_MAX_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-             "ATEN_CPU_CAPABILITY": "avx2"},
-    "avx512": {"FASTCNN_MAX_CPU_ISA": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
-               "ATEN_CPU_CAPABILITY": "avx512"},
+    "native": {
+        "FASTCNN_MAX_CPU_ISA": None,
+        "ONEDNN_MAX_CPU_ISA": None,
+        "ATEN_CPU_CAPABILITY": None,
+    },
+    "avx2": {
+        "FASTCNN_MAX_CPU_ISA": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+    },
+    "avx512": {
+        "FASTCNN_MAX_CPU_ISA": "avx512",
+        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+        "ATEN_CPU_CAPABILITY": "avx512",
+    },
 }
 # what fastcnn._isa.active() and torch.backends.cpu.get_cpu_capability() must then say
 EXPECTED = {"avx2": ("avx2", "AVX2"), "avx512": ("avx512", "AVX512")}
 # CPU flags each capped ISA needs (fastcnn's copies: csrc/cpu_dispatch.h). Checked as well
 # as fastcnn's own CPU check because PyTorch's answer is no check: torch 2.13 reports
 # get_cpu_capability() == "AVX512" with ATEN_CPU_CAPABILITY=avx512 on a CPU without AVX-512.
-REQUIRED_FLAGS = {"avx2": ("avx2", "fma"),
-                  "avx512": ("avx512f", "avx512bw", "avx512dq", "avx512vl")}
+REQUIRED_FLAGS = {
+    "avx2": ("avx2", "fma"),
+    "avx512": ("avx512f", "avx512bw", "avx512dq", "avx512vl"),
+}
 ISA_NAMES = {"avx2": "AVX2 + FMA", "avx512": "AVX-512 (F, BW, DQ, VL)"}
 
 PROBE = """
@@ -101,18 +112,25 @@ def cpu_flags():
 def check_isa(isa, env):
     """What a process with ``env`` runs ({"fastcnn", "available", "torch"}); exit with a
     message if that is not the ISA asked for (a cap cannot raise the ISA)."""
-    refusal = (f"run_all: refusing --isa {isa}: {{}}. A cap can only lower the instruction "
-               "set below what the CPU has, not raise it: use --isa native, or a lower "
-               "--isa, on this machine.")
+    refusal = (
+        f"run_all: refusing --isa {isa}: {{}}. A cap can only lower the instruction "
+        "set below what the CPU has, not raise it: use --isa native, or a lower "
+        "--isa, on this machine."
+    )
     flags = cpu_flags()
     missing = [f for f in REQUIRED_FLAGS.get(isa, ()) if flags is not None and f not in flags]
     if missing:  # before the probe: a library forced above the CPU may crash on import
-        sys.exit(refusal.format(f"this CPU ({cpu_model()}) has no {ISA_NAMES[isa]}: the flags "
-                                f"of /proc/cpuinfo lack {', '.join(missing)}"))
+        sys.exit(
+            refusal.format(
+                f"this CPU ({cpu_model()}) has no {ISA_NAMES[isa]}: the flags "
+                f"of /proc/cpuinfo lack {', '.join(missing)}"
+            )
+        )
     # from bench/, so that it imports the fastcnn the benchmark scripts import (python -c
     # puts the working directory first on sys.path, as a script puts its own directory)
-    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
-                          text=True, cwd=HERE)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, cwd=HERE
+    )
     if done.returncode != 0:
         sys.exit(f"run_all: --isa {isa}: the probe process failed:\n{done.stderr}")
     probe = json.loads(done.stdout.strip().splitlines()[-1])
@@ -121,11 +139,12 @@ def check_isa(isa, env):
     want_fastcnn, want_torch = EXPECTED[isa]
     problems = []
     if probe["fastcnn"] != want_fastcnn:
-        problems.append(f"fastcnn would run its {probe['fastcnn']!r} kernels (this CPU runs: "
-                        f"{', '.join(probe['available'])})")
+        problems.append(
+            f"fastcnn would run its {probe['fastcnn']!r} kernels (this CPU runs: "
+            f"{', '.join(probe['available'])})"
+        )
     if probe["torch"] is not None and probe["torch"] != want_torch:
-        problems.append(f"PyTorch's CPU capability would be {probe['torch']!r}, not "
-                        f"{want_torch!r}")
+        problems.append(f"PyTorch's CPU capability would be {probe['torch']!r}, not {want_torch!r}")
     if problems:
         sys.exit(refusal.format("; ".join(problems)))
     return probe
@@ -148,8 +167,11 @@ def fmt(value, spec=".2f"):
 
 
 def kernel_table(result):
-    lines = ["| case | measure | fastcnn ms | torch ms | numpy-book ms | torch/fastcnn | "
-             "book/fastcnn | fastcnn GFLOP/s |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | measure | fastcnn ms | torch ms | numpy-book ms | torch/fastcnn | "
+        "book/fastcnn | fastcnn GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         lines.append(
             f"| {r['case']} | {r['measure']} | {fmt(r['fastcnn_ms'])} | {fmt(r['torch_ms'])} | "
@@ -163,9 +185,11 @@ MODEL_NAMES = {"lenet5": "LeNet-5", "cifar": "CIFAR-style"}
 
 
 def training_table(result):
-    lines = ["| model | batch | measure | fastcnn ms | torch ms | numpy-book ms | "
-             "torch/fastcnn | book/fastcnn | fastcnn 1-thread ms | 2 threads vs 1 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | batch | measure | fastcnn ms | torch ms | numpy-book ms | "
+        "torch/fastcnn | book/fastcnn | fastcnn 1-thread ms | 2 threads vs 1 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
         model = r.get("model", "lenet5")
         lines.append(
@@ -179,60 +203,94 @@ def training_table(result):
 
 
 def memory_table(result):
-    lines = ["| library | epoch s | peak RSS MiB | test accuracy after 1 epoch |",
-             "|---|---|---|---|"]
+    lines = [
+        "| library | epoch s | peak RSS MiB | test accuracy after 1 epoch |",
+        "|---|---|---|---|",
+    ]
     for library in ("fastcnn", "torch"):
         r = result["summary"].get(library)
         if r:
-            lines.append(f"| {library} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} | "
-                         f"{100 * r['test_accuracy']:.2f}% |")
+            lines.append(
+                f"| {library} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} | "
+                f"{100 * r['test_accuracy']:.2f}% |"
+            )
     return lines
 
 
 def isa_lines(isa, results):
     """The report's account of the instruction sets: what was asked, what each benchmark's
     processes ran (fastcnn's kernel copy, PyTorch's CPU capability), and the caps."""
-    def named(value):  # epoch_memory gives a list when its children disagreed
-        return None if value is None else "/".join(map(str, value)) if isinstance(
-            value, list) else str(value)
 
-    ran = {name: (named(r["machine"].get("fastcnn_isa")),
-                  named(r["machine"].get("torch_cpu_capability")))
-           for name, r in results.items()}
+    def named(value):  # epoch_memory gives a list when its children disagreed
+        return (
+            None
+            if value is None
+            else "/".join(map(str, value))
+            if isinstance(value, list)
+            else str(value)
+        )
+
+    ran = {
+        name: (
+            named(r["machine"].get("fastcnn_isa")),
+            named(r["machine"].get("torch_cpu_capability")),
+        )
+        for name, r in results.items()
+    }
     fastcnn_isas = {f for f, _ in ran.values()}
     torch_isas = {t for _, t in ran.values() if t is not None}
     caps = ", ".join(f"{k}={v}" for k, v in ISA_ENV[isa].items() if v) or "no caps set"
     detail = results["kernels"]["machine"].get("fastcnn_isa_detail")
-    lines = [f"Instruction sets (`run_all.py --isa {isa}`: {caps}): fastcnn's kernels ran "
-             f"**{'/'.join(sorted(map(str, fastcnn_isas)))}** (show_config's kernel ISA: "
-             f"`{detail}`); PyTorch's CPU "
-             f"capability was **{'/'.join(sorted(torch_isas)) or '-'}**."]
+    lines = [
+        f"Instruction sets (`run_all.py --isa {isa}`: {caps}): fastcnn's kernels ran "
+        f"**{'/'.join(sorted(map(str, fastcnn_isas)))}** (show_config's kernel ISA: "
+        f"`{detail}`); PyTorch's CPU "
+        f"capability was **{'/'.join(sorted(torch_isas)) or '-'}**."
+    ]
     if len(fastcnn_isas) > 1 or len(torch_isas) > 1:
         lines.append("")
-        lines.append("**Warning: the benchmarks did not all run the same instruction sets:** "
-                     + "; ".join(f"{n}: fastcnn {f}, torch {t}" for n, (f, t) in ran.items()))
+        lines.append(
+            "**Warning: the benchmarks did not all run the same instruction sets:** "
+            + "; ".join(f"{n}: fastcnn {f}, torch {t}" for n, (f, t) in ran.items())
+        )
     return lines
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--isa", choices=sorted(ISA_ENV), default="native",
-                        help="cap fastcnn's and PyTorch's instruction set (default: native)")
-    parser.add_argument("--out", help="results root; this run writes OUT/ISA/ (default: "
-                        "bench/results, or a temporary directory with --smoke)")
+    parser.add_argument(
+        "--isa",
+        choices=sorted(ISA_ENV),
+        default="native",
+        help="cap fastcnn's and PyTorch's instruction set (default: native)",
+    )
+    parser.add_argument(
+        "--out",
+        help="results root; this run writes OUT/ISA/ (default: "
+        "bench/results, or a temporary directory with --smoke)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     speed = parser.add_mutually_exclusive_group()
     speed.add_argument("--quick", action="store_true", help="5 rounds, one epoch repeat")
-    speed.add_argument("--smoke", action="store_true",
-                       help="check that everything runs: tiny cases, no measurement")
+    speed.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check that everything runs: tiny cases, no measurement",
+    )
     args = parser.parse_args(argv)
-    root = args.out or (os.path.join(tempfile.gettempdir(), "fastcnn-bench-smoke")
-                        if args.smoke else os.path.join(HERE, "results"))
+    root = args.out or (
+        os.path.join(tempfile.gettempdir(), "fastcnn-bench-smoke")
+        if args.smoke
+        else os.path.join(HERE, "results")
+    )
     out = os.path.join(root, args.isa)
     env = isa_environment(args.isa)
     probe = check_isa(args.isa, env)
-    print(f"--isa {args.isa}: fastcnn runs {probe['fastcnn']}, PyTorch's CPU capability is "
-          f"{probe['torch']}; writing {out}", flush=True)
+    print(
+        f"--isa {args.isa}: fastcnn runs {probe['fastcnn']}, PyTorch's CPU capability is "
+        f"{probe['torch']}; writing {out}",
+        flush=True,
+    )
     os.makedirs(out, exist_ok=True)
     # 11 rounds: on the noisy 2-vCPU VM medians of 7 still moved ratios by 10-20% run to run
     rounds = ["--rounds", "2" if args.smoke else "5" if args.quick else "11"]
@@ -240,31 +298,49 @@ def main(argv=None):
     kernel_args, training_args, memory_args = [], [], []
     if args.smoke:
         kernel_args = ["--only", "cifar-conv3", "--no-book"]
-        training_args = ["--batches", "16", "--cifar-batches", "8",
-                         "--cifar-infer-batch", "16"]
+        training_args = ["--batches", "16", "--cifar-batches", "8", "--cifar-infer-batch", "16"]
         memory_args = ["--limit", "500"]
     results = {}
-    results["kernels"] = run("bench_kernels.py", os.path.join(out, "kernels.json"),
-                             threads + rounds + kernel_args, env)
-    results["training"] = run("bench_training.py", os.path.join(out, "training.json"),
-                              threads + rounds + training_args, env)
+    results["kernels"] = run(
+        "bench_kernels.py", os.path.join(out, "kernels.json"), threads + rounds + kernel_args, env
+    )
+    results["training"] = run(
+        "bench_training.py",
+        os.path.join(out, "training.json"),
+        threads + rounds + training_args,
+        env,
+    )
     results["epoch_memory"] = run(
-        "bench_epoch_memory.py", os.path.join(out, "epoch_memory.json"),
-        threads + ["--repeats", "1" if args.quick or args.smoke else "3"] + memory_args, env)
+        "bench_epoch_memory.py",
+        os.path.join(out, "epoch_memory.json"),
+        threads + ["--repeats", "1" if args.quick or args.smoke else "3"] + memory_args,
+        env,
+    )
     machine = results["kernels"]["machine"]
     report = [
-        *(["**Smoke run (`--smoke`): tiny cases, 2 rounds; these are not measurements.**", ""]
-          if args.smoke else []),
+        *(
+            ["**Smoke run (`--smoke`): tiny cases, 2 rounds; these are not measurements.**", ""]
+            if args.smoke
+            else []
+        ),
         f"Measured {machine['date']} on {machine['cpu']} ({machine['cores']} cores), "
         f"{args.threads} threads for every library; Python {machine['python']}, NumPy "
         f"{machine['numpy']}, fastcnn {machine['fastcnn']}, torch {machine['torch']}.",
-        "", *isa_lines(args.isa, results),
-        "", "Kernels (float32):", "", *kernel_table(results["kernels"]),
-        "", "Training step and inference (LeNet-5; CIFAR-style net: bench_training.py):", "",
+        "",
+        *isa_lines(args.isa, results),
+        "",
+        "Kernels (float32):",
+        "",
+        *kernel_table(results["kernels"]),
+        "",
+        "Training step and inference (LeNet-5; CIFAR-style net: bench_training.py):",
+        "",
         *training_table(results["training"]),
-        "", "One full-MNIST LeNet-5 epoch (train_mnist.py's recipe), each library in its own "
-        "process:", "",
-        *memory_table(results["epoch_memory"]), "",
+        "",
+        "One full-MNIST LeNet-5 epoch (train_mnist.py's recipe), each library in its own process:",
+        "",
+        *memory_table(results["epoch_memory"]),
+        "",
     ]
     path = os.path.join(out, "report.md")
     with open(path, "w") as f:

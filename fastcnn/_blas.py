@@ -25,16 +25,23 @@ def kernel_blas_controllers():
 
         blas = ThreadpoolController().select(user_api="blas").lib_controllers
         scipy_dir = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
-        own = [c for c in blas if "scipy" in os.path.dirname(c.filepath) and
-               os.path.abspath(c.filepath).startswith(scipy_dir)]
+        own = [
+            c
+            for c in blas
+            if "scipy" in os.path.dirname(c.filepath)
+            and os.path.abspath(c.filepath).startswith(scipy_dir)
+        ]
         # A BLAS shared by NumPy and SciPy (conda, a system OpenBLAS): hold every one.
         _controllers = own or blas
     return _controllers
 
 
 # OpenBLAS's process-wide setter under each name a build may export it by.
-_OPENBLAS_SETTERS = tuple(f"{prefix}openblas_set_num_threads{suffix}"
-                          for prefix in ("", "scipy_") for suffix in ("", "64_", "_64"))
+_OPENBLAS_SETTERS = tuple(
+    f"{prefix}openblas_set_num_threads{suffix}"
+    for prefix in ("", "scipy_")
+    for suffix in ("", "64_", "_64")
+)
 
 
 def _thread_setter(controller):
@@ -49,8 +56,10 @@ def _thread_setter(controller):
     The counter in single_threaded_blas already coordinates the Python threads. Looked up
     once per library (a ctypes lookup per kernel call cost 40 us of a LeNet-5 step).
     """
-    if (controller.internal_api == "openblas"
-            and getattr(controller, "threading_layer", None) != "openmp"):
+    if (
+        controller.internal_api == "openblas"
+        and getattr(controller, "threading_layer", None) != "openmp"
+    ):
         for name in _OPENBLAS_SETTERS:
             setter = getattr(controller.dynlib, name, None)
             if setter is not None:

@@ -51,7 +51,7 @@ def use(max_isa):
     if max_isa not in LEVELS:
         raise ValueError(f"max_isa must be one of {sorted(LEVELS)}, got {max_isa!r}")
     selected = {module.select_kernel_isa(LEVELS[max_isa]) for module in _KERNEL_MODULES}
-    (name, level, vl_f32, gw_f32, vl_f64, gw_f64), = selected  # one copy in every module
+    ((name, level, vl_f32, gw_f32, vl_f64, gw_f64),) = selected  # one copy in every module
     _active = (name, level, {4: vl_f32, 8: vl_f64}, {4: gw_f32, 8: gw_f64})
     return name
 
@@ -64,8 +64,7 @@ def active():
 def available():
     """The names of the copies this CPU can run, best first."""
     best = _conv.cpu_isa_level()
-    return [name for name, level in sorted(LEVELS.items(), key=lambda kv: -kv[1])
-            if level <= best]
+    return [name for name, level in sorted(LEVELS.items(), key=lambda kv: -kv[1]) if level <= best]
 
 
 def vector_length(dtype):

@@ -107,9 +107,7 @@ def _as_float_array(array, name, func, ndim, dtype=None):
         )
     if array.ndim != ndim:
         hint = " (for one image, pass x[None])" if ndim == 4 and array.ndim == 3 else ""
-        raise ValueError(
-            f"{func}: {name} must be {ndim}-D, got shape {array.shape}{hint}"
-        )
+        raise ValueError(f"{func}: {name} must be {ndim}-D, got shape {array.shape}{hint}")
     return np.ascontiguousarray(array)
 
 
@@ -125,7 +123,7 @@ def _check_input(x, func, name="input"):
 def output_size(size, kernel, stride, padding):
     """Output length of a convolution or pooling window along one axis (no dilation)::
 
-        out = floor((size + 2 * padding - kernel) / stride) + 1
+    out = floor((size + 2 * padding - kernel) / stride) + 1
     """
     return (size + 2 * padding - kernel) // stride + 1
 
@@ -208,6 +206,7 @@ def _conv_geometry(func, x, weight, stride, padding):
 # or one of csrc/direct_conv.h's two direct kernels.
 _GEMM, _ROWS, _FILTERS = 0, 1, 2
 
+
 class MethodLimits:
     """Where each method measured fastest on one ISA copy of the kernels (fastcnn._isa),
     in the units of that copy's vector length VL. bench/README.md has the measurements.
@@ -222,8 +221,14 @@ class MethodLimits:
         im2col's adjoint (GEMM + col2im). None channels: always the adjoint.
     """
 
-    def __init__(self, row_max_filters, row_grad_max_q, filter_grad_max_q,
-                 input_grad_min_channels, input_grad_max_pixels):
+    def __init__(
+        self,
+        row_max_filters,
+        row_grad_max_q,
+        filter_grad_max_q,
+        input_grad_min_channels,
+        input_grad_max_pixels,
+    ):
         self.row_max_filters = row_max_filters
         self.row_grad_max_q = row_grad_max_q
         self.filter_grad_max_q = filter_grad_max_q
@@ -244,11 +249,21 @@ class MethodLimits:
 # at 16x16: 35.5 vs 34.4) and with 6 channels (LeNet conv2: 7.3 vs 6.7); LeNet conv1 (6
 # filters) ran 1.9 ms on the row kernel, 2.0 on the filter one.
 # The baseline and portable copies are not tuned: they take AVX2's limits.
-_AVX2_LIMITS = MethodLimits(row_max_filters=8, row_grad_max_q=32, filter_grad_max_q=None,
-                            input_grad_min_channels=16, input_grad_max_pixels=16 * 16)
+_AVX2_LIMITS = MethodLimits(
+    row_max_filters=8,
+    row_grad_max_q=32,
+    filter_grad_max_q=None,
+    input_grad_min_channels=16,
+    input_grad_max_pixels=16 * 16,
+)
 METHOD_LIMITS = {
-    "avx512": MethodLimits(row_max_filters=8, row_grad_max_q=32, filter_grad_max_q=256,
-                           input_grad_min_channels=8, input_grad_max_pixels=None),
+    "avx512": MethodLimits(
+        row_max_filters=8,
+        row_grad_max_q=32,
+        filter_grad_max_q=256,
+        input_grad_min_channels=8,
+        input_grad_max_pixels=None,
+    ),
     "avx2": _AVX2_LIMITS,
     "baseline": _AVX2_LIMITS,
     "portable": _AVX2_LIMITS,
@@ -291,7 +306,8 @@ def _blocked(matrix, groups):
     padded = np.zeros((rows, kp), dtype=matrix.dtype)
     padded[:, :columns] = matrix
     return np.ascontiguousarray(
-        padded.reshape(rows, kp // groups, groups).transpose(1, 0, 2)).reshape(-1, groups)
+        padded.reshape(rows, kp // groups, groups).transpose(1, 0, 2)
+    ).reshape(-1, groups)
 
 
 def _filter_padding(count, dtype):
@@ -310,7 +326,8 @@ def _packed_weights(weight, method):
         packed = np.zeros((blocks * 4, q), dtype=weight.dtype)
         packed[:k] = weight.reshape(k, q)
         return np.ascontiguousarray(packed.reshape(blocks, 4, q).transpose(0, 2, 1)).reshape(
-            blocks, q * 4)
+            blocks, q * 4
+        )
     if method == _FILTERS:
         return _blocked(weight.reshape(k, q).T, _isa.group_width(weight.dtype))
     return None
@@ -325,9 +342,14 @@ def _input_grad_packing(weight, stride, padding, in_hw):
     limits = _limits()
     min_channels, max_pixels = limits.input_grad_min_channels, limits.input_grad_max_pixels
     k, c, kh, kw = weight.shape
-    if (stride != (1, 1) or padding[0] >= kh or padding[1] >= kw or min_channels is None
-            or c < min_channels
-            or (max_pixels is not None and in_hw[0] * in_hw[1] > max_pixels)):
+    if (
+        stride != (1, 1)
+        or padding[0] >= kh
+        or padding[1] >= kw
+        or min_channels is None
+        or c < min_channels
+        or (max_pixels is not None and in_hw[0] * in_hw[1] > max_pixels)
+    ):
         return None
     flipped = weight[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(k * kh * kw, c)
     return _blocked(flipped, _isa.group_width(weight.dtype))
@@ -340,6 +362,7 @@ def _scratch_per_image(x, weight, padding, out_hw, method):
         return columns
     padded = x.shape[1] * (x.shape[2] + 2 * padding[0]) * (x.shape[3] + 2 * padding[1])
     return max(columns, padded)
+
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False):
     """2-D convolution (cross-correlation, as in PyTorch) of a batch of images.
@@ -378,10 +401,23 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False)
     method = _conv_method(weight, stride, ow)
     keep = save_columns and method == _GEMM
     columns = np.empty((x.shape[0], weight[0].size * oh * ow), x.dtype) if keep else None
-    workspace = _workspace(1 if keep else n_threads,
-                           _scratch_per_image(x, weight, padding, (oh, ow), method), x.dtype)
-    _run(_conv.conv2d_forward, x, weight, bias, *stride, *padding, method,
-         _packed_weights(weight, method), workspace, columns, out, n_threads=n_threads)
+    workspace = _workspace(
+        1 if keep else n_threads, _scratch_per_image(x, weight, padding, (oh, ow), method), x.dtype
+    )
+    _run(
+        _conv.conv2d_forward,
+        x,
+        weight,
+        bias,
+        *stride,
+        *padding,
+        method,
+        _packed_weights(weight, method),
+        workspace,
+        columns,
+        out,
+        n_threads=n_threads,
+    )
     return (out, columns) if save_columns else out
 
 
@@ -390,10 +426,14 @@ def _check_columns(func, columns, x, weight, out_hw):
     columns = _as_float_array(columns, "columns", func, 2, x.dtype)
     producer = func.removesuffix("_backward")
     shape = (x.shape[0], weight[0].size * out_hw[0] * out_hw[1])
-    _check_shape(columns.shape, shape, "columns", func,
-                 f"(from {producer}(..., save_columns=True) on this input)")
+    _check_shape(
+        columns.shape,
+        shape,
+        "columns",
+        func,
+        f"(from {producer}(..., save_columns=True) on this input)",
+    )
     return columns
-
 
 
 def _backward_operands(func, input, weight, stride, padding, input_grad, bias_grad):
@@ -405,6 +445,7 @@ def _backward_operands(func, input, weight, stride, padding, input_grad, bias_gr
     weight = _as_float_array(weight, "weight", func, 4, x.dtype)
     stride, padding, out_hw = _conv_geometry(func, x, weight, stride, padding)
     return x, weight, stride, padding, out_hw, input_grad, bias_grad
+
 
 class _BackwardWork:
     """What a convolution's backward kernel needs besides its inputs: the weight-gradient
@@ -429,8 +470,9 @@ class _BackwardWork:
         # matrix or padded copy), its output gradient transposed for the filter kernel, and
         # its column gradient when grad_x is wanted
         self.scratch = _scratch_per_image(x, weight, padding, out_hw, self.method)
-        self.dx_packed = (_input_grad_packing(weight, stride, padding, x.shape[2:])
-                          if input_grad else None)
+        self.dx_packed = (
+            _input_grad_packing(weight, stride, padding, x.shape[2:]) if input_grad else None
+        )
         if self.dx_packed is None:
             dx_scratch = q * p if input_grad else 0
         else:  # the output gradient, padded by the kernel size less one less the padding
@@ -443,9 +485,20 @@ class _BackwardWork:
 
     def kernel_args(self, columns):
         """The kernel's arguments from `method` on, but for the thread count."""
-        return (self.method, self.kp, self.dx_packed, columns, GRAD_CHUNK, self.workspace,
-                self.scratch, self.w_chunks, self.b_chunks, self.grad_x, self.grad_w,
-                self.grad_b)
+        return (
+            self.method,
+            self.kp,
+            self.dx_packed,
+            columns,
+            GRAD_CHUNK,
+            self.workspace,
+            self.scratch,
+            self.w_chunks,
+            self.b_chunks,
+            self.grad_x,
+            self.grad_w,
+            self.grad_b,
+        )
 
     def gradients(self):
         """(grad_x, grad_w, grad_b), grad_w in the weight's shape."""
@@ -455,8 +508,18 @@ class _BackwardWork:
             grad_w = np.ascontiguousarray(grad_w.reshape(q, self.kp)[:, :k].T)
         return self.grad_x, grad_w.reshape(self.weight.shape), self.grad_b
 
-def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_grad=True,
-                    bias_grad=True, columns=None):
+
+def conv2d_backward(
+    grad_output,
+    input,
+    weight,
+    stride=1,
+    padding=0,
+    *,
+    input_grad=True,
+    bias_grad=True,
+    columns=None,
+):
     """Gradients of ``conv2d(input, weight, bias, stride, padding)``.
 
     Parameters
@@ -481,15 +544,25 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, *, input_gr
     """
     func = "conv2d_backward"
     x, weight, stride, padding, (oh, ow), input_grad, bias_grad = _backward_operands(
-        func, input, weight, stride, padding, input_grad, bias_grad)
+        func, input, weight, stride, padding, input_grad, bias_grad
+    )
     grad_out = _as_float_array(grad_output, "grad_output", func, 4, x.dtype)
     expected = (x.shape[0], weight.shape[0], oh, ow)
     _check_shape(grad_out.shape, expected, "grad_output", func, "(the shape of conv2d's output)")
     if columns is not None:
         columns = _check_columns(func, columns, x, weight, (oh, ow))
     work = _BackwardWork(x, weight, stride, padding, (oh, ow), input_grad, bias_grad)
-    _run(_conv.conv2d_backward, x, work.weight_t, grad_out, *weight.shape[2:], *stride,
-         *padding, *work.kernel_args(columns), n_threads=work.n_threads)
+    _run(
+        _conv.conv2d_backward,
+        x,
+        work.weight_t,
+        grad_out,
+        *weight.shape[2:],
+        *stride,
+        *padding,
+        *work.kernel_args(columns),
+        n_threads=work.n_threads,
+    )
     return work.gradients()
 
 
@@ -646,8 +719,9 @@ def max_pool2d_backward(grad_output, indices, input_shape):
             f"{func}: grad_output of shape {grad_out.shape} does not match input_shape {shape} "
             "in N and C"
         )
-    indices = _check_indices(func, indices, grad_out.shape, shape[2] * shape[3],
-                             f"H*W of input_shape {shape}")
+    indices = _check_indices(
+        func, indices, grad_out.shape, shape[2] * shape[3], f"H*W of input_shape {shape}"
+    )
     grad_x = np.empty(shape, dtype=grad_out.dtype)
     _run(_pool.max_pool2d_backward, grad_out, indices, grad_x)
     return grad_x
@@ -671,17 +745,21 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=Tru
     return out
 
 
-def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
-                        count_include_pad=True):
+def avg_pool2d_backward(
+    grad_output, input_shape, kernel_size, stride=None, padding=0, count_include_pad=True
+):
     """Gradient of ``avg_pool2d``: each output's gradient shared out over its window."""
     func = "avg_pool2d_backward"
     shape = _check_input_shape(input_shape, func)
-    kernel, stride, padding, out_hw = _pool_geometry(
-        func, shape[2:], kernel_size, stride, padding
-    )
+    kernel, stride, padding, out_hw = _pool_geometry(func, shape[2:], kernel_size, stride, padding)
     grad_out = _as_float_array(grad_output, "grad_output", func, 4)
-    _check_shape(grad_out.shape, (*shape[:2], *out_hw), "grad_output", func,
-                 "(the shape of avg_pool2d's output)")
+    _check_shape(
+        grad_out.shape,
+        (*shape[:2], *out_hw),
+        "grad_output",
+        func,
+        "(the shape of avg_pool2d's output)",
+    )
     include_pad = _check_flag(count_include_pad, "count_include_pad", func)
     grad_x = np.empty(shape, dtype=grad_out.dtype)
     _run(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding, include_pad, grad_x)
@@ -691,8 +769,18 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
 # --------------------------------------------------------------- conv -> relu -> max-pool
 
 
-def conv2d_relu_max_pool2d(input, weight, bias=None, stride=1, padding=0, pool_kernel_size=2,
-                           pool_stride=None, pool_padding=0, *, save_columns=False):
+def conv2d_relu_max_pool2d(
+    input,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    pool_kernel_size=2,
+    pool_stride=None,
+    pool_padding=0,
+    *,
+    save_columns=False,
+):
     """``max_pool2d(relu(conv2d(input, weight, bias, stride, padding)), pool_kernel_size,
     pool_stride, pool_padding, return_indices=True)`` in one pass, with the same bits.
 
@@ -735,15 +823,42 @@ def conv2d_relu_max_pool2d(input, weight, bias=None, stride=1, padding=0, pool_k
     # per thread: the image's convolution output, and its scratch unless columns are kept
     scratch = 0 if keep else _scratch_per_image(x, weight, padding, (oh, ow), method)
     workspace = _workspace(n_threads, k * oh * ow + scratch, x.dtype)
-    _run(_fused.conv2d_relu_max_pool2d_forward, x, weight, bias, *stride, *padding, oh, ow,
-         *pool_kernel, *pool_stride, *pool_padding, method, _packed_weights(weight, method),
-         workspace, columns, out, indices, n_threads=n_threads)
+    _run(
+        _fused.conv2d_relu_max_pool2d_forward,
+        x,
+        weight,
+        bias,
+        *stride,
+        *padding,
+        oh,
+        ow,
+        *pool_kernel,
+        *pool_stride,
+        *pool_padding,
+        method,
+        _packed_weights(weight, method),
+        workspace,
+        columns,
+        out,
+        indices,
+        n_threads=n_threads,
+    )
     return (out, indices, columns) if save_columns else (out, indices)
 
 
-def conv2d_relu_max_pool2d_backward(grad_output, output, indices, input, weight, stride=1,
-                                    padding=0, *, input_grad=True, bias_grad=True,
-                                    columns=None):
+def conv2d_relu_max_pool2d_backward(
+    grad_output,
+    output,
+    indices,
+    input,
+    weight,
+    stride=1,
+    padding=0,
+    *,
+    input_grad=True,
+    bias_grad=True,
+    columns=None,
+):
     """Gradients of ``conv2d_relu_max_pool2d``, with the bits of ``max_pool2d_backward``,
     ``relu_backward`` and ``conv2d_backward`` run one after the other.
 
@@ -762,7 +877,8 @@ def conv2d_relu_max_pool2d_backward(grad_output, output, indices, input, weight,
     """
     func = "conv2d_relu_max_pool2d_backward"
     x, weight, stride, padding, (oh, ow), input_grad, bias_grad = _backward_operands(
-        func, input, weight, stride, padding, input_grad, bias_grad)
+        func, input, weight, stride, padding, input_grad, bias_grad
+    )
     out = _as_float_array(output, "output", func, 4, x.dtype)
     if out.shape[:2] != (x.shape[0], weight.shape[0]):
         raise ValueError(
@@ -770,22 +886,44 @@ def conv2d_relu_max_pool2d_backward(grad_output, output, indices, input, weight,
             f"{(x.shape[0], weight.shape[0])} in front (the pooled output for this input)"
         )
     grad_out = _as_float_array(grad_output, "grad_output", func, 4, x.dtype)
-    _check_shape(grad_out.shape, out.shape, "grad_output", func,
-                 "(the shape of output, the pooled output of the forward call)")
+    _check_shape(
+        grad_out.shape,
+        out.shape,
+        "grad_output",
+        func,
+        "(the shape of output, the pooled output of the forward call)",
+    )
     indices = _check_indices(
-        func, indices, out.shape, oh * ow,
+        func,
+        indices,
+        out.shape,
+        oh * ow,
         f"OH*OW of the convolution's {(oh, ow)} output (are stride and padding those of the "
         "forward call?)",
     )
     if columns is not None:
         columns = _check_columns(func, columns, x, weight, (oh, ow))
     # per thread: the image's output gradient (K*P) before conv2d_backward's workspace
-    work = _BackwardWork(x, weight, stride, padding, (oh, ow), input_grad, bias_grad,
-                         extra=weight.shape[0] * oh * ow)
-    _run(_fused.conv2d_relu_max_pool2d_backward, x, work.weight_t, grad_out, out, indices,
-         *weight.shape[2:], *stride, *padding, oh, ow, *work.kernel_args(columns),
-         n_threads=work.n_threads)
+    work = _BackwardWork(
+        x, weight, stride, padding, (oh, ow), input_grad, bias_grad, extra=weight.shape[0] * oh * ow
+    )
+    _run(
+        _fused.conv2d_relu_max_pool2d_backward,
+        x,
+        work.weight_t,
+        grad_out,
+        out,
+        indices,
+        *weight.shape[2:],
+        *stride,
+        *padding,
+        oh,
+        ow,
+        *work.kernel_args(columns),
+        n_threads=work.n_threads,
+    )
     return work.gradients()
+
 
 # ------------------------------------------------------------------------------- linear
 
@@ -849,8 +987,9 @@ def linear_backward(grad_output, input, weight, *, input_grad=True, bias_grad=Tr
     bias_grad = _check_flag(bias_grad, "bias_grad", func)
     out_features = weight.shape[0]
     grad_out = _as_float_array(grad_output, "grad_output", func, len(lead) + 1, x.dtype)
-    _check_shape(grad_out.shape, (*lead, out_features), "grad_output", func,
-                 "(the shape of linear's output)")
+    _check_shape(
+        grad_out.shape, (*lead, out_features), "grad_output", func, "(the shape of linear's output)"
+    )
     grad_out = grad_out.reshape(-1, out_features)
     n_chunks = -(-x.shape[0] // LINEAR_CHUNK)
     grad_x = np.empty_like(x) if input_grad else None
@@ -858,8 +997,18 @@ def linear_backward(grad_output, input, weight, *, input_grad=True, bias_grad=Tr
     grad_b = np.empty(out_features, dtype=x.dtype) if bias_grad else None
     w_chunks = np.empty((n_chunks, weight.size), dtype=x.dtype)
     b_chunks = np.empty((n_chunks, out_features), dtype=x.dtype) if bias_grad else None
-    _run(_dense.linear_backward, x, weight, grad_out, LINEAR_CHUNK, w_chunks, b_chunks,
-         grad_x, grad_w, grad_b)
+    _run(
+        _dense.linear_backward,
+        x,
+        weight,
+        grad_out,
+        LINEAR_CHUNK,
+        w_chunks,
+        b_chunks,
+        grad_x,
+        grad_w,
+        grad_b,
+    )
     if grad_x is not None:
         grad_x = grad_x.reshape(*lead, weight.shape[1])
     return grad_x, grad_w, grad_b

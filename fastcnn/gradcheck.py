@@ -21,8 +21,18 @@ class GradcheckError(RuntimeError):
     how much)."""
 
 
-def gradcheck(func_or_module, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, backward=None,
-              raise_exception=True, seed=0, n_threads=1):
+def gradcheck(
+    func_or_module,
+    inputs,
+    eps=1e-6,
+    atol=1e-5,
+    rtol=1e-3,
+    *,
+    backward=None,
+    raise_exception=True,
+    seed=0,
+    n_threads=1,
+):
     """Check a Module's or a function's backward pass against finite differences.
 
     Parameters
@@ -111,8 +121,10 @@ def _first_failure(target, eps, atol, rtol, rng):
     for name, array, analytical in target.analytical(grad_output):
         if analytical is None or np.shape(analytical) != array.shape:
             shape = None if analytical is None else np.shape(analytical)
-            return f"the backward pass returned {shape} as the gradient of {name}, expected " \
-                   f"an array of shape {array.shape}"
+            return (
+                f"the backward pass returned {shape} as the gradient of {name}, expected "
+                f"an array of shape {array.shape}"
+            )
         numerical = _numerical_gradient(target, grad_output, array, eps)
         failure = _compare(name, np.asarray(analytical, dtype=np.float64), numerical, atol, rtol)
         if failure is not None:

@@ -50,27 +50,34 @@ class LeNet5(nn.Sequential):
         Draws every layer's initial weights in turn: the same seed gives the same model.
     """
 
-    def __init__(self, in_channels=1, num_classes=10, input_size=28, activation="relu", *,
-                 rng=None):
+    def __init__(
+        self, in_channels=1, num_classes=10, input_size=28, activation="relu", *, rng=None
+    ):
         if not is_int(input_size) or input_size not in _LENET_PADDING:
             raise ValueError(f"LeNet5: input_size must be 28 or 32, got {input_size!r}")
         act = _activation(activation, "LeNet5")
         rng = generator(rng, "LeNet5")
-        super().__init__(OrderedDict([
-            ("conv1", nn.Conv2d(in_channels, 6, 5, padding=_LENET_PADDING[input_size],
-                                rng=rng)),
-            ("act1", act()),
-            ("pool1", nn.MaxPool2d(2)),
-            ("conv2", nn.Conv2d(6, 16, 5, rng=rng)),
-            ("act2", act()),
-            ("pool2", nn.MaxPool2d(2)),
-            ("flatten", nn.Flatten()),
-            ("fc1", nn.Linear(16 * 5 * 5, 120, rng=rng)),
-            ("act3", act()),
-            ("fc2", nn.Linear(120, 84, rng=rng)),
-            ("act4", act()),
-            ("fc3", nn.Linear(84, num_classes, rng=rng)),
-        ]))
+        super().__init__(
+            OrderedDict(
+                [
+                    (
+                        "conv1",
+                        nn.Conv2d(in_channels, 6, 5, padding=_LENET_PADDING[input_size], rng=rng),
+                    ),
+                    ("act1", act()),
+                    ("pool1", nn.MaxPool2d(2)),
+                    ("conv2", nn.Conv2d(6, 16, 5, rng=rng)),
+                    ("act2", act()),
+                    ("pool2", nn.MaxPool2d(2)),
+                    ("flatten", nn.Flatten()),
+                    ("fc1", nn.Linear(16 * 5 * 5, 120, rng=rng)),
+                    ("act3", act()),
+                    ("fc2", nn.Linear(120, 84, rng=rng)),
+                    ("act4", act()),
+                    ("fc3", nn.Linear(84, num_classes, rng=rng)),
+                ]
+            )
+        )
 
 
 class ImprovedLeNet5(nn.Sequential):
@@ -122,8 +129,19 @@ class SimpleConvNet(nn.Sequential):
     rng : np.random.Generator or int, optional
     """
 
-    def __init__(self, input_dim=(1, 28, 28), filter_num=30, filter_size=5, pad=0, stride=1,
-                 hidden_size=100, output_size=10, weight_init_std=None, *, rng=None):
+    def __init__(
+        self,
+        input_dim=(1, 28, 28),
+        filter_num=30,
+        filter_size=5,
+        pad=0,
+        stride=1,
+        hidden_size=100,
+        output_size=10,
+        weight_init_std=None,
+        *,
+        rng=None,
+    ):
         channels, height, width = _input_dim(input_dim)
         rng = generator(rng, "SimpleConvNet")
         conv = nn.Conv2d(channels, filter_num, filter_size, stride, pad, rng=rng)
@@ -135,15 +153,19 @@ class SimpleConvNet(nn.Sequential):
                 f"a 2x2 pool; use a larger input_dim than {input_dim} or a smaller filter_size"
             )
         pool_features = filter_num * (conv_hw[0] // 2) * (conv_hw[1] // 2)
-        super().__init__(OrderedDict([
-            ("conv1", conv),
-            ("relu1", nn.ReLU()),
-            ("pool1", nn.MaxPool2d(2)),
-            ("flatten", nn.Flatten()),
-            ("fc1", nn.Linear(pool_features, hidden_size, rng=rng)),
-            ("relu2", nn.ReLU()),
-            ("fc2", nn.Linear(hidden_size, output_size, rng=rng)),
-        ]))
+        super().__init__(
+            OrderedDict(
+                [
+                    ("conv1", conv),
+                    ("relu1", nn.ReLU()),
+                    ("pool1", nn.MaxPool2d(2)),
+                    ("flatten", nn.Flatten()),
+                    ("fc1", nn.Linear(pool_features, hidden_size, rng=rng)),
+                    ("relu2", nn.ReLU()),
+                    ("fc2", nn.Linear(hidden_size, output_size, rng=rng)),
+                ]
+            )
+        )
         if weight_init_std is not None:
             for layer in (self.conv1, self.fc1, self.fc2):
                 nn.init.normal_(layer.weight, 0.0, weight_init_std, rng=rng)
@@ -157,5 +179,4 @@ def _input_dim(input_dim):
         raise ValueError(
             f"SimpleConvNet: input_dim must be (channels, height, width), got {input_dim!r}"
         ) from None
-    return tuple(positive_int(v, "input_dim", "SimpleConvNet") for v in (channels, height,
-                                                                         width))
+    return tuple(positive_int(v, "input_dim", "SimpleConvNet") for v in (channels, height, width))

@@ -7,8 +7,9 @@ from fastcnn import _isa
 # The ISA copies of the C kernels to test: every copy this CPU runs, up to the one selected
 # at import (FASTCNN_MAX_CPU_ISA caps it: CI's portable-kernel step runs the portable copy
 # alone, tools/asan_kernels.sh baseline and portable), best first.
-KERNEL_COPIES = [name for name in _isa.available()
-                 if _isa.LEVELS[name] <= _isa.LEVELS[_isa.active()]]
+KERNEL_COPIES = [
+    name for name in _isa.available() if _isa.LEVELS[name] <= _isa.LEVELS[_isa.active()]
+]
 
 
 @pytest.fixture(params=KERNEL_COPIES)

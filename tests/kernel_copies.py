@@ -67,8 +67,13 @@ COPIES = {
     "portable": Copy("portable", 16, 2, 2),
 }
 # every geometry a copy has on some machine: what the case grids must cover
-ALL_GEOMETRIES = [COPIES["avx512"], COPIES["avx2"], _X86_BASELINE, _ARM_BASELINE,
-                  COPIES["portable"]]
+ALL_GEOMETRIES = [
+    COPIES["avx512"],
+    COPIES["avx2"],
+    _X86_BASELINE,
+    _ARM_BASELINE,
+    COPIES["portable"],
+]
 
 
 def running():
@@ -126,8 +131,12 @@ def filter_tiles(k, n, copy, dtype):
 
 def all_filter_tiles(copy):
     """Every branch filter_tiles can name on `copy`."""
-    return ({("wide", r) for r in range(WIDE_TW)} | {("narrow", r) for r in range(NARROW_TW)}
-            | {("left", v) for v in range(1, copy.wide_nv + 1)} | {("partial",)})
+    return (
+        {("wide", r) for r in range(WIDE_TW)}
+        | {("narrow", r) for r in range(NARROW_TW)}
+        | {("left", v) for v in range(1, copy.wide_nv + 1)}
+        | {("partial",)}
+    )
 
 
 def row_forward_tiles(ow, copy, dtype):
@@ -143,8 +152,7 @@ def row_forward_tiles(ow, copy, dtype):
 
 
 def all_row_forward_tiles():
-    return {("one", False), ("one", True)} | {("two", r)
-                                              for r in ("whole", "< VL", "= VL", "> VL")}
+    return {("one", False), ("one", True)} | {("two", r) for r in ("whole", "< VL", "= VL", "> VL")}
 
 
 def row_grad_tiles(fw, copy):

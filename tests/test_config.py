@@ -30,8 +30,9 @@ def test_reports_which_copy_of_the_c_kernels_runs():
     cap = os.environ.get(_isa.ENV_VAR, "").strip().lower()
     if cap:
         assert isa.endswith(f"; {_isa.ENV_VAR}={os.environ[_isa.ENV_VAR]})"), isa
-        assert _isa.active() == next(name for name in available
-                                     if _isa.LEVELS[name] <= _isa.LEVELS[cap])
+        assert _isa.active() == next(
+            name for name in available if _isa.LEVELS[name] <= _isa.LEVELS[cap]
+        )
     else:
         assert isa.endswith(f"; {_isa.ENV_VAR} unset)"), isa
         assert _isa.active() == available[0]
@@ -66,8 +67,14 @@ def test_reports_the_runtime_the_kernels_are_bound_to_with_torch_loaded_first():
         pytest.skip("serial build")
     code = "import torch, fastcnn; fastcnn.show_config()"
     package_parent = os.path.dirname(os.path.dirname(fastcnn.__file__))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, cwd=package_parent, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=package_parent,
+        check=True,
+    )
     runtime = next(line for line in result.stdout.splitlines() if "OpenMP runtime" in line)
     assert "torch" in runtime
     assert "loaded before fastcnn" in result.stdout

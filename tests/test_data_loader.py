@@ -237,11 +237,15 @@ def test_epoch_order_is_resumable():
 
 def test_loader_load_state_dict_errors():
     loader = DataLoader(_dataset(), batch_size=4, shuffle=True, seed=5)
-    with pytest.raises(TypeError, match="^DataLoader.load_state_dict: state must be a dict, "
-                                        "got list"):
+    with pytest.raises(
+        TypeError, match="^DataLoader.load_state_dict: state must be a dict, got list"
+    ):
         loader.load_state_dict([5, 1])
-    with pytest.raises(ValueError, match=r"exactly the keys \['epoch', 'seed'\] .*got "
-                                         r"\['epoch', 'seed', 'shuffle'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"exactly the keys \['epoch', 'seed'\] .*got "
+        r"\['epoch', 'seed', 'shuffle'\]",
+    ):
         loader.load_state_dict({"seed": 1, "epoch": 2, "shuffle": True})
     with pytest.raises(ValueError, match="epoch must be a non-negative int, got -2"):
         loader.load_state_dict({"seed": 1, "epoch": -2})

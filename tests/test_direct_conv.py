@@ -54,8 +54,7 @@ ROWS, FILTERS, GEMM = F._ROWS, F._FILTERS, F._GEMM
 def methods(weight, stride, out_w):
     """(forward, weight gradient) methods functional picks for this layer."""
     stride = (stride, stride) if isinstance(stride, int) else stride
-    return (F._conv_method(weight, stride, out_w),
-            F._weight_grad_method(weight, stride, out_w))
+    return (F._conv_method(weight, stride, out_w), F._weight_grad_method(weight, stride, out_w))
 
 
 S1 = (1, 1)
@@ -143,29 +142,36 @@ def test_cases_cover_the_grid(copy, dtype):
     every copy's geometry (whether or not this CPU runs it)."""
     vl, limits = copy.vl(dtype), copy.limits
     with selecting_as(copy):
-        paths = {case: methods(weight_of(case, dtype), case[3], out_size(case)[1])
-                 for case in DIRECT_CASES}
+        paths = {
+            case: methods(weight_of(case, dtype), case[3], out_size(case)[1])
+            for case in DIRECT_CASES
+        }
     rows = [case for case in ROW_CASES if paths[case][0] == ROWS]
     row_grads = [case for case in rows if paths[case][1] == ROWS]
     # never GEMM, but for rows narrower than a vector (with too few filters for the filter
     # kernel): the narrow row cases on copies with longer vectors
     assert {forward for case, (forward, _) in paths.items() if out_size(case)[1] >= vl} <= {
-        ROWS, FILTERS}
+        ROWS,
+        FILTERS,
+    }
     # every remainder of the row width after whole vectors: the overlapping last block
     # with each overlap, in the forward pass and in the weight gradient (its mask)
     assert {out_size(case)[1] % vl for case in rows} == set(range(vl))
     assert {out_size(case)[1] % vl for case in row_grads} == set(range(vl))
     # the forward pass's one- and two-vector tiles, each with its last tile moved back
     assert {row_forward_tiles(out_size(case)[1], copy, dtype) for case in rows} == (
-        all_row_forward_tiles())
+        all_row_forward_tiles()
+    )
     # filters in blocks of 4 with every remainder the row kernel takes, and two blocks
     ks = {case[1] for case in rows}
-    assert {k % ROW_FILTERS for k in ks} == {k % ROW_FILTERS
-                                              for k in range(1, limits.row_max_filters)}
+    assert {k % ROW_FILTERS for k in ks} == {
+        k % ROW_FILTERS for k in range(1, limits.row_max_filters)
+    }
     assert max(ks) > ROW_FILTERS or limits.row_max_filters <= ROW_FILTERS + 1
     # the weight gradient's column tiles, each width (and 1-7 columns, every mix)
     assert {tile for case in row_grads for tile in row_grad_tiles(case[2][1], copy)} == (
-        {copy.grad_cols, 1} | ({3} if copy.grad_cols > 3 else set()))
+        {copy.grad_cols, 1} | ({3} if copy.grad_cols > 3 else set())
+    )
     assert {case[2][1] for case in row_grads} == set(range(1, 8))
     assert {case[0][1] for case in rows} == {1, 2, 3}
     assert {case[0][0] for case in rows} == {0, 1, 3, 9}
@@ -175,7 +181,8 @@ def test_cases_cover_the_grid(copy, dtype):
     filters = [paths[case] for case in FILTER_CASES]
     assert {forward for forward, _ in filters} == {FILTERS}
     assert {weight_grad for _, weight_grad in filters} == (
-        {FILTERS, GEMM} if limits.filter_grad_max_q is not None else {FILTERS})
+        {FILTERS, GEMM} if limits.filter_grad_max_q is not None else {FILTERS}
+    )
 
 
 @pytest.mark.parametrize("copy", ALL_GEOMETRIES, ids=str)
@@ -210,8 +217,9 @@ def test_selection_thresholds(copy, dtype):
         # the filter kernel's, likewise
         k = max(half, most + 1)
         max_q = limits.filter_grad_max_q
-        for q, want in ([(max_q, FILTERS), (max_q + 1, GEMM)] if max_q is not None
-                        else [(4096, FILTERS)]):
+        for q, want in (
+            [(max_q, FILTERS), (max_q + 1, GEMM)] if max_q is not None else [(4096, FILTERS)]
+        ):
             assert methods(zeros(k, kernel=(1, q)), (2, 2), 1) == (FILTERS, want)
         # the input gradient by the filter kernel: stride 1, padding below the kernel size,
         # input_grad_min_channels channels and at most input_grad_max_pixels input pixels;
@@ -226,8 +234,7 @@ def test_selection_thresholds(copy, dtype):
             assert packing(zeros(k, 512), S1, (1, 1)) is None
         else:
             # (K*kH*kW, C) blocked: C padded to a multiple of GW, in blocks of GW columns
-            assert packing(zeros(k, min_c), S1, (1, 1)).shape == (
-                -(-min_c // gw) * k * 9, gw)
+            assert packing(zeros(k, min_c), S1, (1, 1)).shape == (-(-min_c // gw) * k * 9, gw)
             assert packing(zeros(k, min_c), (1, 2), (1, 1)) is None
             assert packing(zeros(k, min_c), S1, (3, 1)) is None
             if min_c > 1:
@@ -255,8 +262,7 @@ def test_direct_paths_equal_reference_exactly(case, dtype, with_bias):
 
 def conv_and_gradients(x, w, b, stride, padding, grad_out):
     """conv2d's output and every gradient, on whichever paths the selection picks now."""
-    return (F.conv2d(x, w, b, stride, padding),
-            *F.conv2d_backward(grad_out, x, w, stride, padding))
+    return (F.conv2d(x, w, b, stride, padding), *F.conv2d_backward(grad_out, x, w, stride, padding))
 
 
 def on_gemm_path(monkeypatch, run, forward_too=True):
@@ -295,8 +301,7 @@ def random_case(rng, case, dtype):
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=case_id)
 def test_direct_paths_match_gemm_path(monkeypatch, case, dtype):
     stride, padding = case[3:]
-    x, w, b, grad_out = random_case(np.random.default_rng(case[1] + 100 * case[0][0]), case,
-                                    dtype)
+    x, w, b, grad_out = random_case(np.random.default_rng(case[1] + 100 * case[0][0]), case, dtype)
     forward, weight_grad = methods(w, stride, out_size(case)[1])
     assert forward != GEMM or out_size(case)[1] < vector_length(dtype)
 
@@ -350,8 +355,7 @@ def test_non_finite_in_overlapping_columns(monkeypatch, dtype, k, c, method, whe
         x[1, c - 1, 2, column] = value
     else:
         grad_out[2, k - 1, 1, column] = value
-    want = (ref.conv2d(x, w, None, S1, (0, 0)),
-            *ref.conv2d_backward(grad_out, x, w, S1, (0, 0)))
+    want = (ref.conv2d(x, w, None, S1, (0, 0)), *ref.conv2d_backward(grad_out, x, w, S1, (0, 0)))
 
     def run():
         return conv_and_gradients(x, w, None, 1, 0, grad_out)
@@ -432,9 +436,14 @@ def test_fused_conv_relu_pool_on_the_direct_paths(dtype, k, method):
 # --------------------------------------------------------------------------------- torch
 
 
-@pytest.mark.parametrize("case", [((8, 1, 28, 28), 6, (5, 5), S1, (2, 2)),  # LeNet conv1
-                                  ((2, 16, 32, 32), 16, (3, 3), S1, (1, 1))],  # VGG-like
-                         ids=case_id)
+@pytest.mark.parametrize(
+    "case",
+    [
+        ((8, 1, 28, 28), 6, (5, 5), S1, (2, 2)),  # LeNet conv1
+        ((2, 16, 32, 32), 16, (3, 3), S1, (1, 1)),
+    ],  # VGG-like
+    ids=case_id,
+)
 @every_copy
 def test_direct_paths_match_torch(case):
     torch = pytest.importorskip("torch")
@@ -448,7 +457,8 @@ def test_direct_paths_match_torch(case):
     out = F.conv2d(x, w, b, stride, padding)
     assert_allclose(out, t_out.detach().numpy(), rtol=1e-4, atol=1e-5)
     t_out.backward(torch.tensor(g))
-    for mine, theirs in zip(F.conv2d_backward(g, x, w, stride, padding),
-                            (tx.grad, tw.grad, tb.grad), strict=True):
+    for mine, theirs in zip(
+        F.conv2d_backward(g, x, w, stride, padding), (tx.grad, tw.grad, tb.grad), strict=True
+    ):
         scale = float(theirs.abs().max())
         assert_allclose(mine, theirs.numpy(), rtol=1e-4, atol=1e-5 * scale)

@@ -46,8 +46,13 @@ def lenet_and_sgd():
 def fit(**overrides):
     """``train.fit`` on a tiny LeNet-5 run with one argument replaced."""
     model, optimizer = lenet_and_sgd()
-    arguments = dict(model=model, loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer,
-                     train_loader=loader(), progress=False)
+    arguments = dict(
+        model=model,
+        loss_fn=nn.CrossEntropyLoss(),
+        optimizer=optimizer,
+        train_loader=loader(),
+        progress=False,
+    )
     arguments.update(overrides)
     return train.fit(**arguments)
 
@@ -84,131 +89,346 @@ BEFORE_FORWARD = r"\.backward\(\) was called before forward\(\): call the module
 # (id, call, exception type(s), message regex[, xfail reason])
 ERROR_INPUTS = [
     # functional.linear / linear_backward
-    ("linear 1-D weight", lambda: F.linear(X2, W2[0]), ValueError,
-     r"^linear: weight must be 2-D, got shape \(3,\)"),
-    ("linear feature mismatch", lambda: F.linear(X2, np.ones((2, 4), F32)), ValueError,
-     r"input has 3 features .* weight of shape \(2, 4\) expects 4"),
-    ("linear mixed dtypes", lambda: F.linear(X2, W2.astype(np.float64)), TypeError,
-     r"weight is float64 but the input is float32"),
-    ("linear int input", lambda: F.linear(X2.astype(np.int64), W2), TypeError,
-     r"input has dtype int64; .*astype\(np.float32\)"),
-    ("linear bias length", lambda: F.linear(X2, W2, np.ones(3, F32)), ValueError,
-     r"bias has shape \(3,\), expected \(2,\)"),
-    ("linear_backward grad shape", lambda: F.linear_backward(np.ones((4, 3), F32), X2, W2),
-     ValueError, r"^linear_backward: grad_output has shape \(4, 3\), expected \(4, 2\)"),
+    (
+        "linear 1-D weight",
+        lambda: F.linear(X2, W2[0]),
+        ValueError,
+        r"^linear: weight must be 2-D, got shape \(3,\)",
+    ),
+    (
+        "linear feature mismatch",
+        lambda: F.linear(X2, np.ones((2, 4), F32)),
+        ValueError,
+        r"input has 3 features .* weight of shape \(2, 4\) expects 4",
+    ),
+    (
+        "linear mixed dtypes",
+        lambda: F.linear(X2, W2.astype(np.float64)),
+        TypeError,
+        r"weight is float64 but the input is float32",
+    ),
+    (
+        "linear int input",
+        lambda: F.linear(X2.astype(np.int64), W2),
+        TypeError,
+        r"input has dtype int64; .*astype\(np.float32\)",
+    ),
+    (
+        "linear bias length",
+        lambda: F.linear(X2, W2, np.ones(3, F32)),
+        ValueError,
+        r"bias has shape \(3,\), expected \(2,\)",
+    ),
+    (
+        "linear_backward grad shape",
+        lambda: F.linear_backward(np.ones((4, 3), F32), X2, W2),
+        ValueError,
+        r"^linear_backward: grad_output has shape \(4, 3\), expected \(4, 2\)",
+    ),
     # layers: input dtypes not in test_nn_errors
-    ("Tanh int input", lambda: nn.Tanh()(np.arange(3)), TypeError,
-     r"^Tanh: input has dtype int64"),
-    ("SiLU str input", lambda: nn.SiLU()(np.array(["a"])), TypeError,
-     r"^SiLU: input has dtype <U1"),
-    ("Softmax int input", lambda: nn.Softmax(1)(np.ones((2, 3), int)), TypeError,
-     r"^Softmax: input has dtype int64"),
-    ("MSELoss int input", lambda: nn.MSELoss()(np.ones(3, int), np.ones(3)), TypeError,
-     r"^MSELoss: input has dtype int64"),
-    ("BatchNorm2d 3-D input", lambda: nn.BatchNorm2d(3)(np.ones((2, 3, 3), F32)), ValueError,
-     r"BatchNorm2d: expected 4-D input, got shape \(2, 3, 3\) \(for one image, pass x\[None\]\)"),
-    ("BatchNorm2d eval channels", lambda: nn.BatchNorm2d(3).eval()(np.ones((2, 4, 3, 3), F32)),
-     ValueError, r"BatchNorm2d expected input with 3 channels \(dim 1\), got shape"),
+    ("Tanh int input", lambda: nn.Tanh()(np.arange(3)), TypeError, r"^Tanh: input has dtype int64"),
+    (
+        "SiLU str input",
+        lambda: nn.SiLU()(np.array(["a"])),
+        TypeError,
+        r"^SiLU: input has dtype <U1",
+    ),
+    (
+        "Softmax int input",
+        lambda: nn.Softmax(1)(np.ones((2, 3), int)),
+        TypeError,
+        r"^Softmax: input has dtype int64",
+    ),
+    (
+        "MSELoss int input",
+        lambda: nn.MSELoss()(np.ones(3, int), np.ones(3)),
+        TypeError,
+        r"^MSELoss: input has dtype int64",
+    ),
+    (
+        "BatchNorm2d 3-D input",
+        lambda: nn.BatchNorm2d(3)(np.ones((2, 3, 3), F32)),
+        ValueError,
+        r"BatchNorm2d: expected 4-D input, got shape \(2, 3, 3\) \(for one image, pass x\[None\]\)",
+    ),
+    (
+        "BatchNorm2d eval channels",
+        lambda: nn.BatchNorm2d(3).eval()(np.ones((2, 4, 3, 3), F32)),
+        ValueError,
+        r"BatchNorm2d expected input with 3 channels \(dim 1\), got shape",
+    ),
     # layers: backward before any forward
-    ("Linear backward first", backward_before_forward(nn.Linear(3, 2), (4, 2)), RuntimeError,
-     "^Linear" + BEFORE_FORWARD),
-    ("Conv2d backward first", backward_before_forward(nn.Conv2d(1, 2, 3), (1, 2, 2, 2)),
-     RuntimeError, "^Conv2d" + BEFORE_FORWARD),
-    ("MaxPool2d backward first", backward_before_forward(nn.MaxPool2d(2), (1, 1, 2, 2)),
-     RuntimeError, "^MaxPool2d" + BEFORE_FORWARD),
-    ("AvgPool2d backward first", backward_before_forward(nn.AvgPool2d(2), (1, 1, 2, 2)),
-     RuntimeError, "^AvgPool2d" + BEFORE_FORWARD),
-    ("BatchNorm2d backward first", backward_before_forward(nn.BatchNorm2d(1), (2, 1, 2, 2)),
-     RuntimeError, "^BatchNorm2d" + BEFORE_FORWARD),
-    ("Dropout backward first", backward_before_forward(nn.Dropout(), (3,)), RuntimeError,
-     "^Dropout" + BEFORE_FORWARD),
-    ("Flatten backward first", backward_before_forward(nn.Flatten(), (2, 3)), RuntimeError,
-     "^Flatten" + BEFORE_FORWARD),
-    ("Sequential backward first", backward_before_forward(models.LeNet5(), (1, 10)),
-     RuntimeError, "^LeNet5" + BEFORE_FORWARD),
-    ("CrossEntropyLoss non-scalar grad",
-     lambda: forward_then_backward(nn.CrossEntropyLoss(), X2, np.arange(4) % 3, np.ones(2)),
-     ValueError, r"CrossEntropyLoss.backward: grad_output must be a scalar .* got shape \(2,\)"),
+    (
+        "Linear backward first",
+        backward_before_forward(nn.Linear(3, 2), (4, 2)),
+        RuntimeError,
+        "^Linear" + BEFORE_FORWARD,
+    ),
+    (
+        "Conv2d backward first",
+        backward_before_forward(nn.Conv2d(1, 2, 3), (1, 2, 2, 2)),
+        RuntimeError,
+        "^Conv2d" + BEFORE_FORWARD,
+    ),
+    (
+        "MaxPool2d backward first",
+        backward_before_forward(nn.MaxPool2d(2), (1, 1, 2, 2)),
+        RuntimeError,
+        "^MaxPool2d" + BEFORE_FORWARD,
+    ),
+    (
+        "AvgPool2d backward first",
+        backward_before_forward(nn.AvgPool2d(2), (1, 1, 2, 2)),
+        RuntimeError,
+        "^AvgPool2d" + BEFORE_FORWARD,
+    ),
+    (
+        "BatchNorm2d backward first",
+        backward_before_forward(nn.BatchNorm2d(1), (2, 1, 2, 2)),
+        RuntimeError,
+        "^BatchNorm2d" + BEFORE_FORWARD,
+    ),
+    (
+        "Dropout backward first",
+        backward_before_forward(nn.Dropout(), (3,)),
+        RuntimeError,
+        "^Dropout" + BEFORE_FORWARD,
+    ),
+    (
+        "Flatten backward first",
+        backward_before_forward(nn.Flatten(), (2, 3)),
+        RuntimeError,
+        "^Flatten" + BEFORE_FORWARD,
+    ),
+    (
+        "Sequential backward first",
+        backward_before_forward(models.LeNet5(), (1, 10)),
+        RuntimeError,
+        "^LeNet5" + BEFORE_FORWARD,
+    ),
+    (
+        "CrossEntropyLoss non-scalar grad",
+        lambda: forward_then_backward(nn.CrossEntropyLoss(), X2, np.arange(4) % 3, np.ones(2)),
+        ValueError,
+        r"CrossEntropyLoss.backward: grad_output must be a scalar .* got shape \(2,\)",
+    ),
     # Parameter
-    ("accumulate_grad wrong shape", lambda: accumulate_twice(np.ones((2, 2)), np.ones(2)),
-     ValueError, r"shape \(2,\).*\(2, 2\)"),
-    ("accumulate_grad wrong first shape", lambda: accumulate_twice(np.ones(3), np.ones(3)),
-     ValueError, r"shape \(3,\).*\(2, 2\)"),
+    (
+        "accumulate_grad wrong shape",
+        lambda: accumulate_twice(np.ones((2, 2)), np.ones(2)),
+        ValueError,
+        r"shape \(2,\).*\(2, 2\)",
+    ),
+    (
+        "accumulate_grad wrong first shape",
+        lambda: accumulate_twice(np.ones(3), np.ones(3)),
+        ValueError,
+        r"shape \(3,\).*\(2, 2\)",
+    ),
     # nn.init (kaiming_*, calculate_gain's name and uniform_ on a list are in test_nn_errors)
-    ("constant_ int array", lambda: init.constant_(np.zeros(3, int), 1.0), TypeError,
-     r"constant_: expected a floating NumPy array or Parameter, got ndarray"),
+    (
+        "constant_ int array",
+        lambda: init.constant_(np.zeros(3, int), 1.0),
+        TypeError,
+        r"constant_: expected a floating NumPy array or Parameter, got ndarray",
+    ),
     ("zeros_ list", lambda: init.zeros_([1.0]), TypeError, r"expected a floating NumPy array"),
-    ("ones_ int array", lambda: init.ones_(np.zeros(3, int)), TypeError,
-     r"expected a floating NumPy array"),
-    ("xavier_uniform_ 1-D", lambda: init.xavier_uniform_(np.zeros(3)), ValueError,
-     r"Fan in and fan out can not be computed for tensor with fewer than 2 dimensions"),
-    ("normal_ bad rng", lambda: init.normal_(np.zeros(3), rng="x"), TypeError,
-     r"normal_: rng must be a np.random.Generator, an int seed or None, got str"),
-    ("calculate_gain bad slope", lambda: init.calculate_gain("leaky_relu", "x"), ValueError,
-     r"negative_slope x not a valid number"),
-    ("normal_ negative std", lambda: init.normal_(np.zeros(3), std=-1.0), ValueError,
-     r"normal_: .*std.*-1"),
-    ("uniform_ a > b", lambda: init.uniform_(np.zeros(3), a=1.0, b=0.0), ValueError,
-     r"uniform_: .*1(\.0)?.*0(\.0)?"),
-    ("xavier_normal_ str gain", lambda: init.xavier_normal_(np.zeros((3, 3)), gain="x"),
-     TypeError, r"xavier_normal_: gain"),
+    (
+        "ones_ int array",
+        lambda: init.ones_(np.zeros(3, int)),
+        TypeError,
+        r"expected a floating NumPy array",
+    ),
+    (
+        "xavier_uniform_ 1-D",
+        lambda: init.xavier_uniform_(np.zeros(3)),
+        ValueError,
+        r"Fan in and fan out can not be computed for tensor with fewer than 2 dimensions",
+    ),
+    (
+        "normal_ bad rng",
+        lambda: init.normal_(np.zeros(3), rng="x"),
+        TypeError,
+        r"normal_: rng must be a np.random.Generator, an int seed or None, got str",
+    ),
+    (
+        "calculate_gain bad slope",
+        lambda: init.calculate_gain("leaky_relu", "x"),
+        ValueError,
+        r"negative_slope x not a valid number",
+    ),
+    (
+        "normal_ negative std",
+        lambda: init.normal_(np.zeros(3), std=-1.0),
+        ValueError,
+        r"normal_: .*std.*-1",
+    ),
+    (
+        "uniform_ a > b",
+        lambda: init.uniform_(np.zeros(3), a=1.0, b=0.0),
+        ValueError,
+        r"uniform_: .*1(\.0)?.*0(\.0)?",
+    ),
+    (
+        "xavier_normal_ str gain",
+        lambda: init.xavier_normal_(np.zeros((3, 3)), gain="x"),
+        TypeError,
+        r"xavier_normal_: gain",
+    ),
     # optimizer steps (hyperparameters are in test_optim)
-    ("SGD step grad shape", lambda: step_with_grad(optim.SGD, np.ones(3, F32)), ValueError,
-     r"gradient of Parameter\(shape=\(2, 2\), dtype=float32\) has shape \(3,\)"),
-    ("Adam step grad shape", lambda: step_with_grad(optim.Adam, np.ones(3, F32)), ValueError,
-     r"gradient of Parameter\(shape=\(2, 2\), dtype=float32\) has shape \(3,\)"),
-    ("AdamW step grad shape", lambda: step_with_grad(optim.AdamW, np.ones(3, F32)), ValueError,
-     r"has shape \(3,\), but the parameter has shape \(2, 2\)"),
-    ("SGD step grad list", lambda: step_with_grad(optim.SGD, [[1.0, 1.0], [1.0, 1.0]]),
-     TypeError, r"grad"),
+    (
+        "SGD step grad shape",
+        lambda: step_with_grad(optim.SGD, np.ones(3, F32)),
+        ValueError,
+        r"gradient of Parameter\(shape=\(2, 2\), dtype=float32\) has shape \(3,\)",
+    ),
+    (
+        "Adam step grad shape",
+        lambda: step_with_grad(optim.Adam, np.ones(3, F32)),
+        ValueError,
+        r"gradient of Parameter\(shape=\(2, 2\), dtype=float32\) has shape \(3,\)",
+    ),
+    (
+        "AdamW step grad shape",
+        lambda: step_with_grad(optim.AdamW, np.ones(3, F32)),
+        ValueError,
+        r"has shape \(3,\), but the parameter has shape \(2, 2\)",
+    ),
+    (
+        "SGD step grad list",
+        lambda: step_with_grad(optim.SGD, [[1.0, 1.0], [1.0, 1.0]]),
+        TypeError,
+        r"grad",
+    ),
     # data
-    ("ArrayDataset 2-D images", lambda: data.ArrayDataset(np.ones((10, 4)), np.arange(10)),
-     ValueError, r"images must be \(N, C, H, W\) or \(N, H, W\), got shape \(10, 4\)"),
-    ("Pad float", lambda: data.Pad(1.5), ValueError,
-     r"Pad padding must be a non-negative int, got 1.5"),
-    ("AvgDownsample2x2 2-D", lambda: data.AvgDownsample2x2()(np.ones((5, 5), F32)), ValueError,
-     r"AvgDownsample2x2 expects images of shape \(C, H, W\) or \(N, C, H, W\), got shape"),
-    ("DataLoader set_epoch -1", lambda: loader().set_epoch(-1), ValueError,
-     r"epoch must be a non-negative int, got -1"),
-    ("read_idx missing file", lambda: data.read_idx("/nonexistent/t10k-images.idx"),
-     FileNotFoundError, r"t10k-images.idx"),
-    ("write_idx str", lambda: data.write_idx("/nonexistent/x.idx", "text"), TypeError,
-     r"IDX cannot store .* dtype <U4"),
-    ("DataLoader None dataset", lambda: data.DataLoader(None, 2), TypeError,
-     r"^DataLoader: dataset must have __len__ and __getitem__ .*got NoneType"),
-    ("DataLoader bad state dict", lambda: loader().load_state_dict({"x": 1}),
-     (KeyError, ValueError),
-     r"DataLoader.load_state_dict: the state must have exactly the keys \['epoch', 'seed'\] "
-     r".*got \['x'\]"),
-    ("random_split str lengths", lambda: data.random_split(DATASET, "ab"), TypeError,
-     r"random_split lengths must be a sequence of ints .* or of fractions .*got str 'ab'"),
+    (
+        "ArrayDataset 2-D images",
+        lambda: data.ArrayDataset(np.ones((10, 4)), np.arange(10)),
+        ValueError,
+        r"images must be \(N, C, H, W\) or \(N, H, W\), got shape \(10, 4\)",
+    ),
+    (
+        "Pad float",
+        lambda: data.Pad(1.5),
+        ValueError,
+        r"Pad padding must be a non-negative int, got 1.5",
+    ),
+    (
+        "AvgDownsample2x2 2-D",
+        lambda: data.AvgDownsample2x2()(np.ones((5, 5), F32)),
+        ValueError,
+        r"AvgDownsample2x2 expects images of shape \(C, H, W\) or \(N, C, H, W\), got shape",
+    ),
+    (
+        "DataLoader set_epoch -1",
+        lambda: loader().set_epoch(-1),
+        ValueError,
+        r"epoch must be a non-negative int, got -1",
+    ),
+    (
+        "read_idx missing file",
+        lambda: data.read_idx("/nonexistent/t10k-images.idx"),
+        FileNotFoundError,
+        r"t10k-images.idx",
+    ),
+    (
+        "write_idx str",
+        lambda: data.write_idx("/nonexistent/x.idx", "text"),
+        TypeError,
+        r"IDX cannot store .* dtype <U4",
+    ),
+    (
+        "DataLoader None dataset",
+        lambda: data.DataLoader(None, 2),
+        TypeError,
+        r"^DataLoader: dataset must have __len__ and __getitem__ .*got NoneType",
+    ),
+    (
+        "DataLoader bad state dict",
+        lambda: loader().load_state_dict({"x": 1}),
+        (KeyError, ValueError),
+        r"DataLoader.load_state_dict: the state must have exactly the keys \['epoch', 'seed'\] "
+        r".*got \['x'\]",
+    ),
+    (
+        "random_split str lengths",
+        lambda: data.random_split(DATASET, "ab"),
+        TypeError,
+        r"random_split lengths must be a sequence of ints .* or of fractions .*got str 'ab'",
+    ),
     # training loop (epochs, log_every, progress, metrics and resume are in test_train)
-    ("fit checkpoint suffix", lambda: fit(checkpoint="/nonexistent/run.txt"), ValueError,
-     r"checkpoint path '.*run.txt' must end with one of .npz, .safetensors"),
-    ("fit float epochs", lambda: fit(epochs=1.5), ValueError,
-     r"epochs must be an int >= 0, got 1.5"),
-    ("evaluate unknown metric",
-     lambda: train.evaluate(models.LeNet5(), loader(), metrics=["f1"]), ValueError,
-     r"unknown metric 'f1'; use 'accuracy' \(top-1\) or 'topK'"),
-    ("restore_model missing file",
-     lambda: train.restore_model("/nonexistent/run.npz", models.LeNet5()), FileNotFoundError,
-     r"run.npz"),
-    ("fit model None", lambda: fit(model=None), TypeError,
-     r"^fit: model must be a fastcnn.nn.Module, got NoneType"),
-    ("fit loss_fn None", lambda: fit(loss_fn=None), TypeError,
-     r"^fit: loss_fn must be a fastcnn.nn.Module .*got NoneType"),
-    ("fit optimizer None", lambda: fit(optimizer=None), TypeError,
-     r"^fit: optimizer must be a fastcnn.optim.Optimizer, got NoneType"),
-    ("fit loader of ints", lambda: fit(train_loader=[1, 2]), TypeError,
-     r"^fit: train_loader must yield \(images, labels\) pairs, got a batch of type int: 1"),
-    ("fit scheduler str", lambda: fit(scheduler="cosine"), TypeError,
-     r"^fit: scheduler must be a fastcnn.optim.LRScheduler or None, got str"),
-    ("eval_mode str", lambda: train.eval_mode("model").__enter__(), TypeError,
-     r"^eval_mode: model must be a fastcnn.nn.Module, got str"),
-    ("topk_correct k=0", lambda: train.topk_correct(np.eye(3), np.arange(3), 0), ValueError,
-     r"^topk_correct: k must be positive, got 0"),
-    ("topk_correct label count", lambda: train.topk_correct(np.eye(3), np.array([0]), 1),
-     ValueError, r"labels of shape \(1,\) do not fit logits of shape \(3, 3\)"),
+    (
+        "fit checkpoint suffix",
+        lambda: fit(checkpoint="/nonexistent/run.txt"),
+        ValueError,
+        r"checkpoint path '.*run.txt' must end with one of .npz, .safetensors",
+    ),
+    (
+        "fit float epochs",
+        lambda: fit(epochs=1.5),
+        ValueError,
+        r"epochs must be an int >= 0, got 1.5",
+    ),
+    (
+        "evaluate unknown metric",
+        lambda: train.evaluate(models.LeNet5(), loader(), metrics=["f1"]),
+        ValueError,
+        r"unknown metric 'f1'; use 'accuracy' \(top-1\) or 'topK'",
+    ),
+    (
+        "restore_model missing file",
+        lambda: train.restore_model("/nonexistent/run.npz", models.LeNet5()),
+        FileNotFoundError,
+        r"run.npz",
+    ),
+    (
+        "fit model None",
+        lambda: fit(model=None),
+        TypeError,
+        r"^fit: model must be a fastcnn.nn.Module, got NoneType",
+    ),
+    (
+        "fit loss_fn None",
+        lambda: fit(loss_fn=None),
+        TypeError,
+        r"^fit: loss_fn must be a fastcnn.nn.Module .*got NoneType",
+    ),
+    (
+        "fit optimizer None",
+        lambda: fit(optimizer=None),
+        TypeError,
+        r"^fit: optimizer must be a fastcnn.optim.Optimizer, got NoneType",
+    ),
+    (
+        "fit loader of ints",
+        lambda: fit(train_loader=[1, 2]),
+        TypeError,
+        r"^fit: train_loader must yield \(images, labels\) pairs, got a batch of type int: 1",
+    ),
+    (
+        "fit scheduler str",
+        lambda: fit(scheduler="cosine"),
+        TypeError,
+        r"^fit: scheduler must be a fastcnn.optim.LRScheduler or None, got str",
+    ),
+    (
+        "eval_mode str",
+        lambda: train.eval_mode("model").__enter__(),
+        TypeError,
+        r"^eval_mode: model must be a fastcnn.nn.Module, got str",
+    ),
+    (
+        "topk_correct k=0",
+        lambda: train.topk_correct(np.eye(3), np.arange(3), 0),
+        ValueError,
+        r"^topk_correct: k must be positive, got 0",
+    ),
+    (
+        "topk_correct label count",
+        lambda: train.topk_correct(np.eye(3), np.array([0]), 1),
+        ValueError,
+        r"labels of shape \(1,\) do not fit logits of shape \(3, 3\)",
+    ),
 ]
 
 
@@ -228,25 +448,38 @@ def test_bad_input_raises_a_clear_error(call, error, match):
 
 # Public names that take no bad input of their own, with the reason.
 NO_BAD_INPUT = {
-    "get_num_threads": "no arguments", "show_config": "no arguments",
+    "get_num_threads": "no arguments",
+    "show_config": "no arguments",
     "output_size": "the output-size formula on ints; callers validate",
-    "Identity": "accepts any input by definition", "Module": "abstract base (test_nn_module)",
-    "Dataset": "abstract base", "LRScheduler": "abstract base (test_lr_scheduler)",
-    "Optimizer": "abstract base (test_optim)", "History": "built by fit (test_train)",
+    "Identity": "accepts any input by definition",
+    "Module": "abstract base (test_nn_module)",
+    "Dataset": "abstract base",
+    "LRScheduler": "abstract base (test_lr_scheduler)",
+    "Optimizer": "abstract base (test_optim)",
+    "History": "built by fit (test_train)",
     "embedded_mnist": "one flag, train, read as a bool (as torchvision's MNIST)",
 }
 
 # Covered by ad-hoc pytest.raises checks in another test file (the test below checks that
 # the file names the callable next to a pytest.raises).
 ELSEWHERE = {
-    "set_num_threads": "test_threads.py", "threads": "test_threads.py",
-    "gradcheck": "test_gradcheck.py", "save": "test_io.py", "load": "test_io.py",
+    "set_num_threads": "test_threads.py",
+    "threads": "test_threads.py",
+    "gradcheck": "test_gradcheck.py",
+    "save": "test_io.py",
+    "load": "test_io.py",
     "MNIST": "test_data_mnist.py",
-    "ImageListDataset": "test_data_image_list.py", "Subset": "test_data_loader.py",
-    "random_split": "test_data_loader.py", "filter_classes": "test_data_loader.py",
-    "one_hot": "test_data_loader.py", "Normalize": "test_data_loader.py",
-    "Compose": "test_data_loader.py", "DataLoader": "test_data_loader.py",
-    "predict": "test_train.py", "load_checkpoint": "test_train.py", "fit": "test_train.py",
+    "ImageListDataset": "test_data_image_list.py",
+    "Subset": "test_data_loader.py",
+    "random_split": "test_data_loader.py",
+    "filter_classes": "test_data_loader.py",
+    "one_hot": "test_data_loader.py",
+    "Normalize": "test_data_loader.py",
+    "Compose": "test_data_loader.py",
+    "DataLoader": "test_data_loader.py",
+    "predict": "test_train.py",
+    "load_checkpoint": "test_train.py",
+    "fit": "test_train.py",
     "Sequential": "test_nn_module.py",
 }
 
@@ -271,7 +504,7 @@ def names_in(call):
     if not callable(call) or not hasattr(call, "__code__"):
         return {type(call).__name__}  # a module instance (test_nn_errors.FORWARDS)
     names = set(call.__code__.co_names)
-    for value in (call.__closure__ or ()):
+    for value in call.__closure__ or ():
         names |= names_in(value.cell_contents) if callable(value.cell_contents) else set()
     return names
 
@@ -303,5 +536,6 @@ def test_callables_covered_elsewhere_really_are(name, filename):
     text = (Path(__file__).parent / filename).read_text()
     lines = text.splitlines()
     raises = [i for i, line in enumerate(lines) if "pytest.raises" in line]
-    assert any(name in "\n".join(lines[max(0, i - 8):i + 4]) for i in raises), (
-        f"{filename} has no pytest.raises near a use of {name}")
+    assert any(name in "\n".join(lines[max(0, i - 8) : i + 4]) for i in raises), (
+        f"{filename} has no pytest.raises near a use of {name}"
+    )

@@ -123,8 +123,14 @@ def expected_paths(case, dtype, copy, forced=False):
     max_q = limits.filter_grad_max_q
     weight_grad = FILTERS if max_q is None or c * fh * fw <= max_q else GEMM
     min_c, max_pixels = input_grad_limits(limits, vl, forced)
-    dx_filters = (stride == (1, 1) and ph < fh and pw < fw and min_c is not None
-                  and c >= min_c and (max_pixels is None or h * w <= max_pixels))
+    dx_filters = (
+        stride == (1, 1)
+        and ph < fh
+        and pw < fw
+        and min_c is not None
+        and c >= min_c
+        and (max_pixels is None or h * w <= max_pixels)
+    )
     return FILTERS, weight_grad, dx_filters
 
 
@@ -133,8 +139,11 @@ def actual_paths(case, dtype):
     w = weight_of(case, dtype)
     stride, padding = case[3:]
     ow = out_size(case)[1]
-    return (F._conv_method(w, stride, ow), F._weight_grad_method(w, stride, ow),
-            F._input_grad_packing(w, stride, padding, case[0][2:]) is not None)
+    return (
+        F._conv_method(w, stride, ow),
+        F._weight_grad_method(w, stride, ow),
+        F._input_grad_packing(w, stride, padding, case[0][2:]) is not None,
+    )
 
 
 @pytest.fixture
@@ -147,8 +156,13 @@ def input_grad_on_filters(monkeypatch):
     def force(dtype):
         copy = running()
         min_c, max_pixels = input_grad_limits(copy.limits, copy.vl(dtype), forced=True)
-        forced = F.MethodLimits(**{**vars(copy.limits), "input_grad_min_channels": min_c,
-                                   "input_grad_max_pixels": max_pixels})
+        forced = F.MethodLimits(
+            **{
+                **vars(copy.limits),
+                "input_grad_min_channels": min_c,
+                "input_grad_max_pixels": max_pixels,
+            }
+        )
         monkeypatch.setitem(F.METHOD_LIMITS, copy.name, forced)
 
     return force
@@ -185,10 +199,8 @@ def test_cases_cover_every_branch(copy, dtype):
     assert want <= dx, ("input gradient", sorted(want - dx))
     assert forced_dx_paths == {True, False}
     # with the copy's own limits too, both ways where it has the filter kernel's at all
-    assert dx_paths == ({True, False} if limits.input_grad_min_channels is not None
-                        else {False})
-    assert weight_grads == ({FILTERS, GEMM} if limits.filter_grad_max_q is not None
-                            else {FILTERS})
+    assert dx_paths == ({True, False} if limits.input_grad_min_channels is not None else {False})
+    assert weight_grads == ({FILTERS, GEMM} if limits.filter_grad_max_q is not None else {FILTERS})
 
 
 def test_cases_cover_the_shapes():
@@ -222,15 +234,19 @@ def test_filter_paths_equal_reference_exactly(case, dtype):
 
 # stride 1, padding below the kernel size and C >= 8 (VL/2 of every copy): the cases whose
 # input gradient the filter kernel computes where input_grad_on_filters forces it
-DX_CASES = [case for case in CASES if case[3] == (1, 1) and case[0][1] >= 8
-            and all(p < f for p, f in zip(case[4], case[2], strict=True))]
+DX_CASES = [
+    case
+    for case in CASES
+    if case[3] == (1, 1)
+    and case[0][1] >= 8
+    and all(p < f for p, f in zip(case[4], case[2], strict=True))
+]
 
 
 @every_copy
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", DX_CASES, ids=case_id)
-def test_input_gradient_on_the_filter_kernel_equals_reference(case, dtype,
-                                                              input_grad_on_filters):
+def test_input_gradient_on_the_filter_kernel_equals_reference(case, dtype, input_grad_on_filters):
     """The input gradient's convolution by the filter kernel, also on copies tuned to take
     im2col's adjoint instead (there with the limit lowered to VL/2)."""
     input_grad_on_filters(dtype)
@@ -254,8 +270,7 @@ def random_case(rng, case, dtype):
 
 def conv_and_gradients(x, w, b, stride, padding, grad_out):
     """conv2d's output and every gradient, on whichever paths the selection picks now."""
-    return (F.conv2d(x, w, b, stride, padding),
-            *F.conv2d_backward(grad_out, x, w, stride, padding))
+    return (F.conv2d(x, w, b, stride, padding), *F.conv2d_backward(grad_out, x, w, stride, padding))
 
 
 @every_copy
@@ -290,8 +305,11 @@ NON_FINITE_CASE = ((3, 9, 6, 7), 17, (3, 3), (1, 1), (1, 1))
 @every_copy
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("where", ["input", "grad_output"])
-@pytest.mark.parametrize("values", [(np.inf,), (-np.inf,), (np.nan,), (np.inf, -np.inf)],
-                         ids=["inf", "-inf", "nan", "inf-inf"])
+@pytest.mark.parametrize(
+    "values",
+    [(np.inf,), (-np.inf,), (np.nan,), (np.inf, -np.inf)],
+    ids=["inf", "-inf", "nan", "inf-inf"],
+)
 def test_non_finite_values_follow_the_reference(dtype, where, values, input_grad_on_filters):
     """inf and NaN end where the reference puts them: 0 * inf (a zero weight or padding
     times an infinite input) is NaN, inf - inf is NaN; nothing leaks from padded lanes."""
@@ -315,8 +333,9 @@ def test_non_finite_values_follow_the_reference(dtype, where, values, input_grad
     # the values reached what depends on them: the output and grad_w from the input;
     # grad_x, grad_w and grad_b from the output gradient
     reached = [not np.isfinite(g).all() for g in got]
-    assert reached == ([True, False, True, False] if where == "input" else
-                       [False, True, True, True])
+    assert reached == (
+        [True, False, True, False] if where == "input" else [False, True, True, True]
+    )
 
 
 # ------------------------------------------------------------------------------ threads
@@ -345,8 +364,7 @@ def test_filter_paths_same_bits_on_1_2_3_threads(dtype, input_grad_on_filters):
 
 @every_copy
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("pool", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))],
-                         ids=case_id)
+@pytest.mark.parametrize("pool", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))], ids=case_id)
 def test_fused_op_on_the_filter_paths(dtype, pool, input_grad_on_filters):
     """conv2d_relu_max_pool2d and its backward equal conv2d, relu and max_pool2d, bit for
     bit, with the forward pass, weight gradient and input gradient all on the filter kernel."""
@@ -363,9 +381,11 @@ def test_fused_op_on_the_filter_paths(dtype, pool, input_grad_on_filters):
 # ------------------------------------------------------------------------------- torch
 
 
-@pytest.mark.parametrize("case", [((2, 16, 16, 16), 64, (3, 3), (1, 1), (1, 1)),
-                                  ((2, 16, 16, 16), 70, (3, 3), (2, 2), (1, 1))],
-                         ids=case_id)
+@pytest.mark.parametrize(
+    "case",
+    [((2, 16, 16, 16), 64, (3, 3), (1, 1), (1, 1)), ((2, 16, 16, 16), 70, (3, 3), (2, 2), (1, 1))],
+    ids=case_id,
+)
 @every_copy
 def test_vgg_like_layers_match_torch(case):
     torch = pytest.importorskip("torch")

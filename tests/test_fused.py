@@ -62,20 +62,30 @@ def assert_fused_matches_unfused(x, w, b, conv, pool, grad):
     bit: with and without kept columns, the input gradient and the bias gradient."""
     pooled, indices, activation, columns = unfused_forward(x, w, b, conv, pool)
     out, fused_indices = F.conv2d_relu_max_pool2d(x, w, b, *conv, *pool)
-    kept_out, kept_indices, kept_columns = F.conv2d_relu_max_pool2d(x, w, b, *conv, *pool,
-                                                                    save_columns=True)
+    kept_out, kept_indices, kept_columns = F.conv2d_relu_max_pool2d(
+        x, w, b, *conv, *pool, save_columns=True
+    )
     for got, got_indices in ((out, fused_indices), (kept_out, kept_indices)):
         assert got.dtype == x.dtype and got_indices.dtype == np.int64
         assert_array_equal(got, pooled)
         assert_array_equal(got_indices, indices)
     assert_array_equal(kept_columns, columns)
     for input_grad, bias_grad in itertools.product((True, False), repeat=2):
-        want = unfused_backward(grad, indices, activation, x, w, conv, input_grad=input_grad,
-                                bias_grad=bias_grad)
+        want = unfused_backward(
+            grad, indices, activation, x, w, conv, input_grad=input_grad, bias_grad=bias_grad
+        )
         for kept in (None, kept_columns):
             got = F.conv2d_relu_max_pool2d_backward(
-                grad, out, fused_indices, x, w, *conv, input_grad=input_grad,
-                bias_grad=bias_grad, columns=kept)
+                grad,
+                out,
+                fused_indices,
+                x,
+                w,
+                *conv,
+                input_grad=input_grad,
+                bias_grad=bias_grad,
+                columns=kept,
+            )
             assert_gradients_equal(got, want, x.dtype)
 
 
@@ -163,8 +173,9 @@ def test_fused_equals_the_reference_on_small_integers(dtype, geometry, pool):
     assert np.count_nonzero(out) > out.size // 2, "a mostly-zero output proves nothing"
 
     grad = small_ints(rng, out.shape, dtype)
-    grad_conv = ref.relu_backward(ref.max_pool2d_backward(grad, indices, activation.shape),
-                                  activation)
+    grad_conv = ref.relu_backward(
+        ref.max_pool2d_backward(grad, indices, activation.shape), activation
+    )
     want = ref.conv2d_backward(grad_conv, x, w, stride, padding)
     got = F.conv2d_relu_max_pool2d_backward(grad, out, got_indices, x, w, stride, padding)
     assert_gradients_equal(got, want, dtype)
@@ -178,8 +189,7 @@ def kink_margin(conv_out, pool):
     ReLU's 0, or two activations tied for a pool window's maximum."""
     (kh, kw), (sh, sw), (ph, pw) = pool
     activation = np.maximum(conv_out, 0)
-    padded = np.pad(activation, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
-                    constant_values=-np.inf)
+    padded = np.pad(activation, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
     oh, ow = F.max_pool2d(activation, *pool).shape[2:]
     windows = windows[:, :, ::sh, ::sw][:, :, :oh, :ow].reshape(-1, kh * kw)
@@ -220,15 +230,13 @@ def test_bit_identical_for_1_2_3_threads(dtype, pool):
     b = rng.standard_normal(6).astype(dtype)
 
     def results():
-        out, indices, columns = F.conv2d_relu_max_pool2d(x, w, b, 1, 2, *pool,
-                                                         save_columns=True)
+        out, indices, columns = F.conv2d_relu_max_pool2d(x, w, b, 1, 2, *pool, save_columns=True)
         grad = np.sin(out)  # non-integer gradients: summation order would show in the bits
-        kept = F.conv2d_relu_max_pool2d_backward(grad, out, indices, x, w, 1, 2,
-                                                 columns=columns)
-        rebuilt = F.conv2d_relu_max_pool2d_backward(grad, out, indices, x, w, 1, 2,
-                                                    input_grad=False)
-        return [out, indices, *F.conv2d_relu_max_pool2d(x, w, b, 1, 2, *pool), *kept,
-                *rebuilt[1:]]
+        kept = F.conv2d_relu_max_pool2d_backward(grad, out, indices, x, w, 1, 2, columns=columns)
+        rebuilt = F.conv2d_relu_max_pool2d_backward(
+            grad, out, indices, x, w, 1, 2, input_grad=False
+        )
+        return [out, indices, *F.conv2d_relu_max_pool2d(x, w, b, 1, 2, *pool), *kept, *rebuilt[1:]]
 
     with fastcnn.threads(1):
         want = results()
@@ -243,8 +251,11 @@ def test_bit_identical_for_1_2_3_threads(dtype, pool):
 
 def custom_model(rng):
     return nn.Sequential(
-        nn.Conv2d(3, 4, (3, 2), padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
-        nn.Flatten(), nn.Linear(4 * 6 * 6, 7, rng=rng),
+        nn.Conv2d(3, 4, (3, 2), padding=1, rng=rng),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 7, rng=rng),
     )
 
 
@@ -303,8 +314,7 @@ def test_sequential_default_backward_skips_the_input_gradient():
     model(x)
     assert model.backward(grad) is None
     one_by_one(list(twin), x, grad)
-    for (key, param), twin_param in zip(model.named_parameters(), twin.parameters(),
-                                        strict=True):
+    for (key, param), twin_param in zip(model.named_parameters(), twin.parameters(), strict=True):
         assert_array_equal(param.grad, twin_param.grad, err_msg=key)
 
 
@@ -313,8 +323,11 @@ def test_fused_layers_own_backward_says_to_call_the_sequential(index):
     model = custom_model(0)
     out = model(np.ones((2, 3, 11, 10), np.float32))
     layer = model[index]
-    with pytest.raises(RuntimeError, match=rf"{type(layer).__name__}\.backward\(\): .*fused"
-                                           r".*call that Sequential's backward"):
+    with pytest.raises(
+        RuntimeError,
+        match=rf"{type(layer).__name__}\.backward\(\): .*fused"
+        r".*call that Sequential's backward",
+    ):
         layer.backward(np.ones(out.shape, np.float32))
     model.backward(np.ones(out.shape, np.float32))  # the Sequential's own still works
 
@@ -385,7 +398,11 @@ def test_fused_matches_torch(case):
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
     t_out, t_indices = torch.nn.functional.max_pool2d(
         torch.relu(torch.nn.functional.conv2d(tx, tw, tb, stride=stride, padding=padding)),
-        pool_kernel, pool_stride, pool_padding, return_indices=True)
+        pool_kernel,
+        pool_stride,
+        pool_padding,
+        return_indices=True,
+    )
     out, indices = F.conv2d_relu_max_pool2d(x, w, b, stride, padding, *case[-1])
     np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=1e-4, atol=1e-5)
     # where the maximum is clearly positive: a float32 rounding cannot swap the winner

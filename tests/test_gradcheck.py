@@ -13,8 +13,11 @@ def _rng(seed=0):
 
 
 def test_function_with_backward_conv2d():
-    x, w, b = _rng().standard_normal((2, 2, 5, 5)), _rng(1).standard_normal((3, 2, 3, 3)), \
-        _rng(2).standard_normal(3)
+    x, w, b = (
+        _rng().standard_normal((2, 2, 5, 5)),
+        _rng(1).standard_normal((3, 2, 3, 3)),
+        _rng(2).standard_normal(3),
+    )
 
     def backward(grad, x, w, b):
         return functional.conv2d_backward(grad, x, w, stride=2, padding=1)
@@ -52,8 +55,7 @@ def test_function_with_wrong_backward_reports_worst_element():
     assert "input 0 at index (2, 1)" in message
     assert "|difference| 0.5 > atol + rtol * |numerical|" in message
     assert "1 of 12 elements fail" in message
-    assert gradcheck(lambda x: x**2, (x,), backward=wrong_backward,
-                     raise_exception=False) is False
+    assert gradcheck(lambda x: x**2, (x,), backward=wrong_backward, raise_exception=False) is False
 
 
 def test_nan_gradient_fails():
@@ -72,18 +74,32 @@ def test_tolerances_are_respected():
     assert gradcheck(np.sin, (x,), backward=off_by_a_little, atol=0.02)
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: gradcheck(nn.Linear(3, 2, rng=0), np.zeros((2, 3))), TypeError,
-     r"parameter 'weight' is float32; finite differences need float64.*module\.double\(\)"),
-    (lambda: gradcheck(nn.ReLU(), np.zeros((2, 3), np.float32)), TypeError,
-     r"the input \(inputs\[0\]\) is float32"),
-    (lambda: gradcheck(np.sin, (np.zeros(3),)), TypeError, r"function with backward="),
-    (lambda: gradcheck(nn.ReLU(), np.zeros(3), backward=lambda g, x: g), TypeError,
-     r"backward= is for functions"),
-    (lambda: gradcheck(np.sin, (np.zeros(3), np.zeros(3)),
-                       backward=lambda g, x, y: (g,)), TypeError,
-     r"returned 1 gradients for 2 inputs"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda: gradcheck(nn.Linear(3, 2, rng=0), np.zeros((2, 3))),
+            TypeError,
+            r"parameter 'weight' is float32; finite differences need float64.*module\.double\(\)",
+        ),
+        (
+            lambda: gradcheck(nn.ReLU(), np.zeros((2, 3), np.float32)),
+            TypeError,
+            r"the input \(inputs\[0\]\) is float32",
+        ),
+        (lambda: gradcheck(np.sin, (np.zeros(3),)), TypeError, r"function with backward="),
+        (
+            lambda: gradcheck(nn.ReLU(), np.zeros(3), backward=lambda g, x: g),
+            TypeError,
+            r"backward= is for functions",
+        ),
+        (
+            lambda: gradcheck(np.sin, (np.zeros(3), np.zeros(3)), backward=lambda g, x, y: (g,)),
+            TypeError,
+            r"returned 1 gradients for 2 inputs",
+        ),
+    ],
+)
 def test_refusals(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -99,8 +115,9 @@ def test_module_backward_returning_none_fails_clearly():
 
 
 def test_module_gradients_and_buffers_are_restored():
-    model = nn.Sequential(nn.Linear(3, 4, rng=0, dtype=np.float64),
-                          nn.BatchNorm1d(4, dtype=np.float64))
+    model = nn.Sequential(
+        nn.Linear(3, 4, rng=0, dtype=np.float64), nn.BatchNorm1d(4, dtype=np.float64)
+    )
     x = _rng().standard_normal((5, 3))
     model(x)
     model.backward(np.ones((5, 4)))

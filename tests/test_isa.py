@@ -36,8 +36,14 @@ def run_python(code, cap):
     if cap is not None:
         env[_isa.ENV_VAR] = cap
     package_parent = Path(fastcnn.__file__).resolve().parent.parent
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=package_parent, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=package_parent,
+        env=env,
+    )
 
 
 def test_levels_and_available_copies():
@@ -48,12 +54,20 @@ def test_levels_and_available_copies():
     assert _isa.active() in available
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64")
-                    or not Path("/proc/cpuinfo").exists(), reason="x86-64 Linux only")
+@pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64") or not Path("/proc/cpuinfo").exists(),
+    reason="x86-64 Linux only",
+)
 def test_available_copies_follow_the_cpu_flags():
     """avx2 needs AVX2 + FMA; avx512 AVX-512 F/BW/DQ/VL as well (csrc/cpu_dispatch.h)."""
-    flags_line = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                       if line.startswith("flags")), "")
+    flags_line = next(
+        (
+            line
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        ),
+        "",
+    )
     flags = set(flags_line.split(":", 1)[-1].split())
     available = _isa.available()
     if "baseline" not in available:
@@ -61,12 +75,15 @@ def test_available_copies_follow_the_cpu_flags():
     has_avx2 = {"avx2", "fma"} <= flags
     assert ("avx2" in available) == has_avx2
     assert ("avx512" in available) == (
-        has_avx2 and {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags)
+        has_avx2 and {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags
+    )
 
 
-@pytest.mark.parametrize("cap", ["baseline", " AVX2 ", "portable", "avx512", "", None],
-                         ids=["baseline", "AVX2-spaced", "portable", "avx512", "empty",
-                              "unset"])
+@pytest.mark.parametrize(
+    "cap",
+    ["baseline", " AVX2 ", "portable", "avx512", "", None],
+    ids=["baseline", "AVX2-spaced", "portable", "avx512", "empty", "unset"],
+)
 def test_the_cap_selects_the_best_copy_within_it_at_import(cap):
     """FASTCNN_MAX_CPU_ISA (any case, surrounding blanks ignored; empty as unset) caps the
     copy selected at import, and show_config's kernel ISA line starts with its name."""
@@ -78,8 +95,9 @@ def test_the_cap_selects_the_best_copy_within_it_at_import(cap):
     assert active == want
     line = next(line for line in lines if line.startswith("kernel ISA:"))
     assert line.startswith(f"kernel ISA:      {want} (this CPU runs: "), line
-    assert line.endswith(f"{_isa.ENV_VAR}={cap})" if cap and cap.strip()
-                         else f"{_isa.ENV_VAR} unset)"), line
+    assert line.endswith(
+        f"{_isa.ENV_VAR}={cap})" if cap and cap.strip() else f"{_isa.ENV_VAR} unset)"
+    ), line
 
 
 def test_a_bad_cap_fails_the_import_naming_the_variable_value_and_choices():
@@ -123,8 +141,9 @@ def conv_results(x, w, b, stride, padding):
     out = F.conv2d(x, w, b, stride, padding)
     grads = F.conv2d_backward(np.sin(out), x, w, stride, padding)
     pooled, indices = F.conv2d_relu_max_pool2d(x, w, b, stride, padding)
-    fused = F.conv2d_relu_max_pool2d_backward(np.cos(pooled), pooled, indices, x, w, stride,
-                                              padding)
+    fused = F.conv2d_relu_max_pool2d_backward(
+        np.cos(pooled), pooled, indices, x, w, stride, padding
+    )
     return [out, *grads, pooled, indices, *fused]
 
 
@@ -134,9 +153,11 @@ def test_every_copy_gives_the_same_bits_on_1_and_3_threads(dtype):
     """On every copy this CPU runs (whatever the cap): the row kernel, the filter kernel
     and GEMM's layers, 37 images (uneven shares of the gradient chunks)."""
     rng = np.random.default_rng(7)
-    layers = [((3, 18, 21), 3, (3, 5), (1, 1), (1, 2)),  # row kernel on every copy
-              ((4, 9, 11), 20, (3, 3), (1, 2), (1, 1)),  # filter kernel
-              ((3, 10, 9), 1, (2, 2), (2, 2), (0, 0))]  # GEMM for float32
+    layers = [
+        ((3, 18, 21), 3, (3, 5), (1, 1), (1, 2)),  # row kernel on every copy
+        ((4, 9, 11), 20, (3, 3), (1, 2), (1, 1)),  # filter kernel
+        ((3, 10, 9), 1, (2, 2), (2, 2), (0, 0)),
+    ]  # GEMM for float32
     cases = []
     for (c, h, width), k, kernel, stride, padding in layers:
         x = rng.standard_normal((37, c, h, width)).astype(dtype)

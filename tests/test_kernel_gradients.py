@@ -81,8 +81,11 @@ def test_conv2d_gradients_directional_lenet_shape():
     directional_check(loss, F.conv2d_backward(probe, x, w), [x, w, b], rng)
 
 
-POOL = [((2, 2, 6, 7), (2, 2), None, (0, 0)), ((1, 2, 7, 7), (3, 3), (2, 2), (1, 1)),
-        ((2, 1, 5, 8), (3, 2), (1, 1), (1, 1))]
+POOL = [
+    ((2, 2, 6, 7), (2, 2), None, (0, 0)),
+    ((1, 2, 7, 7), (3, 3), (2, 2), (1, 1)),
+    ((2, 1, 5, 8), (3, 2), (1, 1), (1, 1)),
+]
 
 
 @pytest.mark.parametrize("case", POOL)

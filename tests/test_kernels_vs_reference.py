@@ -85,11 +85,20 @@ def check_conv_matches_reference(case, dtype, with_bias):
 
     grad_out = small_ints(rng, out.shape, dtype)
     for input_grad, bias_grad in itertools.product((True, False), (with_bias, False)):
-        want = ref.conv2d_backward(grad_out, x, w, stride, padding, input_grad=input_grad,
-                                   bias_grad=bias_grad)
+        want = ref.conv2d_backward(
+            grad_out, x, w, stride, padding, input_grad=input_grad, bias_grad=bias_grad
+        )
         for kept in {id(c): c for c in (None, columns)}.values():
-            got = F.conv2d_backward(grad_out, x, w, stride, padding, input_grad=input_grad,
-                                    bias_grad=bias_grad, columns=kept)
+            got = F.conv2d_backward(
+                grad_out,
+                x,
+                w,
+                stride,
+                padding,
+                input_grad=input_grad,
+                bias_grad=bias_grad,
+                columns=kept,
+            )
             assert_gradients_equal(got, want, dtype)
     return columns
 
@@ -297,7 +306,12 @@ def test_output_size_formula():
 
 
 LINEAR_CASES = [
-    ((37, 20), 7), ((1, 5), 3), ((0, 4), 2), ((2, 3, 17), 5), ((9,), 4), ((64, 400), 120),
+    ((37, 20), 7),
+    ((1, 5), 3),
+    ((0, 4), 2),
+    ((2, 3, 17), 5),
+    ((9,), 4),
+    ((64, 400), 120),
 ]
 
 

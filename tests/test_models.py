@@ -9,22 +9,38 @@ import pytest
 
 from fastcnn import models, nn
 
-LENET_KEYS = [f"{layer}.{kind}" for layer in ("conv1", "conv2", "fc1", "fc2", "fc3")
-              for kind in ("weight", "bias")]
+LENET_KEYS = [
+    f"{layer}.{kind}"
+    for layer in ("conv1", "conv2", "fc1", "fc2", "fc3")
+    for kind in ("weight", "bias")
+]
 
 
 def _batch(n=64, channels=1, size=28, classes=10, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n, channels, size, size)).astype(np.float32),
-            rng.integers(0, classes, n))
+    return (
+        rng.standard_normal((n, channels, size, size)).astype(np.float32),
+        rng.integers(0, classes, n),
+    )
 
 
 def test_lenet5_structure_and_state_dict_keys():
     model = models.LeNet5(rng=0)
     assert list(model.state_dict()) == LENET_KEYS
     assert [name for name, _ in model.named_children()] == [
-        "conv1", "act1", "pool1", "conv2", "act2", "pool2", "flatten", "fc1", "act3", "fc2",
-        "act4", "fc3"]
+        "conv1",
+        "act1",
+        "pool1",
+        "conv2",
+        "act2",
+        "pool2",
+        "flatten",
+        "fc1",
+        "act3",
+        "fc2",
+        "act4",
+        "fc3",
+    ]
     assert model.conv1.padding == (2, 2)
     assert models.LeNet5(input_size=32, rng=0).conv1.padding == (0, 0)
     assert sum(p.data.size for p in model.parameters()) == 61706  # the classic count
@@ -36,7 +52,10 @@ def test_lenet5_structure_and_state_dict_keys():
 def test_improved_lenet5_shapes():
     model = models.ImprovedLeNet5(in_channels=3, num_classes=5, rng=0)
     assert [model.conv1.out_channels, model.conv2.out_channels, model.conv3.out_channels] == [
-        5, 10, 16]
+        5,
+        10,
+        16,
+    ]
     assert model.fc1.in_features == 144
     x, _ = _batch(n=2, channels=3)
     assert model(x).shape == (2, 5)
@@ -45,12 +64,27 @@ def test_improved_lenet5_shapes():
 def test_simple_conv_net_is_the_books():
     model = models.SimpleConvNet(rng=0)
     assert [name for name, _ in model.named_children()] == [
-        "conv1", "relu1", "pool1", "flatten", "fc1", "relu2", "fc2"]
+        "conv1",
+        "relu1",
+        "pool1",
+        "flatten",
+        "fc1",
+        "relu2",
+        "fc2",
+    ]
     assert model.conv1.weight.shape == (30, 1, 5, 5)
     assert model.fc1.weight.shape == (100, 30 * 12 * 12)  # 28-5+1 = 24, pooled to 12
-    book = models.SimpleConvNet(input_dim=(3, 32, 32), filter_num=8, filter_size=3, pad=1,
-                                stride=1, hidden_size=20, output_size=4, weight_init_std=0.01,
-                                rng=0)
+    book = models.SimpleConvNet(
+        input_dim=(3, 32, 32),
+        filter_num=8,
+        filter_size=3,
+        pad=1,
+        stride=1,
+        hidden_size=20,
+        output_size=4,
+        weight_init_std=0.01,
+        rng=0,
+    )
     assert book.fc1.in_features == 8 * 16 * 16
     assert book.conv1.weight.data.std() == pytest.approx(0.01, rel=0.2)
     assert not book.fc2.bias.data.any()
@@ -58,11 +92,15 @@ def test_simple_conv_net_is_the_books():
     assert book(x).shape == (2, 4)
 
 
-@pytest.mark.parametrize("make", [
-    lambda rng: models.LeNet5(rng=rng),
-    lambda rng: models.ImprovedLeNet5(rng=rng),
-    lambda rng: models.SimpleConvNet(rng=rng),
-], ids=["LeNet5", "ImprovedLeNet5", "SimpleConvNet"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng: models.LeNet5(rng=rng),
+        lambda rng: models.ImprovedLeNet5(rng=rng),
+        lambda rng: models.SimpleConvNet(rng=rng),
+    ],
+    ids=["LeNet5", "ImprovedLeNet5", "SimpleConvNet"],
+)
 def test_same_seed_same_model(make):
     a, b, c = make(3), make(np.random.default_rng(3)), make(4)
     for key, value in a.state_dict().items():
@@ -75,37 +113,62 @@ def test_same_seed_same_model(make):
 
 def _torch_lenet5(torch, activation, padding):
     tnn = torch.nn
-    act = {"relu": tnn.ReLU, "sigmoid": tnn.Sigmoid, "tanh": tnn.Tanh, "silu": tnn.SiLU}[
-        activation]
-    return tnn.Sequential(OrderedDict([
-        ("conv1", tnn.Conv2d(1, 6, 5, padding=padding)), ("act1", act()),
-        ("pool1", tnn.MaxPool2d(2)),
-        ("conv2", tnn.Conv2d(6, 16, 5)), ("act2", act()), ("pool2", tnn.MaxPool2d(2)),
-        ("flatten", tnn.Flatten()),
-        ("fc1", tnn.Linear(400, 120)), ("act3", act()),
-        ("fc2", tnn.Linear(120, 84)), ("act4", act()),
-        ("fc3", tnn.Linear(84, 10)),
-    ]))
+    act = {"relu": tnn.ReLU, "sigmoid": tnn.Sigmoid, "tanh": tnn.Tanh, "silu": tnn.SiLU}[activation]
+    return tnn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", tnn.Conv2d(1, 6, 5, padding=padding)),
+                ("act1", act()),
+                ("pool1", tnn.MaxPool2d(2)),
+                ("conv2", tnn.Conv2d(6, 16, 5)),
+                ("act2", act()),
+                ("pool2", tnn.MaxPool2d(2)),
+                ("flatten", tnn.Flatten()),
+                ("fc1", tnn.Linear(400, 120)),
+                ("act3", act()),
+                ("fc2", tnn.Linear(120, 84)),
+                ("act4", act()),
+                ("fc3", tnn.Linear(84, 10)),
+            ]
+        )
+    )
 
 
 def _torch_improved_lenet5(torch):
     tnn = torch.nn
     layers = []
     for i, (c_in, c_out) in enumerate([(1, 5), (5, 10), (10, 16)], start=1):
-        layers += [(f"conv{i}", tnn.Conv2d(c_in, c_out, 3, padding=1)), (f"act{i}", tnn.SiLU()),
-                   (f"pool{i}", tnn.MaxPool2d(2))]
-    layers += [("flatten", tnn.Flatten()), ("fc1", tnn.Linear(144, 120)), ("act4", tnn.SiLU()),
-               ("fc2", tnn.Linear(120, 84)), ("act5", tnn.SiLU()), ("fc3", tnn.Linear(84, 10))]
+        layers += [
+            (f"conv{i}", tnn.Conv2d(c_in, c_out, 3, padding=1)),
+            (f"act{i}", tnn.SiLU()),
+            (f"pool{i}", tnn.MaxPool2d(2)),
+        ]
+    layers += [
+        ("flatten", tnn.Flatten()),
+        ("fc1", tnn.Linear(144, 120)),
+        ("act4", tnn.SiLU()),
+        ("fc2", tnn.Linear(120, 84)),
+        ("act5", tnn.SiLU()),
+        ("fc3", tnn.Linear(84, 10)),
+    ]
     return tnn.Sequential(OrderedDict(layers))
 
 
 def _torch_simple_conv_net(torch):
     tnn = torch.nn
-    return tnn.Sequential(OrderedDict([
-        ("conv1", tnn.Conv2d(1, 30, 5)), ("relu1", tnn.ReLU()), ("pool1", tnn.MaxPool2d(2)),
-        ("flatten", tnn.Flatten()), ("fc1", tnn.Linear(4320, 100)), ("relu2", tnn.ReLU()),
-        ("fc2", tnn.Linear(100, 10)),
-    ]))
+    return tnn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", tnn.Conv2d(1, 30, 5)),
+                ("relu1", tnn.ReLU()),
+                ("pool1", tnn.MaxPool2d(2)),
+                ("flatten", tnn.Flatten()),
+                ("fc1", tnn.Linear(4320, 100)),
+                ("relu2", tnn.ReLU()),
+                ("fc2", tnn.Linear(100, 10)),
+            ]
+        )
+    )
 
 
 def _check_training_step_parity(ours, make_theirs, size=28):
@@ -149,14 +212,19 @@ def _check_training_step_parity(ours, make_theirs, size=28):
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "silu"])
 def test_lenet5_matches_torch(activation):
     pytest.importorskip("torch")
-    _check_training_step_parity(models.LeNet5(activation=activation, rng=0),
-                                lambda torch: _torch_lenet5(torch, activation, padding=2))
+    _check_training_step_parity(
+        models.LeNet5(activation=activation, rng=0),
+        lambda torch: _torch_lenet5(torch, activation, padding=2),
+    )
 
 
 def test_lenet5_32x32_matches_torch():
     pytest.importorskip("torch")
-    _check_training_step_parity(models.LeNet5(input_size=32, rng=0),
-                                lambda torch: _torch_lenet5(torch, "relu", padding=0), size=32)
+    _check_training_step_parity(
+        models.LeNet5(input_size=32, rng=0),
+        lambda torch: _torch_lenet5(torch, "relu", padding=0),
+        size=32,
+    )
 
 
 def test_improved_lenet5_matches_torch():
@@ -175,5 +243,6 @@ def test_torch_loads_our_state_dict():
     theirs = _torch_lenet5(torch, "relu", padding=2).eval()
     theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
     x, _ = _batch(n=8)
-    np.testing.assert_allclose(ours(x), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        ours(x), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-4, atol=1e-5
+    )

@@ -17,8 +17,10 @@ def _images(shape=(2, 3, 6, 6), seed=0):
 
 LAYERS = {
     "conv": lambda: (nn.Conv2d(3, 4, 3, rng=0, dtype=F64), _images()),
-    "conv_stride_pad": lambda: (nn.Conv2d(3, 2, (3, 2), stride=(2, 1), padding=(1, 0), rng=1,
-                                          dtype=F64), _images()),
+    "conv_stride_pad": lambda: (
+        nn.Conv2d(3, 2, (3, 2), stride=(2, 1), padding=(1, 0), rng=1, dtype=F64),
+        _images(),
+    ),
     "conv_no_bias": lambda: (nn.Conv2d(3, 2, 1, bias=False, rng=2, dtype=F64), _images()),
     "maxpool": lambda: (nn.MaxPool2d(2), _images()),
     "maxpool_overlap_pad": lambda: (nn.MaxPool2d(3, stride=2, padding=1), _images()),
@@ -44,7 +46,9 @@ LAYERS = {
     "batchnorm2d_eval": lambda: (_trained_batchnorm().eval(), _images()),
     "batchnorm2d_no_affine": lambda: (nn.BatchNorm2d(3, affine=False, dtype=F64), _images()),
     "batchnorm2d_no_running": lambda: (
-        nn.BatchNorm2d(3, track_running_stats=False, dtype=F64).eval(), _images()),
+        nn.BatchNorm2d(3, track_running_stats=False, dtype=F64).eval(),
+        _images(),
+    ),
 }
 
 
@@ -65,16 +69,20 @@ def test_layer_passes_gradcheck(case):
 
 
 def _small_network():
-    return nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(2, 3, 3, padding=1, rng=0, dtype=F64)),
-        ("bn1", nn.BatchNorm2d(3, dtype=F64)),
-        ("act1", nn.SiLU()),
-        ("pool1", nn.MaxPool2d(2)),
-        ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(12, 4, rng=1, dtype=F64)),
-        ("act2", nn.Tanh()),
-        ("fc2", nn.Linear(4, 3, rng=2, dtype=F64)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", nn.Conv2d(2, 3, 3, padding=1, rng=0, dtype=F64)),
+                ("bn1", nn.BatchNorm2d(3, dtype=F64)),
+                ("act1", nn.SiLU()),
+                ("pool1", nn.MaxPool2d(2)),
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(12, 4, rng=1, dtype=F64)),
+                ("act2", nn.Tanh()),
+                ("fc2", nn.Linear(4, 3, rng=2, dtype=F64)),
+            ]
+        )
+    )
 
 
 def test_sequential_network_passes_gradcheck():
@@ -85,8 +93,10 @@ LOSSES = {
     "ce_labels_mean": (nn.CrossEntropyLoss(), lambda rng: np.array([0, 4, 2, 2])),
     "ce_labels_sum": (nn.CrossEntropyLoss(reduction="sum"), lambda rng: np.array([1, 0, 3, 4])),
     "ce_probs_mean": (nn.CrossEntropyLoss(), lambda rng: rng.dirichlet(np.ones(5), 4)),
-    "ce_probs_sum": (nn.CrossEntropyLoss(reduction="sum"),
-                     lambda rng: rng.dirichlet(np.ones(5), 4)),
+    "ce_probs_sum": (
+        nn.CrossEntropyLoss(reduction="sum"),
+        lambda rng: rng.dirichlet(np.ones(5), 4),
+    ),
     "ce_unnormalised_targets": (nn.CrossEntropyLoss(), lambda rng: rng.uniform(0, 2, (4, 5))),
     "mse_mean": (nn.MSELoss(), lambda rng: rng.standard_normal((4, 5))),
     "mse_sum": (nn.MSELoss(reduction="sum"), lambda rng: rng.standard_normal((4, 5))),
@@ -136,13 +146,20 @@ class _BatchNormWithoutStatsGrad(nn.BatchNorm2d):
         return grad_output * self.weight.data.reshape(1, -1, 1, 1) * saved["inv_std"]
 
 
-@pytest.mark.parametrize("make, where", [
-    (lambda: (_LinearWithWrongWeightGrad(5, 4, rng=0, dtype=F64), _images((3, 5))),
-     r"parameter 'weight' of _LinearWithWrongWeightGrad at index \(0, 1\)"),
-    (lambda: (_ReLUWithWrongInputGrad(), _images()), r"the input of _ReLUWithWrongInputGrad"),
-    (lambda: (_BatchNormWithoutStatsGrad(3, dtype=F64), _images()),
-     r"the input of _BatchNormWithoutStatsGrad"),
-])
+@pytest.mark.parametrize(
+    "make, where",
+    [
+        (
+            lambda: (_LinearWithWrongWeightGrad(5, 4, rng=0, dtype=F64), _images((3, 5))),
+            r"parameter 'weight' of _LinearWithWrongWeightGrad at index \(0, 1\)",
+        ),
+        (lambda: (_ReLUWithWrongInputGrad(), _images()), r"the input of _ReLUWithWrongInputGrad"),
+        (
+            lambda: (_BatchNormWithoutStatsGrad(3, dtype=F64), _images()),
+            r"the input of _BatchNormWithoutStatsGrad",
+        ),
+    ],
+)
 def test_gradcheck_catches_a_wrong_backward(make, where):
     layer, x = make()
     with pytest.raises(GradcheckError, match=where + r".*analytical .*numerical .* fail"):

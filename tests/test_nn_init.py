@@ -17,10 +17,20 @@ def _array(shape=BIG):
     return np.empty(shape, dtype=np.float32)
 
 
-@pytest.mark.parametrize("nonlinearity, param", [
-    ("linear", None), ("conv2d", None), ("sigmoid", None), ("tanh", None), ("relu", None),
-    ("leaky_relu", None), ("leaky_relu", 0.2), ("leaky_relu", math.sqrt(5)), ("selu", None),
-])
+@pytest.mark.parametrize(
+    "nonlinearity, param",
+    [
+        ("linear", None),
+        ("conv2d", None),
+        ("sigmoid", None),
+        ("tanh", None),
+        ("relu", None),
+        ("leaky_relu", None),
+        ("leaky_relu", 0.2),
+        ("leaky_relu", math.sqrt(5)),
+        ("selu", None),
+    ],
+)
 def test_calculate_gain_matches_torch(nonlinearity, param):
     torch = pytest.importorskip("torch")
     expected = torch.nn.init.calculate_gain(nonlinearity, param)
@@ -52,24 +62,28 @@ FAN_IN, FAN_OUT = 128 * 9, 256 * 9
 
 def test_kaiming_uniform():
     _check_uniform(init.kaiming_uniform_(_array(), rng=0), math.sqrt(6 / FAN_IN))
-    _check_uniform(init.kaiming_uniform_(_array(), a=0.2, mode="fan_out",
-                                         nonlinearity="leaky_relu", rng=0),
-                   math.sqrt(3) * math.sqrt(2 / (1 + 0.04)) / math.sqrt(FAN_OUT))
-    _check_uniform(init.kaiming_uniform_(_array(), nonlinearity="relu", rng=0),
-                   math.sqrt(6 / FAN_IN))
+    _check_uniform(
+        init.kaiming_uniform_(_array(), a=0.2, mode="fan_out", nonlinearity="leaky_relu", rng=0),
+        math.sqrt(3) * math.sqrt(2 / (1 + 0.04)) / math.sqrt(FAN_OUT),
+    )
+    _check_uniform(
+        init.kaiming_uniform_(_array(), nonlinearity="relu", rng=0), math.sqrt(6 / FAN_IN)
+    )
 
 
 def test_kaiming_normal():
-    _check_normal(init.kaiming_normal_(_array(), nonlinearity="relu", rng=1),
-                  math.sqrt(2 / FAN_IN))
-    _check_normal(init.kaiming_normal_(_array(), mode="fan_out", nonlinearity="tanh", rng=1),
-                  5 / 3 / math.sqrt(FAN_OUT))
+    _check_normal(init.kaiming_normal_(_array(), nonlinearity="relu", rng=1), math.sqrt(2 / FAN_IN))
+    _check_normal(
+        init.kaiming_normal_(_array(), mode="fan_out", nonlinearity="tanh", rng=1),
+        5 / 3 / math.sqrt(FAN_OUT),
+    )
 
 
 def test_xavier():
     _check_uniform(init.xavier_uniform_(_array(), rng=2), math.sqrt(6 / (FAN_IN + FAN_OUT)))
-    _check_normal(init.xavier_normal_(_array(), gain=2.0, rng=2),
-                  2 * math.sqrt(2 / (FAN_IN + FAN_OUT)))
+    _check_normal(
+        init.xavier_normal_(_array(), gain=2.0, rng=2), 2 * math.sqrt(2 / (FAN_IN + FAN_OUT))
+    )
 
 
 def test_simple_fills_in_place_and_return_their_argument():
@@ -93,10 +107,13 @@ def test_same_seed_same_values_and_generator_accepted():
     assert not np.array_equal(init.uniform_(_array((8, 8))), init.uniform_(_array((8, 8))))
 
 
-@pytest.mark.parametrize("make, torch_make", [
-    (lambda: nn.Conv2d(128, 256, 3, rng=0), lambda t: t.nn.Conv2d(128, 256, 3)),
-    (lambda: nn.Linear(1024, 300, rng=0), lambda t: t.nn.Linear(1024, 300)),
-])
+@pytest.mark.parametrize(
+    "make, torch_make",
+    [
+        (lambda: nn.Conv2d(128, 256, 3, rng=0), lambda t: t.nn.Conv2d(128, 256, 3)),
+        (lambda: nn.Linear(1024, 300, rng=0), lambda t: t.nn.Linear(1024, 300)),
+    ],
+)
 def test_default_layer_init_is_torchs(make, torch_make):
     """Weights and biases U(+-1/sqrt(fan_in)), like torch's (compared by distribution)."""
     layer = make()
@@ -108,8 +125,7 @@ def test_default_layer_init_is_torchs(make, torch_make):
     torch = pytest.importorskip("torch")
     theirs = torch_make(torch)
     assert theirs.weight.detach().abs().max().item() <= bound * (1 + 1e-6)
-    assert theirs.weight.detach().std().item() == pytest.approx(layer.weight.data.std(),
-                                                                 rel=0.02)
+    assert theirs.weight.detach().std().item() == pytest.approx(layer.weight.data.std(), rel=0.02)
 
 
 def test_reset_parameters_redraws():

@@ -11,15 +11,19 @@ from fastcnn.nn import Parameter
 
 
 def _net(rng=0):
-    return nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 4, 3, padding=1, rng=rng)),
-        ("bn1", nn.BatchNorm2d(4)),
-        ("act1", nn.ReLU()),
-        ("pool1", nn.MaxPool2d(2)),
-        ("flatten", nn.Flatten()),
-        ("drop", nn.Dropout(0.5, rng=rng)),
-        ("fc1", nn.Linear(4 * 4 * 4, 3, rng=rng)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", nn.Conv2d(1, 4, 3, padding=1, rng=rng)),
+                ("bn1", nn.BatchNorm2d(4)),
+                ("act1", nn.ReLU()),
+                ("pool1", nn.MaxPool2d(2)),
+                ("flatten", nn.Flatten()),
+                ("drop", nn.Dropout(0.5, rng=rng)),
+                ("fc1", nn.Linear(4 * 4 * 4, 3, rng=rng)),
+            ]
+        )
+    )
 
 
 def _x(shape=(5, 1, 8, 8), seed=0):
@@ -32,15 +36,36 @@ def _x(shape=(5, 1, 8, 8), seed=0):
 def test_parameters_and_names_in_registration_order():
     net = _net()
     names = [name for name, _ in net.named_parameters()]
-    assert names == ["conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias", "fc1.weight",
-                     "fc1.bias"]
+    assert names == [
+        "conv1.weight",
+        "conv1.bias",
+        "bn1.weight",
+        "bn1.bias",
+        "fc1.weight",
+        "fc1.bias",
+    ]
     assert [id(p) for p in net.parameters()] == [
-        id(p) for p in (net.conv1.weight, net.conv1.bias, net.bn1.weight, net.bn1.bias,
-                        net.fc1.weight, net.fc1.bias)]
+        id(p)
+        for p in (
+            net.conv1.weight,
+            net.conv1.bias,
+            net.bn1.weight,
+            net.bn1.bias,
+            net.fc1.weight,
+            net.fc1.bias,
+        )
+    ]
     assert [name for name, _ in net.named_buffers()] == [
-        "bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked"]
-    assert list(net.state_dict()) == names[:4] + [
-        "bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked"] + names[4:]
+        "bn1.running_mean",
+        "bn1.running_var",
+        "bn1.num_batches_tracked",
+    ]
+    assert (
+        list(net.state_dict())
+        == names[:4]
+        + ["bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked"]
+        + names[4:]
+    )
 
 
 def test_children_and_modules():
@@ -71,8 +96,7 @@ def test_custom_module_registers_attributes():
             self.note = "plain attribute"
 
     block = Block()
-    assert [name for name, _ in block.named_parameters()] == [
-        "scale", "inner.weight", "inner.bias"]
+    assert [name for name, _ in block.named_parameters()] == ["scale", "inner.weight", "inner.bias"]
     # As torch: own parameters, own buffers, then each child's.
     assert list(block.state_dict()) == ["scale", "count", "inner.weight", "inner.bias"]
     assert block.note == "plain attribute" and "note" not in block.state_dict()
@@ -82,7 +106,7 @@ def test_custom_module_registers_attributes():
         block.inner = "x"
     with pytest.raises(AttributeError, match=r"'Block' object has no attribute 'missing'"):
         _ = block.missing
-    with pytest.raises(NotImplementedError, match=r'Module \[Block\] is missing the required'):
+    with pytest.raises(NotImplementedError, match=r"Module \[Block\] is missing the required"):
         block(np.ones(3))
 
 
@@ -140,8 +164,7 @@ def test_zero_grad_both_ways():
     net.backward(np.ones((5, 3), np.float32))
     grads = [p.grad for p in net.parameters()]
     net.zero_grad(set_to_none=False)
-    assert all(p.grad is g and not g.any() for p, g in zip(net.parameters(), grads,
-                                                             strict=True))
+    assert all(p.grad is g and not g.any() for p, g in zip(net.parameters(), grads, strict=True))
     net.zero_grad()
     assert all(p.grad is None for p in net.parameters())
 
@@ -174,11 +197,26 @@ def test_every_layer_returns_none_without_input_grad():
         grad = next_grad
 
 
-@pytest.mark.parametrize("module", [
-    nn.Conv2d(1, 2, 3), nn.Linear(2, 2), nn.ReLU(), nn.MaxPool2d(2), nn.AvgPool2d(2),
-    nn.BatchNorm2d(2), nn.Dropout(), nn.Flatten(), nn.Softmax(), nn.Identity(), nn.SiLU(),
-    nn.Sequential(nn.ReLU()), nn.CrossEntropyLoss(), nn.MSELoss(),
-], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize(
+    "module",
+    [
+        nn.Conv2d(1, 2, 3),
+        nn.Linear(2, 2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.AvgPool2d(2),
+        nn.BatchNorm2d(2),
+        nn.Dropout(),
+        nn.Flatten(),
+        nn.Softmax(),
+        nn.Identity(),
+        nn.SiLU(),
+        nn.Sequential(nn.ReLU()),
+        nn.CrossEntropyLoss(),
+        nn.MSELoss(),
+    ],
+    ids=lambda m: type(m).__name__,
+)
 def test_backward_before_forward_is_a_clear_error(module):
     with pytest.raises(RuntimeError, match=r"backward\(\) was called before forward\(\)"):
         module.backward(np.ones(2, np.float32), input_grad=True)
@@ -187,8 +225,11 @@ def test_backward_before_forward_is_a_clear_error(module):
 def test_grad_output_of_wrong_shape_is_refused():
     layer = nn.ReLU()
     layer(np.ones((2, 3), np.float32))
-    with pytest.raises(ValueError, match=r"ReLU.backward: grad_output has shape \(3,\), "
-                                         r"expected \(2, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"ReLU.backward: grad_output has shape \(3,\), "
+        r"expected \(2, 3\)",
+    ):
         layer.backward(np.ones(3, np.float32))
 
 
@@ -302,14 +343,18 @@ def test_to_double_keeps_parameter_objects():
 
 
 def test_repr_like_torch():
-    net = nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 6, 5, padding=2)),
-        ("act1", nn.ReLU()),
-        ("pool1", nn.MaxPool2d(2)),
-        ("block", nn.Sequential(nn.BatchNorm2d(6), nn.Dropout(0.25))),
-        ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(1176, 10, bias=False)),
-    ]))
+    net = nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", nn.Conv2d(1, 6, 5, padding=2)),
+                ("act1", nn.ReLU()),
+                ("pool1", nn.MaxPool2d(2)),
+                ("block", nn.Sequential(nn.BatchNorm2d(6), nn.Dropout(0.25))),
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(1176, 10, bias=False)),
+            ]
+        )
+    )
     assert repr(net) == (
         "Sequential(\n"
         "  (conv1): Conv2d(1, 6, kernel_size=(5, 5), stride=(1, 1), padding=(2, 2))\n"
@@ -327,19 +372,23 @@ def test_repr_like_torch():
     assert repr(nn.CrossEntropyLoss()) == "CrossEntropyLoss()"
     assert repr(nn.MSELoss(reduction="sum")) == "MSELoss(reduction='sum')"
     assert repr(nn.AvgPool2d(3, 1, 1, count_include_pad=False)) == (
-        "AvgPool2d(kernel_size=3, stride=1, padding=1, count_include_pad=False)")
+        "AvgPool2d(kernel_size=3, stride=1, padding=1, count_include_pad=False)"
+    )
     assert repr(nn.Softmax(dim=-1)) == "Softmax(dim=-1)"
 
 
 def test_conv_and_linear_repr_equal_torch():
     torch = pytest.importorskip("torch")
-    for ours, theirs in [(nn.Conv2d(3, 8, (3, 5), stride=2, padding=(1, 2), bias=False),
-                          torch.nn.Conv2d(3, 8, (3, 5), stride=2, padding=(1, 2), bias=False)),
-                         (nn.Linear(4, 2), torch.nn.Linear(4, 2)),
-                         (nn.Conv2d(1, 2, 3, padding="same"),
-                          torch.nn.Conv2d(1, 2, 3, padding="same")),
-                         (nn.Flatten(0, 2), torch.nn.Flatten(0, 2)),
-                         (nn.AvgPool2d(2), torch.nn.AvgPool2d(2))]:
+    for ours, theirs in [
+        (
+            nn.Conv2d(3, 8, (3, 5), stride=2, padding=(1, 2), bias=False),
+            torch.nn.Conv2d(3, 8, (3, 5), stride=2, padding=(1, 2), bias=False),
+        ),
+        (nn.Linear(4, 2), torch.nn.Linear(4, 2)),
+        (nn.Conv2d(1, 2, 3, padding="same"), torch.nn.Conv2d(1, 2, 3, padding="same")),
+        (nn.Flatten(0, 2), torch.nn.Flatten(0, 2)),
+        (nn.AvgPool2d(2), torch.nn.AvgPool2d(2)),
+    ]:
         assert repr(ours) == repr(theirs)
 
 

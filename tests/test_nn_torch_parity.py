@@ -49,29 +49,51 @@ def _x(shape, seed=0, scale=1.0):
 
 
 CASES = {
-    "conv": (lambda: nn.Conv2d(3, 8, 5, padding=2, rng=0),
-             lambda: tnn.Conv2d(3, 8, 5, padding=2), (4, 3, 12, 12)),
-    "conv_stride_rect": (lambda: nn.Conv2d(2, 4, (3, 2), stride=(2, 1), padding=(1, 0), rng=0),
-                         lambda: tnn.Conv2d(2, 4, (3, 2), stride=(2, 1), padding=(1, 0)),
-                         (3, 2, 9, 8)),
-    "conv_no_bias": (lambda: nn.Conv2d(1, 6, 3, bias=False, rng=0),
-                     lambda: tnn.Conv2d(1, 6, 3, bias=False), (5, 1, 10, 10)),
-    "conv_same": (lambda: nn.Conv2d(2, 3, (3, 5), padding="same", rng=0),
-                  lambda: tnn.Conv2d(2, 3, (3, 5), padding="same"), (2, 2, 7, 9)),
-    "conv_valid": (lambda: nn.Conv2d(2, 3, 3, padding="valid", rng=0),
-                   lambda: tnn.Conv2d(2, 3, 3, padding="valid"), (2, 2, 7, 9)),
+    "conv": (
+        lambda: nn.Conv2d(3, 8, 5, padding=2, rng=0),
+        lambda: tnn.Conv2d(3, 8, 5, padding=2),
+        (4, 3, 12, 12),
+    ),
+    "conv_stride_rect": (
+        lambda: nn.Conv2d(2, 4, (3, 2), stride=(2, 1), padding=(1, 0), rng=0),
+        lambda: tnn.Conv2d(2, 4, (3, 2), stride=(2, 1), padding=(1, 0)),
+        (3, 2, 9, 8),
+    ),
+    "conv_no_bias": (
+        lambda: nn.Conv2d(1, 6, 3, bias=False, rng=0),
+        lambda: tnn.Conv2d(1, 6, 3, bias=False),
+        (5, 1, 10, 10),
+    ),
+    "conv_same": (
+        lambda: nn.Conv2d(2, 3, (3, 5), padding="same", rng=0),
+        lambda: tnn.Conv2d(2, 3, (3, 5), padding="same"),
+        (2, 2, 7, 9),
+    ),
+    "conv_valid": (
+        lambda: nn.Conv2d(2, 3, 3, padding="valid", rng=0),
+        lambda: tnn.Conv2d(2, 3, 3, padding="valid"),
+        (2, 2, 7, 9),
+    ),
     "maxpool": (lambda: nn.MaxPool2d(2), lambda: tnn.MaxPool2d(2), (4, 3, 8, 8)),
-    "maxpool_pad_stride": (lambda: nn.MaxPool2d(3, stride=2, padding=1),
-                           lambda: tnn.MaxPool2d(3, stride=2, padding=1), (2, 3, 9, 9)),
+    "maxpool_pad_stride": (
+        lambda: nn.MaxPool2d(3, stride=2, padding=1),
+        lambda: tnn.MaxPool2d(3, stride=2, padding=1),
+        (2, 3, 9, 9),
+    ),
     "avgpool": (lambda: nn.AvgPool2d(2), lambda: tnn.AvgPool2d(2), (4, 3, 8, 8)),
     "avgpool_pad": (lambda: nn.AvgPool2d(3, 2, 1), lambda: tnn.AvgPool2d(3, 2, 1), (2, 3, 9, 9)),
-    "avgpool_pad_exclude": (lambda: nn.AvgPool2d(3, 2, 1, count_include_pad=False),
-                            lambda: tnn.AvgPool2d(3, 2, 1, count_include_pad=False),
-                            (2, 3, 9, 9)),
+    "avgpool_pad_exclude": (
+        lambda: nn.AvgPool2d(3, 2, 1, count_include_pad=False),
+        lambda: tnn.AvgPool2d(3, 2, 1, count_include_pad=False),
+        (2, 3, 9, 9),
+    ),
     "linear": (lambda: nn.Linear(400, 120, rng=0), lambda: tnn.Linear(400, 120), (64, 400)),
     "linear_3d": (lambda: nn.Linear(7, 3, rng=0), lambda: tnn.Linear(7, 3), (2, 5, 7)),
-    "linear_no_bias": (lambda: nn.Linear(7, 3, bias=False, rng=0),
-                       lambda: tnn.Linear(7, 3, bias=False), (6, 7)),
+    "linear_no_bias": (
+        lambda: nn.Linear(7, 3, bias=False, rng=0),
+        lambda: tnn.Linear(7, 3, bias=False),
+        (6, 7),
+    ),
     "flatten": (lambda: nn.Flatten(), lambda: tnn.Flatten(), (4, 3, 5, 5)),
     "flatten_dims": (lambda: nn.Flatten(0, 2), lambda: tnn.Flatten(0, 2), (4, 3, 5, 5)),
     "relu": (lambda: nn.ReLU(), lambda: tnn.ReLU(), (4, 3, 5, 5)),
@@ -81,8 +103,11 @@ CASES = {
     "softmax": (lambda: nn.Softmax(dim=1), lambda: tnn.Softmax(dim=1), (4, 10)),
     "softmax_last": (lambda: nn.Softmax(dim=-1), lambda: tnn.Softmax(dim=-1), (2, 3, 4, 5)),
     "identity": (lambda: nn.Identity(), lambda: tnn.Identity(), (4, 3)),
-    "dropout_eval": (lambda: nn.Dropout(0.3, rng=0).eval(), lambda: tnn.Dropout(0.3).eval(),
-                     (4, 3, 5, 5)),
+    "dropout_eval": (
+        lambda: nn.Dropout(0.3, rng=0).eval(),
+        lambda: tnn.Dropout(0.3).eval(),
+        (4, 3, 5, 5),
+    ),
 }
 
 
@@ -95,8 +120,12 @@ def test_layer_matches_torch(case):
 
 def test_activations_at_extreme_inputs_match_torch_without_warnings():
     x = np.array([[-1e4, -100.0, -20.0, 0.0, 20.0, 100.0, 1e4]], dtype=np.float32)
-    for ours, theirs in [(nn.Sigmoid(), tnn.Sigmoid()), (nn.SiLU(), tnn.SiLU()),
-                         (nn.Tanh(), tnn.Tanh()), (nn.Softmax(dim=1), tnn.Softmax(dim=1))]:
+    for ours, theirs in [
+        (nn.Sigmoid(), tnn.Sigmoid()),
+        (nn.SiLU(), tnn.SiLU()),
+        (nn.Tanh(), tnn.Tanh()),
+        (nn.Softmax(dim=1), tnn.Softmax(dim=1)),
+    ]:
         _check_parity(ours, theirs, x)
 
 
@@ -109,8 +138,12 @@ BATCHNORMS = {
     "bn2d": (nn.BatchNorm2d, tnn.BatchNorm2d, (8, 6, 5, 5), {}),
     "bn2d_cumulative": (nn.BatchNorm2d, tnn.BatchNorm2d, (8, 6, 5, 5), {"momentum": None}),
     "bn2d_no_affine": (nn.BatchNorm2d, tnn.BatchNorm2d, (8, 6, 5, 5), {"affine": False}),
-    "bn2d_no_running": (nn.BatchNorm2d, tnn.BatchNorm2d, (8, 6, 5, 5),
-                        {"track_running_stats": False, "eps": 1e-3}),
+    "bn2d_no_running": (
+        nn.BatchNorm2d,
+        tnn.BatchNorm2d,
+        (8, 6, 5, 5),
+        {"track_running_stats": False, "eps": 1e-3},
+    ),
 }
 
 
@@ -188,8 +221,13 @@ def test_cross_entropy_labels_matches_torch(reduction):
     rng = np.random.default_rng(0)
     logits = _x((64, 10), scale=4.0)
     labels = rng.integers(0, 10, 64)
-    _loss_parity(nn.CrossEntropyLoss(reduction=reduction), tnn.CrossEntropyLoss(
-        reduction=reduction), logits, labels, torch.tensor(labels))
+    _loss_parity(
+        nn.CrossEntropyLoss(reduction=reduction),
+        tnn.CrossEntropyLoss(reduction=reduction),
+        logits,
+        labels,
+        torch.tensor(labels),
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -197,8 +235,13 @@ def test_cross_entropy_probabilities_matches_torch(reduction):
     rng = np.random.default_rng(1)
     logits = _x((32, 7), scale=4.0)
     probs = rng.dirichlet(np.ones(7), 32).astype(np.float32)
-    _loss_parity(nn.CrossEntropyLoss(reduction=reduction), tnn.CrossEntropyLoss(
-        reduction=reduction), logits, probs, torch.tensor(probs))
+    _loss_parity(
+        nn.CrossEntropyLoss(reduction=reduction),
+        tnn.CrossEntropyLoss(reduction=reduction),
+        logits,
+        probs,
+        torch.tensor(probs),
+    )
 
 
 def test_cross_entropy_one_hot_equals_labels():
@@ -215,15 +258,21 @@ def test_cross_entropy_one_hot_equals_labels():
 def test_cross_entropy_is_stable_for_huge_logits():
     logits = np.array([[1e4, 0.0, -1e4], [-3e4, 3e4, 0.0]], dtype=np.float32)
     labels = np.array([1, 1])
-    _loss_parity(nn.CrossEntropyLoss(), tnn.CrossEntropyLoss(), logits, labels,
-                 torch.tensor(labels))
+    _loss_parity(
+        nn.CrossEntropyLoss(), tnn.CrossEntropyLoss(), logits, labels, torch.tensor(labels)
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_mse_matches_torch(reduction):
     x, target = _x((8, 3, 4)), _x((8, 3, 4), seed=1)
-    _loss_parity(nn.MSELoss(reduction=reduction), tnn.MSELoss(reduction=reduction), x, target,
-                 torch.tensor(target))
+    _loss_parity(
+        nn.MSELoss(reduction=reduction),
+        tnn.MSELoss(reduction=reduction),
+        x,
+        target,
+        torch.tensor(target),
+    )
 
 
 def test_loss_backward_scales_by_grad_output():

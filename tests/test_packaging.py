@@ -40,16 +40,24 @@ def clean_env(**overrides):
 
 
 def run(args, cwd, env=None, timeout=120):
-    return subprocess.run(args, cwd=cwd, env=env or clean_env(), capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def copy_package_without_binaries(destination):
     """The fastcnn package under test as a never-built checkout has it: Python files only."""
     package = Path(fastcnn.__file__).parent
     binaries = [f"*{suffix}" for suffix in COMPILED_SUFFIXES]  # also delocate's .dylibs/
-    shutil.copytree(package, destination / "fastcnn",
-                    ignore=shutil.ignore_patterns(*binaries, "__pycache__"))
+    shutil.copytree(
+        package, destination / "fastcnn", ignore=shutil.ignore_patterns(*binaries, "__pycache__")
+    )
 
 
 def test_import_from_a_never_built_checkout_says_how_to_build(tmp_path):
@@ -113,10 +121,16 @@ def cythonized_tree(tmp_path_factory):
     tree = tmp_path_factory.mktemp("fastcnn-src")
     for name in SOURCE_FILES:
         shutil.copy2(SOURCE_TREE / name, tree / name)
-    shutil.copytree(SOURCE_TREE / "csrc", tree / "csrc",
-                    ignore=shutil.ignore_patterns("*.c", "*.cpp", "*.html", "*.so", "*.o"))
-    shutil.copytree(SOURCE_TREE / "fastcnn", tree / "fastcnn",
-                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    shutil.copytree(
+        SOURCE_TREE / "csrc",
+        tree / "csrc",
+        ignore=shutil.ignore_patterns("*.c", "*.cpp", "*.html", "*.so", "*.o"),
+    )
+    shutil.copytree(
+        SOURCE_TREE / "fastcnn",
+        tree / "fastcnn",
+        ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"),
+    )
     # setup.py cythonizes when it is loaded; asking for the version does only that.
     result = run([sys.executable, "setup.py", "--version"], cwd=tree, timeout=BUILD_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -135,7 +149,8 @@ def source_tree(cythonized_tree, tmp_path):
 def cc_without_openmp(tmp_path):
     """A compiler wrapper that refuses -fopenmp, as a toolchain without OpenMP does."""
     wrapper = tmp_path / "cc-without-openmp"
-    wrapper.write_text(textwrap.dedent(f"""\
+    wrapper.write_text(
+        textwrap.dedent(f"""\
         #!/bin/sh
         for arg in "$@"; do
             case "$arg" in
@@ -143,14 +158,19 @@ def cc_without_openmp(tmp_path):
             esac
         done
         exec "{c_compiler()}" "$@"
-        """))
+        """)
+    )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     return str(wrapper)
 
 
 def build_in_place(tree, **env):
-    return run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tree,
-               env=clean_env(**env), timeout=BUILD_TIMEOUT)
+    return run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=tree,
+        env=clean_env(**env),
+        timeout=BUILD_TIMEOUT,
+    )
 
 
 SERIAL_BUILD_CHECK = """

@@ -76,8 +76,13 @@ def pool_case(draw):
 
 
 @PROPERTY
-@given(case=conv_case(), dtype=DTYPES, with_bias=st.booleans(), input_grad=st.booleans(),
-       seed=st.integers(0, 2**16))
+@given(
+    case=conv_case(),
+    dtype=DTYPES,
+    with_bias=st.booleans(),
+    input_grad=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_conv2d_forward_and_gradients_equal_reference(case, dtype, with_bias, input_grad, seed):
     shape, k, kernel, stride, padding = case
     x = small_ints(seed, shape, dtype)
@@ -88,10 +93,12 @@ def test_conv2d_forward_and_gradients_equal_reference(case, dtype, with_bias, in
     assert_array_equal(out, ref.conv2d(x, w, b, stride, padding))
 
     grad_out = small_ints(seed + 3, out.shape, dtype)
-    got = F.conv2d_backward(grad_out, x, w, stride, padding, input_grad=input_grad,
-                            bias_grad=with_bias)
-    want = ref.conv2d_backward(grad_out, x, w, stride, padding, input_grad=input_grad,
-                               bias_grad=with_bias)
+    got = F.conv2d_backward(
+        grad_out, x, w, stride, padding, input_grad=input_grad, bias_grad=with_bias
+    )
+    want = ref.conv2d_backward(
+        grad_out, x, w, stride, padding, input_grad=input_grad, bias_grad=with_bias
+    )
     assert_gradients_equal(got, want, dtype)
 
 
@@ -118,13 +125,14 @@ def test_max_pool2d_indices_and_backward_equal_reference(case, dtype, seed):
     assert_array_equal(out, want_out)
     assert_array_equal(index, want_index)
     grad_out = small_ints(seed + 1, out.shape, dtype)
-    assert_array_equal(F.max_pool2d_backward(grad_out, index, shape),
-                       ref.max_pool2d_backward(grad_out, want_index, shape))
+    assert_array_equal(
+        F.max_pool2d_backward(grad_out, index, shape),
+        ref.max_pool2d_backward(grad_out, want_index, shape),
+    )
 
 
 @PROPERTY
-@given(case=pool_case(), dtype=DTYPES, count_include_pad=st.booleans(),
-       seed=st.integers(0, 2**16))
+@given(case=pool_case(), dtype=DTYPES, count_include_pad=st.booleans(), seed=st.integers(0, 2**16))
 def test_avg_pool2d_and_backward_equal_reference(case, dtype, count_include_pad, seed):
     shape, kernel, stride, padding = case
     x = small_ints(seed, shape, dtype)
@@ -138,11 +146,18 @@ def test_avg_pool2d_and_backward_equal_reference(case, dtype, count_include_pad,
 
 
 @PROPERTY
-@given(lead=st.lists(st.integers(0, 5), min_size=1, max_size=3).map(tuple),
-       in_features=st.integers(1, 12), out_features=st.integers(1, 12), dtype=DTYPES,
-       with_bias=st.booleans(), input_grad=st.booleans(), seed=st.integers(0, 2**16))
-def test_linear_and_gradients_equal_reference(lead, in_features, out_features, dtype,
-                                              with_bias, input_grad, seed):
+@given(
+    lead=st.lists(st.integers(0, 5), min_size=1, max_size=3).map(tuple),
+    in_features=st.integers(1, 12),
+    out_features=st.integers(1, 12),
+    dtype=DTYPES,
+    with_bias=st.booleans(),
+    input_grad=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_linear_and_gradients_equal_reference(
+    lead, in_features, out_features, dtype, with_bias, input_grad, seed
+):
     """Any leading shape (N=0 included, and row counts across the kernel's row chunks)."""
     x = small_ints(seed, (*lead, in_features), dtype)
     w = small_ints(seed + 1, (out_features, in_features), dtype)
@@ -153,8 +168,9 @@ def test_linear_and_gradients_equal_reference(lead, in_features, out_features, d
     assert_array_equal(out, ref.linear(x2d, w, b).reshape(*lead, out_features))
     grad_out = small_ints(seed + 3, out.shape, dtype)
     got = F.linear_backward(grad_out, x, w, input_grad=input_grad, bias_grad=with_bias)
-    want = ref.linear_backward(grad_out.reshape(-1, out_features), x2d, w,
-                               input_grad=input_grad, bias_grad=with_bias)
+    want = ref.linear_backward(
+        grad_out.reshape(-1, out_features), x2d, w, input_grad=input_grad, bias_grad=with_bias
+    )
     if input_grad:
         assert_array_equal(got[0], want[0].reshape(x.shape))
     else:
@@ -181,8 +197,13 @@ def every_kernel(x, w, dense, kernel, stride, padding, pool):
 
 
 @PROPERTY
-@given(case=conv_case(), n=st.integers(0, 20), pool=pool_case(), dtype=DTYPES,
-       seed=st.integers(0, 2**16))
+@given(
+    case=conv_case(),
+    n=st.integers(0, 20),
+    pool=pool_case(),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**16),
+)
 def test_every_kernel_gives_the_same_bits_on_1_and_3_threads(case, n, pool, dtype, seed):
     """Random real-valued data (not integers) and batches of up to 20 (across the gradient
     chunks of 8 and linear's row chunks of 16): the batch is split differently for 1 and 3

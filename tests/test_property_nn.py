@@ -24,8 +24,13 @@ import fastcnn
 from fastcnn import functional as F
 from fastcnn import nn
 
-PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=100,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=100,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 ACTIVATIONS = [nn.ReLU, nn.Tanh, nn.Sigmoid, nn.SiLU]
 
@@ -41,8 +46,16 @@ def spatial_layer(draw, channels, hw):
         out = tuple(F.output_size(hw[a], kernel[a], stride, padding) for a in (0, 1))
         if min(out) < 1 or kernel[0] > hw[0] + 2 * padding or kernel[1] > hw[1] + 2 * padding:
             return None
-        layer = nn.Conv2d(channels, k, kernel, stride, padding, bias=draw(st.booleans()),
-                          rng=draw(st.integers(0, 99)), dtype=np.float64)
+        layer = nn.Conv2d(
+            channels,
+            k,
+            kernel,
+            stride,
+            padding,
+            bias=draw(st.booleans()),
+            rng=draw(st.integers(0, 99)),
+            dtype=np.float64,
+        )
         return layer, (k, *out)
     if kind in ("maxpool", "avgpool"):
         kernel = draw(st.integers(1, 3))
@@ -72,8 +85,15 @@ def layer_stack(draw):
             layer, shape = drawn
             layers.append(layer)
     if draw(st.booleans()):
-        layers += [nn.Flatten(), nn.Linear(math.prod(shape), draw(st.integers(1, 4)),
-                                           rng=draw(st.integers(0, 99)), dtype=np.float64)]
+        layers += [
+            nn.Flatten(),
+            nn.Linear(
+                math.prod(shape),
+                draw(st.integers(1, 4)),
+                rng=draw(st.integers(0, 99)),
+                dtype=np.float64,
+            ),
+        ]
         if draw(st.booleans()):
             layers.append(draw(st.sampled_from(ACTIVATIONS))())
     x = np.random.default_rng(draw(st.integers(0, 2**16))).standard_normal((n, *in_shape))
@@ -97,8 +117,11 @@ def model_with_odd_values(draw):
     """A small stack (maybe with BatchNorm buffers) whose parameters hold special values."""
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     channels = draw(st.integers(1, 3))
-    layers = [nn.Conv2d(1, channels, draw(st.integers(1, 3)), bias=draw(st.booleans()),
-                        dtype=dtype, rng=0)]
+    layers = [
+        nn.Conv2d(
+            1, channels, draw(st.integers(1, 3)), bias=draw(st.booleans()), dtype=dtype, rng=0
+        )
+    ]
     if draw(st.booleans()):
         layers.append(nn.BatchNorm2d(channels, affine=draw(st.booleans()), dtype=dtype))
     layers += [nn.Flatten(), nn.Linear(channels, draw(st.integers(1, 3)), dtype=dtype, rng=0)]
@@ -142,9 +165,13 @@ def test_state_dict_round_trips_bit_for_bit(model, suffix, scratch):
 
 
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=8),
     st.floats(allow_nan=True, allow_infinity=True),
 )
+
 
 def _small_int_array(dtype, shape, seed):
     return np.random.default_rng(seed).integers(-100, 100, shape).astype(dtype)
@@ -190,8 +217,9 @@ def assert_same(loaded, original, where="top"):
 
 
 @PROPERTY
-@given(obj=st.dictionaries(KEYS, NESTED, max_size=4),
-       suffix=st.sampled_from([".npz", ".safetensors"]))
+@given(
+    obj=st.dictionaries(KEYS, NESTED, max_size=4), suffix=st.sampled_from([".npz", ".safetensors"])
+)
 def test_nested_structures_round_trip(obj, suffix, scratch):
     if suffix == ".safetensors":
         pytest.importorskip("safetensors")

@@ -48,7 +48,7 @@ def checkpoint_bytes(request, tmp_path_factory):
 def positions_to_damage(size, rng, sampled=200, edge=160):
     """Every byte of the first and last ``edge`` (headers, zip directory, seal) and a random
     sample of the rest (array data)."""
-    edges = np.r_[0:min(edge, size), max(0, size - edge):size]
+    edges = np.r_[0 : min(edge, size), max(0, size - edge) : size]
     middle = rng.choice(np.arange(edge, max(edge, size - edge)), size=sampled, replace=False)
     return np.unique(np.r_[edges, middle])
 
@@ -124,8 +124,12 @@ def test_writer_killed_mid_save_leaves_a_complete_checkpoint(tmp_path, suffix):
     want = {seed: models.LeNet5(rng=seed).state_dict() for seed in range(3)}
     rng = np.random.default_rng(0)
     for _ in range(4):
-        writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), str(path)],
-                                  stdout=subprocess.PIPE, text=True, cwd=package_parent)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(WRITER), str(path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=package_parent,
+        )
         assert writer.stdout.readline().strip() == "saved"
         time.sleep(rng.uniform(0.05, 0.4))
         writer.send_signal(signal.SIGKILL)

@@ -60,9 +60,14 @@ TRAINING_RUN = """
 def run_python(code, *args, timeout=300):
     """Run code in a fresh interpreter that imports the same fastcnn as this one."""
     package_parent = os.path.dirname(os.path.dirname(fastcnn.__file__))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=package_parent,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=package_parent,
+        check=False,
+    )
 
 
 @pytest.mark.slow
@@ -75,8 +80,10 @@ def test_1000_training_steps_do_not_grow_the_resident_set():
     report = json.loads(result.stdout)
     rss = {int(step): mb for step, mb in report["rss_mb"].items()}
     growth = rss[1100] - rss[100]
-    print(f"RSS after warm-up {rss[100]:.1f} MB, after 1,000 more steps {rss[1100]:.1f} MB "
-          f"(growth {growth:+.2f} MB); samples {rss}")
+    print(
+        f"RSS after warm-up {rss[100]:.1f} MB, after 1,000 more steps {rss[1100]:.1f} MB "
+        f"(growth {growth:+.2f} MB); samples {rss}"
+    )
     assert np.isfinite(report["loss"])
     assert growth < RSS_TOLERANCE_MB, rss
 

@@ -32,10 +32,18 @@ def as_torch(module, torch_module):
 
 # (fastcnn layer, the same layer in torch, input shape)
 LAYERS = [
-    ("Conv2d", lambda: nn.Conv2d(2, 3, 3, padding=1, rng=0),
-     lambda: torch.nn.Conv2d(2, 3, 3, padding=1), (4, 2, 6, 6)),
-    ("Conv2d-stride", lambda: nn.Conv2d(2, 3, (3, 2), stride=2, rng=0),
-     lambda: torch.nn.Conv2d(2, 3, (3, 2), stride=2), (4, 2, 7, 6)),
+    (
+        "Conv2d",
+        lambda: nn.Conv2d(2, 3, 3, padding=1, rng=0),
+        lambda: torch.nn.Conv2d(2, 3, 3, padding=1),
+        (4, 2, 6, 6),
+    ),
+    (
+        "Conv2d-stride",
+        lambda: nn.Conv2d(2, 3, (3, 2), stride=2, rng=0),
+        lambda: torch.nn.Conv2d(2, 3, (3, 2), stride=2),
+        (4, 2, 7, 6),
+    ),
     ("Linear", lambda: nn.Linear(5, 4, rng=0), lambda: torch.nn.Linear(5, 4), (4, 5)),
     ("ReLU", nn.ReLU, torch.nn.ReLU, (4, 2, 3, 3)),
     ("Sigmoid", nn.Sigmoid, torch.nn.Sigmoid, (4, 6)),
@@ -43,10 +51,13 @@ LAYERS = [
     ("SiLU", nn.SiLU, torch.nn.SiLU, (4, 6)),
     ("Softmax", lambda: nn.Softmax(dim=1), lambda: torch.nn.Softmax(dim=1), (4, 6)),
     ("MaxPool2d", lambda: nn.MaxPool2d(2), lambda: torch.nn.MaxPool2d(2), (4, 2, 6, 6)),
-    ("MaxPool2d-padded", lambda: nn.MaxPool2d(3, 2, 1), lambda: torch.nn.MaxPool2d(3, 2, 1),
-     (4, 2, 7, 7)),
-    ("AvgPool2d", lambda: nn.AvgPool2d(3, 1, 1), lambda: torch.nn.AvgPool2d(3, 1, 1),
-     (4, 2, 5, 5)),
+    (
+        "MaxPool2d-padded",
+        lambda: nn.MaxPool2d(3, 2, 1),
+        lambda: torch.nn.MaxPool2d(3, 2, 1),
+        (4, 2, 7, 7),
+    ),
+    ("AvgPool2d", lambda: nn.AvgPool2d(3, 1, 1), lambda: torch.nn.AvgPool2d(3, 1, 1), (4, 2, 5, 5)),
     ("BatchNorm2d", lambda: nn.BatchNorm2d(2), lambda: torch.nn.BatchNorm2d(2), (4, 2, 3, 3)),
     ("BatchNorm1d", lambda: nn.BatchNorm1d(6), lambda: torch.nn.BatchNorm1d(6), (4, 6)),
     ("Flatten", nn.Flatten, torch.nn.Flatten, (4, 2, 3, 3)),
@@ -59,11 +70,13 @@ def assert_same_non_finite(ours, theirs, what):
     assert ours.shape == theirs.shape, what
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs), err_msg=f"{what}: NaN")
     for sign in (1, -1):
-        np.testing.assert_array_equal(ours == sign * np.inf, theirs == sign * np.inf,
-                                      err_msg=f"{what}: {sign:+d} Inf")
+        np.testing.assert_array_equal(
+            ours == sign * np.inf, theirs == sign * np.inf, err_msg=f"{what}: {sign:+d} Inf"
+        )
     finite = np.isfinite(theirs)
-    np.testing.assert_allclose(ours[finite], theirs[finite], rtol=1e-4, atol=1e-5,
-                               err_msg=f"{what}: finite values")
+    np.testing.assert_allclose(
+        ours[finite], theirs[finite], rtol=1e-4, atol=1e-5, err_msg=f"{what}: finite values"
+    )
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -108,8 +121,9 @@ LOGITS = {
     "all 1e4": lambda: np.full((3, 5), 1e4),
     "all -1e4": lambda: np.full((3, 5), -1e4),
     "mixed +-1e4": lambda: np.array([[1e4, -1e4, 0, 5, -5]] * 3),
-    "one huge winner": lambda: np.array([[1e4, 0, 0, 0, 0], [0, -1e4, 0, 0, 1e4],
-                                         [-1e4, -1e4, -1e4, -1e4, 1e4]]),
+    "one huge winner": lambda: np.array(
+        [[1e4, 0, 0, 0, 0], [0, -1e4, 0, 0, 1e4], [-1e4, -1e4, -1e4, -1e4, 1e4]]
+    ),
     "mixed +-1e30": lambda: np.array([[1e30, -1e30, 0, 1, 2]] * 3),
 }
 
@@ -119,8 +133,10 @@ LOGITS = {
 @pytest.mark.parametrize("kind", list(LOGITS))
 def test_huge_logits_keep_cross_entropy_finite(kind, reduction, dtype):
     logits = LOGITS[kind]().astype(dtype)
-    targets = {"labels": np.array([0, 1, 4]),
-               "probabilities": np.eye(5, dtype=dtype)[[0, 1, 4]] * 0.8 + 0.04}
+    targets = {
+        "labels": np.array([0, 1, 4]),
+        "probabilities": np.eye(5, dtype=dtype)[[0, 1, 4]] * 0.8 + 0.04,
+    }
     for target_kind, target in targets.items():
         loss_fn = nn.CrossEntropyLoss(reduction=reduction)
         loss = loss_fn(logits, target)
@@ -128,8 +144,9 @@ def test_huge_logits_keep_cross_entropy_finite(kind, reduction, dtype):
         assert np.isfinite(loss), (target_kind, loss)
         assert grad.dtype == dtype and np.isfinite(grad).all(), (target_kind, grad)
         t_logits = torch.from_numpy(logits.copy()).requires_grad_(True)
-        t_loss = torch.nn.functional.cross_entropy(t_logits, torch.from_numpy(target),
-                                                   reduction=reduction)
+        t_loss = torch.nn.functional.cross_entropy(
+            t_logits, torch.from_numpy(target), reduction=reduction
+        )
         t_loss.backward()
         np.testing.assert_allclose(loss, t_loss.item(), rtol=1e-5)
         np.testing.assert_allclose(grad, t_logits.grad.numpy(), rtol=1e-5, atol=1e-7)
@@ -172,21 +189,29 @@ def test_fit_diverging_from_the_first_batch_stops_and_leaves_the_checkpoint_alon
     checkpoint of this run; fit raises NonFiniteLossError naming the epoch, batch and the fix,
     and the checkpoint file of an earlier run is byte for byte what it was."""
     rng = np.random.default_rng(0)
-    dataset = data.ArrayDataset(rng.standard_normal((64, 1, 28, 28)).astype(np.float32),
-                                rng.integers(0, 10, 64))
+    dataset = data.ArrayDataset(
+        rng.standard_normal((64, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 64)
+    )
     path = tmp_path / "run.npz"
 
     def run(lr, epochs):
         model = models.LeNet5(rng=0)
         optimizer = optim.SGD(model.parameters(), lr=lr)
-        return train.fit(model, nn.CrossEntropyLoss(), optimizer,
-                         data.DataLoader(dataset, 16, seed=0), epochs=epochs, progress=False,
-                         checkpoint=path)
+        return train.fit(
+            model,
+            nn.CrossEntropyLoss(),
+            optimizer,
+            data.DataLoader(dataset, 16, seed=0),
+            epochs=epochs,
+            progress=False,
+            checkpoint=path,
+        )
 
     run(0.01, 1)
     before = path.read_bytes()
-    with pytest.raises(train.NonFiniteLossError,
-                       match=r"at epoch 1, batch \d+: .*lower learning rate") as caught:
+    with pytest.raises(
+        train.NonFiniteLossError, match=r"at epoch 1, batch \d+: .*lower learning rate"
+    ) as caught:
         run(1e12, 3)
     assert caught.value.epoch == 1 and not np.isfinite(caught.value.loss)
     assert path.read_bytes() == before

@@ -88,9 +88,11 @@ def gradients(model, x, y):
     return [np.float64(loss), grad_x, *(p.grad.copy() for p in model.parameters())]
 
 
-@pytest.mark.parametrize("make", [lambda: models.LeNet5(rng=4),
-                                  lambda: models.ImprovedLeNet5(rng=4)],
-                         ids=["LeNet5", "ImprovedLeNet5"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: models.LeNet5(rng=4), lambda: models.ImprovedLeNet5(rng=4)],
+    ids=["LeNet5", "ImprovedLeNet5"],
+)
 def test_scratch_filled_with_nan_changes_no_bit_of_a_training_step(make, monkeypatch):
     """The kernels' scratch (functional._workspace) is np.empty and reused between calls:
     a value read before it is written would be stale, and change results only sometimes.
@@ -98,8 +100,10 @@ def test_scratch_filled_with_nan_changes_no_bit_of_a_training_step(make, monkeyp
     as they were, at 1, 2 and 3 threads, batches with and without a ragged last chunk."""
     model = make()
     rng = np.random.default_rng(5)
-    batches = [(rng.standard_normal((n, 1, 28, 28)).astype(np.float32), np.arange(n) % 10)
-               for n in (16, 13)]
+    batches = [
+        (rng.standard_normal((n, 1, 28, 28)).astype(np.float32), np.arange(n) % 10)
+        for n in (16, 13)
+    ]
     with fastcnn.threads(1):
         want = [gradients(model, x, y) for x, y in batches]
 
@@ -212,8 +216,14 @@ def test_workers_started_by_spawn_and_forkserver_match_the_parent(method):
 def run_python(code, timeout=120):
     """Run code in a fresh interpreter that imports the same fastcnn as this one."""
     package_parent = os.path.dirname(os.path.dirname(fastcnn.__file__))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, cwd=package_parent, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=package_parent,
+        check=False,
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
@@ -271,6 +281,5 @@ def test_kernels_agree_after_many_thread_count_changes():
     for n in (3, 1, 2, 3, 1):
         with fastcnn.threads(n):
             assert_array_equal(F.conv2d(x, w, None, 1, 1), want)
-            for got, expected in zip(F.conv2d_backward(want, x, w, 1, 1), want_grads,
-                                     strict=True):
+            for got, expected in zip(F.conv2d_backward(want, x, w, 1, 1), want_grads, strict=True):
                 assert_array_equal(got, expected)

@@ -111,8 +111,10 @@ def test_threads_blocks_belong_to_their_python_thread():
     assert seen == {"inside": 5, "outside": fastcnn._threads.default_num_threads()}
 
 
-@pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
-                                        (True, TypeError), ("2", TypeError)])
+@pytest.mark.parametrize(
+    "bad, error",
+    [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError), ("2", TypeError)],
+)
 def test_bad_thread_counts(bad, error):
     with pytest.raises(error, match="number of threads"):
         fastcnn.set_num_threads(bad)
@@ -131,15 +133,22 @@ def run_python(code, env=None, timeout=60):
     """Run code in a fresh interpreter that imports the same fastcnn as this one."""
     full_env = dict(os.environ, **(env or {}))
     package_parent = os.path.dirname(os.path.dirname(fastcnn.__file__))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, cwd=package_parent,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=package_parent,
+        check=False,
+    )
 
 
 @pytest.mark.skipif(not OPENMP_ENABLED, reason="serial build: always one thread")
 def test_default_honours_omp_num_threads():
-    result = run_python("import fastcnn; print(fastcnn.get_num_threads())",
-                        env={"OMP_NUM_THREADS": "1"})
+    result = run_python(
+        "import fastcnn; print(fastcnn.get_num_threads())", env={"OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1"
 
@@ -238,10 +247,13 @@ def test_kernel_blas_held_at_one_thread_from_any_python_thread():
 
 
 @pytest.mark.skipif(not OPENMP_ENABLED, reason="serial build: no OpenMP runtime")
-@pytest.mark.parametrize("user_setting, expected", [
-    ({}, "GOMP_SPINCOUNT = '30000'"),  # fastcnn's default: a short spin, then sleep
-    ({"OMP_WAIT_POLICY": "active"}, "OMP_WAIT_POLICY = 'ACTIVE'"),  # the user's choice wins
-])
+@pytest.mark.parametrize(
+    "user_setting, expected",
+    [
+        ({}, "GOMP_SPINCOUNT = '30000'"),  # fastcnn's default: a short spin, then sleep
+        ({"OMP_WAIT_POLICY": "active"}, "OMP_WAIT_POLICY = 'ACTIVE'"),  # the user's choice wins
+    ],
+)
 def test_openmp_wait_policy(user_setting, expected):
     code = """
         import os, fastcnn
@@ -250,8 +262,15 @@ def test_openmp_wait_policy(user_setting, expected):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(user_setting, OMP_DISPLAY_ENV="verbose")
     package_parent = os.path.dirname(os.path.dirname(fastcnn.__file__))
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                            text=True, timeout=60, env=env, cwd=package_parent, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=package_parent,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert expected in result.stderr  # what libgomp read when it loaded
     assert "left in environment: False" in result.stdout

@@ -34,8 +34,12 @@ def test_conv2d_matches_torch(case):
         np.testing.assert_allclose(mine, theirs.numpy(), rtol=RTOL, atol=1e-4)
 
 
-POOL = [((8, 6, 28, 28), 2, None, 0), ((8, 16, 10, 10), 2, None, 0), ((2, 3, 9, 8), 3, 2, 1),
-        ((2, 3, 9, 8), (3, 2), (1, 2), (1, 1))]
+POOL = [
+    ((8, 6, 28, 28), 2, None, 0),
+    ((8, 16, 10, 10), 2, None, 0),
+    ((2, 3, 9, 8), 3, 2, 1),
+    ((2, 3, 9, 8), (3, 2), (1, 2), (1, 1)),
+]
 
 
 @pytest.mark.parametrize("case", POOL)
@@ -44,23 +48,25 @@ def test_max_pool2d_matches_torch(case):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape).astype(np.float32)
     tx = torch.tensor(x, requires_grad=True)
-    t_out, t_idx = torch.nn.functional.max_pool2d(tx, kernel, stride, padding,
-                                                  return_indices=True)
+    t_out, t_idx = torch.nn.functional.max_pool2d(tx, kernel, stride, padding, return_indices=True)
     out, idx = F.max_pool2d(x, kernel, stride, padding, return_indices=True)
     np.testing.assert_array_equal(out, t_out.detach().numpy())
     np.testing.assert_array_equal(idx, t_idx.numpy())
     g = rng.standard_normal(out.shape).astype(np.float32)
     t_out.backward(torch.tensor(g))
-    np.testing.assert_allclose(F.max_pool2d_backward(g, idx, shape), tx.grad.numpy(),
-                               rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        F.max_pool2d_backward(g, idx, shape), tx.grad.numpy(), rtol=RTOL, atol=ATOL
+    )
 
 
 def test_max_pool2d_nan_and_ties_match_torch():
-    x = np.array([[[[1, 3, 3, 0], [3, np.nan, 2, np.nan], [np.nan, 0, 5, 5], [1, 1, 5, 5]]]],
-                 np.float32)
+    x = np.array(
+        [[[[1, 3, 3, 0], [3, np.nan, 2, np.nan], [np.nan, 0, 5, 5], [1, 1, 5, 5]]]], np.float32
+    )
     for stride in (1, 2):
-        t_out, t_idx = torch.nn.functional.max_pool2d(torch.tensor(x), 2, stride,
-                                                      return_indices=True)
+        t_out, t_idx = torch.nn.functional.max_pool2d(
+            torch.tensor(x), 2, stride, return_indices=True
+        )
         out, idx = F.max_pool2d(x, 2, stride, return_indices=True)
         np.testing.assert_array_equal(out, t_out.numpy())
         np.testing.assert_array_equal(idx, t_idx.numpy())
@@ -73,8 +79,9 @@ def test_avg_pool2d_matches_torch(case, count_include_pad):
     rng = np.random.default_rng(2)
     x = rng.standard_normal(shape).astype(np.float32)
     tx = torch.tensor(x, requires_grad=True)
-    t_out = torch.nn.functional.avg_pool2d(tx, kernel, stride, padding,
-                                           count_include_pad=count_include_pad)
+    t_out = torch.nn.functional.avg_pool2d(
+        tx, kernel, stride, padding, count_include_pad=count_include_pad
+    )
     out = F.avg_pool2d(x, kernel, stride, padding, count_include_pad)
     np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=RTOL, atol=ATOL)
     g = rng.standard_normal(out.shape).astype(np.float32)

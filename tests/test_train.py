@@ -265,14 +265,19 @@ def test_fit_evaluate_predict_refuse_wrong_objects_before_any_work(mnist_small):
     loss_fn = nn.CrossEntropyLoss()
     with pytest.raises(TypeError, match="^fit: loss_fn must be a fastcnn.nn.Module .*got function"):
         fit(model, lambda logits, labels: 0.0, optimizer, loader, progress=False)
-    with pytest.raises(TypeError, match="^fit: train_loader must be a DataLoader or a sized "
-                                        "iterable of .*got generator"):
+    with pytest.raises(
+        TypeError,
+        match="^fit: train_loader must be a DataLoader or a sized iterable of .*got generator",
+    ):
         fit(model, loss_fn, optimizer, iter(loader), progress=False)
     with pytest.raises(TypeError, match="^fit: val_loader must be an iterable .*got int"):
         fit(model, loss_fn, optimizer, loader, val_loader=3, progress=False)
     assert loader.epoch == 0  # refused before the first epoch started
-    with pytest.raises(TypeError, match="^fit: val_loader must yield \\(images, labels\\) "
-                                        "pairs, got a batch of type tuple: \\(1, 2, 3\\)"):
+    with pytest.raises(
+        TypeError,
+        match="^fit: val_loader must yield \\(images, labels\\) "
+        "pairs, got a batch of type tuple: \\(1, 2, 3\\)",
+    ):
         fit(model, loss_fn, optimizer, loader, val_loader=[(1, 2, 3)], progress=False)
     with pytest.raises(TypeError, match="^evaluate: model must be a fastcnn.nn.Module, got str"):
         evaluate("model", loader)
@@ -290,8 +295,11 @@ def test_topk_correct_errors():
         topk_correct(logits, np.arange(3), 1.5)
     with pytest.raises(ValueError, match="^topk_correct: k must be positive, got -1"):
         topk_correct(logits, np.arange(3), -1)
-    with pytest.raises(ValueError, match=r"labels of shape \(3,\) do not fit logits of shape "
-                                         r"\(3,\); expected logits \(N, C\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"labels of shape \(3,\) do not fit logits of shape "
+        r"\(3,\); expected logits \(N, C\)",
+    ):
         topk_correct(np.ones(3), np.arange(3), 1)
     with pytest.raises(ValueError, match=r"labels of shape \(3, 1\) do not fit logits"):
         topk_correct(logits, np.arange(3)[:, None], 2)

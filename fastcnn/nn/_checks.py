@@ -39,8 +39,7 @@ def generator(rng, owner):
     if rng is None or is_int(rng):
         return np.random.default_rng(rng)
     raise TypeError(
-        f"{owner}: rng must be a np.random.Generator, an int seed or None, "
-        f"got {type(rng).__name__}"
+        f"{owner}: rng must be a np.random.Generator, an int seed or None, got {type(rng).__name__}"
     )
 
 

@@ -33,8 +33,15 @@ class ConvReLUMaxPool:
         x = conv._checked_input(input)
         bias = None if conv.bias is None else conv.bias.data
         result = F.conv2d_relu_max_pool2d(
-            x, conv.weight.data, bias, conv.stride, conv.padding, pool.kernel_size,
-            pool.stride, pool.padding, save_columns=conv.training,
+            x,
+            conv.weight.data,
+            bias,
+            conv.stride,
+            conv.padding,
+            pool.kernel_size,
+            pool.stride,
+            pool.padding,
+            save_columns=conv.training,
         )
         out, indices, columns = result if len(result) == 3 else (*result, None)
         self.saved = (x, out, indices, columns)
@@ -46,9 +53,16 @@ class ConvReLUMaxPool:
         conv = self.modules[0]
         x, out, indices, columns = self.saved
         grad_x, grad_w, grad_b = F.conv2d_relu_max_pool2d_backward(
-            grad_like(grad_output, out.shape, x.dtype, "MaxPool2d"), out, indices, x,
-            conv.weight.data, conv.stride, conv.padding, input_grad=input_grad,
-            bias_grad=conv.bias is not None, columns=columns,
+            grad_like(grad_output, out.shape, x.dtype, "MaxPool2d"),
+            out,
+            indices,
+            x,
+            conv.weight.data,
+            conv.stride,
+            conv.padding,
+            input_grad=input_grad,
+            bias_grad=conv.bias is not None,
+            columns=columns,
         )
         conv._accumulate_grads(grad_w, grad_b)
         return grad_x
@@ -58,9 +72,9 @@ def stages(modules):
     """The modules as a list of stages, each callable with a ``backward`` like a module's."""
     result, i = [], 0
     while i < len(modules):
-        run = tuple(type(m) for m in modules[i:i + len(FUSED_PATTERN)])
+        run = tuple(type(m) for m in modules[i : i + len(FUSED_PATTERN)])
         if run == FUSED_PATTERN:
-            result.append(ConvReLUMaxPool(*modules[i:i + len(FUSED_PATTERN)]))
+            result.append(ConvReLUMaxPool(*modules[i : i + len(FUSED_PATTERN)]))
             i += len(FUSED_PATTERN)
         else:
             result.append(modules[i])

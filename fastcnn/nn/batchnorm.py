@@ -30,8 +30,16 @@ class _BatchNorm(Module):
 
     _allowed_ndim = ()
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, *, dtype=np.float32):
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+        *,
+        dtype=np.float32,
+    ):
         super().__init__()
         name = type(self).__name__
         self.num_features = positive_int(num_features, "num_features", name)
@@ -85,8 +93,9 @@ class _BatchNorm(Module):
         shape = (1, -1) + (1,) * (x.ndim - 2)
         inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)
         x_hat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
-        self._save_for_backward(x_hat=x_hat, inv_std=inv_std.reshape(shape), axes=axes,
-                                batch_stats=use_batch)
+        self._save_for_backward(
+            x_hat=x_hat, inv_std=inv_std.reshape(shape), axes=axes, batch_stats=use_batch
+        )
         if not self.affine:
             return x_hat
         return x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
@@ -102,8 +111,7 @@ class _BatchNorm(Module):
         mean, var = x.mean(axis=axes), x.var(axis=axes)
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
-            factor = (1 / float(self.num_batches_tracked) if self.momentum is None
-                      else self.momentum)
+            factor = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             unbiased = var * (count / (count - 1))
             self.running_mean *= 1 - factor
             self.running_mean += factor * mean
@@ -134,8 +142,10 @@ class _BatchNorm(Module):
         return inv_std * (grad_x_hat - mean_grad - x_hat * mean_grad_x_hat)
 
     def extra_repr(self):
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+        )
 
 
 def _real(value, name, owner, low, high=None, strict=False):

@@ -52,8 +52,18 @@ class Conv2d(Module):
         OW = floor((W + 2 * padding[1] - kernel_size[1]) / stride[1]) + 1
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 *, rng=None, dtype=np.float32):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias=True,
+        *,
+        rng=None,
+        dtype=np.float32,
+    ):
         super().__init__()
         self.in_channels = positive_int(in_channels, "in_channels", "Conv2d")
         self.out_channels = positive_int(out_channels, "out_channels", "Conv2d")
@@ -109,8 +119,9 @@ class Conv2d(Module):
         x = self._checked_input(input)
         bias = None if self.bias is None else self.bias.data
         # While training, keep the im2col matrices: backward then need not rebuild them.
-        result = F.conv2d(x, self.weight.data, bias, self.stride, self.padding,
-                          save_columns=self.training)
+        result = F.conv2d(
+            x, self.weight.data, bias, self.stride, self.padding, save_columns=self.training
+        )
         out, columns = result if self.training else (result, None)
         self._save_for_backward(input=x, out_shape=out.shape, columns=columns)
         return out
@@ -121,16 +132,23 @@ class Conv2d(Module):
         saved = self._saved()
         x = saved["input"]
         grad_x, grad_w, grad_b = F.conv2d_backward(
-            grad_like(grad_output, saved["out_shape"], x.dtype, "Conv2d"), x, self.weight.data,
-            self.stride, self.padding, input_grad=input_grad, bias_grad=self.bias is not None,
+            grad_like(grad_output, saved["out_shape"], x.dtype, "Conv2d"),
+            x,
+            self.weight.data,
+            self.stride,
+            self.padding,
+            input_grad=input_grad,
+            bias_grad=self.bias is not None,
             columns=saved["columns"],
         )
         self._accumulate_grads(grad_w, grad_b)
         return grad_x
 
     def extra_repr(self):
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}")
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
         if isinstance(self._padding_given, str):
             text += f", padding={self._padding_given}"
         elif self.padding != (0, 0):

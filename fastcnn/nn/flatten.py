@@ -23,8 +23,9 @@ class Flatten(Module):
         super().__init__()
         for name, value in (("start_dim", start_dim), ("end_dim", end_dim)):
             if not is_int(value):
-                raise TypeError(f"Flatten: {name} must be an int, got {type(value).__name__} "
-                                f"{value!r}")
+                raise TypeError(
+                    f"Flatten: {name} must be an int, got {type(value).__name__} {value!r}"
+                )
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
 
     def _dims(self, ndim):
@@ -62,9 +63,9 @@ class Flatten(Module):
             return (1,)
         start, end = self._dims(len(shape))
         merged = 1
-        for size in shape[start:end + 1]:
+        for size in shape[start : end + 1]:
             merged *= size
-        return (*shape[:start], merged, *shape[end + 1:])
+        return (*shape[:start], merged, *shape[end + 1 :])
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -104,8 +104,11 @@ class Module:
         """A registered parameter or child can be replaced only by its own kind or None."""
         is_parameter = name in self._parameters
         if value is not None:
-            kind, expected = (("parameter", "fastcnn.nn.Parameter") if is_parameter
-                              else ("child module", "fastcnn.nn.Module"))
+            kind, expected = (
+                ("parameter", "fastcnn.nn.Parameter")
+                if is_parameter
+                else ("child module", "fastcnn.nn.Module")
+            )
             raise TypeError(
                 f"cannot assign {type(value).__name__} as {kind} {name!r} "
                 f"({expected} or None expected)"

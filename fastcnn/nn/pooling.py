@@ -15,8 +15,7 @@ class _Pool2d(Module):
         super().__init__()
         name = type(self).__name__
         self.kernel_size = _positive_pair(kernel_size, "kernel_size", name)
-        self.stride = self.kernel_size if stride is None else _positive_pair(stride, "stride",
-                                                                                name)
+        self.stride = self.kernel_size if stride is None else _positive_pair(stride, "stride", name)
         self.padding = _non_negative_pair(padding, "padding", name)
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size, strict=True)):
             raise ValueError(
@@ -56,8 +55,9 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, input):
         x = self._input(input)
-        out, indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                    return_indices=True)
+        out, indices = F.max_pool2d(
+            x, self.kernel_size, self.stride, self.padding, return_indices=True
+        )
         self._save_for_backward(indices=indices, input_shape=x.shape, dtype=x.dtype)
         return out
 
@@ -83,13 +83,11 @@ class AvgPool2d(_Pool2d):
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__(kernel_size, stride, padding)
-        self.count_include_pad = F._check_flag(count_include_pad, "count_include_pad",
-                                               "AvgPool2d")
+        self.count_include_pad = F._check_flag(count_include_pad, "count_include_pad", "AvgPool2d")
 
     def forward(self, input):
         x = self._input(input)
-        out = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
-                           self.count_include_pad)
+        out = F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad)
         self._save_for_backward(input_shape=x.shape, output_shape=out.shape, dtype=x.dtype)
         return out
 
@@ -98,8 +96,14 @@ class AvgPool2d(_Pool2d):
         if not input_grad:
             return None
         grad = grad_like(grad_output, saved["output_shape"], saved["dtype"], "AvgPool2d")
-        return F.avg_pool2d_backward(grad, saved["input_shape"], self.kernel_size, self.stride,
-                                     self.padding, self.count_include_pad)
+        return F.avg_pool2d_backward(
+            grad,
+            saved["input_shape"],
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.count_include_pad,
+        )
 
     def extra_repr(self):
         text = super().extra_repr()
