@@ -12,7 +12,6 @@ read-only and memory-mapped inputs are accepted and give the same bits as a cont
 Unbatched 3-D input is not accepted (unlike PyTorch): pass ``x[None]``.
 """
 
-import numbers
 import threading
 
 import numpy as np
@@ -20,6 +19,16 @@ import numpy as np
 from fastcnn import _conv, _dense, _elementwise, _fused, _isa, _pool
 from fastcnn._blas import single_threaded_blas
 from fastcnn._threads import get_num_threads
+from fastcnn._validation import (
+    check_shape,
+    fits_int32,
+    flag,
+    float_array,
+    image_batch,
+    nchw_shape,
+    non_negative_pair,
+    positive_pair,
+)
 
 __all__ = [
     "avg_pool2d",
@@ -39,8 +48,6 @@ __all__ = [
     "relu_backward",
 ]
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
 # Images per slice of the batch whose weight/bias gradients are summed together before the
 # slices are added in order. Fixed, so the sums do not depend on the thread count.
 GRAD_CHUNK = 8
@@ -49,75 +56,8 @@ GRAD_CHUNK = 8
 # and the chunks added in order. Fixed, for the same reason as GRAD_CHUNK.
 LINEAR_CHUNK = 16
 
-# The kernels hand per-image sizes to BLAS as 32-bit ints.
-_MAX_INT32 = 2**31 - 1
-
 
 # ---------------------------------------------------------------------------- validation
-
-
-def _pair(value, name, func):
-    """An int or an (h, w) pair of ints, as PyTorch accepts for kernel_size/stride/padding."""
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items
-    ):
-        raise TypeError(f"{func}: {name} must be an int or a pair of ints, got {value!r}")
-    return int(items[0]), int(items[1])
-
-
-def _positive_pair(value, name, func):
-    pair = _pair(value, name, func)
-    if min(pair) <= 0:
-        raise ValueError(f"{func}: {name} must be positive, got {value!r}")
-    return pair
-
-
-def _check_flag(value, name, func):
-    """A bool argument: True/False only (a string such as "no" would be truthy)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{func}: {name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _non_negative_pair(value, name, func):
-    pair = _pair(value, name, func)
-    if min(pair) < 0:
-        raise ValueError(f"{func}: {name} must be >= 0, got {value!r}")
-    return pair
-
-
-def _as_float_array(array, name, func, ndim, dtype=None):
-    """``array`` as a C-contiguous float32/float64 ndarray of ``ndim`` dimensions.
-
-    ``dtype``, when given, is the dtype of the call's first array; a different one is refused.
-    """
-    if array is None:
-        raise TypeError(f"{func}: {name} must be an array, got None")
-    array = np.asarray(array)
-    if array.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"{func}: {name} has dtype {array.dtype}; fastcnn computes in float32 or float64 "
-            f"only: convert it with .astype(np.float32)"
-        )
-    if dtype is not None and array.dtype != dtype:
-        raise TypeError(
-            f"{func}: {name} is {array.dtype} but the input is {dtype}; all arrays of one call "
-            f"must share a dtype: use {name}.astype(np.{dtype})"
-        )
-    if array.ndim != ndim:
-        hint = " (for one image, pass x[None])" if ndim == 4 and array.ndim == 3 else ""
-        raise ValueError(f"{func}: {name} must be {ndim}-D, got shape {array.shape}{hint}")
-    return np.ascontiguousarray(array)
-
-
-def _check_input(x, func, name="input"):
-    x = _as_float_array(x, name, func, 4)
-    if min(x.shape[1:]) < 1:
-        raise ValueError(
-            f"{func}: {name} of shape {x.shape} has an empty channel or spatial dimension"
-        )
-    return x
 
 
 def output_size(size, kernel, stride, padding):
@@ -140,17 +80,6 @@ def _output_hw(func, in_hw, kernel, stride, padding, names=("kernel", "input")):
             f"use a smaller {window} or more padding"
         )
     return tuple(output_size(in_hw[i], kernel[i], stride[i], padding[i]) for i in (0, 1))
-
-
-def _check_shape(actual, expected, name, func, why):
-    if tuple(actual) != tuple(expected):
-        raise ValueError(f"{func}: {name} has shape {tuple(actual)}, expected {expected} {why}")
-
-
-def _check_int32(func, **sizes):
-    for name, size in sizes.items():
-        if size > _MAX_INT32:
-            raise ValueError(f"{func}: {name} = {size} is too large for one image (max 2**31-1)")
 
 
 # ------------------------------------------------------------------------- work buffers
@@ -186,8 +115,8 @@ def _run(kernel, *args, n_threads=None):
 
 def _conv_geometry(func, x, weight, stride, padding):
     """Validated stride, padding and (OH, OW) of conv2d(x, weight)."""
-    stride = _positive_pair(stride, "stride", func)
-    padding = _non_negative_pair(padding, "padding", func)
+    stride = positive_pair(stride, "stride", func)
+    padding = non_negative_pair(padding, "padding", func)
     if min(weight.shape) < 1:
         raise ValueError(f"{func}: weight of shape {weight.shape} has an empty dimension")
     if x.shape[1] != weight.shape[1]:
@@ -198,7 +127,7 @@ def _conv_geometry(func, x, weight, stride, padding):
         )
     out_hw = _output_hw(func, x.shape[2:], weight.shape[2:], stride, padding)
     q = weight.shape[1] * weight.shape[2] * weight.shape[3]
-    _check_int32(func, **{"C*kH*kW": q, "OH*OW": out_hw[0] * out_hw[1]})
+    fits_int32(func, **{"C*kH*kW": q, "OH*OW": out_hw[0] * out_hw[1]})
     return stride, padding, out_hw
 
 
@@ -389,13 +318,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False)
         ``save_columns``, the pair ``(out, columns)``.
     """
     func = "conv2d"
-    x = _check_input(input, func)
-    save_columns = _check_flag(save_columns, "save_columns", func)
-    weight = _as_float_array(weight, "weight", func, 4, x.dtype)
+    x = image_batch(input, func)
+    save_columns = flag(save_columns, "save_columns", func)
+    weight = float_array(weight, "weight", func, 4, x.dtype)
     stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
     if bias is not None:
-        bias = _as_float_array(bias, "bias", func, 1, x.dtype)
-        _check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output channel)")
+        bias = float_array(bias, "bias", func, 1, x.dtype)
+        check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output channel)")
     out = np.empty((x.shape[0], weight.shape[0], oh, ow), dtype=x.dtype)
     n_threads = get_num_threads()
     method = _conv_method(weight, stride, ow)
@@ -423,10 +352,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False)
 
 def _check_columns(func, columns, x, weight, out_hw):
     """The column matrices kept by the forward call: (N, C*kH*kW * OH*OW) of x's dtype."""
-    columns = _as_float_array(columns, "columns", func, 2, x.dtype)
+    columns = float_array(columns, "columns", func, 2, x.dtype)
     producer = func.removesuffix("_backward")
     shape = (x.shape[0], weight[0].size * out_hw[0] * out_hw[1])
-    _check_shape(
+    check_shape(
         columns.shape,
         shape,
         "columns",
@@ -439,10 +368,10 @@ def _check_columns(func, columns, x, weight, out_hw):
 def _backward_operands(func, input, weight, stride, padding, input_grad, bias_grad):
     """A convolution backward call's validated input, weight, stride, padding, (OH, OW)
     and flags."""
-    x = _check_input(input, func)
-    input_grad = _check_flag(input_grad, "input_grad", func)
-    bias_grad = _check_flag(bias_grad, "bias_grad", func)
-    weight = _as_float_array(weight, "weight", func, 4, x.dtype)
+    x = image_batch(input, func)
+    input_grad = flag(input_grad, "input_grad", func)
+    bias_grad = flag(bias_grad, "bias_grad", func)
+    weight = float_array(weight, "weight", func, 4, x.dtype)
     stride, padding, out_hw = _conv_geometry(func, x, weight, stride, padding)
     return x, weight, stride, padding, out_hw, input_grad, bias_grad
 
@@ -546,9 +475,9 @@ def conv2d_backward(
     x, weight, stride, padding, (oh, ow), input_grad, bias_grad = _backward_operands(
         func, input, weight, stride, padding, input_grad, bias_grad
     )
-    grad_out = _as_float_array(grad_output, "grad_output", func, 4, x.dtype)
+    grad_out = float_array(grad_output, "grad_output", func, 4, x.dtype)
     expected = (x.shape[0], weight.shape[0], oh, ow)
-    _check_shape(grad_out.shape, expected, "grad_output", func, "(the shape of conv2d's output)")
+    check_shape(grad_out.shape, expected, "grad_output", func, "(the shape of conv2d's output)")
     if columns is not None:
         columns = _check_columns(func, columns, x, weight, (oh, ow))
     work = _BackwardWork(x, weight, stride, padding, (oh, ow), input_grad, bias_grad)
@@ -567,9 +496,9 @@ def conv2d_backward(
 
 
 def _unfold_geometry(func, in_hw, kernel_size, stride, padding):
-    kernel = _positive_pair(kernel_size, "kernel_size", func)
-    stride = _positive_pair(stride, "stride", func)
-    padding = _non_negative_pair(padding, "padding", func)
+    kernel = positive_pair(kernel_size, "kernel_size", func)
+    stride = positive_pair(stride, "stride", func)
+    padding = non_negative_pair(padding, "padding", func)
     return kernel, stride, padding, _output_hw(func, in_hw, kernel, stride, padding)
 
 
@@ -584,7 +513,7 @@ def im2col(input, kernel_size, stride=1, padding=0):
         ``im2col(x) @ weight.reshape(K, -1).T`` reshaped to (N, OH, OW, K) and transposed.
     """
     func = "im2col"
-    x = _check_input(input, func)
+    x = image_batch(input, func)
     kernel, stride, padding, (oh, ow) = _unfold_geometry(
         func, x.shape[2:], kernel_size, stride, padding
     )
@@ -607,31 +536,16 @@ def col2im(col, input_shape, kernel_size, stride=1, padding=0):
     ndarray of shape ``input_shape``; overlapping windows add up, padding is dropped.
     """
     func = "col2im"
-    shape = _check_input_shape(input_shape, func)
+    shape = nchw_shape(input_shape, func)
     kernel, stride, padding, (oh, ow) = _unfold_geometry(
         func, shape[2:], kernel_size, stride, padding
     )
-    col = _as_float_array(col, "col", func, 2)
+    col = float_array(col, "col", func, 2)
     expected = (shape[0] * oh * ow, shape[1] * kernel[0] * kernel[1])
-    _check_shape(col.shape, expected, "col", func, f"(im2col of an input of shape {shape})")
+    check_shape(col.shape, expected, "col", func, f"(im2col of an input of shape {shape})")
     x = np.empty(shape, dtype=col.dtype)
     _run(_conv.col2im, col, *kernel, *stride, *padding, oh, ow, x)
     return x
-
-
-def _check_input_shape(input_shape, func):
-    try:
-        shape = tuple(int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{func}: input_shape must be a tuple of 4 ints (N, C, H, W), got {input_shape!r}"
-        ) from None
-    if len(shape) != 4 or min(shape) < 0 or min(shape[1:]) < 1:
-        raise ValueError(
-            f"{func}: input_shape must be (N, C, H, W) with N >= 0 and C, H, W >= 1, "
-            f"got {input_shape!r}"
-        )
-    return shape
 
 
 # ------------------------------------------------------------------------------ pooling
@@ -640,9 +554,9 @@ def _check_input_shape(input_shape, func):
 def _pool_geometry(func, in_hw, kernel_size, stride, padding, prefix=""):
     """Validated kernel, stride (default: the kernel), padding and (OH, OW) of a pool.
     prefix: of the argument names in messages ("pool_" for the fused op's pool)."""
-    kernel = _positive_pair(kernel_size, f"{prefix}kernel_size", func)
-    stride = kernel if stride is None else _positive_pair(stride, f"{prefix}stride", func)
-    padding = _non_negative_pair(padding, f"{prefix}padding", func)
+    kernel = positive_pair(kernel_size, f"{prefix}kernel_size", func)
+    stride = kernel if stride is None else positive_pair(stride, f"{prefix}stride", func)
+    padding = non_negative_pair(padding, f"{prefix}padding", func)
     names = ("pool kernel", "convolution output") if prefix else ("kernel", "input")
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(
@@ -677,7 +591,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, return_indices=False)
         Flat index ``h*W + w`` of each maximum in its (H, W) plane, as PyTorch returns.
     """
     func = "max_pool2d"
-    x = _check_input(input, func)
+    x = image_batch(input, func)
     kernel, stride, padding, (oh, ow) = _pool_geometry(
         func, x.shape[2:], kernel_size, stride, padding
     )
@@ -693,7 +607,7 @@ def _check_indices(func, indices, shape, plane, plane_name):
     indices = np.asarray(indices)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"{func}: indices must be integers, got dtype {indices.dtype}")
-    _check_shape(indices.shape, shape, "indices", func, "(the shape of the pooled output)")
+    check_shape(indices.shape, shape, "indices", func, "(the shape of the pooled output)")
     if indices.size and (indices.min() < 0 or indices.max() >= plane):
         raise ValueError(
             f"{func}: indices must lie in [0, {plane}), {plane_name}; "
@@ -712,8 +626,8 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     input_shape : (N, C, H, W)
     """
     func = "max_pool2d_backward"
-    shape = _check_input_shape(input_shape, func)
-    grad_out = _as_float_array(grad_output, "grad_output", func, 4)
+    shape = nchw_shape(input_shape, func)
+    grad_out = float_array(grad_output, "grad_output", func, 4)
     if grad_out.shape[:2] != shape[:2]:
         raise ValueError(
             f"{func}: grad_output of shape {grad_out.shape} does not match input_shape {shape} "
@@ -735,11 +649,11 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=Tru
     Shapes as in ``max_pool2d``.
     """
     func = "avg_pool2d"
-    x = _check_input(input, func)
+    x = image_batch(input, func)
     kernel, stride, padding, (oh, ow) = _pool_geometry(
         func, x.shape[2:], kernel_size, stride, padding
     )
-    include_pad = _check_flag(count_include_pad, "count_include_pad", func)
+    include_pad = flag(count_include_pad, "count_include_pad", func)
     out = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
     _run(_pool.avg_pool2d_forward, x, *kernel, *stride, *padding, include_pad, out)
     return out
@@ -750,17 +664,17 @@ def avg_pool2d_backward(
 ):
     """Gradient of ``avg_pool2d``: each output's gradient shared out over its window."""
     func = "avg_pool2d_backward"
-    shape = _check_input_shape(input_shape, func)
+    shape = nchw_shape(input_shape, func)
     kernel, stride, padding, out_hw = _pool_geometry(func, shape[2:], kernel_size, stride, padding)
-    grad_out = _as_float_array(grad_output, "grad_output", func, 4)
-    _check_shape(
+    grad_out = float_array(grad_output, "grad_output", func, 4)
+    check_shape(
         grad_out.shape,
         (*shape[:2], *out_hw),
         "grad_output",
         func,
         "(the shape of avg_pool2d's output)",
     )
-    include_pad = _check_flag(count_include_pad, "count_include_pad", func)
+    include_pad = flag(count_include_pad, "count_include_pad", func)
     grad_x = np.empty(shape, dtype=grad_out.dtype)
     _run(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding, include_pad, grad_x)
     return grad_x
@@ -803,16 +717,16 @@ def conv2d_relu_max_pool2d(
         indices are flat ``oh*OW + ow`` positions in the convolution's output planes.
     """
     func = "conv2d_relu_max_pool2d"
-    x = _check_input(input, func)
-    save_columns = _check_flag(save_columns, "save_columns", func)
-    weight = _as_float_array(weight, "weight", func, 4, x.dtype)
+    x = image_batch(input, func)
+    save_columns = flag(save_columns, "save_columns", func)
+    weight = float_array(weight, "weight", func, 4, x.dtype)
     stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
     pool_kernel, pool_stride, pool_padding, (poh, pow_) = _pool_geometry(
         func, (oh, ow), pool_kernel_size, pool_stride, pool_padding, prefix="pool_"
     )
     if bias is not None:
-        bias = _as_float_array(bias, "bias", func, 1, x.dtype)
-        _check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output channel)")
+        bias = float_array(bias, "bias", func, 1, x.dtype)
+        check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output channel)")
     n, k = x.shape[0], weight.shape[0]
     out = np.empty((n, k, poh, pow_), dtype=x.dtype)
     indices = np.empty(out.shape, dtype=np.int64)
@@ -879,14 +793,14 @@ def conv2d_relu_max_pool2d_backward(
     x, weight, stride, padding, (oh, ow), input_grad, bias_grad = _backward_operands(
         func, input, weight, stride, padding, input_grad, bias_grad
     )
-    out = _as_float_array(output, "output", func, 4, x.dtype)
+    out = float_array(output, "output", func, 4, x.dtype)
     if out.shape[:2] != (x.shape[0], weight.shape[0]):
         raise ValueError(
             f"{func}: output has shape {out.shape}, expected (N, K) = "
             f"{(x.shape[0], weight.shape[0])} in front (the pooled output for this input)"
         )
-    grad_out = _as_float_array(grad_output, "grad_output", func, 4, x.dtype)
-    _check_shape(
+    grad_out = float_array(grad_output, "grad_output", func, 4, x.dtype)
+    check_shape(
         grad_out.shape,
         out.shape,
         "grad_output",
@@ -931,19 +845,19 @@ def conv2d_relu_max_pool2d_backward(
 def _linear_operands(func, input, weight):
     """input as a 2-D (rows, in_features) array, its leading shape, and the weight."""
     x = np.asarray(input) if input is not None else None
-    weight = _as_float_array(weight, "weight", func, 2)
+    weight = float_array(weight, "weight", func, 2)
     if x is None or x.ndim == 0:
         raise ValueError(f"{func}: input must have at least 1 dimension, got {input!r}")
-    x = _as_float_array(x, "input", func, x.ndim)
+    x = float_array(x, "input", func, x.ndim)
     if weight.dtype != x.dtype:
-        _as_float_array(weight, "weight", func, 2, x.dtype)  # raises the dtype error
+        float_array(weight, "weight", func, 2, x.dtype)  # raises the dtype error
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"{func}: input has {x.shape[-1]} features (last dim of shape {x.shape}) but weight "
             f"of shape {weight.shape} expects {weight.shape[1]}; weight must be "
             f"(out_features, in_features)"
         )
-    _check_int32(func, in_features=weight.shape[1], out_features=weight.shape[0])
+    fits_int32(func, in_features=weight.shape[1], out_features=weight.shape[0])
     return x.reshape(-1, weight.shape[1]), x.shape[:-1], weight
 
 
@@ -965,8 +879,8 @@ def linear(input, weight, bias=None):
     func = "linear"
     x, lead, weight = _linear_operands(func, input, weight)
     if bias is not None:
-        bias = _as_float_array(bias, "bias", func, 1, x.dtype)
-        _check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output feature)")
+        bias = float_array(bias, "bias", func, 1, x.dtype)
+        check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output feature)")
     out = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
     _run(_dense.linear_forward, x, weight, bias, LINEAR_CHUNK, out)
     return out.reshape(*lead, weight.shape[0])
@@ -983,11 +897,11 @@ def linear_backward(grad_output, input, weight, *, input_grad=True, bias_grad=Tr
     """
     func = "linear_backward"
     x, lead, weight = _linear_operands(func, input, weight)
-    input_grad = _check_flag(input_grad, "input_grad", func)
-    bias_grad = _check_flag(bias_grad, "bias_grad", func)
+    input_grad = flag(input_grad, "input_grad", func)
+    bias_grad = flag(bias_grad, "bias_grad", func)
     out_features = weight.shape[0]
-    grad_out = _as_float_array(grad_output, "grad_output", func, len(lead) + 1, x.dtype)
-    _check_shape(
+    grad_out = float_array(grad_output, "grad_output", func, len(lead) + 1, x.dtype)
+    check_shape(
         grad_out.shape, (*lead, out_features), "grad_output", func, "(the shape of linear's output)"
     )
     grad_out = grad_out.reshape(-1, out_features)
@@ -1022,7 +936,7 @@ def relu(input):
     x = np.asarray(input) if input is not None else None
     if x is None:
         raise TypeError("relu: input must be an array, got None")
-    x = _as_float_array(x, "input", "relu", x.ndim)
+    x = float_array(x, "input", "relu", x.ndim)
     out = np.empty_like(x)
     _run(_elementwise.relu_forward, x.reshape(-1), out.reshape(-1))
     return out
@@ -1035,9 +949,9 @@ def relu_backward(grad_output, output):
     out = np.asarray(output) if output is not None else None
     if out is None:
         raise TypeError(f"{func}: output must be an array, got None")
-    out = _as_float_array(out, "output", func, out.ndim)
-    grad = _as_float_array(grad_output, "grad_output", func, out.ndim, out.dtype)
-    _check_shape(grad.shape, out.shape, "grad_output", func, "(the shape of relu's output)")
+    out = float_array(out, "output", func, out.ndim)
+    grad = float_array(grad_output, "grad_output", func, out.ndim, out.dtype)
+    check_shape(grad.shape, out.shape, "grad_output", func, "(the shape of relu's output)")
     grad_x = np.empty_like(out)
     _run(_elementwise.relu_backward, grad.reshape(-1), out.reshape(-1), grad_x.reshape(-1))
     return grad_x

@@ -14,7 +14,7 @@ cost). ``model.backward(grad, input_grad=True)`` computes and returns it.
 from collections import OrderedDict
 
 from fastcnn import functional, nn
-from fastcnn.nn._checks import generator, is_int, positive_int
+from fastcnn._validation import generator, is_int, positive_int
 
 __all__ = ["ImprovedLeNet5", "LeNet5", "SimpleConvNet"]
 

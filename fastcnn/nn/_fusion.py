@@ -13,7 +13,7 @@ Subclasses are never fused: they may override forward or backward.
 """
 
 from fastcnn import functional as F
-from fastcnn.nn._checks import grad_like
+from fastcnn._validation import grad_like
 from fastcnn.nn.activation import ReLU
 from fastcnn.nn.conv import Conv2d
 from fastcnn.nn.pooling import MaxPool2d

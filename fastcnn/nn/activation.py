@@ -4,7 +4,7 @@ import numpy as np
 from scipy.special import expit, softmax
 
 from fastcnn import functional as F
-from fastcnn.nn._checks import float_input, grad_like, is_int
+from fastcnn._validation import float_input, grad_like, is_int
 from fastcnn.nn.module import Module
 
 __all__ = ["ReLU", "SiLU", "Sigmoid", "Softmax", "Tanh"]

@@ -4,8 +4,7 @@ import numbers
 
 import numpy as np
 
-from fastcnn.nn import init
-from fastcnn.nn._checks import (
+from fastcnn._validation import (
     float_dtype,
     float_input,
     grad_like,
@@ -13,6 +12,7 @@ from fastcnn.nn._checks import (
     input_size,
     positive_int,
 )
+from fastcnn.nn import init
 from fastcnn.nn.module import Module
 from fastcnn.nn.parameter import Parameter
 

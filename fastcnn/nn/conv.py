@@ -3,17 +3,18 @@
 import numpy as np
 
 from fastcnn import functional as F
-from fastcnn.functional import _non_negative_pair, _positive_pair
-from fastcnn.nn import init
-from fastcnn.nn._checks import (
+from fastcnn._validation import (
     float_dtype,
     float_input,
     generator,
     grad_like,
     input_ndim,
     input_size,
+    non_negative_pair,
     positive_int,
+    positive_pair,
 )
+from fastcnn.nn import init
 from fastcnn.nn.module import Module
 from fastcnn.nn.parameter import Parameter
 
@@ -67,8 +68,8 @@ class Conv2d(Module):
         super().__init__()
         self.in_channels = positive_int(in_channels, "in_channels", "Conv2d")
         self.out_channels = positive_int(out_channels, "out_channels", "Conv2d")
-        self.kernel_size = _positive_pair(kernel_size, "kernel_size", "Conv2d")
-        self.stride = _positive_pair(stride, "stride", "Conv2d")
+        self.kernel_size = positive_pair(kernel_size, "kernel_size", "Conv2d")
+        self.stride = positive_pair(stride, "stride", "Conv2d")
         self._padding_given = padding
         self.padding = self._resolve_padding(padding)
         dtype = float_dtype(dtype, "Conv2d")
@@ -80,7 +81,7 @@ class Conv2d(Module):
     def _resolve_padding(self, padding):
         """(pad_h, pad_w) from an int, a pair, "valid" or "same"."""
         if not isinstance(padding, str):
-            return _non_negative_pair(padding, "padding", "Conv2d")
+            return non_negative_pair(padding, "padding", "Conv2d")
         if padding not in ("same", "valid"):
             raise ValueError(
                 f"Conv2d: Invalid padding string {padding!r}, should be one of "

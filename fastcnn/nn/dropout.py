@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from fastcnn.nn._checks import float_input, generator, grad_like
+from fastcnn._validation import float_input, generator, grad_like
 from fastcnn.nn.module import Module
 
 __all__ = ["Dropout"]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from fastcnn.nn._checks import grad_like, is_int
+from fastcnn._validation import grad_like, is_int
 from fastcnn.nn.module import Module
 
 __all__ = ["Flatten"]

@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from fastcnn.nn._checks import generator
+from fastcnn._validation import generator
 from fastcnn.nn.parameter import Parameter
 
 __all__ = [

@@ -3,8 +3,7 @@
 import numpy as np
 
 from fastcnn import functional as F
-from fastcnn.nn import init
-from fastcnn.nn._checks import (
+from fastcnn._validation import (
     float_dtype,
     float_input,
     generator,
@@ -12,6 +11,7 @@ from fastcnn.nn._checks import (
     input_size,
     positive_int,
 )
+from fastcnn.nn import init
 from fastcnn.nn.module import Module
 from fastcnn.nn.parameter import Parameter
 

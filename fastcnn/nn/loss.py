@@ -7,7 +7,7 @@ returns its gradient with respect to ``input`` (the logits), ready for
 
 import numpy as np
 
-from fastcnn.nn._checks import float_input
+from fastcnn._validation import float_input
 from fastcnn.nn.module import Module
 
 __all__ = ["CrossEntropyLoss", "MSELoss"]

@@ -9,7 +9,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from fastcnn.nn._checks import float_dtype
+from fastcnn._validation import float_dtype
 from fastcnn.nn.parameter import Parameter
 
 __all__ = ["Module"]

@@ -1,8 +1,14 @@
 """MaxPool2d and AvgPool2d: the layers over ``fastcnn.functional``'s pooling."""
 
 from fastcnn import functional as F
-from fastcnn.functional import _non_negative_pair, _positive_pair
-from fastcnn.nn._checks import float_input, grad_like, input_ndim
+from fastcnn._validation import (
+    flag,
+    float_input,
+    grad_like,
+    input_ndim,
+    non_negative_pair,
+    positive_pair,
+)
 from fastcnn.nn.module import Module
 
 __all__ = ["AvgPool2d", "MaxPool2d"]
@@ -14,9 +20,9 @@ class _Pool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         name = type(self).__name__
-        self.kernel_size = _positive_pair(kernel_size, "kernel_size", name)
-        self.stride = self.kernel_size if stride is None else _positive_pair(stride, "stride", name)
-        self.padding = _non_negative_pair(padding, "padding", name)
+        self.kernel_size = positive_pair(kernel_size, "kernel_size", name)
+        self.stride = self.kernel_size if stride is None else positive_pair(stride, "stride", name)
+        self.padding = non_negative_pair(padding, "padding", name)
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size, strict=True)):
             raise ValueError(
                 f"{name}: padding {self.padding} must be at most half the kernel size "
@@ -83,7 +89,7 @@ class AvgPool2d(_Pool2d):
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__(kernel_size, stride, padding)
-        self.count_include_pad = F._check_flag(count_include_pad, "count_include_pad", "AvgPool2d")
+        self.count_include_pad = flag(count_include_pad, "count_include_pad", "AvgPool2d")
 
     def forward(self, input):
         x = self._input(input)

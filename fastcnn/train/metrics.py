@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 
-from fastcnn.nn._checks import positive_int
+from fastcnn._validation import positive_int
 
 __all__ = ["metric_k", "topk_correct"]
 

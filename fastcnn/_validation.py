@@ -1,0 +1,200 @@
+"""Argument checks for all of fastcnn: one home for each idea and each message.
+
+Every public entry point (functional, nn, optim, data, train, the CLI) checks its arguments
+with these, once, where the user's value comes in: layers check their hyperparameters in
+``__init__`` and each input once per call; the kernels behind them never check.
+
+One policy per idea:
+- an int is a Python or NumPy integer, never a bool (``is_int``);
+- a float array is float32 or float64, never cast silently (``float_array``,
+  ``float_input``);
+- a wrong type is a TypeError, a wrong value (range, shape, size) a ValueError;
+- each message names the caller, the argument and the value, and says what to pass.
+"""
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# The kernels hand per-image sizes to BLAS as 32-bit ints.
+MAX_INT32 = 2**31 - 1
+
+
+def is_int(value):
+    """True for Python/NumPy integers, False for bools (PyTorch refuses ``True`` as a size)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(value, name, owner):
+    """``value`` as an int, refusing non-integers (TypeError) and values < 1 (ValueError)."""
+    if not is_int(value):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{owner}: {name} must be positive, got {value}")
+    return int(value)
+
+
+def float_dtype(dtype, owner):
+    """``dtype`` as a NumPy dtype, refusing anything but float32 and float64."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{owner}: dtype must be np.float32 or np.float64, got {dtype!r}") from None
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{owner}: dtype must be np.float32 or np.float64, got {dtype}")
+    return dtype
+
+
+def generator(rng, owner):
+    """A ``np.random.Generator`` from ``rng``: a Generator, an int seed, or None (fresh entropy)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or is_int(rng):
+        return np.random.default_rng(rng)
+    raise TypeError(
+        f"{owner}: rng must be a np.random.Generator, an int seed or None, got {type(rng).__name__}"
+    )
+
+
+def float_input(x, owner, dtype=None):
+    """``x`` as a float32/float64 ndarray; with ``dtype``, it must be exactly that dtype.
+
+    A layer never casts its input: a silent float64 -> float32 cast would hide a slow or
+    lossy pipeline, so the message says which side to convert.
+    """
+    x = np.asarray(x)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{owner}: input has dtype {x.dtype}; fastcnn computes in float32 or float64 only: "
+            "convert it with .astype(np.float32)"
+        )
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(
+            f"{owner}: input is {x.dtype} but the layer's parameters are {dtype}: pass "
+            f"x.astype(np.{dtype}) or convert the layer with .to(np.{x.dtype})"
+        )
+    return x
+
+
+def input_ndim(x, owner, allowed):
+    """Refuse an input whose number of dimensions is not in ``allowed``."""
+    if x.ndim not in allowed:
+        wanted = " or ".join(f"{n}-D" for n in allowed)
+        hint = " (for one image, pass x[None])" if allowed == (4,) and x.ndim == 3 else ""
+        raise ValueError(f"{owner}: expected {wanted} input, got shape {x.shape}{hint}")
+
+
+def input_size(x, axis, expected, owner, what):
+    """Refuse an input whose size along ``axis`` is not ``expected`` (a channel count, say)."""
+    if x.shape[axis] != expected:
+        raise ValueError(f"{owner} expected input with {expected} {what}, got shape {x.shape}")
+
+
+def grad_like(grad_output, shape, dtype, owner):
+    """``grad_output`` as an ndarray of ``dtype`` (None: its own), refusing a shape other
+    than ``shape`` (that of the last forward's output) rather than letting NumPy broadcast."""
+    grad = np.asarray(grad_output) if dtype is None else np.asarray(grad_output, dtype=dtype)
+    if grad.shape != tuple(shape):
+        raise ValueError(
+            f"{owner}.backward: grad_output has shape {grad.shape}, expected {tuple(shape)} "
+            "(the shape of the last forward's output)"
+        )
+    return grad
+
+
+# ------------------------------------------------------------- arrays for functional
+
+
+def int_pair(value, name, func):
+    """An int or an (h, w) pair of ints, as PyTorch accepts for kernel_size/stride/padding."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items
+    ):
+        raise TypeError(f"{func}: {name} must be an int or a pair of ints, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def positive_pair(value, name, func):
+    pair = int_pair(value, name, func)
+    if min(pair) <= 0:
+        raise ValueError(f"{func}: {name} must be positive, got {value!r}")
+    return pair
+
+
+def non_negative_pair(value, name, func):
+    pair = int_pair(value, name, func)
+    if min(pair) < 0:
+        raise ValueError(f"{func}: {name} must be >= 0, got {value!r}")
+    return pair
+
+
+def flag(value, name, func):
+    """A bool argument: True/False only (a string such as "no" would be truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def float_array(array, name, func, ndim, dtype=None):
+    """``array`` as a C-contiguous float32/float64 ndarray of ``ndim`` dimensions.
+
+    ``dtype``, when given, is the dtype of the call's first array; a different one is refused.
+    """
+    if array is None:
+        raise TypeError(f"{func}: {name} must be an array, got None")
+    array = np.asarray(array)
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{func}: {name} has dtype {array.dtype}; fastcnn computes in float32 or float64 "
+            f"only: convert it with .astype(np.float32)"
+        )
+    if dtype is not None and array.dtype != dtype:
+        raise TypeError(
+            f"{func}: {name} is {array.dtype} but the input is {dtype}; all arrays of one call "
+            f"must share a dtype: use {name}.astype(np.{dtype})"
+        )
+    if array.ndim != ndim:
+        hint = " (for one image, pass x[None])" if ndim == 4 and array.ndim == 3 else ""
+        raise ValueError(f"{func}: {name} must be {ndim}-D, got shape {array.shape}{hint}")
+    return np.ascontiguousarray(array)
+
+
+def image_batch(x, func, name="input"):
+    x = float_array(x, name, func, 4)
+    if min(x.shape[1:]) < 1:
+        raise ValueError(
+            f"{func}: {name} of shape {x.shape} has an empty channel or spatial dimension"
+        )
+    return x
+
+
+def check_shape(actual, expected, name, func, why):
+    if tuple(actual) != tuple(expected):
+        raise ValueError(f"{func}: {name} has shape {tuple(actual)}, expected {expected} {why}")
+
+
+def fits_int32(func, **sizes):
+    for name, size in sizes.items():
+        if size > MAX_INT32:
+            raise ValueError(f"{func}: {name} = {size} is too large for one image (max 2**31-1)")
+
+
+def nchw_shape(input_shape, func):
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{func}: input_shape must be a tuple of 4 ints (N, C, H, W), got {input_shape!r}"
+        ) from None
+    if len(shape) != 4 or min(shape) < 0 or min(shape[1:]) < 1:
+        raise ValueError(
+            f"{func}: input_shape must be (N, C, H, W) with N >= 0 and C, H, W >= 1, "
+            f"got {input_shape!r}"
+        )
+    return shape
+
+
+# ------------------------------------------- scalar arguments of optim, train, data, CLI
