@@ -12,12 +12,10 @@ read-only and memory-mapped inputs are accepted and give the same bits as a cont
 Unbatched 3-D input is not accepted (unlike PyTorch): pass ``x[None]``.
 """
 
-import threading
-
 import numpy as np
 
-from fastcnn import _conv, _dense, _elementwise, _fused, _isa, _pool
-from fastcnn._blas import single_threaded_blas
+from fastcnn import _conv, _dense, _elementwise, _fused, _isa, _ops, _pool
+from fastcnn._ops import run_kernel
 from fastcnn._threads import get_num_threads
 from fastcnn._validation import (
     check_shape,
@@ -80,34 +78,6 @@ def _output_hw(func, in_hw, kernel, stride, padding, names=("kernel", "input")):
             f"use a smaller {window} or more padding"
         )
     return tuple(output_size(in_hw[i], kernel[i], stride[i], padding[i]) for i in (0, 1))
-
-
-# ------------------------------------------------------------------------- work buffers
-
-_workspaces = threading.local()
-
-
-def _workspace(rows, columns, dtype):
-    """A (rows, columns) scratch array, kept per Python thread and grown as needed.
-
-    The kernels' per-thread im2col buffers: reusing them avoids a page-faulting allocation
-    on every call. Per Python thread, so two Python threads can run kernels at once.
-    """
-    key = np.dtype(dtype).char
-    cached = getattr(_workspaces, key, None)
-    size = rows * columns
-    if cached is None or cached.size < size:
-        cached = np.empty(max(size, 1), dtype=dtype)
-        setattr(_workspaces, key, cached)
-    return cached[:size].reshape(rows, columns)
-
-
-def _run(kernel, *args, n_threads=None):
-    """Call a kernel with the thread count (default: the current one), its BLAS on one thread."""
-    if n_threads is None:
-        n_threads = get_num_threads()
-    with single_threaded_blas():
-        kernel(*args, n_threads)
 
 
 # -------------------------------------------------------------------------- convolution
@@ -330,10 +300,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False)
     method = _conv_method(weight, stride, ow)
     keep = save_columns and method == _GEMM
     columns = np.empty((x.shape[0], weight[0].size * oh * ow), x.dtype) if keep else None
-    workspace = _workspace(
+    workspace = _ops.workspace(
         1 if keep else n_threads, _scratch_per_image(x, weight, padding, (oh, ow), method), x.dtype
     )
-    _run(
+    run_kernel(
         _conv.conv2d_forward,
         x,
         weight,
@@ -409,7 +379,7 @@ class _BackwardWork:
             dx_scratch = k * (x.shape[2] + kh - 1) * (x.shape[3] + kw - 1)
         row = extra + self.scratch + p * self.kp + dx_scratch
         self.n_threads = get_num_threads()
-        self.workspace = _workspace(self.n_threads, row, x.dtype)
+        self.workspace = _ops.workspace(self.n_threads, row, x.dtype)
         self.weight_t = np.ascontiguousarray(weight.reshape(k, q).T)
 
     def kernel_args(self, columns):
@@ -481,7 +451,7 @@ def conv2d_backward(
     if columns is not None:
         columns = _check_columns(func, columns, x, weight, (oh, ow))
     work = _BackwardWork(x, weight, stride, padding, (oh, ow), input_grad, bias_grad)
-    _run(
+    run_kernel(
         _conv.conv2d_backward,
         x,
         work.weight_t,
@@ -518,7 +488,7 @@ def im2col(input, kernel_size, stride=1, padding=0):
         func, x.shape[2:], kernel_size, stride, padding
     )
     col = np.empty((x.shape[0] * oh * ow, x.shape[1] * kernel[0] * kernel[1]), dtype=x.dtype)
-    _run(_conv.im2col, x, *kernel, *stride, *padding, oh, ow, col)
+    run_kernel(_conv.im2col, x, *kernel, *stride, *padding, oh, ow, col)
     return col
 
 
@@ -544,7 +514,7 @@ def col2im(col, input_shape, kernel_size, stride=1, padding=0):
     expected = (shape[0] * oh * ow, shape[1] * kernel[0] * kernel[1])
     check_shape(col.shape, expected, "col", func, f"(im2col of an input of shape {shape})")
     x = np.empty(shape, dtype=col.dtype)
-    _run(_conv.col2im, col, *kernel, *stride, *padding, oh, ow, x)
+    run_kernel(_conv.col2im, col, *kernel, *stride, *padding, oh, ow, x)
     return x
 
 
@@ -597,7 +567,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, return_indices=False)
     )
     out = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
     indices = np.empty(out.shape, dtype=np.int64)
-    _run(_pool.max_pool2d_forward, x, *kernel, *stride, *padding, out, indices)
+    run_kernel(_pool.max_pool2d_forward, x, *kernel, *stride, *padding, out, indices)
     return (out, indices) if return_indices else out
 
 
@@ -637,7 +607,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
         func, indices, grad_out.shape, shape[2] * shape[3], f"H*W of input_shape {shape}"
     )
     grad_x = np.empty(shape, dtype=grad_out.dtype)
-    _run(_pool.max_pool2d_backward, grad_out, indices, grad_x)
+    run_kernel(_pool.max_pool2d_backward, grad_out, indices, grad_x)
     return grad_x
 
 
@@ -655,7 +625,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=Tru
     )
     include_pad = flag(count_include_pad, "count_include_pad", func)
     out = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
-    _run(_pool.avg_pool2d_forward, x, *kernel, *stride, *padding, include_pad, out)
+    run_kernel(_pool.avg_pool2d_forward, x, *kernel, *stride, *padding, include_pad, out)
     return out
 
 
@@ -676,7 +646,7 @@ def avg_pool2d_backward(
     )
     include_pad = flag(count_include_pad, "count_include_pad", func)
     grad_x = np.empty(shape, dtype=grad_out.dtype)
-    _run(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding, include_pad, grad_x)
+    run_kernel(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding, include_pad, grad_x)
     return grad_x
 
 
@@ -736,8 +706,8 @@ def conv2d_relu_max_pool2d(
     columns = np.empty((n, weight[0].size * oh * ow), x.dtype) if keep else None
     # per thread: the image's convolution output, and its scratch unless columns are kept
     scratch = 0 if keep else _scratch_per_image(x, weight, padding, (oh, ow), method)
-    workspace = _workspace(n_threads, k * oh * ow + scratch, x.dtype)
-    _run(
+    workspace = _ops.workspace(n_threads, k * oh * ow + scratch, x.dtype)
+    run_kernel(
         _fused.conv2d_relu_max_pool2d_forward,
         x,
         weight,
@@ -821,7 +791,7 @@ def conv2d_relu_max_pool2d_backward(
     work = _BackwardWork(
         x, weight, stride, padding, (oh, ow), input_grad, bias_grad, extra=weight.shape[0] * oh * ow
     )
-    _run(
+    run_kernel(
         _fused.conv2d_relu_max_pool2d_backward,
         x,
         work.weight_t,
@@ -882,7 +852,7 @@ def linear(input, weight, bias=None):
         bias = float_array(bias, "bias", func, 1, x.dtype)
         check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output feature)")
     out = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
-    _run(_dense.linear_forward, x, weight, bias, LINEAR_CHUNK, out)
+    run_kernel(_dense.linear_forward, x, weight, bias, LINEAR_CHUNK, out)
     return out.reshape(*lead, weight.shape[0])
 
 
@@ -911,7 +881,7 @@ def linear_backward(grad_output, input, weight, *, input_grad=True, bias_grad=Tr
     grad_b = np.empty(out_features, dtype=x.dtype) if bias_grad else None
     w_chunks = np.empty((n_chunks, weight.size), dtype=x.dtype)
     b_chunks = np.empty((n_chunks, out_features), dtype=x.dtype) if bias_grad else None
-    _run(
+    run_kernel(
         _dense.linear_backward,
         x,
         weight,
@@ -938,7 +908,7 @@ def relu(input):
         raise TypeError("relu: input must be an array, got None")
     x = float_array(x, "input", "relu", x.ndim)
     out = np.empty_like(x)
-    _run(_elementwise.relu_forward, x.reshape(-1), out.reshape(-1))
+    run_kernel(_elementwise.relu_forward, x.reshape(-1), out.reshape(-1))
     return out
 
 
@@ -953,5 +923,5 @@ def relu_backward(grad_output, output):
     grad = float_array(grad_output, "grad_output", func, out.ndim, out.dtype)
     check_shape(grad.shape, out.shape, "grad_output", func, "(the shape of relu's output)")
     grad_x = np.empty_like(out)
-    _run(_elementwise.relu_backward, grad.reshape(-1), out.reshape(-1), grad_x.reshape(-1))
+    run_kernel(_elementwise.relu_backward, grad.reshape(-1), out.reshape(-1), grad_x.reshape(-1))
     return grad_x

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import fastcnn
+from fastcnn import _ops
 from fastcnn import functional as F
 
 # After warm-up (workspaces grown, optimizer state allocated, allocator pools filled),
@@ -118,7 +119,7 @@ def test_a_threads_kernel_workspace_is_freed_when_the_thread_ends():
     def use_kernels():
         out = F.conv2d(x, w, None, 1, 2)
         F.conv2d_backward(out, x, w, 1, 2)
-        workspace = F._workspaces.f  # this thread's float32 scratch buffer
+        workspace = _ops._buffers.f  # this thread's float32 scratch buffer
         assert workspace.nbytes >= x[0].size * w.shape[2] * w.shape[3] * 4
         return weakref.ref(workspace)
 

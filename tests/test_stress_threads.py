@@ -13,8 +13,8 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import fastcnn
+from fastcnn import _ops, models, nn
 from fastcnn import functional as F
-from fastcnn import models, nn
 from fastcnn._openmp import OPENMP_ENABLED
 
 
@@ -94,7 +94,7 @@ def gradients(model, x, y):
     ids=["LeNet5", "ImprovedLeNet5"],
 )
 def test_scratch_filled_with_nan_changes_no_bit_of_a_training_step(make, monkeypatch):
-    """The kernels' scratch (functional._workspace) is np.empty and reused between calls:
+    """The kernels' scratch (_ops.workspace) is np.empty and reused between calls:
     a value read before it is written would be stale, and change results only sometimes.
     Filled with NaN before every kernel call, the scratch must leave every gradient's bits
     as they were, at 1, 2 and 3 threads, batches with and without a ragged last chunk."""
@@ -107,14 +107,14 @@ def test_scratch_filled_with_nan_changes_no_bit_of_a_training_step(make, monkeyp
     with fastcnn.threads(1):
         want = [gradients(model, x, y) for x, y in batches]
 
-    workspace = F._workspace
+    workspace = _ops.workspace
 
     def nan_filled(rows, columns, dtype):
         scratch = workspace(rows, columns, dtype)
         scratch.fill(np.nan)
         return scratch
 
-    monkeypatch.setattr(F, "_workspace", nan_filled)
+    monkeypatch.setattr(_ops, "workspace", nan_filled)
     for n_threads in (1, 2, 3, 1, 2, 3):
         with fastcnn.threads(n_threads):
             for (x, y), expected in zip(batches, want, strict=True):
