@@ -198,3 +198,29 @@ def nchw_shape(input_shape, func):
 
 
 # ------------------------------------------- scalar arguments of optim, train, data, CLI
+
+
+def integer(value, name, owner, minimum=None):
+    """``value`` as an int: a Python or NumPy integer, never a bool (TypeError), and at
+    least ``minimum`` when given (ValueError)."""
+    if not is_int(value):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def real(value, name, owner, low=None, high=None, *, low_open=False):
+    """``value`` as a float: a real number, never a bool (TypeError), never NaN, and within
+    [low, high] (``low_open``: (low, high]) where those bounds are given (ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{owner}: {name} must be a real number, got {type(value).__name__} {value!r}"
+        )
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    if value != value or too_low or (high is not None and value > high):
+        left = "(" if low_open else "["
+        bounds = f" in {left}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ValueError(f"{owner}: {name} must be a number{bounds}, got {value}")
+    return value
