@@ -12,13 +12,35 @@ from libc.string cimport memcpy, memset
 
 from _gemm cimport matmul_nn, matmul_nt_acc
 
-# How an image's convolution is computed (fastcnn/functional.py picks; same numbers there):
-# im2col and a GEMM; direct_conv.h's row-vector kernel (stride 1, wide rows); or its
-# filter-vector kernel (any stride, many filters).
+# How an image's convolution (or its weight gradient) is computed: im2col and a GEMM, or
+# direct_conv.h's row kernel (stride 1, wide rows) or filter kernel (many filters). The one
+# home of these codes: _conv.pyx hands them to Python as METHOD_CODES, by name, for
+# fastcnn/_conv_plan.py, which picks them.
 cdef enum:
     METHOD_GEMM = 0
-    METHOD_ROWS = 1
-    METHOD_FILTERS = 2
+    METHOD_ROW = 1
+    METHOD_FILTER = 2
+
+
+# One image's convolution as fastcnn/_conv_plan.py's ConvPlan decides it, passed to the
+# kernels as one struct (from the plan's dict, field by field by name): C input channels of
+# H x W, K filters of FH x FW, stride SH x SW, padding PH x PW, an OH x OW output.
+# Offsets, in values from the start of a thread's workspace row, of: the image's scratch
+# (its column matrix or padded copy: scratch values); in the backward pass, its output
+# gradient transposed for the filter kernel (P*KP values), then the input gradient's
+# scratch (weight^T . dout, Q*P values, or dout padded).
+cdef struct ConvGeometry:
+    Py_ssize_t C, H, W, K, FH, FW, SH, SW, PH, PW, OH, OW
+    int forward_method      # METHOD_* of the forward pass
+    int weight_grad_method  # METHOD_* of the weight gradient
+    Py_ssize_t KP           # METHOD_FILTER's weight gradient: K padded to its block; else 0
+    Py_ssize_t scratch_at, dout_t_at, dx_at
+
+
+# A max-pool window over the convolution's output (the fused kernel): KH x KW, stride
+# TH x TW, padding UH x UW.
+cdef struct PoolWindow:
+    Py_ssize_t KH, KW, TH, TW, UH, UW
 
 
 cdef extern from "direct_conv.h" nogil:
@@ -83,46 +105,45 @@ cdef inline tuple use_kernel_isa(int max_level):
             table.gw_f64)
 
 
-cdef inline void rows_forward(const floating *xpad, Py_ssize_t C, Py_ssize_t HP, Py_ssize_t WP,
-                              const floating *packed, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW,
-                              floating *out, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+cdef inline void row_forward(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
+                             Py_ssize_t WP, const floating *packed, Py_ssize_t K,
+                             Py_ssize_t FH, Py_ssize_t FW, floating *out, Py_ssize_t OH,
+                             Py_ssize_t OW) noexcept nogil:
     if floating is float:
         row_forward_f32(xpad, C, HP, WP, packed, K, FH, FW, out, OH, OW)
     else:
         row_forward_f64(xpad, C, HP, WP, packed, K, FH, FW, out, OH, OW)
 
 
-cdef inline void rows_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
-                                  Py_ssize_t WP, const floating *dout, Py_ssize_t K,
-                                  Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t OH, Py_ssize_t OW,
-                                  floating *dw) noexcept nogil:
+cdef inline void row_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
+                                 Py_ssize_t WP, const floating *dout, Py_ssize_t K,
+                                 Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t OH, Py_ssize_t OW,
+                                 floating *dw) noexcept nogil:
     if floating is float:
         row_weight_grad_f32(xpad, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
     else:
         row_weight_grad_f64(xpad, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
 
 
-cdef inline void filters_forward(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
-                                 Py_ssize_t WP, const floating *packed, Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
-                                 Py_ssize_t SW, floating *out, Py_ssize_t OH,
-                                 Py_ssize_t OW) noexcept nogil:
+cdef inline void filter_forward(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
+                                Py_ssize_t WP, const floating *packed, Py_ssize_t K,
+                                Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
+                                floating *out, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
     if floating is float:
         filter_forward_f32(xpad, C, HP, WP, packed, K, FH, FW, SH, SW, out, OH, OW)
     else:
         filter_forward_f64(xpad, C, HP, WP, packed, K, FH, FW, SH, SW, out, OH, OW)
 
 
-cdef inline void filters_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
-                                     Py_ssize_t WP, const floating *dout_t, Py_ssize_t KP,
-                                     Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
-                                     Py_ssize_t SW, Py_ssize_t OH, Py_ssize_t OW,
-                                     floating *dw_t) noexcept nogil:
+cdef inline void filter_weight_grad(const floating *xpad, Py_ssize_t C, Py_ssize_t HP,
+                                    Py_ssize_t WP, const floating *dout_t, Py_ssize_t KP,
+                                    Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
+                                    Py_ssize_t SW, Py_ssize_t OH, Py_ssize_t OW,
+                                    floating *dw_t) noexcept nogil:
     if floating is float:
-        filter_weight_grad_f32(xpad, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW,
-                                      dw_t)
+        filter_weight_grad_f32(xpad, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW, dw_t)
     else:
-        filter_weight_grad_f64(xpad, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW,
-                                      dw_t)
+        filter_weight_grad_f64(xpad, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW, dw_t)
 
 
 cdef inline Py_ssize_t first_valid(Py_ssize_t offset, Py_ssize_t stride) noexcept nogil:
@@ -197,27 +218,26 @@ cdef inline void pad_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssi
                    W * sizeof(floating))
 
 
-cdef inline void image_forward(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                               const floating *weight, int method, const floating *packed,
-                               Py_ssize_t K, Py_ssize_t FH, Py_ssize_t FW,
-                               Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PH, Py_ssize_t PW,
-                               Py_ssize_t OH, Py_ssize_t OW, floating *scratch,
-                               floating *out) noexcept nogil:
-    """out (K x P) := weight (K x Q) . im2col(x), by `method`:
+cdef inline void image_forward(const floating *x, const ConvGeometry *g,
+                               const floating *weight, const floating *packed,
+                               floating *scratch, floating *out) noexcept nogil:
+    """out (K x P) := weight (K x Q) . im2col(x), by g.forward_method:
     METHOD_GEMM: im2col into scratch (Q*P; it may be the image's kept column matrix) and a
-    GEMM; METHOD_ROWS / METHOD_FILTERS: direct_conv.h's kernels on the padded image, built
+    GEMM; METHOD_ROW / METHOD_FILTER: direct_conv.h's kernels on the padded image, built
     in scratch, with the weights `packed` as that header says."""
-    cdef int P = OH * OW, Q = C * FH * FW
-    cdef Py_ssize_t HP = H + 2 * PH, WP = W + 2 * PW
-    if method == METHOD_GEMM:
-        im2col_image(x, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, scratch)
-        matmul_nn(<int> K, P, Q, weight, Q, scratch, P, out, P)
+    cdef int P = g.OH * g.OW, Q = g.C * g.FH * g.FW
+    cdef Py_ssize_t HP = g.H + 2 * g.PH, WP = g.W + 2 * g.PW
+    if g.forward_method == METHOD_GEMM:
+        im2col_image(x, g.C, g.H, g.W, g.FH, g.FW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW,
+                     scratch)
+        matmul_nn(<int> g.K, P, Q, weight, Q, scratch, P, out, P)
         return
-    pad_image(x, C, H, W, PH, PW, scratch)
-    if method == METHOD_ROWS:
-        rows_forward(scratch, C, HP, WP, packed, K, FH, FW, out, OH, OW)
+    pad_image(x, g.C, g.H, g.W, g.PH, g.PW, scratch)
+    if g.forward_method == METHOD_ROW:
+        row_forward(scratch, g.C, HP, WP, packed, g.K, g.FH, g.FW, out, g.OH, g.OW)
     else:
-        filters_forward(scratch, C, HP, WP, packed, K, FH, FW, SH, SW, out, OH, OW)
+        filter_forward(scratch, g.C, HP, WP, packed, g.K, g.FH, g.FW, g.SH, g.SW, out,
+                       g.OH, g.OW)
 
 
 cdef inline floating row_sum(const floating *row, Py_ssize_t length) noexcept nogil:
@@ -262,53 +282,54 @@ cdef inline void transpose_padded(const floating *a, Py_ssize_t rows, Py_ssize_t
 
 
 cdef inline void image_backward(const floating *x, const floating *col,
-                                const floating *weight_t, const floating *dout,
-                                Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t K,
-                                Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
-                                Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
-                                int method, Py_ssize_t KP, const floating *dx_packed,
-                                floating *scratch, Py_ssize_t scratch_size,
-                                floating *dw, floating *db, floating *dx) noexcept nogil:
+                                const ConvGeometry *g, const floating *weight_t,
+                                const floating *dout, const floating *dx_packed,
+                                floating *row, floating *dw, floating *db,
+                                floating *dx) noexcept nogil:
     """One image's gradients from its output gradient dout (K x P):
     dw += dout . col^T;  db (K) += row sums of dout;  dx := col2im(weight^T . dout).
 
-    method: how dw is computed. METHOD_GEMM: col is the image's column matrix if kept from
-    the forward pass, or NULL: it is then built in scratch; dw is (K x Q). METHOD_ROWS:
-    direct_conv.h's row kernel (stride 1) on the padded image, built in scratch; dw is
-    (K x Q). METHOD_FILTERS: its filter kernel, likewise; dw is transposed, (Q x KP), and
-    dout is transposed first into scratch[scratch_size:][:P*KP], blocked as direct_conv.h
-    says (KP, a multiple of its block, is 0 for the other methods).
-    The values after those hold weight^T . dout (Q*P) when dx is wanted, or with
-    dx_packed (the flipped kernels blocked for the filter kernel), dout padded.
+    row: the thread's workspace row, laid out as g's offsets say. By g.weight_grad_method:
+    METHOD_GEMM: col is the image's column matrix if kept from the forward pass, or NULL:
+    it is then built in the scratch; dw is (K x Q). METHOD_ROW: direct_conv.h's row kernel
+    (stride 1) on the padded image, built in the scratch; dw is (K x Q). METHOD_FILTER: its
+    filter kernel, likewise; dw is transposed, (Q x KP), and dout is transposed first
+    (at dout_t_at), blocked as direct_conv.h says.
+    At dx_at: weight^T . dout (Q*P) when dx is wanted, or with dx_packed (the flipped
+    kernels blocked for the filter kernel), dout padded.
     db and dx may be NULL (not wanted); weight_t is the weight as a (Q x K) matrix.
     """
-    cdef int P = OH * OW, Q = C * FH * FW
-    cdef Py_ssize_t k, HP = H + 2 * PH, WP = W + 2 * PW
-    cdef floating *dout_t = scratch + scratch_size
-    cdef floating *dcol = dout_t + P * KP
-    if method == METHOD_GEMM:
+    cdef int P = g.OH * g.OW, Q = g.C * g.FH * g.FW
+    cdef Py_ssize_t k, HP = g.H + 2 * g.PH, WP = g.W + 2 * g.PW
+    cdef Py_ssize_t DH = g.FH - 1 - g.PH, DW = g.FW - 1 - g.PW
+    cdef floating *scratch = row + g.scratch_at
+    cdef floating *dout_t = row + g.dout_t_at
+    cdef floating *dcol = row + g.dx_at
+    if g.weight_grad_method == METHOD_GEMM:
         if col == NULL:
-            im2col_image(x, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, scratch)
+            im2col_image(x, g.C, g.H, g.W, g.FH, g.FW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW,
+                         scratch)
             col = scratch
-        matmul_nt_acc(<int> K, Q, P, dout, P, col, P, dw, Q)
+        matmul_nt_acc(<int> g.K, Q, P, dout, P, col, P, dw, Q)
     else:
-        pad_image(x, C, H, W, PH, PW, scratch)
-    if method == METHOD_ROWS:
-        rows_weight_grad(scratch, C, HP, WP, dout, K, FH, FW, OH, OW, dw)
-    elif method == METHOD_FILTERS:
-        transpose_padded(dout, K, P, KP, dout_t)
-        filters_weight_grad(scratch, C, HP, WP, dout_t, KP, K, FH, FW, SH, SW, OH, OW, dw)
+        pad_image(x, g.C, g.H, g.W, g.PH, g.PW, scratch)
+    if g.weight_grad_method == METHOD_ROW:
+        row_weight_grad(scratch, g.C, HP, WP, dout, g.K, g.FH, g.FW, g.OH, g.OW, dw)
+    elif g.weight_grad_method == METHOD_FILTER:
+        transpose_padded(dout, g.K, P, g.KP, dout_t)
+        filter_weight_grad(scratch, g.C, HP, WP, dout_t, g.KP, g.K, g.FH, g.FW, g.SH, g.SW,
+                           g.OH, g.OW, dw)
     if db != NULL:
-        for k in range(K):
+        for k in range(g.K):
             db[k] += row_sum(dout + k * P, P)
     if dx == NULL:
         return
     if dx_packed != NULL:
         # stride 1: dx is dout, padded by the kernel size less one less the padding,
         # convolved with the kernels flipped and their channels swapped (dx_packed)
-        pad_image(dout, K, OH, OW, FH - 1 - PH, FW - 1 - PW, dcol)
-        filters_forward(dcol, K, OH + 2 * (FH - 1 - PH), OW + 2 * (FW - 1 - PW), dx_packed,
-                        C, FH, FW, 1, 1, dx, H, W)
+        pad_image(dout, g.K, g.OH, g.OW, DH, DW, dcol)
+        filter_forward(dcol, g.K, g.OH + 2 * DH, g.OW + 2 * DW, dx_packed, g.C, g.FH, g.FW,
+                       1, 1, dx, g.H, g.W)
     else:
-        matmul_nn(Q, P, <int> K, weight_t, <int> K, dout, P, dcol, P)
-        col2im_image(dcol, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, dx)
+        matmul_nn(Q, P, <int> g.K, weight_t, <int> g.K, dout, P, dcol, P)
+        col2im_image(dcol, g.C, g.H, g.W, g.FH, g.FW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, dx)

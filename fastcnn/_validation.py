@@ -197,6 +197,46 @@ def nchw_shape(input_shape, func):
     return shape
 
 
+def output_size(size, kernel, stride, padding):
+    """Output length of a convolution or pooling window along one axis (no dilation)::
+
+    out = floor((size + 2 * padding - kernel) / stride) + 1
+    """
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def output_hw(func, in_hw, kernel, stride, padding, names=("kernel", "input")):
+    """(OH, OW), refusing windows that do not fit in the padded input. names: what the
+    message calls the window and its input (the fused op's pool: "pool kernel", "...")."""
+    padded = (in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
+    if kernel[0] > padded[0] or kernel[1] > padded[1]:
+        window, source = names
+        raise ValueError(
+            f"{func}: {window} size {kernel} is larger than the padded {source} "
+            f"{padded} ({source} {in_hw} + padding {padding} on each side); "
+            f"use a smaller {window} or more padding"
+        )
+    return tuple(output_size(in_hw[i], kernel[i], stride[i], padding[i]) for i in (0, 1))
+
+
+def pool_output_hw(func, in_hw, kernel, stride, padding, names=("kernel", "input")):
+    """A pool's (OH, OW) over an input of ``in_hw``, refusing windows that do not fit and
+    outputs of no pixel."""
+    out_hw = output_hw(func, in_hw, kernel, stride, padding, names)
+    if min(out_hw) < 1:
+        raise ValueError(f"{func}: output size {out_hw} is too small for input {in_hw}")
+    return out_hw
+
+
+def image_input(input, owner, dtype, channels):
+    """A layer's (N, C, H, W) input: of the layer's ``dtype`` (never cast), 4-D, with
+    ``channels`` channels."""
+    x = float_input(input, owner, dtype)
+    input_ndim(x, owner, (4,))
+    input_size(x, 1, channels, owner, "channels (dim 1)")
+    return x
+
+
 # ------------------------------------------- scalar arguments of optim, train, data, CLI
 
 

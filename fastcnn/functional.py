@@ -14,9 +14,8 @@ Unbatched 3-D input is not accepted (unlike PyTorch): pass ``x[None]``.
 
 import numpy as np
 
-from fastcnn import _conv, _dense, _elementwise, _fused, _isa, _ops, _pool
+from fastcnn import _conv, _conv_plan, _dense, _elementwise, _pool
 from fastcnn._ops import run_kernel
-from fastcnn._threads import get_num_threads
 from fastcnn._validation import (
     check_shape,
     fits_int32,
@@ -25,6 +24,8 @@ from fastcnn._validation import (
     image_batch,
     nchw_shape,
     non_negative_pair,
+    output_hw,
+    output_size,
     positive_pair,
 )
 
@@ -46,45 +47,18 @@ __all__ = [
     "relu_backward",
 ]
 
-# Images per slice of the batch whose weight/bias gradients are summed together before the
-# slices are added in order. Fixed, so the sums do not depend on the thread count.
-GRAD_CHUNK = 8
-
 # Rows of a Linear layer's batch per GEMM call; weight/bias gradients are summed per chunk
-# and the chunks added in order. Fixed, for the same reason as GRAD_CHUNK.
+# and the chunks added in order. Fixed, so the sums do not depend on the thread count (as
+# the convolutions' GRAD_CHUNK, fastcnn/_conv_plan.py).
 LINEAR_CHUNK = 16
-
-
-# ---------------------------------------------------------------------------- validation
-
-
-def output_size(size, kernel, stride, padding):
-    """Output length of a convolution or pooling window along one axis (no dilation)::
-
-    out = floor((size + 2 * padding - kernel) / stride) + 1
-    """
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-def _output_hw(func, in_hw, kernel, stride, padding, names=("kernel", "input")):
-    """(OH, OW), refusing windows that do not fit in the padded input. names: what the
-    message calls the window and its input (the fused op's pool: "pool kernel", "...")."""
-    padded = (in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
-    if kernel[0] > padded[0] or kernel[1] > padded[1]:
-        window, source = names
-        raise ValueError(
-            f"{func}: {window} size {kernel} is larger than the padded {source} "
-            f"{padded} ({source} {in_hw} + padding {padding} on each side); "
-            f"use a smaller {window} or more padding"
-        )
-    return tuple(output_size(in_hw[i], kernel[i], stride[i], padding[i]) for i in (0, 1))
 
 
 # -------------------------------------------------------------------------- convolution
 
 
-def _conv_geometry(func, x, weight, stride, padding):
-    """Validated stride, padding and (OH, OW) of conv2d(x, weight)."""
+def _conv_operands(func, x, weight, stride, padding):
+    """A convolution call's checked weight (x checked by the caller) and its plan."""
+    weight = float_array(weight, "weight", func, 4, x.dtype)
     stride = positive_pair(stride, "stride", func)
     padding = non_negative_pair(padding, "padding", func)
     if min(weight.shape) < 1:
@@ -95,172 +69,16 @@ def _conv_geometry(func, x, weight, stride, padding):
             f"{weight.shape} expects {weight.shape[1]}; weight must be "
             f"(out_channels, in_channels, kH, kW)"
         )
-    out_hw = _output_hw(func, x.shape[2:], weight.shape[2:], stride, padding)
-    q = weight.shape[1] * weight.shape[2] * weight.shape[3]
-    fits_int32(func, **{"C*kH*kW": q, "OH*OW": out_hw[0] * out_hw[1]})
-    return stride, padding, out_hw
+    plan = _conv_plan.plan_for(func, x.shape, weight.shape, x.dtype, stride, padding)
+    return weight, plan
 
 
-# How conv2d computes an image (csrc/_conv_image.pxd's METHOD_* codes): im2col and a GEMM,
-# or one of csrc/direct_conv.h's two direct kernels.
-_GEMM, _ROWS, _FILTERS = 0, 1, 2
-
-
-class MethodLimits:
-    """Where each method measured fastest on one ISA copy of the kernels (fastcnn._isa),
-    in the units of that copy's vector length VL. bench/README.md has the measurements.
-
-    row_max_filters: the row kernel (stride 1, output rows of >= VL pixels) below this many
-        filters; the filter kernel from VL // 2 filters; im2col and GEMM otherwise.
-    row_grad_max_q, filter_grad_max_q: each direct kernel's weight gradient up to this
-        C*kH*kW (above, im2col and GEMM), None for no limit.
-    input_grad_min_channels, input_grad_max_pixels: a stride-1 input gradient by the filter
-        kernel (the padded output gradient convolved with the flipped kernels) from this
-        many input channels and up to this many input pixels (H*W; None: no limit); else
-        im2col's adjoint (GEMM + col2im). None channels: always the adjoint.
-    """
-
-    def __init__(
-        self,
-        row_max_filters,
-        row_grad_max_q,
-        filter_grad_max_q,
-        input_grad_min_channels,
-        input_grad_max_pixels,
-    ):
-        self.row_max_filters = row_max_filters
-        self.row_grad_max_q = row_grad_max_q
-        self.filter_grad_max_q = filter_grad_max_q
-        self.input_grad_min_channels = input_grad_min_channels
-        self.input_grad_max_pixels = input_grad_max_pixels
-
-
-# AVX-512 (measured on a 2-core Cascade Lake VM, one thread): the row kernel's weight
-# gradient, LeNet conv1 (Q = 25) 1.8 vs 2.4 ms per 256 images but a VGG layer (576) 22 vs
-# 14 ms per 32; the filter kernel's, LeNet conv2 (150) 1.5 vs 3.8 ms, VGG layers (576,
-# 1152) 66 vs 27 and 33 vs 11 ms (with the filter kernels of before their per-ISA tiles
-# and blocked operands: not measured again, no such machine since).
-# AVX2 (an AMD EPYC, Zen 3, one thread, 2026-12-01, ms): the filter kernel's forward pass
-# and weight gradient beat GEMM on every case (VGG-128 forward 15.5 vs 20.2, weight
-# gradient 15.4 vs 21.1); its input gradient won on small images (3x3, 32 -> 64 channels
-# at 16x16: 15.1 vs 18.1 per 64 images with the weight gradient; 64 -> 128 at 8x8: 16.7
-# vs 18.4) and lost on larger ones (VGG-64 at 32x32: 63.2 vs 60.5; VGG-128, 128 channels
-# at 16x16: 35.5 vs 34.4) and with 6 channels (LeNet conv2: 7.3 vs 6.7); LeNet conv1 (6
-# filters) ran 1.9 ms on the row kernel, 2.0 on the filter one.
-# The baseline and portable copies are not tuned: they take AVX2's limits.
-_AVX2_LIMITS = MethodLimits(
-    row_max_filters=8,
-    row_grad_max_q=32,
-    filter_grad_max_q=None,
-    input_grad_min_channels=16,
-    input_grad_max_pixels=16 * 16,
-)
-METHOD_LIMITS = {
-    "avx512": MethodLimits(
-        row_max_filters=8,
-        row_grad_max_q=32,
-        filter_grad_max_q=256,
-        input_grad_min_channels=8,
-        input_grad_max_pixels=None,
-    ),
-    "avx2": _AVX2_LIMITS,
-    "baseline": _AVX2_LIMITS,
-    "portable": _AVX2_LIMITS,
-}
-
-
-def _limits():
-    return METHOD_LIMITS[_isa.active()]
-
-
-def _conv_method(weight, stride, out_w):
-    """The fastest way measured to compute this convolution on the ISA copy that runs
-    (MethodLimits): the row kernel, the filter kernel, or im2col and GEMM."""
-    vector, limits = _isa.vector_length(weight.dtype), _limits()
-    filters = weight.shape[0]
-    if stride == (1, 1) and out_w >= vector and filters < limits.row_max_filters:
-        return _ROWS
-    if filters >= vector // 2:
-        return _FILTERS
-    return _GEMM
-
-
-def _weight_grad_method(weight, stride, out_w):
-    """How the weight gradient is computed: as the forward pass, but by im2col and GEMM
-    where C*kH*kW is past the direct kernel's limit."""
-    limits = _limits()
-    method = _conv_method(weight, stride, out_w)
-    max_q = limits.row_grad_max_q if method == _ROWS else limits.filter_grad_max_q
-    if method != _GEMM and max_q is not None and weight[0].size > max_q:
-        return _GEMM
-    return method
-
-
-def _blocked(matrix, groups):
-    """A (rows, columns) matrix as direct_conv.h blocks the filter kernel's operands: zero
-    columns appended up to KP, a multiple of ``groups``, then stored as KP/groups blocks of
-    (rows, groups). Returned 2-D, (KP/groups * rows, groups)."""
-    rows, columns = matrix.shape
-    kp = -(-columns // groups) * groups
-    padded = np.zeros((rows, kp), dtype=matrix.dtype)
-    padded[:, :columns] = matrix
-    return np.ascontiguousarray(
-        padded.reshape(rows, kp // groups, groups).transpose(1, 0, 2)
-    ).reshape(-1, groups)
-
-
-def _filter_padding(count, dtype):
-    """KP: ``count`` filters (or channels) rounded up to the filter kernel's block."""
-    groups = _isa.group_width(dtype)
-    return -(-count // groups) * groups
-
-
-def _packed_weights(weight, method):
-    """The weights as direct_conv.h's kernel for `method` wants them, as a 2-D array:
-    rows: (ceil(K/4), C*kH*kW*4), four filters side by side; filters: the transposed
-    weight (C*kH*kW, K) blocked by the kernel's group width (_blocked). Zeros past K."""
-    k, q = weight.shape[0], weight[0].size
-    if method == _ROWS:
-        blocks = -(-k // 4)
-        packed = np.zeros((blocks * 4, q), dtype=weight.dtype)
-        packed[:k] = weight.reshape(k, q)
-        return np.ascontiguousarray(packed.reshape(blocks, 4, q).transpose(0, 2, 1)).reshape(
-            blocks, q * 4
-        )
-    if method == _FILTERS:
-        return _blocked(weight.reshape(k, q).T, _isa.group_width(weight.dtype))
-    return None
-
-
-def _input_grad_packing(weight, stride, padding, in_hw):
-    """The flipped kernels, channels swapped, packed for the filter kernel to compute the
-    input gradient as a convolution of the padded output gradient, (K*kH*kW, C) blocked
-    (_blocked); or None where im2col's adjoint (GEMM and col2im) is used instead: strides
-    above 1, padding of a kernel's size or more, and layers outside MethodLimits'
-    input_grad_min_channels and input_grad_max_pixels (in_hw: the input's (H, W))."""
-    limits = _limits()
-    min_channels, max_pixels = limits.input_grad_min_channels, limits.input_grad_max_pixels
-    k, c, kh, kw = weight.shape
-    if (
-        stride != (1, 1)
-        or padding[0] >= kh
-        or padding[1] >= kw
-        or min_channels is None
-        or c < min_channels
-        or (max_pixels is not None and in_hw[0] * in_hw[1] > max_pixels)
-    ):
+def _conv_bias(func, bias, x, weight):
+    if bias is None:
         return None
-    flipped = weight[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(k * kh * kw, c)
-    return _blocked(flipped, _isa.group_width(weight.dtype))
-
-
-def _scratch_per_image(x, weight, padding, out_hw, method):
-    """Workspace values one image needs: its column matrix, or its padded copy."""
-    columns = weight[0].size * out_hw[0] * out_hw[1]
-    if method == _GEMM:
-        return columns
-    padded = x.shape[1] * (x.shape[2] + 2 * padding[0]) * (x.shape[3] + 2 * padding[1])
-    return max(columns, padded)
+    bias = float_array(bias, "bias", func, 1, x.dtype)
+    check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output channel)")
+    return bias
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False):
@@ -277,9 +95,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False)
         Also return every image's im2col matrix, shape (N, C*kH*kW * OH*OW), for
         ``conv2d_backward(..., columns=...)``: the backward pass then skips rebuilding them,
         at the cost of keeping them in memory (what ``nn.Conv2d`` does while training).
-        None is returned instead when the layer is computed without them: at stride 1
-        with output rows of at least 16 float32 (8 float64) values, a direct kernel
-        (csrc/direct_conv.h) convolves the image in place of im2col and GEMM.
+        None is returned instead when the convolution is computed without them, by the
+        row kernel or the filter kernel of csrc/direct_conv_impl.h (fastcnn/_conv_plan.py
+        picks per layer and per ISA copy: few filters on wide rows take the row kernel,
+        many filters the filter kernel).
 
     Returns
     -------
@@ -290,122 +109,31 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False)
     func = "conv2d"
     x = image_batch(input, func)
     save_columns = flag(save_columns, "save_columns", func)
-    weight = float_array(weight, "weight", func, 4, x.dtype)
-    stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
-    if bias is not None:
-        bias = float_array(bias, "bias", func, 1, x.dtype)
-        check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output channel)")
-    out = np.empty((x.shape[0], weight.shape[0], oh, ow), dtype=x.dtype)
-    n_threads = get_num_threads()
-    method = _conv_method(weight, stride, ow)
-    keep = save_columns and method == _GEMM
-    columns = np.empty((x.shape[0], weight[0].size * oh * ow), x.dtype) if keep else None
-    workspace = _ops.workspace(
-        1 if keep else n_threads, _scratch_per_image(x, weight, padding, (oh, ow), method), x.dtype
-    )
-    run_kernel(
-        _conv.conv2d_forward,
-        x,
-        weight,
-        bias,
-        *stride,
-        *padding,
-        method,
-        _packed_weights(weight, method),
-        workspace,
-        columns,
-        out,
-        n_threads=n_threads,
-    )
+    weight, plan = _conv_operands(func, x, weight, stride, padding)
+    bias = _conv_bias(func, bias, x, weight)
+    packs = _conv_plan.PackedWeights(plan, weight)
+    out, columns = plan.forward(x, weight, bias, packs, save_columns)
     return (out, columns) if save_columns else out
 
 
-def _check_columns(func, columns, x, weight, out_hw):
+def _check_columns(func, columns, x, plan):
     """The column matrices kept by the forward call: (N, C*kH*kW * OH*OW) of x's dtype."""
     columns = float_array(columns, "columns", func, 2, x.dtype)
     producer = func.removesuffix("_backward")
-    shape = (x.shape[0], weight[0].size * out_hw[0] * out_hw[1])
-    check_shape(
-        columns.shape,
-        shape,
-        "columns",
-        func,
-        f"(from {producer}(..., save_columns=True) on this input)",
-    )
+    q = int(np.prod(plan.weight_shape[1:]))
+    shape = (x.shape[0], q * plan.out_hw[0] * plan.out_hw[1])
+    why = f"(from {producer}(..., save_columns=True) on this input)"
+    check_shape(columns.shape, shape, "columns", func, why)
     return columns
 
 
 def _backward_operands(func, input, weight, stride, padding, input_grad, bias_grad):
-    """A convolution backward call's validated input, weight, stride, padding, (OH, OW)
-    and flags."""
+    """A convolution backward call's checked input, weight, plan and flags."""
     x = image_batch(input, func)
     input_grad = flag(input_grad, "input_grad", func)
     bias_grad = flag(bias_grad, "bias_grad", func)
-    weight = float_array(weight, "weight", func, 4, x.dtype)
-    stride, padding, out_hw = _conv_geometry(func, x, weight, stride, padding)
-    return x, weight, stride, padding, out_hw, input_grad, bias_grad
-
-
-class _BackwardWork:
-    """What a convolution's backward kernel needs besides its inputs: the weight-gradient
-    method, the outputs, the per-chunk partial sums and the per-thread workspace; and the
-    gradients afterwards, in the weight's own layout."""
-
-    def __init__(self, x, weight, stride, padding, out_hw, input_grad, bias_grad, extra=0):
-        n, k, q = x.shape[0], weight.shape[0], weight[0].size
-        p = out_hw[0] * out_hw[1]
-        self.weight = weight
-        self.method = _weight_grad_method(weight, stride, out_hw[1])
-        # the filter kernel's weight gradient is transposed, (Q, KP) with KP >= K
-        self.kp = _filter_padding(k, x.dtype) if self.method == _FILTERS else 0
-        w_size = q * self.kp if self.method == _FILTERS else k * q
-        n_chunks = -(-n // GRAD_CHUNK)
-        self.grad_x = np.empty_like(x) if input_grad else None
-        self.grad_w = np.empty(w_size, dtype=x.dtype)
-        self.grad_b = np.empty(k, dtype=x.dtype) if bias_grad else None
-        self.w_chunks = np.empty((n_chunks, w_size), dtype=x.dtype)
-        self.b_chunks = np.empty((n_chunks, k), dtype=x.dtype) if bias_grad else None
-        # per thread: extra values for the caller, then the image's scratch (its column
-        # matrix or padded copy), its output gradient transposed for the filter kernel, and
-        # its column gradient when grad_x is wanted
-        self.scratch = _scratch_per_image(x, weight, padding, out_hw, self.method)
-        self.dx_packed = (
-            _input_grad_packing(weight, stride, padding, x.shape[2:]) if input_grad else None
-        )
-        if self.dx_packed is None:
-            dx_scratch = q * p if input_grad else 0
-        else:  # the output gradient, padded by the kernel size less one less the padding
-            kh, kw = weight.shape[2:]
-            dx_scratch = k * (x.shape[2] + kh - 1) * (x.shape[3] + kw - 1)
-        row = extra + self.scratch + p * self.kp + dx_scratch
-        self.n_threads = get_num_threads()
-        self.workspace = _ops.workspace(self.n_threads, row, x.dtype)
-        self.weight_t = np.ascontiguousarray(weight.reshape(k, q).T)
-
-    def kernel_args(self, columns):
-        """The kernel's arguments from `method` on, but for the thread count."""
-        return (
-            self.method,
-            self.kp,
-            self.dx_packed,
-            columns,
-            GRAD_CHUNK,
-            self.workspace,
-            self.scratch,
-            self.w_chunks,
-            self.b_chunks,
-            self.grad_x,
-            self.grad_w,
-            self.grad_b,
-        )
-
-    def gradients(self):
-        """(grad_x, grad_w, grad_b), grad_w in the weight's shape."""
-        k, q = self.weight.shape[0], self.weight[0].size
-        grad_w = self.grad_w
-        if self.method == _FILTERS:
-            grad_w = np.ascontiguousarray(grad_w.reshape(q, self.kp)[:, :k].T)
-        return self.grad_x, grad_w.reshape(self.weight.shape), self.grad_b
+    weight, plan = _conv_operands(func, x, weight, stride, padding)
+    return x, weight, plan, input_grad, bias_grad
 
 
 def conv2d_backward(
@@ -442,34 +170,23 @@ def conv2d_backward(
         Each summed over the batch in a fixed order: identical bits for any thread count.
     """
     func = "conv2d_backward"
-    x, weight, stride, padding, (oh, ow), input_grad, bias_grad = _backward_operands(
+    x, weight, plan, input_grad, bias_grad = _backward_operands(
         func, input, weight, stride, padding, input_grad, bias_grad
     )
     grad_out = float_array(grad_output, "grad_output", func, 4, x.dtype)
-    expected = (x.shape[0], weight.shape[0], oh, ow)
+    expected = (x.shape[0], weight.shape[0], *plan.out_hw)
     check_shape(grad_out.shape, expected, "grad_output", func, "(the shape of conv2d's output)")
     if columns is not None:
-        columns = _check_columns(func, columns, x, weight, (oh, ow))
-    work = _BackwardWork(x, weight, stride, padding, (oh, ow), input_grad, bias_grad)
-    run_kernel(
-        _conv.conv2d_backward,
-        x,
-        work.weight_t,
-        grad_out,
-        *weight.shape[2:],
-        *stride,
-        *padding,
-        *work.kernel_args(columns),
-        n_threads=work.n_threads,
-    )
-    return work.gradients()
+        columns = _check_columns(func, columns, x, plan)
+    packs = _conv_plan.PackedWeights(plan, weight)
+    return plan.backward(grad_out, x, packs, input_grad, bias_grad, columns)
 
 
 def _unfold_geometry(func, in_hw, kernel_size, stride, padding):
     kernel = positive_pair(kernel_size, "kernel_size", func)
     stride = positive_pair(stride, "stride", func)
     padding = non_negative_pair(padding, "padding", func)
-    return kernel, stride, padding, _output_hw(func, in_hw, kernel, stride, padding)
+    return kernel, stride, padding, output_hw(func, in_hw, kernel, stride, padding)
 
 
 def im2col(input, kernel_size, stride=1, padding=0):
@@ -533,7 +250,7 @@ def _pool_geometry(func, in_hw, kernel_size, stride, padding, prefix=""):
             f"{func}: {prefix}padding {padding} must be at most half the {names[0]} size "
             f"{kernel} (otherwise a window could hold only padding)"
         )
-    out_hw = _output_hw(func, in_hw, kernel, stride, padding, names)
+    out_hw = output_hw(func, in_hw, kernel, stride, padding, names)
     if min(out_hw) < 1:
         raise ValueError(f"{func}: output size {out_hw} is too small for input {in_hw}")
     return kernel, stride, padding, out_hw
@@ -689,44 +406,14 @@ def conv2d_relu_max_pool2d(
     func = "conv2d_relu_max_pool2d"
     x = image_batch(input, func)
     save_columns = flag(save_columns, "save_columns", func)
-    weight = float_array(weight, "weight", func, 4, x.dtype)
-    stride, padding, (oh, ow) = _conv_geometry(func, x, weight, stride, padding)
-    pool_kernel, pool_stride, pool_padding, (poh, pow_) = _pool_geometry(
-        func, (oh, ow), pool_kernel_size, pool_stride, pool_padding, prefix="pool_"
+    weight, plan = _conv_operands(func, x, weight, stride, padding)
+    pool_kernel, pool_stride, pool_padding, pooled_hw = _pool_geometry(
+        func, plan.out_hw, pool_kernel_size, pool_stride, pool_padding, prefix="pool_"
     )
-    if bias is not None:
-        bias = float_array(bias, "bias", func, 1, x.dtype)
-        check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output channel)")
-    n, k = x.shape[0], weight.shape[0]
-    out = np.empty((n, k, poh, pow_), dtype=x.dtype)
-    indices = np.empty(out.shape, dtype=np.int64)
-    n_threads = get_num_threads()
-    method = _conv_method(weight, stride, ow)
-    keep = save_columns and method == _GEMM
-    columns = np.empty((n, weight[0].size * oh * ow), x.dtype) if keep else None
-    # per thread: the image's convolution output, and its scratch unless columns are kept
-    scratch = 0 if keep else _scratch_per_image(x, weight, padding, (oh, ow), method)
-    workspace = _ops.workspace(n_threads, k * oh * ow + scratch, x.dtype)
-    run_kernel(
-        _fused.conv2d_relu_max_pool2d_forward,
-        x,
-        weight,
-        bias,
-        *stride,
-        *padding,
-        oh,
-        ow,
-        *pool_kernel,
-        *pool_stride,
-        *pool_padding,
-        method,
-        _packed_weights(weight, method),
-        workspace,
-        columns,
-        out,
-        indices,
-        n_threads=n_threads,
-    )
+    bias = _conv_bias(func, bias, x, weight)
+    pool = _conv_plan.pool_plan(pool_kernel, pool_stride, pool_padding, pooled_hw)
+    packs = _conv_plan.PackedWeights(plan, weight)
+    out, indices, columns = plan.forward_relu_max_pool(pool, x, weight, bias, packs, save_columns)
     return (out, indices, columns) if save_columns else (out, indices)
 
 
@@ -760,7 +447,7 @@ def conv2d_relu_max_pool2d_backward(
     (grad_input or None, grad_weight, grad_bias or None)
     """
     func = "conv2d_relu_max_pool2d_backward"
-    x, weight, stride, padding, (oh, ow), input_grad, bias_grad = _backward_operands(
+    x, weight, plan, input_grad, bias_grad = _backward_operands(
         func, input, weight, stride, padding, input_grad, bias_grad
     )
     out = float_array(output, "output", func, 4, x.dtype)
@@ -770,13 +457,9 @@ def conv2d_relu_max_pool2d_backward(
             f"{(x.shape[0], weight.shape[0])} in front (the pooled output for this input)"
         )
     grad_out = float_array(grad_output, "grad_output", func, 4, x.dtype)
-    check_shape(
-        grad_out.shape,
-        out.shape,
-        "grad_output",
-        func,
-        "(the shape of output, the pooled output of the forward call)",
-    )
+    why = "(the shape of output, the pooled output of the forward call)"
+    check_shape(grad_out.shape, out.shape, "grad_output", func, why)
+    (oh, ow) = plan.out_hw
     indices = _check_indices(
         func,
         indices,
@@ -786,27 +469,11 @@ def conv2d_relu_max_pool2d_backward(
         "forward call?)",
     )
     if columns is not None:
-        columns = _check_columns(func, columns, x, weight, (oh, ow))
-    # per thread: the image's output gradient (K*P) before conv2d_backward's workspace
-    work = _BackwardWork(
-        x, weight, stride, padding, (oh, ow), input_grad, bias_grad, extra=weight.shape[0] * oh * ow
+        columns = _check_columns(func, columns, x, plan)
+    packs = _conv_plan.PackedWeights(plan, weight)
+    return plan.backward_relu_max_pool(
+        grad_out, out, indices, x, packs, input_grad, bias_grad, columns
     )
-    run_kernel(
-        _fused.conv2d_relu_max_pool2d_backward,
-        x,
-        work.weight_t,
-        grad_out,
-        out,
-        indices,
-        *weight.shape[2:],
-        *stride,
-        *padding,
-        oh,
-        ow,
-        *work.kernel_args(columns),
-        n_threads=work.n_threads,
-    )
-    return work.gradients()
 
 
 # ------------------------------------------------------------------------------- linear

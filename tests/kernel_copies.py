@@ -3,11 +3,12 @@
 Each copy has its own vector length VL and register tiles, so the branches a shape takes
 (which method functional picks, the remainders after each tile) differ from copy to copy.
 ``COPIES`` describes every copy fastcnn builds (tile sizes as csrc/direct_conv.h defines
-them), ``running()`` the one the kernels run now, and ``selecting_as(copy)`` makes
-functional choose methods as it would on a copy this CPU may not have (only the choice: no
-kernel runs), so that the case grids can be checked to reach every branch of every copy on
-any machine. The ``kernel_copy`` fixture (tests/conftest.py) runs a test on each copy the
-CPU has.
+them), ``running()`` the one the kernels run now, and ``chosen_methods`` inside
+``selecting_as(copy)`` the methods fastcnn/_conv_plan.py picks on a copy this CPU may not
+have (only the choice: no kernel runs), so that the case grids can be checked to reach
+every branch of every copy on any machine. ``conv_and_gradients`` runs a convolution by
+the methods a test names. The ``kernel_copy`` fixture (tests/conftest.py) runs a test on
+each copy the CPU has.
 """
 
 import contextlib
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from fastcnn import _isa
+from fastcnn import _conv_plan, _isa
 from fastcnn import functional as F
 
 WIDE_TW = 6  # pixels (or kernel taps) of the filter kernel's wide tile, on every copy
@@ -48,8 +49,8 @@ class Copy:
 
     @property
     def limits(self):
-        """functional's MethodLimits for this copy."""
-        return F.METHOD_LIMITS[self.name]
+        """The _conv_plan.MethodLimits of this copy."""
+        return _conv_plan.METHOD_LIMITS[self.name]
 
     def __str__(self):
         return self.label or self.name
@@ -81,33 +82,49 @@ def running():
     return COPIES[_isa.active()]
 
 
-class _SelectionOf:
-    """Stands in for fastcnn._isa in functional: the method choice of another copy."""
-
-    def __init__(self, copy):
-        self.copy = copy
-
-    def active(self):
-        return self.copy.name
-
-    def vector_length(self, dtype):
-        return self.copy.vl(dtype)
-
-    def group_width(self, dtype):
-        return self.copy.gw(dtype)
+_selecting = []  # the copies selecting_as names, innermost last
 
 
 @contextlib.contextmanager
 def selecting_as(copy):
-    """functional's method selection as on `copy` (a Copy), whatever the CPU: for checks of
-    which branches the case grids reach. No kernel may run inside: the kernels would get
-    weights packed for another vector length."""
-    real = F._isa
-    F._isa = _SelectionOf(copy)
+    """chosen_methods as on `copy` (a Copy) inside, whatever the CPU: for checks of which
+    branches the case grids reach (only _conv_plan.choose_methods runs: no kernel)."""
+    _selecting.append(copy)
     try:
         yield copy
     finally:
-        F._isa = real
+        _selecting.pop()
+
+
+def chosen_methods(weight, stride, out_w, padding=(0, 0), in_hw=None):
+    """The _conv_plan.Methods a convolution by `weight` gets at `stride` with output rows
+    of out_w pixels, on the copy selecting_as names (else the running one). in_hw: the
+    input's (H, W), for the input gradient's choice (default: the one giving out_w)."""
+    copy = _selecting[-1] if _selecting else running()
+    stride = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    kh, kw = weight.shape[2:]
+    if in_hw is None:
+        in_hw = (kh, (out_w - 1) * stride[1] + kw - 2 * padding[1])
+    vl = copy.vl(weight.dtype)
+    return _conv_plan.choose_methods(in_hw, weight.shape, stride, padding, vl, copy.limits)
+
+
+def conv_and_gradients(x, w, b, stride, padding, grad_out, methods=None):
+    """conv2d's output and every gradient on the running copy: by functional, as it
+    chooses, or by a plan of `methods` (a _conv_plan.Methods)."""
+    if methods is None:
+        return (
+            F.conv2d(x, w, b, stride, padding),
+            *F.conv2d_backward(grad_out, x, w, stride, padding),
+        )
+
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(v)
+
+    plan = _conv_plan.ConvPlan(x.shape[1:], w.shape, x.dtype, pair(stride), pair(padding), methods)
+    packs = _conv_plan.PackedWeights(plan, w)
+    out, _ = plan.forward(x, w, b, packs, False)
+    return (out, *plan.backward(grad_out, x, packs, True, True, None))
 
 
 def filter_tiles(k, n, copy, dtype):
@@ -171,3 +188,8 @@ def row_grad_tiles(fw, copy):
 
 # A test marked so runs once per ISA copy of the kernels this CPU has (tests/conftest.py).
 every_copy = pytest.mark.usefixtures("kernel_copy")
+
+
+def gemm_methods():
+    """Methods of im2col + GEMM throughout (and col2im for the input gradient)."""
+    return _conv_plan.Methods(_conv_plan.GEMM, _conv_plan.GEMM, _conv_plan.COL2IM)

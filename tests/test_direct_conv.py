@@ -2,12 +2,12 @@
 the im2col + GEMM path, PyTorch and themselves on 1-3 threads, on every ISA copy of the
 kernels this CPU runs (the ``kernel_copy`` fixture, tests/conftest.py).
 
-``functional._conv_method`` picks, per layer and per copy (``F.METHOD_LIMITS[copy]``, VL
+``_conv_plan.choose_methods`` picks, per layer and per copy (``_conv_plan.METHOD_LIMITS``, VL
 the copy's values per vector: fastcnn._isa.vector_length): the row kernel (stride 1,
 output rows of at least VL pixels, fewer than ``row_max_filters`` filters), the filter
 kernel (at least VL/2 filters, any stride), or im2col + GEMM. The row kernel's weight
 gradient falls back to GEMM when C*kH*kW > ``row_grad_max_q``
-(``functional._weight_grad_method``). The row kernel's forward pass runs rows in tiles of
+(the plan's ``weight_grad`` method). The row kernel's forward pass runs rows in tiles of
 two vectors (one where a row holds fewer than two), its weight gradient in blocks of one;
 a row whose width is not a multiple of the tile ends with a tile that overlaps the one
 before it, so the row widths here take every remainder modulo the VL of every copy (2 to
@@ -26,7 +26,10 @@ from kernel_copies import (
     ALL_GEOMETRIES,
     ROW_FILTERS,
     all_row_forward_tiles,
+    chosen_methods,
+    conv_and_gradients,
     every_copy,
+    gemm_methods,
     row_forward_tiles,
     row_grad_tiles,
     selecting_as,
@@ -46,15 +49,14 @@ import fastcnn
 from fastcnn import _reference as ref
 from fastcnn import functional as F
 from fastcnn import nn
+from fastcnn._conv_plan import FILTER, GEMM, ROW, blocked
 
 DTYPES = [np.float32, np.float64]
-ROWS, FILTERS, GEMM = F._ROWS, F._FILTERS, F._GEMM
 
 
 def methods(weight, stride, out_w):
-    """(forward, weight gradient) methods functional picks for this layer."""
-    stride = (stride, stride) if isinstance(stride, int) else stride
-    return (F._conv_method(weight, stride, out_w), F._weight_grad_method(weight, stride, out_w))
+    """(forward, weight gradient) methods the plan picks for this layer."""
+    return tuple(chosen_methods(weight, stride, out_w)[:2])
 
 
 S1 = (1, 1)
@@ -132,7 +134,7 @@ DIRECT_CASES = ROW_CASES + FILTER_CASES
 def expected_weight_grads(max_q):
     """The weight-gradient methods a direct kernel's cases must reach: its own and (past
     max_q, where the copy has a limit) GEMM's."""
-    return {ROWS, GEMM} if max_q is not None else {ROWS}
+    return {ROW, GEMM} if max_q is not None else {ROW}
 
 
 @pytest.mark.parametrize("copy", ALL_GEOMETRIES, ids=str)
@@ -146,13 +148,13 @@ def test_cases_cover_the_grid(copy, dtype):
             case: methods(weight_of(case, dtype), case[3], out_size(case)[1])
             for case in DIRECT_CASES
         }
-    rows = [case for case in ROW_CASES if paths[case][0] == ROWS]
-    row_grads = [case for case in rows if paths[case][1] == ROWS]
+    rows = [case for case in ROW_CASES if paths[case][0] == ROW]
+    row_grads = [case for case in rows if paths[case][1] == ROW]
     # never GEMM, but for rows narrower than a vector (with too few filters for the filter
     # kernel): the narrow row cases on copies with longer vectors
     assert {forward for case, (forward, _) in paths.items() if out_size(case)[1] >= vl} <= {
-        ROWS,
-        FILTERS,
+        ROW,
+        FILTER,
     }
     # every remainder of the row width after whole vectors: the overlapping last block
     # with each overlap, in the forward pass and in the weight gradient (its mask)
@@ -179,9 +181,9 @@ def test_cases_cover_the_grid(copy, dtype):
     assert any(fh != fw for _, _, (fh, fw), _, _ in rows)
     assert {paths[case][1] for case in rows} == expected_weight_grads(limits.row_grad_max_q)
     filters = [paths[case] for case in FILTER_CASES]
-    assert {forward for forward, _ in filters} == {FILTERS}
+    assert {forward for forward, _ in filters} == {FILTER}
     assert {weight_grad for _, weight_grad in filters} == (
-        {FILTERS, GEMM} if limits.filter_grad_max_q is not None else {FILTERS}
+        {FILTER, GEMM} if limits.filter_grad_max_q is not None else {FILTER}
     )
 
 
@@ -194,33 +196,33 @@ def test_selection_thresholds(copy, dtype):
     input_grad_min_channels channels up to input_grad_max_pixels input pixels."""
     vl, gw, limits = copy.vl(dtype), copy.gw(dtype), copy.limits
     half, most = vl // 2, limits.row_max_filters - 1  # the filter kernel's least K, rows' most
-    not_rows = FILTERS if most + 1 >= half else GEMM  # for row_max_filters filters
+    not_rows = FILTER if most + 1 >= half else GEMM  # for row_max_filters filters
 
     def zeros(k, c=1, kernel=(3, 3)):
         return np.zeros((k, c, *kernel), dtype)
 
     with selecting_as(copy):
-        assert methods(zeros(most), 1, vl)[0] == ROWS
-        assert methods(zeros(most), 1, vl - 1)[0] == (FILTERS if most >= half else GEMM)
-        assert methods(zeros(most), (1, 2), 64)[0] == (FILTERS if most >= half else GEMM)
+        assert methods(zeros(most), 1, vl)[0] == ROW
+        assert methods(zeros(most), 1, vl - 1)[0] == (FILTER if most >= half else GEMM)
+        assert methods(zeros(most), (1, 2), 64)[0] == (FILTER if most >= half else GEMM)
         assert methods(zeros(most + 1), 1, 64)[0] == not_rows
-        assert methods(zeros(half), (2, 3), 1)[0] == FILTERS
+        assert methods(zeros(half), (2, 3), 1)[0] == FILTER
         if half > 1:
             assert methods(zeros(half - 1), (2, 3), 1) == (GEMM, GEMM)
         # the row kernel's weight gradient: direct up to row_grad_max_q = C*kH*kW
         max_q = limits.row_grad_max_q
         if max_q is not None:
-            assert methods(zeros(most, kernel=(1, max_q)), 1, vl) == (ROWS, ROWS)
-            assert methods(zeros(most, kernel=(1, max_q + 1)), 1, vl) == (ROWS, GEMM)
+            assert methods(zeros(most, kernel=(1, max_q)), 1, vl) == (ROW, ROW)
+            assert methods(zeros(most, kernel=(1, max_q + 1)), 1, vl) == (ROW, GEMM)
         else:
-            assert methods(zeros(most, kernel=(1, 4096)), 1, vl) == (ROWS, ROWS)
+            assert methods(zeros(most, kernel=(1, 4096)), 1, vl) == (ROW, ROW)
         # the filter kernel's, likewise
         k = max(half, most + 1)
         max_q = limits.filter_grad_max_q
         for q, want in (
-            [(max_q, FILTERS), (max_q + 1, GEMM)] if max_q is not None else [(4096, FILTERS)]
+            [(max_q, FILTER), (max_q + 1, GEMM)] if max_q is not None else [(4096, FILTER)]
         ):
-            assert methods(zeros(k, kernel=(1, q)), (2, 2), 1) == (FILTERS, want)
+            assert methods(zeros(k, kernel=(1, q)), (2, 2), 1) == (FILTER, want)
         # the input gradient by the filter kernel: stride 1, padding below the kernel size,
         # input_grad_min_channels channels and at most input_grad_max_pixels input pixels;
         # im2col's adjoint otherwise
@@ -228,7 +230,12 @@ def test_selection_thresholds(copy, dtype):
         hw = (max_pixels // 8, 8) if max_pixels is not None else (64, 64)
 
         def packing(weight, stride, padding, in_hw=hw):
-            return F._input_grad_packing(weight, stride, padding, in_hw)
+            """The input gradient's packed kernels on this copy, or None for col2im."""
+            by = chosen_methods(weight, stride, 1, padding, in_hw).input_grad
+            if by != FILTER:
+                return None
+            k, c, kh, kw = weight.shape
+            return blocked(weight.transpose(0, 2, 3, 1).reshape(k * kh * kw, c), gw)
 
         if min_c is None:
             assert packing(zeros(k, 512), S1, (1, 1)) is None
@@ -260,20 +267,10 @@ def test_direct_paths_equal_reference_exactly(case, dtype, with_bias):
 # ------------------------------------------------------------- direct against im2col + GEMM
 
 
-def conv_and_gradients(x, w, b, stride, padding, grad_out):
-    """conv2d's output and every gradient, on whichever paths the selection picks now."""
-    return (F.conv2d(x, w, b, stride, padding), *F.conv2d_backward(grad_out, x, w, stride, padding))
-
-
-def on_gemm_path(monkeypatch, run, forward_too=True):
-    """run() with the weight gradient (and, by default, the forward pass and the input
-    gradient) forced onto im2col + GEMM (and col2im)."""
-    with monkeypatch.context() as patch:
-        patch.setattr(F, "_weight_grad_method", lambda *args: GEMM)
-        if forward_too:
-            patch.setattr(F, "_conv_method", lambda *args: GEMM)
-            patch.setattr(F, "_input_grad_packing", lambda *args: None)
-        return run()
+def on_gemm_path(run, chosen=None):
+    """run(methods) on im2col + GEMM (and col2im) throughout; or, given the chosen
+    methods, with only the weight gradient moved to GEMM."""
+    return run(gemm_methods() if chosen is None else chosen._replace(weight_grad=GEMM))
 
 
 def assert_close_to_gemm(got, want, dtype):
@@ -299,21 +296,23 @@ def random_case(rng, case, dtype):
 @every_copy
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=case_id)
-def test_direct_paths_match_gemm_path(monkeypatch, case, dtype):
+def test_direct_paths_match_gemm_path(case, dtype):
     stride, padding = case[3:]
     x, w, b, grad_out = random_case(np.random.default_rng(case[1] + 100 * case[0][0]), case, dtype)
     forward, weight_grad = methods(w, stride, out_size(case)[1])
     assert forward != GEMM or out_size(case)[1] < vector_length(dtype)
 
-    def run():
-        return conv_and_gradients(x, w, b, stride, padding, grad_out)
+    def run(methods=None):
+        return conv_and_gradients(x, w, b, stride, padding, grad_out, methods)
 
     direct = run()
-    gemm = on_gemm_path(monkeypatch, run)
+    gemm = on_gemm_path(run)
     assert_close_to_gemm(direct, gemm, dtype)
     if weight_grad != GEMM:
         # a direct forward pass with a GEMM weight gradient, as for C*kH*kW > 32
-        mixed = on_gemm_path(monkeypatch, run, forward_too=False)
+        mixed = on_gemm_path(
+            run, chosen_methods(w, stride, out_size(case)[1], padding, x.shape[2:])
+        )
         assert_array_equal(mixed[0], direct[0])
         assert_close_to_gemm(mixed, gemm, dtype)
 
@@ -329,10 +328,10 @@ def overlap_columns(out_w, dtype):
 
 @every_copy
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k, c, method", [(3, 2, ROWS), (9, 2, FILTERS), (9, 9, FILTERS)])
+@pytest.mark.parametrize("k, c, method", [(3, 2, ROW), (9, 2, FILTER), (9, 9, FILTER)])
 @pytest.mark.parametrize("where", ["input", "grad_output"])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan], ids=["inf", "-inf", "nan"])
-def test_non_finite_in_overlapping_columns(monkeypatch, dtype, k, c, method, where, value):
+def test_non_finite_in_overlapping_columns(dtype, k, c, method, where, value):
     """The row kernel's last block must add nothing for its already-counted lanes, not
     0 * inf = NaN; the filter kernel's lanes past K (or past C) must not leak either.
 
@@ -357,13 +356,13 @@ def test_non_finite_in_overlapping_columns(monkeypatch, dtype, k, c, method, whe
         grad_out[2, k - 1, 1, column] = value
     want = (ref.conv2d(x, w, None, S1, (0, 0)), *ref.conv2d_backward(grad_out, x, w, S1, (0, 0)))
 
-    def run():
-        return conv_and_gradients(x, w, None, 1, 0, grad_out)
+    def run(methods=None):
+        return conv_and_gradients(x, w, None, 1, 0, grad_out, methods)
 
     grad_w = want[2]
     assert (np.isnan(grad_w) if np.isnan(value) else np.isinf(grad_w)).any()
     assert np.isnan(value) or not np.isnan(grad_w).any()
-    for got, expected, gemm in zip(run(), want, on_gemm_path(monkeypatch, run), strict=True):
+    for got, expected, gemm in zip(run(), want, on_gemm_path(run), strict=True):
         assert_array_equal(got, expected)  # NaN where NaN, same-signed inf where inf
         assert_array_equal(got, gemm)
 
@@ -406,7 +405,7 @@ def test_conv2d_layer_trains_on_the_row_kernel():
     layer.weight.data[...] = small_ints(rng, layer.weight.shape, np.float32)
     layer.bias.data[...] = small_ints(rng, layer.bias.shape, np.float32)
     x = small_ints(rng, (5, 1, 28, 28), np.float32)
-    assert methods(layer.weight.data, 1, 28) == (ROWS, ROWS)
+    assert methods(layer.weight.data, 1, 28) == (ROW, ROW)
     out = layer(x)
     assert_array_equal(out, ref.conv2d(x, layer.weight.data, layer.bias.data, S1, (2, 2)))
     grad_out = small_ints(rng, out.shape, np.float32)
@@ -419,7 +418,7 @@ def test_conv2d_layer_trains_on_the_row_kernel():
 
 @every_copy
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k, method", [(3, ROWS), (9, FILTERS)])
+@pytest.mark.parametrize("k, method", [(3, ROW), (9, FILTER)])
 def test_fused_conv_relu_pool_on_the_direct_paths(dtype, k, method):
     """conv2d_relu_max_pool2d keeps no columns either (its third result is None), and equals
     conv2d -> relu -> max_pool2d bit for bit there, with and without them."""

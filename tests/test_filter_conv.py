@@ -1,17 +1,17 @@
 """The filter-vector convolution kernel (csrc/direct_conv_impl.h) on every branch it has,
 on every ISA copy of the kernels this CPU runs (the ``kernel_copy`` fixture).
 
-``functional._conv_method`` picks it for at least VL/2 filters (VL: the copy's values per
+``_conv_plan.choose_methods`` picks it for at least VL/2 filters (VL: the copy's values per
 vector, fastcnn._isa.vector_length), at any stride. Its operands are blocked by GW filters
 (a wide tile's: NV*VL), KP >= K a multiple of GW. The forward pass runs a wide tile of NV
 filter vectors x 6 pixels while NV whole filter vectors remain (K >= GW; NV = 4 on AVX-512
 and ARM64's baseline, 2 on AVX2, x86's baseline and portable), then 8/4/2/1-pixel tiles
 (spanning row ends) for the pixels and the filter vectors left over (each at its offset in
-the last block). The weight gradient (``_weight_grad_method``: direct while C*kH*kW is
+the last block). The weight gradient (direct while C*kH*kW is
 within the copy's ``filter_grad_max_q``) is tiled the same way with the kernel taps
-(c, i, j) in place of the pixels. The input gradient (``_input_grad_packing``: stride 1,
+(c, i, j) in place of the pixels. The input gradient (by the filter kernel at stride 1,
 padding below the kernel size, and the copy's ``input_grad_min_channels`` and
-``input_grad_max_pixels``, ``F.METHOD_LIMITS``) is the output gradient, padded by the
+``input_grad_max_pixels``, ``_conv_plan.METHOD_LIMITS``) is the output gradient, padded by the
 kernel size less one less the padding, convolved by the same kernel with the flipped
 kernels: there C plays K's part. So that this path runs on every case that can take it,
 whatever a copy is tuned to, the tests that need it lower those limits to VL/2 channels and
@@ -28,8 +28,11 @@ import pytest
 from kernel_copies import (
     ALL_GEOMETRIES,
     all_filter_tiles,
+    chosen_methods,
+    conv_and_gradients,
     every_copy,
     filter_tiles,
+    gemm_methods,
     running,
     selecting_as,
 )
@@ -44,11 +47,12 @@ from test_kernels_vs_reference import (
 )
 
 import fastcnn
+from fastcnn import _conv_plan
 from fastcnn import _reference as ref
 from fastcnn import functional as F
+from fastcnn._conv_plan import FILTER, GEMM
 
 DTYPES = [np.float32, np.float64]
-ROWS, FILTERS, GEMM = F._ROWS, F._FILTERS, F._GEMM
 
 # (N, C, H, W), K, (FH, FW), stride, padding. Each K of {8, 9, 16, 17, 20, 33, 63, 64, 70,
 # 128, 130}; pixel counts P = OH*OW whose remainders after tiles of 8 (filters left over)
@@ -121,7 +125,7 @@ def expected_paths(case, dtype, copy, forced=False):
     assert not (stride == (1, 1) and ow >= vl and k < limits.row_max_filters)  # not rows
     assert k >= vl // 2
     max_q = limits.filter_grad_max_q
-    weight_grad = FILTERS if max_q is None or c * fh * fw <= max_q else GEMM
+    weight_grad = FILTER if max_q is None or c * fh * fw <= max_q else GEMM
     min_c, max_pixels = input_grad_limits(limits, vl, forced)
     dx_filters = (
         stride == (1, 1)
@@ -131,19 +135,14 @@ def expected_paths(case, dtype, copy, forced=False):
         and c >= min_c
         and (max_pixels is None or h * w <= max_pixels)
     )
-    return FILTERS, weight_grad, dx_filters
+    return FILTER, weight_grad, dx_filters
 
 
 def actual_paths(case, dtype):
-    """What functional picks for the case."""
-    w = weight_of(case, dtype)
+    """What the plan picks for the case."""
     stride, padding = case[3:]
-    ow = out_size(case)[1]
-    return (
-        F._conv_method(w, stride, ow),
-        F._weight_grad_method(w, stride, ow),
-        F._input_grad_packing(w, stride, padding, case[0][2:]) is not None,
-    )
+    chosen = chosen_methods(weight_of(case, dtype), stride, out_size(case)[1], padding, case[0][2:])
+    return chosen.forward, chosen.weight_grad, chosen.input_grad == FILTER
 
 
 @pytest.fixture
@@ -156,14 +155,10 @@ def input_grad_on_filters(monkeypatch):
     def force(dtype):
         copy = running()
         min_c, max_pixels = input_grad_limits(copy.limits, copy.vl(dtype), forced=True)
-        forced = F.MethodLimits(
-            **{
-                **vars(copy.limits),
-                "input_grad_min_channels": min_c,
-                "input_grad_max_pixels": max_pixels,
-            }
+        forced = copy.limits._replace(
+            input_grad_min_channels=min_c, input_grad_max_pixels=max_pixels
         )
-        monkeypatch.setitem(F.METHOD_LIMITS, copy.name, forced)
+        monkeypatch.setitem(_conv_plan.METHOD_LIMITS, copy.name, forced)
 
     return force
 
@@ -182,9 +177,9 @@ def test_cases_cover_every_branch(copy, dtype):
         with selecting_as(copy):
             paths = actual_paths(case, dtype)
         assert paths == expected_paths(case, dtype, copy), case
-        assert paths[0] == FILTERS, case
+        assert paths[0] == FILTER, case
         forward |= filter_tiles(k, out_size(case)[0] * out_size(case)[1], copy, dtype)
-        if paths[1] == FILTERS:  # K filters over the C*FH*FW kernel taps
+        if paths[1] == FILTER:  # K filters over the C*FH*FW kernel taps
             weight_grad |= filter_tiles(k, c * fh * fw, copy, dtype)
         weight_grads.add(paths[1])
         dx_paths.add(paths[2])
@@ -200,7 +195,7 @@ def test_cases_cover_every_branch(copy, dtype):
     assert forced_dx_paths == {True, False}
     # with the copy's own limits too, both ways where it has the filter kernel's at all
     assert dx_paths == ({True, False} if limits.input_grad_min_channels is not None else {False})
-    assert weight_grads == ({FILTERS, GEMM} if limits.filter_grad_max_q is not None else {FILTERS})
+    assert weight_grads == ({FILTER, GEMM} if limits.filter_grad_max_q is not None else {FILTER})
 
 
 def test_cases_cover_the_shapes():
@@ -268,25 +263,16 @@ def random_case(rng, case, dtype):
     return x, w, b, grad_out
 
 
-def conv_and_gradients(x, w, b, stride, padding, grad_out):
-    """conv2d's output and every gradient, on whichever paths the selection picks now."""
-    return (F.conv2d(x, w, b, stride, padding), *F.conv2d_backward(grad_out, x, w, stride, padding))
-
-
 @every_copy
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_filter_paths_match_gemm_path(monkeypatch, case, dtype, input_grad_on_filters):
+def test_filter_paths_match_gemm_path(case, dtype, input_grad_on_filters):
     """Equal to rounding: the two paths add the same products in different orders."""
     input_grad_on_filters(dtype)
     stride, padding = case[3:]
     x, w, b, grad_out = random_case(np.random.default_rng(case[1]), case, dtype)
     direct = conv_and_gradients(x, w, b, stride, padding, grad_out)
-    with monkeypatch.context() as patch:
-        patch.setattr(F, "_conv_method", lambda *args: GEMM)
-        patch.setattr(F, "_weight_grad_method", lambda *args: GEMM)
-        patch.setattr(F, "_input_grad_packing", lambda *args: None)
-        gemm = conv_and_gradients(x, w, b, stride, padding, grad_out)
+    gemm = conv_and_gradients(x, w, b, stride, padding, grad_out, gemm_methods())
     rtol = 1e-4 if dtype == np.float32 else 1e-11
     for got, want in zip(direct, gemm, strict=True):
         assert got.dtype == dtype and got.shape == want.shape
@@ -315,7 +301,7 @@ def test_non_finite_values_follow_the_reference(dtype, where, values, input_grad
     times an infinite input) is NaN, inf - inf is NaN; nothing leaks from padded lanes."""
     input_grad_on_filters(dtype)
     case = NON_FINITE_CASE
-    assert actual_paths(case, dtype) == (FILTERS, FILTERS, True)
+    assert actual_paths(case, dtype) == (FILTER, FILTER, True)
     stride, padding = case[3:]
     x, w, b, grad_out = integer_case(np.random.default_rng(4), case, dtype, with_bias=True)
     target = x if where == "input" else grad_out
@@ -347,7 +333,7 @@ def test_filter_paths_same_bits_on_1_2_3_threads(dtype, input_grad_on_filters):
     """N = 37: uneven shares of images and of the 8-image chunks the gradients sum over."""
     input_grad_on_filters(dtype)
     case = ((37, 9, 7, 6), 70, (3, 3), (1, 1), (1, 1))
-    assert actual_paths(case, dtype) == (FILTERS, FILTERS, True)
+    assert actual_paths(case, dtype) == (FILTER, FILTER, True)
     stride, padding = case[3:]
     x, w, b, grad_out = random_case(np.random.default_rng(37), case, dtype)
     results = []
@@ -370,7 +356,7 @@ def test_fused_op_on_the_filter_paths(dtype, pool, input_grad_on_filters):
     bit, with the forward pass, weight gradient and input gradient all on the filter kernel."""
     input_grad_on_filters(dtype)
     case = ((9, 9, 10, 9), 17, (3, 3), (1, 1), (1, 1))
-    assert actual_paths(case, dtype) == (FILTERS, FILTERS, True)
+    assert actual_paths(case, dtype) == (FILTER, FILTER, True)
     conv = case[3:]
     x, w, b, _ = random_case(np.random.default_rng(9), case, dtype)
     pooled_shape = F.max_pool2d(F.conv2d(x, w, b, *conv), *pool).shape
@@ -390,7 +376,7 @@ def test_fused_op_on_the_filter_paths(dtype, pool, input_grad_on_filters):
 def test_vgg_like_layers_match_torch(case):
     torch = pytest.importorskip("torch")
     stride, padding = case[3:]
-    assert actual_paths(case, np.float32)[0] == FILTERS
+    assert actual_paths(case, np.float32)[0] == FILTER
     x, w, b, g = random_case(np.random.default_rng(16), case, np.float32)
     w *= 0.1
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))

@@ -221,7 +221,7 @@ FORWARDS = [
         nn.Conv2d(1, 6, 5),
         _x(2, 1, 4, 4),
         ValueError,
-        r"conv2d: kernel size \(5, 5\) is larger than the padded input \(4, 4\)",
+        r"Conv2d: kernel size \(5, 5\) is larger than the padded input \(4, 4\)",
     ),
     (
         nn.Linear(400, 120),

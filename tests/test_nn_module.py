@@ -452,16 +452,16 @@ def test_apply_visits_children_then_self():
 
 
 def test_first_conv_asks_the_kernel_to_skip_its_input_gradient(monkeypatch):
-    from fastcnn import functional
+    from fastcnn._conv_plan import ConvPlan
 
     calls = []
-    real = functional.conv2d_backward
+    real = ConvPlan.backward
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs["input_grad"])
-        return real(*args, **kwargs)
+    def spy(plan, grad_out, x, packs, input_grad, bias_grad, columns):
+        calls.append(input_grad)
+        return real(plan, grad_out, x, packs, input_grad, bias_grad, columns)
 
-    monkeypatch.setattr(functional, "conv2d_backward", spy)
+    monkeypatch.setattr(ConvPlan, "backward", spy)
     net = nn.Sequential(nn.Conv2d(1, 2, 3, rng=0), nn.ReLU(), nn.Conv2d(2, 2, 3, rng=1))
     net(_x())
     net.backward(np.ones((5, 2, 4, 4), np.float32))

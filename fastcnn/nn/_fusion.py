@@ -12,13 +12,18 @@ unavailable after a fused forward (the Sequential's backward is the one to call)
 Subclasses are never fused: they may override forward or backward.
 """
 
-from fastcnn import functional as F
-from fastcnn._validation import grad_like
+from fastcnn import _conv_plan
+from fastcnn._validation import grad_like, image_input, pool_output_hw
 from fastcnn.nn.activation import ReLU
-from fastcnn.nn.conv import Conv2d
+from fastcnn.nn.conv import Conv2d, accumulate_grads
 from fastcnn.nn.pooling import MaxPool2d
 
 FUSED_PATTERN = (Conv2d, ReLU, MaxPool2d)
+
+_UNFUSED_BACKWARD = (
+    "the last forward ran this layer fused with its neighbours (Conv2d -> ReLU -> "
+    "MaxPool2d) inside a Sequential: call that Sequential's backward"
+)
 
 
 class ConvReLUMaxPool:
@@ -27,44 +32,42 @@ class ConvReLUMaxPool:
     def __init__(self, conv, relu, pool):
         self.modules = (conv, relu, pool)
         self.saved = None
+        self._pool_plans = {}  # ConvPlan -> PoolPlan over its output
+
+    def _pool_plan(self, plan):
+        pool_plan = self._pool_plans.get(plan)
+        if pool_plan is None:
+            pool = self.modules[2]
+            kernel, stride, padding = pool.kernel_size, pool.stride, pool.padding
+            out_hw = pool_output_hw("MaxPool2d", plan.out_hw, kernel, stride, padding)
+            pool_plan = _conv_plan.pool_plan(kernel, stride, padding, out_hw)
+            self._pool_plans = {plan: pool_plan}  # the plan of the last batch shape
+        return pool_plan
 
     def __call__(self, input):
-        conv, _, pool = self.modules
-        x = conv._checked_input(input)
-        bias = None if conv.bias is None else conv.bias.data
-        result = F.conv2d_relu_max_pool2d(
-            x,
-            conv.weight.data,
-            bias,
-            conv.stride,
-            conv.padding,
-            pool.kernel_size,
-            pool.stride,
-            pool.padding,
-            save_columns=conv.training,
+        conv = self.modules[0]
+        x = image_input(input, "Conv2d", conv.weight.dtype, conv.in_channels)
+        plan = _conv_plan.plan_for(
+            "Conv2d", x.shape, conv.weight.shape, x.dtype, conv.stride, conv.padding
         )
-        out, indices, columns = result if len(result) == 3 else (*result, None)
-        self.saved = (x, out, indices, columns)
+        packs = _conv_plan.packs_for(conv.weight, plan)
+        bias = None if conv.bias is None else conv.bias.data
+        out, indices, columns = plan.forward_relu_max_pool(
+            self._pool_plan(plan), x, conv.weight.data, bias, packs, conv.training
+        )
+        self.saved = (x, plan, packs, out, indices, columns)
         for module in self.modules:
-            module._save_for_backward(fused_into_sequential=True)
+            module._backward_unavailable(_UNFUSED_BACKWARD)
         return out
 
     def backward(self, grad_output, input_grad):
         conv = self.modules[0]
-        x, out, indices, columns = self.saved
-        grad_x, grad_w, grad_b = F.conv2d_relu_max_pool2d_backward(
-            grad_like(grad_output, out.shape, x.dtype, "MaxPool2d"),
-            out,
-            indices,
-            x,
-            conv.weight.data,
-            conv.stride,
-            conv.padding,
-            input_grad=input_grad,
-            bias_grad=conv.bias is not None,
-            columns=columns,
+        x, plan, packs, out, indices, columns = self.saved
+        grad = grad_like(grad_output, out.shape, x.dtype, "MaxPool2d")
+        grad_x, grad_w, grad_b = plan.backward_relu_max_pool(
+            grad, out, indices, x, packs, input_grad, conv.bias is not None, columns
         )
-        conv._accumulate_grads(grad_w, grad_b)
+        accumulate_grads(conv, grad_w, grad_b)
         return grad_x
 
 

@@ -77,7 +77,7 @@ class Sequential(Module):
     def forward(self, input):
         """Run the modules in order; each Conv2d -> ReLU -> MaxPool2d run as one fused
         kernel, with the same bits (see ``fastcnn.nn._fusion``)."""
-        stages = _fusion.stages(list(self))
+        stages = self._stages()
         # The kernels' BLAS held at one thread once for every layer, not per kernel call:
         # each hold and release sets OpenBLAS's thread count (measured 0.2 ms per LeNet-5
         # step, a twentieth of a batch-64 step). single_threaded_blas nests.
@@ -86,6 +86,15 @@ class Sequential(Module):
                 input = stage(input)
         self._save_for_backward(stages=stages)
         return input
+
+    def _stages(self):
+        """The fused stages of the modules, made again only when the modules change."""
+        modules = tuple(self._modules.values())
+        cached = self.__dict__.get("_stages_of")
+        if cached is None or cached[0] != modules:
+            cached = (modules, _fusion.stages(list(modules)))
+            object.__setattr__(self, "_stages_of", cached)
+        return cached[1]
 
     def backward(self, grad_output, input_grad=False):
         """Backward through every module in reverse order.

@@ -1,15 +1,15 @@
-"""Conv2d: the layer over ``fastcnn.functional.conv2d``."""
+"""Conv2d: the layer over the convolution plan (fastcnn/_conv_plan.py), as
+``fastcnn.functional.conv2d`` is; the layer keeps its weight's packed layouts between calls."""
 
 import numpy as np
 
-from fastcnn import functional as F
+from fastcnn import _conv_plan
 from fastcnn._validation import (
+    flag,
     float_dtype,
-    float_input,
     generator,
     grad_like,
-    input_ndim,
-    input_size,
+    image_input,
     non_negative_pair,
     positive_int,
     positive_pair,
@@ -105,44 +105,31 @@ class Conv2d(Module):
         """Redraw the weights with PyTorch's default initialisation."""
         init._reset_weight_and_bias(self.weight, self.bias, generator(rng, "Conv2d"))
 
-    def _checked_input(self, input):
-        x = float_input(input, "Conv2d", self.weight.dtype)
-        input_ndim(x, "Conv2d", (4,))
-        input_size(x, 1, self.in_channels, "Conv2d", "channels (dim 1)")
-        return x
-
-    def _accumulate_grads(self, grad_w, grad_b):
-        self.weight.accumulate_grad(grad_w)
-        if self.bias is not None:
-            self.bias.accumulate_grad(grad_b)
-
     def forward(self, input):
-        x = self._checked_input(input)
+        x = image_input(input, "Conv2d", self.weight.dtype, self.in_channels)
+        plan = _conv_plan.plan_for(
+            "Conv2d", x.shape, self.weight.shape, x.dtype, self.stride, self.padding
+        )
+        packs = _conv_plan.packs_for(self.weight, plan)
         bias = None if self.bias is None else self.bias.data
         # While training, keep the im2col matrices: backward then need not rebuild them.
-        result = F.conv2d(
-            x, self.weight.data, bias, self.stride, self.padding, save_columns=self.training
-        )
-        out, columns = result if self.training else (result, None)
-        self._save_for_backward(input=x, out_shape=out.shape, columns=columns)
+        out, columns = plan.forward(x, self.weight.data, bias, packs, self.training)
+        self._save_for_backward(input=x, plan=plan, packs=packs, columns=columns)
         return out
 
     def backward(self, grad_output, input_grad=True):
         """Accumulate weight/bias gradients; return the input gradient (None if not
-        ``input_grad``: ``conv2d_backward`` then skips about half its work)."""
+        ``input_grad``: the kernel then skips about half its work)."""
         saved = self._saved()
-        x = saved["input"]
-        grad_x, grad_w, grad_b = F.conv2d_backward(
-            grad_like(grad_output, saved["out_shape"], x.dtype, "Conv2d"),
-            x,
-            self.weight.data,
-            self.stride,
-            self.padding,
-            input_grad=input_grad,
-            bias_grad=self.bias is not None,
-            columns=saved["columns"],
+        x, plan = saved["input"], saved["plan"]
+        input_grad = flag(input_grad, "input_grad", "Conv2d.backward")
+        out_shape = (x.shape[0], self.out_channels, *plan.out_hw)
+        grad = grad_like(grad_output, out_shape, x.dtype, "Conv2d")
+        has_bias = self.bias is not None
+        grad_x, grad_w, grad_b = plan.backward(
+            grad, x, saved["packs"], input_grad, has_bias, saved["columns"]
         )
-        self._accumulate_grads(grad_w, grad_b)
+        accumulate_grads(self, grad_w, grad_b)
         return grad_x
 
     def extra_repr(self):
@@ -155,3 +142,11 @@ class Conv2d(Module):
         elif self.padding != (0, 0):
             text += f", padding={self.padding}"
         return text + ("" if self.bias is not None else ", bias=False")
+
+
+def accumulate_grads(conv, grad_w, grad_b):
+    """Add a Conv2d's weight and bias gradients into their ``.grad`` (also the fused
+    stage's: nn/_fusion.py)."""
+    conv.weight.accumulate_grad(grad_w)
+    if conv.bias is not None:
+        conv.bias.accumulate_grad(grad_b)

@@ -402,20 +402,22 @@ class Module:
         """Keep what ``backward`` needs from this ``forward``."""
         object.__setattr__(self, "_ctx", values)
 
+    def _backward_unavailable(self, reason):
+        """Make ``backward`` raise, saying ``reason``, until the next ``forward`` (a layer
+        whose last forward ran inside another's kernel: nn/_fusion.py)."""
+        object.__setattr__(self, "_ctx", _Unavailable(reason))
+
     def _saved(self):
         """What the last ``forward`` saved; a clear error if there was none."""
-        if self._ctx is None:
+        ctx = self._ctx
+        if ctx is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward() was called before forward(): call the "
                 "module on a batch first, then backward with the gradient of its output"
             )
-        if self._ctx.get("fused_into_sequential"):
-            raise RuntimeError(
-                f"{type(self).__name__}.backward(): the last forward ran this layer fused "
-                "with its neighbours (Conv2d -> ReLU -> MaxPool2d) inside a Sequential: call "
-                "that Sequential's backward"
-            )
-        return self._ctx
+        if isinstance(ctx, _Unavailable):
+            raise RuntimeError(f"{type(self).__name__}.backward(): {ctx.reason}")
+        return ctx
 
     # ------------------------------------------------------------------------- repr
 
@@ -436,3 +438,10 @@ class Module:
         elif lines:
             body = "\n  " + "\n  ".join(lines) + "\n"
         return f"{type(self).__name__}({body})"
+
+
+class _Unavailable:
+    """A saved context that refuses backward, with the reason why."""
+
+    def __init__(self, reason):
+        self.reason = reason

@@ -1,0 +1,445 @@
+"""The convolution plan: how one convolution is computed, decided once and then reused.
+
+A ``ConvPlan`` is made for one (image shape, weight shape, dtype, stride, padding, kernel
+ISA) and cached (``plan_for``). It holds everything the kernels of ``_conv.pyx`` and
+``_fused.pyx`` need besides the arrays:
+
+- the methods: for the forward pass and the weight gradient, ``gemm`` (im2col and a
+  GEMM), ``row`` (csrc/direct_conv_impl.h's row kernel) or ``filter`` (its filter kernel);
+  for the input gradient, ``col2im`` (the GEMM and im2col's adjoint) or ``filter`` (the
+  filter kernel on the padded output gradient and the flipped kernels). ``choose_methods``
+  picks them from where each measured fastest (``MethodLimits``);
+- the geometry and the workspace layout, as the dict the kernels take as one struct
+  (csrc/_conv_image.pxd's ``ConvGeometry``);
+- how to pack the weights for those methods (``PackedWeights``, which packs each value of
+  a weight once).
+
+``functional``'s convolutions validate their arguments, then run a plan; so do
+``nn.Conv2d`` and the fused Conv2d -> ReLU -> MaxPool2d stage of ``nn.Sequential``, which
+keep the packed weights of their ``Parameter`` between calls (``packs_for``). Nothing here
+validates but ``plan_for``'s check that the window fits, done once per plan.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import NamedTuple
+
+import numpy as np
+
+from fastcnn import _conv, _fused, _isa, _ops
+from fastcnn._threads import get_num_threads
+from fastcnn._validation import fits_int32, output_hw
+
+# The methods, by the names csrc/_conv_image.pxd gives their codes (the codes' one home).
+GEMM, ROW, FILTER = "gemm", "row", "filter"
+COL2IM = "col2im"  # the input gradient by the GEMM and im2col's adjoint
+_CODES = _conv.METHOD_CODES
+
+# Images per slice of the batch whose weight/bias gradients are summed together before the
+# slices are added in order. Fixed, so the sums do not depend on the thread count.
+GRAD_CHUNK = 8
+
+
+class MethodLimits(NamedTuple):
+    """Where each method measured fastest on one ISA copy of the kernels (fastcnn._isa),
+    in the units of that copy's vector length VL. bench/README.md has the measurements.
+
+    row_max_filters: the row kernel (stride 1, output rows of >= VL pixels) below this many
+        filters; the filter kernel from VL // 2 filters; im2col and GEMM otherwise.
+    row_grad_max_q, filter_grad_max_q: each direct kernel's weight gradient up to this
+        C*kH*kW (above, im2col and GEMM), None for no limit.
+    input_grad_min_channels, input_grad_max_pixels: a stride-1 input gradient by the filter
+        kernel from this many input channels and up to this many input pixels (H*W; None:
+        no limit); else im2col's adjoint. None channels: always the adjoint.
+    """
+
+    row_max_filters: int
+    row_grad_max_q: int | None
+    filter_grad_max_q: int | None
+    input_grad_min_channels: int | None
+    input_grad_max_pixels: int | None
+
+
+# AVX-512 (measured on a 2-core Cascade Lake VM, one thread): the row kernel's weight
+# gradient, LeNet conv1 (Q = 25) 1.8 vs 2.4 ms per 256 images but a VGG layer (576) 22 vs
+# 14 ms per 32; the filter kernel's, LeNet conv2 (150) 1.5 vs 3.8 ms, VGG layers (576,
+# 1152) 66 vs 27 and 33 vs 11 ms (with the filter kernels of before their per-ISA tiles
+# and blocked operands: not measured again, no such machine since).
+# AVX2 (an AMD EPYC, Zen 3, one thread, 2026-12-01, ms): the filter kernel's forward pass
+# and weight gradient beat GEMM on every case (VGG-128 forward 15.5 vs 20.2, weight
+# gradient 15.4 vs 21.1); its input gradient won on small images (3x3, 32 -> 64 channels
+# at 16x16: 15.1 vs 18.1 per 64 images with the weight gradient; 64 -> 128 at 8x8: 16.7
+# vs 18.4) and lost on larger ones (VGG-64 at 32x32: 63.2 vs 60.5; VGG-128, 128 channels
+# at 16x16: 35.5 vs 34.4) and with 6 channels (LeNet conv2: 7.3 vs 6.7); LeNet conv1 (6
+# filters) ran 1.9 ms on the row kernel, 2.0 on the filter one.
+# The baseline and portable copies are not tuned: they take AVX2's limits.
+_AVX2_LIMITS = MethodLimits(
+    row_max_filters=8,
+    row_grad_max_q=32,
+    filter_grad_max_q=None,
+    input_grad_min_channels=16,
+    input_grad_max_pixels=16 * 16,
+)
+METHOD_LIMITS = {
+    "avx512": MethodLimits(
+        row_max_filters=8,
+        row_grad_max_q=32,
+        filter_grad_max_q=256,
+        input_grad_min_channels=8,
+        input_grad_max_pixels=None,
+    ),
+    "avx2": _AVX2_LIMITS,
+    "baseline": _AVX2_LIMITS,
+    "portable": _AVX2_LIMITS,
+}
+
+
+class Methods(NamedTuple):
+    """How a convolution is computed: forward and weight_grad are GEMM, ROW or FILTER;
+    input_grad is COL2IM or FILTER."""
+
+    forward: str
+    weight_grad: str
+    input_grad: str
+
+
+def choose_methods(in_hw, weight_shape, stride, padding, vector_length, limits):
+    """The fastest methods measured (``limits``, a ``MethodLimits``) for a convolution on a
+    copy of the kernels with ``vector_length`` values per vector; in_hw: the input's (H, W).
+    Pure: tests ask it about any copy, whatever the CPU."""
+    k, c, kh, kw = weight_shape
+    out_w = (in_hw[1] + 2 * padding[1] - kw) // stride[1] + 1
+    if stride == (1, 1) and out_w >= vector_length and k < limits.row_max_filters:
+        forward, max_q = ROW, limits.row_grad_max_q
+    elif k >= vector_length // 2:
+        forward, max_q = FILTER, limits.filter_grad_max_q
+    else:
+        forward, max_q = GEMM, None
+    weight_grad = GEMM if max_q is not None and c * kh * kw > max_q else forward
+    min_c, max_pixels = limits.input_grad_min_channels, limits.input_grad_max_pixels
+    by_filter = (
+        stride == (1, 1)
+        and padding[0] < kh
+        and padding[1] < kw
+        and min_c is not None
+        and c >= min_c
+        and (max_pixels is None or in_hw[0] * in_hw[1] <= max_pixels)
+    )
+    return Methods(forward, weight_grad, FILTER if by_filter else COL2IM)
+
+
+def _round_up(count, block):
+    return -(-count // block) * block
+
+
+def blocked(matrix, group_width):
+    """A (rows, columns) matrix as direct_conv.h blocks the filter kernel's operands: zero
+    columns appended up to KP, a multiple of ``group_width``, then stored as
+    KP/group_width blocks of (rows, group_width). Returned 2-D, (KP/gw * rows, gw)."""
+    rows, columns = matrix.shape
+    kp = _round_up(columns, group_width)
+    padded = np.zeros((rows, kp), dtype=matrix.dtype)
+    padded[:, :columns] = matrix
+    blocks = padded.reshape(rows, kp // group_width, group_width).transpose(1, 0, 2)
+    return np.ascontiguousarray(blocks).reshape(-1, group_width)
+
+
+class ConvPlan:
+    """How one convolution is computed (see the module docstring). Made by ``plan_for``.
+
+    Attributes: ``methods`` (``Methods``); ``out_hw``; ``group_width`` (GW: the filter
+    kernel's block of filters on the copy that runs); ``kp`` (K padded to GW for the
+    filter kernel's weight gradient, else 0); ``geometry`` and ``fused_geometry``: the
+    kernels' ConvGeometry struct as a dict, for ``_conv`` and for ``_fused`` (whose
+    workspace rows start with the image's convolution output).
+    """
+
+    def __init__(self, in_chw, weight_shape, dtype, stride, padding, methods=None):
+        c, h, w = in_chw
+        k, _, fh, fw = weight_shape
+        self.dtype = np.dtype(dtype)
+        self.in_chw, self.weight_shape = tuple(in_chw), tuple(weight_shape)
+        self.stride, self.padding = tuple(stride), tuple(padding)
+        self.out_hw = oh, ow = (
+            (h + 2 * padding[0] - fh) // stride[0] + 1,
+            (w + 2 * padding[1] - fw) // stride[1] + 1,
+        )
+        self.isa = _isa.active()
+        self.group_width = _isa.group_width(self.dtype)
+        if methods is None:
+            vector_length = _isa.vector_length(self.dtype)
+            limits = METHOD_LIMITS[self.isa]
+            methods = choose_methods((h, w), weight_shape, stride, padding, vector_length, limits)
+        self.methods = methods
+        q, p = c * fh * fw, oh * ow
+        self.kp = _round_up(k, self.group_width) if methods.weight_grad == FILTER else 0
+        padded_image = c * (h + 2 * padding[0]) * (w + 2 * padding[1])
+        # per image: its column matrix (GEMM), or its padded copy for a direct kernel
+        self.forward_scratch = q * p if methods.forward == GEMM else max(q * p, padded_image)
+        self.backward_scratch = q * p if methods.weight_grad == GEMM else max(q * p, padded_image)
+        # the input gradient's: weight^T . dout (Q*P), or dout padded by the kernel less one
+        by_filter = methods.input_grad == FILTER
+        self.input_grad_scratch = k * (h + fh - 1) * (w + fw - 1) if by_filter else q * p
+        self.conv_output = k * p  # the fused kernel's per-image convolution output
+        self.geometry = self._geometry(scratch_at=0)
+        self.fused_geometry = self._geometry(scratch_at=self.conv_output)
+
+    def _geometry(self, scratch_at):
+        """The ConvGeometry struct, with the image's scratch at ``scratch_at`` of a row."""
+        (c, h, w), (k, _, fh, fw) = self.in_chw, self.weight_shape
+        oh, ow = self.out_hw
+        dout_t_at = scratch_at + self.backward_scratch
+        return {
+            "C": c, "H": h, "W": w, "K": k, "FH": fh, "FW": fw,
+            "SH": self.stride[0], "SW": self.stride[1],
+            "PH": self.padding[0], "PW": self.padding[1], "OH": oh, "OW": ow,
+            "forward_method": _CODES[self.methods.forward],
+            "weight_grad_method": _CODES[self.methods.weight_grad],
+            "KP": self.kp,
+            "scratch_at": scratch_at,
+            "dout_t_at": dout_t_at,
+            "dx_at": dout_t_at + oh * ow * self.kp,
+        }  # fmt: skip
+
+    def backward_row(self, input_grad, fused=False):
+        """Values of a thread's workspace row in the backward pass (see _geometry)."""
+        start = self.conv_output if fused else 0
+        dx = self.input_grad_scratch if input_grad else 0
+        return start + self.backward_scratch + self.out_hw[0] * self.out_hw[1] * self.kp + dx
+
+    # ------------------------------------------------------------------------ running
+
+    def forward(self, x, weight, bias, packs, save_columns):
+        """(out, columns): conv2d of the batch x; columns: every image's im2col matrix,
+        kept for the backward pass, when ``save_columns`` and the plan builds them (else
+        None). packs: a ``PackedWeights`` of ``weight`` for this plan."""
+        out = np.empty((x.shape[0], self.weight_shape[0], *self.out_hw), dtype=x.dtype)
+        n_threads = get_num_threads()
+        columns = self._columns(x, save_columns)
+        rows = 1 if columns is not None else n_threads
+        workspace = _ops.workspace(rows, self.forward_scratch, x.dtype)
+        _ops.run_kernel(
+            _conv.conv2d_forward, self.geometry, x, weight, bias, packs.forward(),
+            workspace, columns, out, n_threads=n_threads,
+        )  # fmt: skip
+        return out, columns
+
+    def forward_relu_max_pool(self, pool, x, weight, bias, packs, save_columns):
+        """(out, indices, columns): max_pool2d(relu(conv2d(x))) by the fused kernel, for
+        ``pool``, a ``PoolPlan`` over this plan's output."""
+        n, k = x.shape[0], self.weight_shape[0]
+        out = np.empty((n, k, *pool.out_hw), dtype=x.dtype)
+        indices = np.empty(out.shape, dtype=np.int64)
+        n_threads = get_num_threads()
+        columns = self._columns(x, save_columns)
+        scratch = 0 if columns is not None else self.forward_scratch
+        workspace = _ops.workspace(n_threads, self.conv_output + scratch, x.dtype)
+        _ops.run_kernel(
+            _fused.conv2d_relu_max_pool2d_forward, self.fused_geometry, pool.window, x,
+            weight, bias, packs.forward(), workspace, columns, out, indices,
+            n_threads=n_threads,
+        )  # fmt: skip
+        return out, indices, columns
+
+    def _columns(self, x, save_columns):
+        if not save_columns or self.methods.forward != GEMM:
+            return None
+        q = self.in_chw[0] * self.weight_shape[2] * self.weight_shape[3]
+        return np.empty((x.shape[0], q * self.out_hw[0] * self.out_hw[1]), x.dtype)
+
+    def backward(self, grad_out, x, packs, input_grad, bias_grad, columns):
+        """(grad_x or None, grad_w, grad_b or None) of conv2d: grad_out is the output's
+        gradient; columns: what ``forward`` kept, or None."""
+        work = _Gradients(self, x, input_grad, bias_grad, fused=False)
+        _ops.run_kernel(
+            _conv.conv2d_backward, self.geometry, x, packs.weight_t(), grad_out,
+            packs.input_grad() if input_grad else None, columns, GRAD_CHUNK, work.workspace,
+            work.w_chunks, work.b_chunks, work.grad_x, work.grad_w, work.grad_b,
+            n_threads=work.n_threads,
+        )  # fmt: skip
+        return work.gradients()
+
+    def backward_relu_max_pool(
+        self, grad_out, out, indices, x, packs, input_grad, bias_grad, columns
+    ):
+        """As ``backward``, for the fused kernel: grad_out is the pooled output's gradient,
+        out and indices what ``forward_relu_max_pool`` returned."""
+        work = _Gradients(self, x, input_grad, bias_grad, fused=True)
+        _ops.run_kernel(
+            _fused.conv2d_relu_max_pool2d_backward, self.fused_geometry, x, packs.weight_t(),
+            grad_out, out, indices, packs.input_grad() if input_grad else None, columns,
+            GRAD_CHUNK, work.workspace, work.w_chunks, work.b_chunks, work.grad_x,
+            work.grad_w, work.grad_b, n_threads=work.n_threads,
+        )  # fmt: skip
+        return work.gradients()
+
+
+class _Gradients:
+    """A backward call's outputs, per-chunk partial sums and workspace; the gradients
+    afterwards in the weight's own layout."""
+
+    def __init__(self, plan, x, input_grad, bias_grad, fused):
+        k, q = plan.weight_shape[0], int(np.prod(plan.weight_shape[1:]))
+        self.plan = plan
+        w_size = q * plan.kp if plan.kp else k * q
+        n_chunks = -(-x.shape[0] // GRAD_CHUNK)
+        self.grad_x = np.empty_like(x) if input_grad else None
+        self.grad_w = np.empty(w_size, dtype=x.dtype)
+        self.grad_b = np.empty(k, dtype=x.dtype) if bias_grad else None
+        self.w_chunks = np.empty((n_chunks, w_size), dtype=x.dtype)
+        self.b_chunks = np.empty((n_chunks, k), dtype=x.dtype) if bias_grad else None
+        self.n_threads = get_num_threads()
+        row = plan.backward_row(input_grad, fused)
+        self.workspace = _ops.workspace(self.n_threads, row, x.dtype)
+
+    def gradients(self):
+        """(grad_x, grad_w, grad_b), grad_w in the weight's shape: the filter kernel's
+        (Q, KP) transposed back and cut to K."""
+        shape, grad_w = self.plan.weight_shape, self.grad_w
+        if self.plan.kp:
+            q = grad_w.size // self.plan.kp
+            grad_w = np.ascontiguousarray(grad_w.reshape(q, self.plan.kp)[:, : shape[0]].T)
+        return self.grad_x, grad_w.reshape(shape), self.grad_b
+
+
+class PoolPlan(NamedTuple):
+    """The fused kernel's max-pool over a plan's (OH, OW) output: the PoolWindow struct as
+    a dict, and the pooled (POH, POW)."""
+
+    window: dict
+    out_hw: tuple
+
+
+def pool_plan(kernel, stride, padding, out_hw):
+    """A ``PoolPlan``; kernel, stride and padding checked by the caller."""
+    window = {
+        "KH": kernel[0], "KW": kernel[1], "TH": stride[0], "TW": stride[1],
+        "UH": padding[0], "UW": padding[1],
+    }  # fmt: skip
+    return PoolPlan(window, tuple(out_hw))
+
+
+# ------------------------------------------------------------------------ packed weights
+
+
+class PackedWeights:
+    """A weight as a plan's kernels want it, each layout made on first use.
+
+    ``keep_bits``: the weight of a layer, packed again only when its bits change: a copy of
+    them is kept and compared on each ``update`` (a version counter would miss the writes
+    NumPy users make through ``param.data[...]`` or a state dict's arrays; comparing is
+    one pass over the weight, cheaper than packing it). Without, the packs are of the
+    array given (functional's calls, one per call).
+    """
+
+    def __init__(self, plan, weight, keep_bits=False):
+        self.plan = plan
+        self._keep_bits = keep_bits
+        self._state = None
+        self.update(weight)
+
+    def update(self, weight):
+        """Make the packs those of ``weight``'s values; self."""
+        state = self._state
+        if state is not None and self._keep_bits and _same_bits(state[0], weight):
+            return self
+        source = np.array(weight, copy=True) if self._keep_bits else weight
+        self._state = (source, {})  # one assignment: a thread sees old or new packs
+        return self
+
+    def _packed(self, name, make):
+        source, packs = self._state
+        if name not in packs:
+            packs[name] = make(source)
+        return packs[name]
+
+    def forward(self):
+        """The forward pass's packing: the row kernel's (ceil(K/4), C*kH*kW*4), four
+        filters side by side; the filter kernel's transposed (C*kH*kW, K), blocked by GW;
+        None for GEMM (which takes the weight as it is). Zeros past K."""
+        return self._packed("forward", self._pack_forward)
+
+    def weight_t(self):
+        """The weight as a (C*kH*kW, K) matrix, for the input gradient's GEMM."""
+        return self._packed("weight_t", lambda w: np.ascontiguousarray(w.reshape(w.shape[0], -1).T))
+
+    def input_grad(self):
+        """For the filter kernel's input gradient: the kernels flipped, their channels
+        swapped, (K*kH*kW, C) blocked by GW; None when the plan takes im2col's adjoint."""
+        if self.plan.methods.input_grad != FILTER:
+            return None
+        return self._packed("input_grad", self._pack_input_grad)
+
+    def _pack_forward(self, weight):
+        k, q = weight.shape[0], weight[0].size
+        method = self.plan.methods.forward
+        if method == ROW:
+            blocks = -(-k // 4)
+            packed = np.zeros((blocks * 4, q), dtype=weight.dtype)
+            packed[:k] = weight.reshape(k, q)
+            fours = packed.reshape(blocks, 4, q).transpose(0, 2, 1)
+            return np.ascontiguousarray(fours).reshape(blocks, q * 4)
+        if method == FILTER:
+            return blocked(weight.reshape(k, q).T, self.plan.group_width)
+        return None
+
+    def _pack_input_grad(self, weight):
+        k, c, kh, kw = weight.shape
+        flipped = weight[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(k * kh * kw, c)
+        return blocked(flipped, self.plan.group_width)
+
+
+_UNSIGNED = {4: np.uint32, 8: np.uint64}
+
+
+def _same_bits(kept, weight):
+    """True if ``weight`` holds exactly ``kept``'s bits (so -0.0 is not 0.0, and a NaN
+    equals itself)."""
+    if kept.shape != weight.shape or kept.dtype != weight.dtype:
+        return False
+    bits = _UNSIGNED[kept.dtype.itemsize]
+    return np.array_equal(kept.view(bits), weight.view(bits))
+
+
+_layer_packs = weakref.WeakKeyDictionary()
+_layer_packs_lock = threading.Lock()
+
+
+def packs_for(param, plan):
+    """The ``PackedWeights`` of a layer's weight ``Parameter`` for ``plan``, kept between
+    calls (and dropped with the Parameter), updated to its current values."""
+    packs = _layer_packs.get(param)
+    if packs is None or packs.plan is not plan:
+        packs = PackedWeights(plan, param.data, keep_bits=True)
+        with _layer_packs_lock:
+            _layer_packs[param] = packs
+        return packs
+    return packs.update(param.data)
+
+
+# --------------------------------------------------------------------------- the cache
+
+_plans = {}
+_MAX_PLANS = 512  # shapes a process meets; past this the cache starts again
+
+
+def plan_for(func, in_shape, weight_shape, dtype, stride, padding):
+    """The cached ``ConvPlan`` of conv2d(input of ``in_shape`` (N, C, H, W), weight of
+    ``weight_shape``) on the copy of the kernels that runs. Made at the first call with a
+    new key, after checking that the kernel fits the padded input and the sizes fit the
+    kernels' ints (a ValueError naming ``func``): each key is checked once."""
+    isa = _isa.active()
+    # the limits too: a test may lower them (tests/test_filter_conv.py) for every later call
+    key = (in_shape[1:], weight_shape, dtype, stride, padding, isa, METHOD_LIMITS[isa])
+    plan = _plans.get(key)
+    if plan is None:
+        out_hw = output_hw(func, in_shape[2:], weight_shape[2:], stride, padding)
+        q = weight_shape[1] * weight_shape[2] * weight_shape[3]
+        fits_int32(func, **{"C*kH*kW": q, "OH*OW": out_hw[0] * out_hw[1]})
+        plan = ConvPlan(in_shape[1:], weight_shape, dtype, stride, padding)
+        if len(_plans) >= _MAX_PLANS:
+            _plans.clear()
+        _plans[key] = plan
+    return plan
