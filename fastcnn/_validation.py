@@ -120,6 +120,15 @@ def grad_like(
     return grad
 
 
+def pass_through_dtype(output: object) -> np.dtype | None:
+    """The dtype ``grad_like`` casts to for a layer that only passes its input on (Flatten,
+    Identity): the output's, if it is a float array; else None (an integer array has no
+    gradient of its own dtype: the gradient keeps its own)."""
+    if isinstance(output, np.ndarray) and output.dtype.kind == "f":
+        return output.dtype
+    return None
+
+
 # ------------------------------------------------------------- arrays for functional
 
 

@@ -241,7 +241,7 @@ FORWARDS = [
         nn.MaxPool2d(4),
         _x(1, 1, 3, 3),
         ValueError,
-        r"max_pool2d: kernel size \(4, 4\) is larger than the padded input",
+        r"MaxPool2d: kernel size \(4, 4\) is larger than the padded input",
     ),
     (
         nn.AvgPool2d(2),

@@ -180,11 +180,18 @@ def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, 
     return normal_(tensor, 0.0, _kaiming_std(tensor, a, mode, nonlinearity), rng=rng)
 
 
-def _reset_weight_and_bias(weight, bias, rng):
+def reset_weight_and_bias(weight, bias, rng):
     """PyTorch's default for Conv2d and Linear: kaiming_uniform_(a=sqrt(5)) on the weight
-    (U(+-1/sqrt(fan_in))) and U(+-1/sqrt(fan_in)) on the bias."""
+    (U(+-1/sqrt(fan_in))) and U(+-1/sqrt(fan_in)) on the bias.
+
+    Shared by the layers' ``reset_parameters``; not in ``__all__`` (torch.nn.init has no
+    such function)."""
     kaiming_uniform_(weight, a=math.sqrt(5), rng=rng)
     if bias is not None:
         fan_in, _ = _calculate_fan_in_and_fan_out(weight)
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
         uniform_(bias, -bound, bound, rng=rng)
+
+
+# The name nn/conv.py calls (it is being rewritten; it can then call reset_weight_and_bias).
+_reset_weight_and_bias = reset_weight_and_bias
