@@ -120,8 +120,48 @@ def test_relu_keeps_a_0d_shape():
     "call, error, match",
     [
         (lambda: nn.Linear(3, 2, bias="no"), TypeError, r"Linear: bias must be True or False"),
+        (
+            lambda: nn.BatchNorm2d(3, affine="yes"),
+            TypeError,
+            r"BatchNorm2d: affine must be True or False, got 'yes'",
+        ),
+        (
+            lambda: nn.BatchNorm1d(3, track_running_stats=1),
+            TypeError,
+            r"BatchNorm1d: track_running_stats must be True or False, got 1",
+        ),
+        (
+            lambda: nn.BatchNorm1d(3, eps=float("nan")),
+            ValueError,
+            r"BatchNorm1d: eps must be a number in \(0, inf\], got nan",
+        ),
+        (
+            lambda: nn.BatchNorm1d(3, momentum=float("nan")),
+            ValueError,
+            r"BatchNorm1d: momentum must be a number in \[0, 1\], got nan",
+        ),
+        (
+            lambda: nn.Dropout(float("nan")),
+            ValueError,
+            r"Dropout: p must be a number in \[0, 1\], got nan",
+        ),
         (lambda: nn.Softmax(dim=True), TypeError, r"Softmax: dim must be an int, got bool"),
         (lambda: nn.Flatten(end_dim=None), TypeError, r"Flatten: end_dim must be an int"),
+        (
+            lambda: nn.init.uniform_(np.zeros(3), a=float("nan")),
+            ValueError,
+            r"uniform_: a must be a number",
+        ),
+        (
+            lambda: nn.init.normal_(np.zeros(3), std=-1.0),
+            ValueError,
+            r"normal_: std must be a number in \[0, inf\], got -1.0",
+        ),
+        (
+            lambda: nn.init.xavier_uniform_(np.zeros((2, 2)), gain="2"),
+            TypeError,
+            r"xavier_uniform_: gain must be a real number, got str '2'",
+        ),
         (
             lambda: nn.AvgPool2d(2)(np.ones((1, 0, 4, 4), F32)),
             ValueError,
