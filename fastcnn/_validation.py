@@ -9,6 +9,8 @@ One policy per idea:
 - a float array is float32 or float64, never cast silently (``float_array``,
   ``float_input``);
 - a wrong type is a TypeError, a wrong value (range, shape, size) a ValueError;
+- a gradient given to a layer's backward has the last output's shape and is cast to the
+  layer's dtype (``grad_like``); functional's ``*_backward`` refuse mixed dtypes;
 - each message names the caller, the argument and the value, and says what to pass.
 """
 
