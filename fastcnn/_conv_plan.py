@@ -30,7 +30,7 @@ import numpy as np
 
 from fastcnn import _conv, _fused, _isa, _ops
 from fastcnn._threads import get_num_threads
-from fastcnn._validation import fits_int32, output_hw
+from fastcnn._validation import fits_int32, window_output_hw
 
 # The methods, by the names csrc/_conv_image.pxd gives their codes (the codes' one home).
 GEMM, ROW, FILTER = "gemm", "row", "filter"
@@ -435,7 +435,7 @@ def plan_for(func, in_shape, weight_shape, dtype, stride, padding):
     key = (in_shape[1:], weight_shape, dtype, stride, padding, isa, METHOD_LIMITS[isa])
     plan = _plans.get(key)
     if plan is None:
-        out_hw = output_hw(func, in_shape[2:], weight_shape[2:], stride, padding)
+        out_hw = window_output_hw(func, in_shape[2:], weight_shape[2:], stride, padding)
         q = weight_shape[1] * weight_shape[2] * weight_shape[3]
         fits_int32(func, **{"C*kH*kW": q, "OH*OW": out_hw[0] * out_hw[1]})
         plan = ConvPlan(in_shape[1:], weight_shape, dtype, stride, padding)

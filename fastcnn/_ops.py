@@ -4,14 +4,31 @@ checked (fastcnn/_validation.py) and shapes known. Nothing here validates.
 ``run_kernel`` calls a kernel on fastcnn's thread count with BLAS on one thread (the
 kernels parallelise over images themselves); ``workspace`` hands out the per-thread
 scratch the kernels write into.
+
+The runners below (linear, ReLU, pooling) are what ``functional`` calls after its checks
+and what the layers call after theirs: each allocates the outputs and calls one kernel.
+Their arrays must be C-contiguous, of one float dtype (int64 for max-pool indices), with
+the shapes their docstrings give; the kernels read and write them without bounds checks.
 """
+
+from __future__ import annotations
 
 import threading
 
 import numpy as np
+from numpy.typing import NDArray
 
+import fastcnn._dense as _dense
+import fastcnn._elementwise as _elementwise
+import fastcnn._pool as _pool
 from fastcnn._blas import single_threaded_blas
 from fastcnn._threads import get_num_threads
+
+Pair = tuple[int, int]
+
+# Rows of a Linear layer's batch per GEMM call; weight/bias gradients are summed per chunk
+# and the chunks added in order. Fixed, so the sums do not depend on the thread count.
+LINEAR_CHUNK = 16
 
 _buffers = threading.local()
 
@@ -38,3 +55,105 @@ def run_kernel(kernel, *args, n_threads=None):
         n_threads = get_num_threads()
     with single_threaded_blas():
         kernel(*args, n_threads)
+
+
+# ------------------------------------------------------------------------------- linear
+
+
+def linear_forward(x: NDArray, weight: NDArray, bias: NDArray | None) -> NDArray:
+    """``x . weight^T + bias``: x (rows, in_features), weight (out_features, in_features),
+    bias (out_features,) or None; returns (rows, out_features)."""
+    out = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
+    run_kernel(_dense.linear_forward, x, weight, bias, LINEAR_CHUNK, out)
+    return out
+
+
+def linear_backward(
+    x: NDArray, weight: NDArray, grad_out: NDArray, input_grad: bool, bias_grad: bool
+) -> tuple[NDArray | None, NDArray, NDArray | None]:
+    """(grad_x or None, grad_weight, grad_bias or None) of ``linear_forward(x, weight, _)``
+    for grad_out (rows, out_features); the sums over rows in a fixed order of chunks."""
+    out_features = weight.shape[0]
+    n_chunks = -(-x.shape[0] // LINEAR_CHUNK)
+    grad_x = np.empty_like(x) if input_grad else None
+    grad_w = np.empty_like(weight)
+    grad_b = np.empty(out_features, dtype=x.dtype) if bias_grad else None
+    w_chunks = np.empty((n_chunks, weight.size), dtype=x.dtype)
+    b_chunks = np.empty((n_chunks, out_features), dtype=x.dtype) if bias_grad else None
+    run_kernel(
+        _dense.linear_backward,
+        x,
+        weight,
+        grad_out,
+        LINEAR_CHUNK,
+        w_chunks,
+        b_chunks,
+        grad_x,
+        grad_w,
+        grad_b,
+    )
+    return grad_x, grad_w, grad_b
+
+
+# --------------------------------------------------------------------------------- relu
+
+
+def relu(x: NDArray) -> NDArray:
+    """``max(x, 0)`` element-wise, any shape."""
+    out = np.empty_like(x)
+    run_kernel(_elementwise.relu_forward, x.reshape(-1), out.reshape(-1))
+    return out
+
+
+def relu_backward(grad_out: NDArray, out: NDArray) -> NDArray:
+    """``grad_out`` where relu's output ``out`` is > 0 or NaN, else 0 (same shapes)."""
+    grad_x = np.empty_like(out)
+    run_kernel(
+        _elementwise.relu_backward, grad_out.reshape(-1), out.reshape(-1), grad_x.reshape(-1)
+    )
+    return grad_x
+
+
+# ------------------------------------------------------------------------------ pooling
+
+
+def max_pool2d(
+    x: NDArray, kernel: Pair, stride: Pair, padding: Pair, out_hw: Pair
+) -> tuple[NDArray, NDArray]:
+    """(out, int64 indices), both (N, C, *out_hw), of max pooling the (N, C, H, W) x."""
+    out = np.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
+    indices = np.empty(out.shape, dtype=np.int64)
+    run_kernel(_pool.max_pool2d_forward, x, *kernel, *stride, *padding, out, indices)
+    return out, indices
+
+
+def max_pool2d_backward(
+    grad_out: NDArray, indices: NDArray, input_shape: tuple[int, int, int, int]
+) -> NDArray:
+    """The input gradient of max pooling; ``indices`` in [0, H*W) of ``input_shape``."""
+    grad_x = np.empty(input_shape, dtype=grad_out.dtype)
+    run_kernel(_pool.max_pool2d_backward, grad_out, indices, grad_x)
+    return grad_x
+
+
+def avg_pool2d(
+    x: NDArray, kernel: Pair, stride: Pair, padding: Pair, out_hw: Pair, include_pad: bool
+) -> NDArray:
+    """(N, C, *out_hw) average pooling of the (N, C, H, W) x."""
+    out = np.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
+    run_kernel(_pool.avg_pool2d_forward, x, *kernel, *stride, *padding, include_pad, out)
+    return out
+
+
+def avg_pool2d_backward(
+    grad_out: NDArray,
+    input_shape: tuple[int, int, int, int],
+    kernel: Pair,
+    stride: Pair,
+    padding: Pair,
+    include_pad: bool,
+) -> NDArray:
+    """The input gradient of average pooling, grad_out of avg_pool2d's output shape."""
+    grad_x = np.empty(input_shape, dtype=grad_out.dtype)
+    run_kernel(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding, include_pad, grad_x)
+    return grad_x

@@ -9,12 +9,18 @@ One policy per idea:
 - a float array is float32 or float64, never cast silently (``float_array``,
   ``float_input``);
 - a wrong type is a TypeError, a wrong value (range, shape, size) a ValueError;
+- a gradient given to a layer's backward has the last output's shape and is cast to the
+  layer's dtype (``grad_like``); functional's ``*_backward`` refuse mixed dtypes;
 - each message names the caller, the argument and the value, and says what to pass.
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -92,10 +98,22 @@ def input_size(x, axis, expected, owner, what):
         raise ValueError(f"{owner} expected input with {expected} {what}, got shape {x.shape}")
 
 
-def grad_like(grad_output, shape, dtype, owner):
-    """``grad_output`` as an ndarray of ``dtype`` (None: its own), refusing a shape other
-    than ``shape`` (that of the last forward's output) rather than letting NumPy broadcast."""
-    grad = np.asarray(grad_output) if dtype is None else np.asarray(grad_output, dtype=dtype)
+def grad_like(
+    grad_output: ArrayLike, shape: Sequence[int], dtype: DTypeLike | None, owner: str
+) -> NDArray:
+    """The gradient given to a layer's ``backward``, as a C-contiguous ndarray.
+
+    The policy of every layer (``owner`` names it in the message):
+
+    - its shape must equal ``shape``, that of the last forward's output: any other is a
+      ValueError, never broadcast (a (2,) gradient must not reach every row of (2, 2));
+    - its dtype is cast to ``dtype``, the layer's (None: the gradient keeps its own), as
+      PyTorch's autograd casts a gradient to the dtype of the output it belongs to.
+
+    functional's ``*_backward`` functions are stricter, as torch.nn.functional's are: they
+    refuse a gradient whose dtype differs from their other arrays (TypeError).
+    """
+    grad = np.asarray(grad_output, dtype=dtype, order="C")
     if grad.shape != tuple(shape):
         raise ValueError(
             f"{owner}.backward: grad_output has shape {grad.shape}, expected {tuple(shape)} "
@@ -104,10 +122,19 @@ def grad_like(grad_output, shape, dtype, owner):
     return grad
 
 
+def pass_through_dtype(output: object) -> np.dtype | None:
+    """The dtype ``grad_like`` casts to for a layer that only passes its input on (Flatten,
+    Identity): the output's, if it is a float array; else None (an integer array has no
+    gradient of its own dtype: the gradient keeps its own)."""
+    if isinstance(output, np.ndarray) and output.dtype.kind == "f":
+        return output.dtype
+    return None
+
+
 # ------------------------------------------------------------- arrays for functional
 
 
-def int_pair(value, name, func):
+def int_pair(value: int | Sequence[int], name: str, func: str) -> tuple[int, int]:
     """An int or an (h, w) pair of ints, as PyTorch accepts for kernel_size/stride/padding."""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(items) != 2 or not all(
@@ -117,14 +144,14 @@ def int_pair(value, name, func):
     return int(items[0]), int(items[1])
 
 
-def positive_pair(value, name, func):
+def positive_pair(value: int | Sequence[int], name: str, func: str) -> tuple[int, int]:
     pair = int_pair(value, name, func)
     if min(pair) <= 0:
         raise ValueError(f"{func}: {name} must be positive, got {value!r}")
     return pair
 
 
-def non_negative_pair(value, name, func):
+def non_negative_pair(value: int | Sequence[int], name: str, func: str) -> tuple[int, int]:
     pair = int_pair(value, name, func)
     if min(pair) < 0:
         raise ValueError(f"{func}: {name} must be >= 0, got {value!r}")
@@ -138,8 +165,10 @@ def flag(value, name, func):
     return bool(value)
 
 
-def float_array(array, name, func, ndim, dtype=None):
-    """``array`` as a C-contiguous float32/float64 ndarray of ``ndim`` dimensions.
+def float_array(
+    array: ArrayLike, name: str, func: str, ndim: int | None = None, dtype: DTypeLike | None = None
+) -> NDArray:
+    """``array`` as a C-contiguous float32/float64 ndarray of ``ndim`` dimensions (None: any).
 
     ``dtype``, when given, is the dtype of the call's first array; a different one is refused.
     """
@@ -156,18 +185,24 @@ def float_array(array, name, func, ndim, dtype=None):
             f"{func}: {name} is {array.dtype} but the input is {dtype}; all arrays of one call "
             f"must share a dtype: use {name}.astype(np.{dtype})"
         )
-    if array.ndim != ndim:
+    if ndim is not None and array.ndim != ndim:
         hint = " (for one image, pass x[None])" if ndim == 4 and array.ndim == 3 else ""
         raise ValueError(f"{func}: {name} must be {ndim}-D, got shape {array.shape}{hint}")
-    return np.ascontiguousarray(array)
+    return np.asarray(array, order="C")  # not ascontiguousarray: it makes a 0-D array 1-D
 
 
-def image_batch(x, func, name="input"):
-    x = float_array(x, name, func, 4)
+def non_empty_planes(x: NDArray, func: str, name: str = "input") -> None:
+    """Refuse an (N, C, H, W) batch with no channel, row or column (N = 0 is fine)."""
     if min(x.shape[1:]) < 1:
         raise ValueError(
             f"{func}: {name} of shape {x.shape} has an empty channel or spatial dimension"
         )
+
+
+def image_batch(x: ArrayLike, func: str, name: str = "input") -> NDArray:
+    """``x`` as a C-contiguous float (N, C, H, W) batch with C, H, W >= 1."""
+    x = float_array(x, name, func, 4)
+    non_empty_planes(x, func, name)
     return x
 
 
@@ -197,7 +232,10 @@ def nchw_shape(input_shape, func):
     return shape
 
 
-def output_size(size, kernel, stride, padding):
+# ------------------------------------------------ windows of convolutions and pools
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution or pooling window along one axis (no dilation)::
 
     out = floor((size + 2 * padding - kernel) / stride) + 1
@@ -205,27 +243,53 @@ def output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def output_hw(func, in_hw, kernel, stride, padding, names=("kernel", "input")):
-    """(OH, OW), refusing windows that do not fit in the padded input. names: what the
-    message calls the window and its input (the fused op's pool: "pool kernel", "...")."""
+def window_output_hw(
+    func: str,
+    in_hw: Sequence[int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    names: tuple[str, str] = ("kernel", "input"),
+) -> tuple[int, int]:
+    """(OH, OW) of a window sliding over ``in_hw``, refusing a window that does not fit in
+    the padded input (then every output would be at least 1). names: what the message calls
+    the window and its input (the fused op's pool: "pool kernel", "convolution output")."""
     padded = (in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
     if kernel[0] > padded[0] or kernel[1] > padded[1]:
         window, source = names
         raise ValueError(
             f"{func}: {window} size {kernel} is larger than the padded {source} "
-            f"{padded} ({source} {in_hw} + padding {padding} on each side); "
+            f"{padded} ({source} {tuple(in_hw)} + padding {padding} on each side); "
             f"use a smaller {window} or more padding"
         )
-    return tuple(output_size(in_hw[i], kernel[i], stride[i], padding[i]) for i in (0, 1))
+    return (
+        output_size(in_hw[0], kernel[0], stride[0], padding[0]),
+        output_size(in_hw[1], kernel[1], stride[1], padding[1]),
+    )
 
 
-def pool_output_hw(func, in_hw, kernel, stride, padding, names=("kernel", "input")):
-    """A pool's (OH, OW) over an input of ``in_hw``, refusing windows that do not fit and
-    outputs of no pixel."""
-    out_hw = output_hw(func, in_hw, kernel, stride, padding, names)
-    if min(out_hw) < 1:
-        raise ValueError(f"{func}: output size {out_hw} is too small for input {in_hw}")
-    return out_hw
+def pool_window(
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None,
+    padding: int | Sequence[int],
+    func: str,
+    prefix: str = "",
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """A pool's kernel, stride (default: the kernel) and padding as (h, w) pairs.
+
+    Padding is at most half the kernel, as in PyTorch: a window could otherwise hold only
+    padding. prefix: of the argument names in messages ("pool_" for the fused op's pool).
+    """
+    kernel = positive_pair(kernel_size, f"{prefix}kernel_size", func)
+    steps = kernel if stride is None else positive_pair(stride, f"{prefix}stride", func)
+    pads = non_negative_pair(padding, f"{prefix}padding", func)
+    if pads[0] > kernel[0] // 2 or pads[1] > kernel[1] // 2:
+        window = "pool kernel" if prefix else "kernel"
+        raise ValueError(
+            f"{func}: {prefix}padding {pads} must be at most half the {window} size "
+            f"{kernel} (otherwise a window could hold only padding)"
+        )
+    return kernel, steps, pads
 
 
 def image_input(input, owner, dtype, channels):

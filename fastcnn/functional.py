@@ -1,9 +1,11 @@
-"""Convolution and pooling on NumPy arrays: the one boundary in front of the compiled kernels.
+"""Convolution, pooling, linear and ReLU on NumPy arrays, checked, as torch.nn.functional.
 
-Every public function here does the same five steps, in order, so the kernels never see a
-bad argument: validate (clear ``TypeError``/``ValueError``), coerce (C-contiguous, one
-dtype), compute the output shape (``output_size`` is the only place that formula lives),
-allocate, and call the kernel with the thread count from ``fastcnn.get_num_threads()``.
+Every public function here does the same steps, in order, so the kernels never see a bad
+argument: validate (clear ``TypeError``/``ValueError``, with fastcnn/_validation.py's
+checks), coerce (C-contiguous, one dtype), compute the output shape (``output_size`` is the
+only place that formula lives), then allocate and call the kernel on fastcnn's threads
+(``fastcnn.get_num_threads()``), through the runners of fastcnn/_ops.py where there are
+some: the layers of ``fastcnn.nn`` call those same runners after their own checks.
 
 Arrays are NCHW. Inputs must be float32 or float64, and every array of one call must have
 the same dtype: mixing float32 and float64 raises ``TypeError`` rather than silently casting
@@ -12,9 +14,15 @@ read-only and memory-mapped inputs are accepted and give the same bits as a cont
 Unbatched 3-D input is not accepted (unlike PyTorch): pass ``x[None]``.
 """
 
-import numpy as np
+from __future__ import annotations
 
-from fastcnn import _conv, _conv_plan, _dense, _elementwise, _pool
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+import fastcnn._conv as _conv
+from fastcnn import _conv_plan, _ops
 from fastcnn._ops import run_kernel
 from fastcnn._validation import (
     check_shape,
@@ -24,9 +32,10 @@ from fastcnn._validation import (
     image_batch,
     nchw_shape,
     non_negative_pair,
-    output_hw,
     output_size,
+    pool_window,
     positive_pair,
+    window_output_hw,
 )
 
 __all__ = [
@@ -46,12 +55,6 @@ __all__ = [
     "relu",
     "relu_backward",
 ]
-
-# Rows of a Linear layer's batch per GEMM call; weight/bias gradients are summed per chunk
-# and the chunks added in order. Fixed, so the sums do not depend on the thread count (as
-# the convolutions' GRAD_CHUNK, fastcnn/_conv_plan.py).
-LINEAR_CHUNK = 16
-
 
 # -------------------------------------------------------------------------- convolution
 
@@ -186,7 +189,7 @@ def _unfold_geometry(func, in_hw, kernel_size, stride, padding):
     kernel = positive_pair(kernel_size, "kernel_size", func)
     stride = positive_pair(stride, "stride", func)
     padding = non_negative_pair(padding, "padding", func)
-    return kernel, stride, padding, output_hw(func, in_hw, kernel, stride, padding)
+    return kernel, stride, padding, window_output_hw(func, in_hw, kernel, stride, padding)
 
 
 def im2col(input, kernel_size, stride=1, padding=0):
@@ -238,25 +241,28 @@ def col2im(col, input_shape, kernel_size, stride=1, padding=0):
 # ------------------------------------------------------------------------------ pooling
 
 
-def _pool_geometry(func, in_hw, kernel_size, stride, padding, prefix=""):
+def _pool_geometry(
+    func: str,
+    in_hw: Sequence[int],
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None,
+    padding: int | Sequence[int],
+    prefix: str = "",
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
     """Validated kernel, stride (default: the kernel), padding and (OH, OW) of a pool.
     prefix: of the argument names in messages ("pool_" for the fused op's pool)."""
-    kernel = positive_pair(kernel_size, f"{prefix}kernel_size", func)
-    stride = kernel if stride is None else positive_pair(stride, f"{prefix}stride", func)
-    padding = non_negative_pair(padding, f"{prefix}padding", func)
+    kernel, steps, pads = pool_window(kernel_size, stride, padding, func, prefix)
     names = ("pool kernel", "convolution output") if prefix else ("kernel", "input")
-    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(
-            f"{func}: {prefix}padding {padding} must be at most half the {names[0]} size "
-            f"{kernel} (otherwise a window could hold only padding)"
-        )
-    out_hw = output_hw(func, in_hw, kernel, stride, padding, names)
-    if min(out_hw) < 1:
-        raise ValueError(f"{func}: output size {out_hw} is too small for input {in_hw}")
-    return kernel, stride, padding, out_hw
+    return kernel, steps, pads, window_output_hw(func, in_hw, kernel, steps, pads, names)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, return_indices=False):
+def max_pool2d(
+    input: ArrayLike,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    return_indices: bool = False,
+) -> NDArray | tuple[NDArray, NDArray]:
     """2-D max pooling.
 
     Ties go to the first maximum in row-major order; a NaN wins (the last NaN of a window
@@ -279,13 +285,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, return_indices=False)
     """
     func = "max_pool2d"
     x = image_batch(input, func)
-    kernel, stride, padding, (oh, ow) = _pool_geometry(
-        func, x.shape[2:], kernel_size, stride, padding
-    )
-    out = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
-    indices = np.empty(out.shape, dtype=np.int64)
-    run_kernel(_pool.max_pool2d_forward, x, *kernel, *stride, *padding, out, indices)
-    return (out, indices) if return_indices else out
+    kernel, steps, pads, out_hw = _pool_geometry(func, x.shape[2:], kernel_size, stride, padding)
+    with_indices = flag(return_indices, "return_indices", func)
+    out, indices = _ops.max_pool2d(x, kernel, steps, pads, out_hw)
+    return (out, indices) if with_indices else out
 
 
 def _check_indices(func, indices, shape, plane, plane_name):
@@ -303,7 +306,9 @@ def _check_indices(func, indices, shape, plane, plane_name):
     return np.ascontiguousarray(indices, dtype=np.int64)
 
 
-def max_pool2d_backward(grad_output, indices, input_shape):
+def max_pool2d_backward(
+    grad_output: ArrayLike, indices: ArrayLike, input_shape: Sequence[int]
+) -> NDArray:
     """Gradient of ``max_pool2d``: each output's gradient added to the input cell it took.
 
     Parameters
@@ -320,15 +325,18 @@ def max_pool2d_backward(grad_output, indices, input_shape):
             f"{func}: grad_output of shape {grad_out.shape} does not match input_shape {shape} "
             "in N and C"
         )
-    indices = _check_indices(
-        func, indices, grad_out.shape, shape[2] * shape[3], f"H*W of input_shape {shape}"
-    )
-    grad_x = np.empty(shape, dtype=grad_out.dtype)
-    run_kernel(_pool.max_pool2d_backward, grad_out, indices, grad_x)
-    return grad_x
+    plane = shape[2] * shape[3]
+    flat = _check_indices(func, indices, grad_out.shape, plane, f"H*W of input_shape {shape}")
+    return _ops.max_pool2d_backward(grad_out, flat, shape)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d(
+    input: ArrayLike,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    count_include_pad: bool = True,
+) -> NDArray:
     """2-D average pooling (PyTorch's ``avg_pool2d`` without ceil_mode/divisor_override).
 
     Each output is the mean of its window; with ``count_include_pad`` (the default, as in
@@ -337,22 +345,31 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=Tru
     """
     func = "avg_pool2d"
     x = image_batch(input, func)
-    kernel, stride, padding, (oh, ow) = _pool_geometry(
-        func, x.shape[2:], kernel_size, stride, padding
-    )
+    kernel, steps, pads, out_hw = _pool_geometry(func, x.shape[2:], kernel_size, stride, padding)
     include_pad = flag(count_include_pad, "count_include_pad", func)
-    out = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
-    run_kernel(_pool.avg_pool2d_forward, x, *kernel, *stride, *padding, include_pad, out)
-    return out
+    return _ops.avg_pool2d(x, kernel, steps, pads, out_hw, include_pad)
 
 
 def avg_pool2d_backward(
-    grad_output, input_shape, kernel_size, stride=None, padding=0, count_include_pad=True
-):
-    """Gradient of ``avg_pool2d``: each output's gradient shared out over its window."""
+    grad_output: ArrayLike,
+    input_shape: Sequence[int],
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    count_include_pad: bool = True,
+) -> NDArray:
+    """Gradient of ``avg_pool2d``: each output's gradient shared out over its window.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, C, OH, OW), that of ``avg_pool2d``'s output
+    input_shape : (N, C, H, W)
+    kernel_size, stride, padding, count_include_pad
+        As given to ``avg_pool2d``.
+    """
     func = "avg_pool2d_backward"
     shape = nchw_shape(input_shape, func)
-    kernel, stride, padding, out_hw = _pool_geometry(func, shape[2:], kernel_size, stride, padding)
+    kernel, steps, pads, out_hw = _pool_geometry(func, shape[2:], kernel_size, stride, padding)
     grad_out = float_array(grad_output, "grad_output", func, 4)
     check_shape(
         grad_out.shape,
@@ -362,9 +379,7 @@ def avg_pool2d_backward(
         "(the shape of avg_pool2d's output)",
     )
     include_pad = flag(count_include_pad, "count_include_pad", func)
-    grad_x = np.empty(shape, dtype=grad_out.dtype)
-    run_kernel(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding, include_pad, grad_x)
-    return grad_x
+    return _ops.avg_pool2d_backward(grad_out, shape, kernel, steps, pads, include_pad)
 
 
 # --------------------------------------------------------------- conv -> relu -> max-pool
@@ -481,13 +496,10 @@ def conv2d_relu_max_pool2d_backward(
 
 def _linear_operands(func, input, weight):
     """input as a 2-D (rows, in_features) array, its leading shape, and the weight."""
-    x = np.asarray(input) if input is not None else None
-    weight = float_array(weight, "weight", func, 2)
-    if x is None or x.ndim == 0:
+    if input is None or np.ndim(input) == 0:
         raise ValueError(f"{func}: input must have at least 1 dimension, got {input!r}")
-    x = float_array(x, "input", func, x.ndim)
-    if weight.dtype != x.dtype:
-        float_array(weight, "weight", func, 2, x.dtype)  # raises the dtype error
+    x = float_array(input, "input", func)
+    weight = float_array(weight, "weight", func, 2, x.dtype)
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"{func}: input has {x.shape[-1]} features (last dim of shape {x.shape}) but weight "
@@ -498,7 +510,7 @@ def _linear_operands(func, input, weight):
     return x.reshape(-1, weight.shape[1]), x.shape[:-1], weight
 
 
-def linear(input, weight, bias=None):
+def linear(input: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> NDArray:
     """``input . weight^T + bias``, as PyTorch's ``F.linear``.
 
     Parameters
@@ -514,16 +526,21 @@ def linear(input, weight, bias=None):
         the same bits for any thread count, and no second thread pool (NumPy's BLAS).
     """
     func = "linear"
-    x, lead, weight = _linear_operands(func, input, weight)
-    if bias is not None:
-        bias = float_array(bias, "bias", func, 1, x.dtype)
-        check_shape(bias.shape, (weight.shape[0],), "bias", func, "(one per output feature)")
-    out = np.empty((x.shape[0], weight.shape[0]), dtype=x.dtype)
-    run_kernel(_dense.linear_forward, x, weight, bias, LINEAR_CHUNK, out)
-    return out.reshape(*lead, weight.shape[0])
+    x, lead, w = _linear_operands(func, input, weight)
+    b = None if bias is None else float_array(bias, "bias", func, 1, x.dtype)
+    if b is not None:
+        check_shape(b.shape, (w.shape[0],), "bias", func, "(one per output feature)")
+    return _ops.linear_forward(x, w, b).reshape(*lead, w.shape[0])
 
 
-def linear_backward(grad_output, input, weight, *, input_grad=True, bias_grad=True):
+def linear_backward(
+    grad_output: ArrayLike,
+    input: ArrayLike,
+    weight: ArrayLike,
+    *,
+    input_grad: bool = True,
+    bias_grad: bool = True,
+) -> tuple[NDArray | None, NDArray, NDArray | None]:
     """Gradients of ``linear(input, weight, bias)``.
 
     Returns
@@ -533,62 +550,35 @@ def linear_backward(grad_output, input, weight, *, input_grad=True, bias_grad=Tr
         a fixed order: identical bits for any thread count.
     """
     func = "linear_backward"
-    x, lead, weight = _linear_operands(func, input, weight)
-    input_grad = flag(input_grad, "input_grad", func)
-    bias_grad = flag(bias_grad, "bias_grad", func)
-    out_features = weight.shape[0]
+    x, lead, w = _linear_operands(func, input, weight)
+    want_x = flag(input_grad, "input_grad", func)
+    want_b = flag(bias_grad, "bias_grad", func)
+    out_features = w.shape[0]
     grad_out = float_array(grad_output, "grad_output", func, len(lead) + 1, x.dtype)
     check_shape(
         grad_out.shape, (*lead, out_features), "grad_output", func, "(the shape of linear's output)"
     )
-    grad_out = grad_out.reshape(-1, out_features)
-    n_chunks = -(-x.shape[0] // LINEAR_CHUNK)
-    grad_x = np.empty_like(x) if input_grad else None
-    grad_w = np.empty_like(weight)
-    grad_b = np.empty(out_features, dtype=x.dtype) if bias_grad else None
-    w_chunks = np.empty((n_chunks, weight.size), dtype=x.dtype)
-    b_chunks = np.empty((n_chunks, out_features), dtype=x.dtype) if bias_grad else None
-    run_kernel(
-        _dense.linear_backward,
-        x,
-        weight,
-        grad_out,
-        LINEAR_CHUNK,
-        w_chunks,
-        b_chunks,
-        grad_x,
-        grad_w,
-        grad_b,
+    grad_x, grad_w, grad_b = _ops.linear_backward(
+        x, w, grad_out.reshape(-1, out_features), want_x, want_b
     )
     if grad_x is not None:
-        grad_x = grad_x.reshape(*lead, weight.shape[1])
+        grad_x = grad_x.reshape(*lead, w.shape[1])
     return grad_x, grad_w, grad_b
 
 
 # --------------------------------------------------------------------------------- relu
 
 
-def relu(input):
+def relu(input: ArrayLike) -> NDArray:
     """``max(input, 0)`` element-wise, in one pass on fastcnn's threads (NaN stays NaN)."""
-    x = np.asarray(input) if input is not None else None
-    if x is None:
-        raise TypeError("relu: input must be an array, got None")
-    x = float_array(x, "input", "relu", x.ndim)
-    out = np.empty_like(x)
-    run_kernel(_elementwise.relu_forward, x.reshape(-1), out.reshape(-1))
-    return out
+    return _ops.relu(float_array(input, "input", "relu"))
 
 
-def relu_backward(grad_output, output):
+def relu_backward(grad_output: ArrayLike, output: ArrayLike) -> NDArray:
     """Gradient of ``relu`` from its *output*: ``grad_output`` where ``output > 0`` (or NaN,
     whose gradient passes, as in PyTorch's threshold_backward), else 0."""
     func = "relu_backward"
-    out = np.asarray(output) if output is not None else None
-    if out is None:
-        raise TypeError(f"{func}: output must be an array, got None")
-    out = float_array(out, "output", func, out.ndim)
+    out = float_array(output, "output", func)
     grad = float_array(grad_output, "grad_output", func, out.ndim, out.dtype)
     check_shape(grad.shape, out.shape, "grad_output", func, "(the shape of relu's output)")
-    grad_x = np.empty_like(out)
-    run_kernel(_elementwise.relu_backward, grad.reshape(-1), out.reshape(-1), grad_x.reshape(-1))
-    return grad_x
+    return _ops.relu_backward(grad, out)

@@ -39,7 +39,7 @@ GEOMETRIES = [
 # non-square window with unequal strides.
 POOLS = [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((2, 3), (1, 2), (1, 1))]
 
-BATCHES = [0, 1, 3, 9]  # 9: more than one chunk of F.GRAD_CHUNK = 8 images
+BATCHES = [0, 1, 3, 9]  # 9: more than one chunk of _conv_plan.GRAD_CHUNK = 8 images
 
 
 def unfused_forward(x, w, b, conv, pool):

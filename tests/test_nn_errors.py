@@ -88,22 +88,26 @@ CONSTRUCTORS = [
     (
         lambda: nn.Dropout(1.5),
         ValueError,
-        r"dropout probability has to be between 0 and 1, but got 1.5",
+        r"Dropout: p must be a number in \[0, 1\], got 1.5",
     ),
-    (lambda: nn.Dropout(-0.1), ValueError, r"between 0 and 1, but got -0.1"),
-    (lambda: nn.Dropout("0.5"), TypeError, r"Dropout: p must be a float, got str"),
+    (lambda: nn.Dropout(-0.1), ValueError, r"Dropout: p must be a number in \[0, 1\], got -0.1"),
+    (lambda: nn.Dropout("0.5"), TypeError, r"Dropout: p must be a real number, got str '0.5'"),
     (lambda: nn.Dropout(rng=1.5), TypeError, r"Dropout: rng must be a np.random.Generator"),
     (lambda: nn.BatchNorm2d(0), ValueError, r"BatchNorm2d: num_features must be positive"),
-    (lambda: nn.BatchNorm1d(3, eps=0), ValueError, r"BatchNorm1d: eps must be > 0, got 0"),
+    (
+        lambda: nn.BatchNorm1d(3, eps=0),
+        ValueError,
+        r"BatchNorm1d: eps must be a number in \(0, inf\], got 0",
+    ),
     (
         lambda: nn.BatchNorm2d(3, momentum=1.5),
         ValueError,
-        r"BatchNorm2d: momentum must be in \[0, 1\], got 1.5",
+        r"BatchNorm2d: momentum must be a number in \[0, 1\], got 1.5",
     ),
     (
         lambda: nn.BatchNorm2d(3, momentum="0.1"),
         TypeError,
-        r"BatchNorm2d: momentum must be a float, got str",
+        r"BatchNorm2d: momentum must be a real number, got str '0.1'",
     ),
     (
         lambda: nn.CrossEntropyLoss(reduction="none"),
@@ -241,7 +245,7 @@ FORWARDS = [
         nn.MaxPool2d(4),
         _x(1, 1, 3, 3),
         ValueError,
-        r"max_pool2d: kernel size \(4, 4\) is larger than the padded input",
+        r"MaxPool2d: kernel size \(4, 4\) is larger than the padded input",
     ),
     (
         nn.AvgPool2d(2),

@@ -13,7 +13,7 @@ Subclasses are never fused: they may override forward or backward.
 """
 
 from fastcnn import _conv_plan
-from fastcnn._validation import grad_like, image_input, pool_output_hw
+from fastcnn._validation import grad_like, image_input, window_output_hw
 from fastcnn.nn.activation import ReLU
 from fastcnn.nn.conv import Conv2d, accumulate_grads
 from fastcnn.nn.pooling import MaxPool2d
@@ -39,7 +39,7 @@ class ConvReLUMaxPool:
         if pool_plan is None:
             pool = self.modules[2]
             kernel, stride, padding = pool.kernel_size, pool.stride, pool.padding
-            out_hw = pool_output_hw("MaxPool2d", plan.out_hw, kernel, stride, padding)
+            out_hw = window_output_hw("MaxPool2d", plan.out_hw, kernel, stride, padding)
             pool_plan = _conv_plan.pool_plan(kernel, stride, padding, out_hw)
             self._pool_plans = {plan: pool_plan}  # the plan of the last batch shape
         return pool_plan

@@ -1,11 +1,19 @@
-"""Element-wise activations and Softmax, in NumPy (numerically stable for any |x|)."""
+"""Element-wise activations and Softmax: ReLU on fastcnn's kernel, the others in NumPy and
+SciPy (numerically stable for any |x|)."""
+
+from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy.special import expit, softmax
 
-from fastcnn import functional as F
-from fastcnn._validation import float_input, grad_like, is_int
+from fastcnn import _ops
+from fastcnn._validation import float_input, grad_like, integer
 from fastcnn.nn.module import Module
+
+Saved = dict[str, Any]
 
 __all__ = ["ReLU", "SiLU", "Sigmoid", "Softmax", "Tanh"]
 
@@ -14,13 +22,13 @@ class _Activation(Module):
     """An activation: ``_apply`` gives the output and what its gradient needs,
     ``_input_grad`` turns the output gradient into the input gradient."""
 
-    def forward(self, input):
+    def forward(self, input: ArrayLike) -> NDArray:
         x = float_input(input, type(self).__name__)
         out, saved = self._apply(x)
         self._save_for_backward(shape=x.shape, dtype=x.dtype, **saved)
         return out
 
-    def backward(self, grad_output, input_grad=True):
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray | None:
         """Return the input gradient (None if not ``input_grad``: there are no parameters)."""
         saved = self._saved()
         if not input_grad:
@@ -28,10 +36,12 @@ class _Activation(Module):
         grad = grad_like(grad_output, saved["shape"], saved["dtype"], type(self).__name__)
         return self._input_grad(grad, saved)
 
-    def _apply(self, x):
+    def _apply(self, x: NDArray) -> tuple[NDArray, Saved]:
+        """The output for the checked input ``x``, and what ``_input_grad`` needs."""
         raise NotImplementedError
 
-    def _input_grad(self, grad, saved):
+    def _input_grad(self, grad: NDArray, saved: Saved) -> NDArray:
+        """The input gradient for ``grad``, of the output's shape and the input's dtype."""
         raise NotImplementedError
 
 
@@ -39,12 +49,12 @@ class ReLU(_Activation):
     """``max(x, 0)``, element-wise (NaN stays NaN)."""
 
     def _apply(self, x):
-        out = F.relu(x)
+        out = _ops.relu(np.asarray(x, order="C"))  # C order, as the kernel reads it
         return out, {"output": out}
 
     def _input_grad(self, grad, saved):
         # from the output, as torch's threshold_backward: a NaN input passes its gradient on
-        return F.relu_backward(grad, saved["output"])
+        return _ops.relu_backward(grad, saved["output"])
 
 
 class Sigmoid(_Activation):
@@ -92,11 +102,9 @@ class Softmax(_Activation):
         The class dimension of an (N, C, ...) input.
     """
 
-    def __init__(self, dim=1):
+    def __init__(self, dim: int = 1) -> None:
         super().__init__()
-        if not is_int(dim):
-            raise TypeError(f"Softmax: dim must be an int, got {type(dim).__name__} {dim!r}")
-        self.dim = int(dim)
+        self.dim = integer(dim, "dim", "Softmax")
 
     def _apply(self, x):
         if not -x.ndim <= self.dim < x.ndim:
@@ -112,5 +120,5 @@ class Softmax(_Activation):
         out = saved["out"]
         return out * (grad - np.sum(grad * out, axis=self.dim, keepdims=True))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"dim={self.dim}"

@@ -1,16 +1,19 @@
 """BatchNorm1d and BatchNorm2d with PyTorch's semantics."""
 
-import numbers
+from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastcnn._validation import (
+    flag,
     float_dtype,
     float_input,
     grad_like,
     input_ndim,
     input_size,
     positive_int,
+    real,
 )
 from fastcnn.nn import init
 from fastcnn.nn.module import Module
@@ -28,24 +31,25 @@ class _BatchNorm(Module):
     average when momentum is None). In evaluation the running estimates are used.
     """
 
-    _allowed_ndim = ()
+    _allowed_ndim: tuple[int, ...] = ()
 
     def __init__(
         self,
-        num_features,
-        eps=1e-5,
-        momentum=0.1,
-        affine=True,
-        track_running_stats=True,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
         *,
-        dtype=np.float32,
-    ):
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         name = type(self).__name__
         self.num_features = positive_int(num_features, "num_features", name)
-        self.eps = _real(eps, "eps", name, low=0, strict=True)
-        self.momentum = None if momentum is None else _real(momentum, "momentum", name, 0, 1)
-        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        self.eps = real(eps, "eps", name, low=0, low_open=True)
+        self.momentum = None if momentum is None else real(momentum, "momentum", name, 0, 1)
+        self.affine = flag(affine, "affine", name)
+        self.track_running_stats = flag(track_running_stats, "track_running_stats", name)
         dtype = float_dtype(dtype, name)
         channels = np.empty(self.num_features, dtype=dtype)
         self.weight = Parameter(channels.copy()) if affine else None
@@ -56,22 +60,22 @@ class _BatchNorm(Module):
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64) if tracked else None)
         self.reset_parameters()
 
-    def reset_running_stats(self):
+    def reset_running_stats(self) -> None:
         """Running mean 0, running variance 1, no batches seen."""
         if self.track_running_stats:
             self.running_mean.fill(0)
             self.running_var.fill(1)
             self.num_batches_tracked.fill(0)
 
-    def reset_parameters(self):
+    def reset_parameters(self) -> None:
         """Reset the running statistics; weight 1, bias 0."""
         self.reset_running_stats()
-        if self.affine:
+        if self.weight is not None and self.bias is not None:  # affine
             init.ones_(self.weight)
             init.zeros_(self.bias)
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype | None:
         """The dtype of the parameters and running statistics, which the input must have
         (None, accepting any float input, when the layer has neither)."""
         source = self.weight if self.affine else self.running_mean
@@ -79,7 +83,7 @@ class _BatchNorm(Module):
 
     # --------------------------------------------------------------------- forward
 
-    def forward(self, input):
+    def forward(self, input: ArrayLike) -> NDArray:
         name = type(self).__name__
         x = float_input(input, name, self.dtype)
         input_ndim(x, name, self._allowed_ndim)
@@ -96,7 +100,7 @@ class _BatchNorm(Module):
         self._save_for_backward(
             x_hat=x_hat, inv_std=inv_std.reshape(shape), axes=axes, batch_stats=use_batch
         )
-        if not self.affine:
+        if self.weight is None or self.bias is None:  # not affine
             return x_hat
         return x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
 
@@ -121,19 +125,20 @@ class _BatchNorm(Module):
 
     # -------------------------------------------------------------------- backward
 
-    def backward(self, grad_output, input_grad=True):
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray | None:
         """Accumulate weight/bias gradients; return the input gradient (None if not
         ``input_grad``). With batch statistics the gradient flows through the mean and
         variance too; with running statistics the layer is affine."""
         saved = self._saved()
         x_hat, inv_std, axes = saved["x_hat"], saved["inv_std"], saved["axes"]
         grad = grad_like(grad_output, x_hat.shape, x_hat.dtype, type(self).__name__)
-        if self.affine:
-            self.weight.accumulate_grad(np.sum(grad * x_hat, axis=axes))
-            self.bias.accumulate_grad(np.sum(grad, axis=axes))
+        weight, bias = self.weight, self.bias
+        if weight is not None and bias is not None:  # affine
+            weight.accumulate_grad(np.sum(grad * x_hat, axis=axes))
+            bias.accumulate_grad(np.sum(grad, axis=axes))
         if not input_grad:
             return None
-        grad_x_hat = grad * self.weight.data.reshape(inv_std.shape) if self.affine else grad
+        grad_x_hat = grad if weight is None else grad * weight.data.reshape(inv_std.shape)
         if not saved["batch_stats"]:
             return grad_x_hat * inv_std
         # d/dx of (x - mean) / sqrt(var + eps), with mean and biased var of the batch.
@@ -141,22 +146,11 @@ class _BatchNorm(Module):
         mean_grad_x_hat = (grad_x_hat * x_hat).mean(axis=axes, keepdims=True)
         return inv_std * (grad_x_hat - mean_grad - x_hat * mean_grad_x_hat)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.affine}, track_running_stats={self.track_running_stats}"
         )
-
-
-def _real(value, name, owner, low, high=None, strict=False):
-    """A float in [low, high] (or (low, ...] with ``strict``), else a clear error."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be a float, got {type(value).__name__} {value!r}")
-    too_low = value <= low if strict else value < low
-    if too_low or (high is not None and value > high):
-        bounds = f"> {low}" if strict else f"in [{low}, {high}]"
-        raise ValueError(f"{owner}: {name} must be {bounds}, got {value}")
-    return float(value)
 
 
 class BatchNorm1d(_BatchNorm):

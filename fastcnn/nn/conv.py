@@ -72,6 +72,7 @@ class Conv2d(Module):
         self.stride = positive_pair(stride, "stride", "Conv2d")
         self._padding_given = padding
         self.padding = self._resolve_padding(padding)
+        bias = flag(bias, "bias", "Conv2d")
         dtype = float_dtype(dtype, "Conv2d")
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
         self.weight = Parameter(np.empty(shape, dtype=dtype))
@@ -103,7 +104,7 @@ class Conv2d(Module):
 
     def reset_parameters(self, rng=None):
         """Redraw the weights with PyTorch's default initialisation."""
-        init._reset_weight_and_bias(self.weight, self.bias, generator(rng, "Conv2d"))
+        init.reset_weight_and_bias(self.weight, self.bias, generator(rng, "Conv2d"))
 
     def forward(self, input):
         x = image_input(input, "Conv2d", self.weight.dtype, self.in_channels)

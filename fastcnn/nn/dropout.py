@@ -1,10 +1,11 @@
 """Dropout: inverted dropout with a seeded generator."""
 
-import numbers
+from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from fastcnn._validation import float_input, generator, grad_like
+from fastcnn._validation import float_input, generator, grad_like, real
 from fastcnn.nn.module import Module
 
 __all__ = ["Dropout"]
@@ -23,29 +24,25 @@ class Dropout(Module):
         Draws the masks; a seed makes them reproducible.
     """
 
-    def __init__(self, p=0.5, *, rng=None):
+    def __init__(self, p: float = 0.5, *, rng: np.random.Generator | int | None = None) -> None:
         super().__init__()
-        if not isinstance(p, numbers.Real) or isinstance(p, bool):
-            raise TypeError(f"Dropout: p must be a float, got {type(p).__name__} {p!r}")
-        if not 0 <= p <= 1:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-        self.p = float(p)
+        self.p = real(p, "p", "Dropout", 0, 1)
         self.rng = generator(rng, "Dropout")
 
-    def forward(self, input):
+    def forward(self, input: ArrayLike) -> NDArray:
         x = float_input(input, "Dropout")
         scale = self._mask(x) if self.training and self.p > 0 else None
         self._save_for_backward(shape=x.shape, dtype=x.dtype, scale=scale)
         return x if scale is None else x * scale
 
-    def _mask(self, x):
+    def _mask(self, x: NDArray) -> NDArray:
         """0 where dropped, 1/(1-p) where kept, in the input's dtype."""
         if self.p == 1:
             return np.zeros(x.shape, dtype=x.dtype)
         keep = self.rng.random(x.shape) >= self.p
         return keep * x.dtype.type(1 / (1 - self.p))
 
-    def backward(self, grad_output, input_grad=True):
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray | None:
         """The output gradient through the same mask as the last forward."""
         saved = self._saved()
         if not input_grad:
@@ -53,5 +50,5 @@ class Dropout(Module):
         grad = grad_like(grad_output, saved["shape"], saved["dtype"], "Dropout")
         return grad if saved["scale"] is None else grad * saved["scale"]
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -1,8 +1,11 @@
 """Flatten: merge a range of dimensions into one."""
 
-import numpy as np
+from __future__ import annotations
 
-from fastcnn._validation import grad_like, is_int
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fastcnn._validation import grad_like, integer, pass_through_dtype
 from fastcnn.nn.module import Module
 
 __all__ = ["Flatten"]
@@ -19,16 +22,12 @@ class Flatten(Module):
     end_dim : int, default -1
     """
 
-    def __init__(self, start_dim=1, end_dim=-1):
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
-        for name, value in (("start_dim", start_dim), ("end_dim", end_dim)):
-            if not is_int(value):
-                raise TypeError(
-                    f"Flatten: {name} must be an int, got {type(value).__name__} {value!r}"
-                )
-        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        self.start_dim = integer(start_dim, "start_dim", "Flatten")
+        self.end_dim = integer(end_dim, "end_dim", "Flatten")
 
-    def _dims(self, ndim):
+    def _dims(self, ndim: int) -> tuple[int, int]:
         """start_dim and end_dim as non-negative axes of an ``ndim``-D input."""
         low, high = -max(ndim, 1), max(ndim, 1) - 1
         for dim in (self.start_dim, self.end_dim):
@@ -45,20 +44,23 @@ class Flatten(Module):
             )
         return start, end
 
-    def forward(self, input):
+    def forward(self, input: ArrayLike) -> NDArray:
         x = np.asarray(input)
         output_shape = self._output_shape(x.shape)
-        self._save_for_backward(input_shape=x.shape, output_shape=output_shape)
+        self._save_for_backward(
+            input_shape=x.shape, output_shape=output_shape, dtype=pass_through_dtype(x)
+        )
         return x.reshape(output_shape)
 
-    def backward(self, grad_output, input_grad=True):
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray | None:
+        """The output gradient in the input's shape (and dtype, for a float input)."""
         saved = self._saved()
         if not input_grad:
             return None
-        grad = grad_like(grad_output, saved["output_shape"], None, "Flatten")
+        grad = grad_like(grad_output, saved["output_shape"], saved["dtype"], "Flatten")
         return grad.reshape(saved["input_shape"])
 
-    def _output_shape(self, shape):
+    def _output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if not shape:
             return (1,)
         start, end = self._dims(len(shape))
@@ -67,5 +69,5 @@ class Flatten(Module):
             merged *= size
         return (*shape[:start], merged, *shape[end + 1 :])
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

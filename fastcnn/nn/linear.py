@@ -1,14 +1,22 @@
 """Linear (fully connected) layer and Identity."""
 
-import numpy as np
+from __future__ import annotations
 
-from fastcnn import functional as F
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+from fastcnn import _ops
 from fastcnn._validation import (
+    fits_int32,
+    flag,
     float_dtype,
     float_input,
     generator,
     grad_like,
     input_size,
+    pass_through_dtype,
     positive_int,
 )
 from fastcnn.nn import init
@@ -40,41 +48,61 @@ class Linear(Module):
     Input (*, in_features), output (*, out_features).
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, rng=None, dtype=np.float32):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        rng: np.random.Generator | int | None = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         self.in_features = positive_int(in_features, "in_features", "Linear")
         self.out_features = positive_int(out_features, "out_features", "Linear")
+        fits_int32("Linear", in_features=self.in_features, out_features=self.out_features)
+        bias = flag(bias, "bias", "Linear")
         dtype = float_dtype(dtype, "Linear")
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dtype))
         self.bias = Parameter(np.empty(self.out_features, dtype=dtype)) if bias else None
         self.reset_parameters(rng)
 
-    def reset_parameters(self, rng=None):
+    def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
         """Redraw the weights with PyTorch's default initialisation."""
-        init._reset_weight_and_bias(self.weight, self.bias, generator(rng, "Linear"))
+        init.reset_weight_and_bias(self.weight, self.bias, generator(rng, "Linear"))
 
-    def forward(self, input):
+    def forward(self, input: ArrayLike) -> NDArray:
         x = float_input(input, "Linear", self.weight.dtype)
         if x.ndim == 0:
             raise ValueError("Linear: input must have at least 1 dimension, got a scalar")
         input_size(x, -1, self.in_features, "Linear", "features (last dim)")
+        x = np.ascontiguousarray(x)
         self._save_for_backward(input=x)
-        return F.linear(x, self.weight.data, None if self.bias is None else self.bias.data)
+        bias = None if self.bias is None else self.bias.data
+        out = _ops.linear_forward(x.reshape(-1, self.in_features), self.weight.data, bias)
+        return out.reshape(*x.shape[:-1], self.out_features)
 
-    def backward(self, grad_output, input_grad=True):
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray | None:
+        """Accumulate the weight (and bias) gradients; return the input gradient (None if
+        not ``input_grad``). Sums over the batch run in a fixed order: the same bits for any
+        thread count."""
         x = self._saved()["input"]
         grad = grad_like(grad_output, (*x.shape[:-1], self.out_features), x.dtype, "Linear")
         # fastcnn's kernel, not NumPy's matmul: NumPy's BLAS threads would fight the
         # convolution kernels' OpenMP threads. Leading dimensions are all batch dimensions.
-        grad_x, grad_w, grad_b = F.linear_backward(
-            grad, x, self.weight.data, input_grad=input_grad, bias_grad=self.bias is not None
+        grad_x, grad_w, grad_b = _ops.linear_backward(
+            x.reshape(-1, self.in_features),
+            self.weight.data,
+            grad.reshape(-1, self.out_features),
+            bool(input_grad),
+            self.bias is not None,
         )
         self.weight.accumulate_grad(grad_w)
         if self.bias is not None:
             self.bias.accumulate_grad(grad_b)
-        return grad_x
+        return None if grad_x is None else grad_x.reshape(x.shape)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}"
@@ -84,12 +112,13 @@ class Linear(Module):
 class Identity(Module):
     """Return the input unchanged (a placeholder, e.g. to remove a layer from a model)."""
 
-    def forward(self, input):
-        self._save_for_backward(shape=np.shape(input))
+    def forward(self, input: Any) -> Any:
+        self._save_for_backward(shape=np.shape(input), dtype=pass_through_dtype(input))
         return input
 
-    def backward(self, grad_output, input_grad=True):
-        shape = self._saved()["shape"]
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray | None:
+        """The output gradient, unchanged but for its dtype (that of a float input)."""
+        saved = self._saved()
         if not input_grad:
             return None
-        return grad_like(grad_output, shape, None, "Identity")
+        return grad_like(grad_output, saved["shape"], saved["dtype"], "Identity")

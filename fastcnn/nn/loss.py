@@ -5,7 +5,12 @@ returns its gradient with respect to ``input`` (the logits), ready for
 ``model.backward``.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from fastcnn._validation import float_input
 from fastcnn.nn.module import Module
@@ -21,7 +26,7 @@ class _Loss(Module):
     only, so evaluation loops do not pay for it.
     """
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         if reduction not in ("mean", "sum"):
             raise ValueError(
@@ -30,12 +35,12 @@ class _Loss(Module):
             )
         self.reduction = reduction
 
-    def _reduce(self, per_element, count):
+    def _reduce(self, per_element: NDArray, count: int) -> float:
         with _ieee():  # inf + -inf: a NaN loss for fit to report, not a warning
             total = float(np.sum(per_element, dtype=np.float64))
         return total / count if self.reduction == "mean" else total
 
-    def backward(self, grad_output=1.0, input_grad=True):
+    def backward(self, grad_output: ArrayLike = 1.0, input_grad: bool = True) -> NDArray | None:
         """Gradient of the loss with respect to the input of the last call.
 
         Parameters
@@ -63,10 +68,10 @@ class _Loss(Module):
             scale = scale / saved["count"]
         return grad * grad.dtype.type(scale.item())
 
-    def _input_grad(self, saved):
+    def _input_grad(self, saved: dict[str, Any]) -> NDArray:
         raise NotImplementedError
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
 
 
@@ -90,21 +95,21 @@ class CrossEntropyLoss(_Loss):
             probabilities (one-hot or soft; cast to the logits' dtype).
     """
 
-    def forward(self, input, target):
+    def forward(self, input: ArrayLike, target: ArrayLike) -> float:
         logits = float_input(input, "CrossEntropyLoss")
         if logits.ndim != 2 or logits.shape[0] == 0:
             raise ValueError(
                 f"CrossEntropyLoss: expected logits of shape (N, C) with N >= 1, got shape "
                 f"{logits.shape}"
             )
-        target = _check_target(np.asarray(target), logits)
+        labels_or_probs = _check_target(np.asarray(target), logits)
         log_probs = _log_softmax(logits)
-        if target.dtype.kind in "iu":
-            per_sample = -log_probs[np.arange(len(target)), target]
+        if labels_or_probs.dtype.kind in "iu":
+            per_sample = -log_probs[np.arange(len(labels_or_probs)), labels_or_probs]
         else:
             with _ieee():  # 0 * -inf is NaN, as in torch
-                per_sample = -np.sum(target * log_probs, axis=1)
-        self._save_for_backward(log_probs=log_probs, target=target, count=logits.shape[0])
+                per_sample = -np.sum(labels_or_probs * log_probs, axis=1)
+        self._save_for_backward(log_probs=log_probs, target=labels_or_probs, count=logits.shape[0])
         return self._reduce(per_sample, logits.shape[0])
 
     def _input_grad(self, saved):
@@ -143,7 +148,7 @@ def _log_softmax(logits):
         return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
 
 
-def _check_target(target, logits):
+def _check_target(target: NDArray, logits: NDArray) -> NDArray:
     """Validated labels (int64) or probabilities (logits' dtype) for ``logits``."""
     n, classes = logits.shape
     if target.dtype.kind in "iu":
@@ -186,7 +191,7 @@ class MSELoss(_Loss):
         "mean" divides by the number of elements, as PyTorch.
     """
 
-    def forward(self, input, target):
+    def forward(self, input: ArrayLike, target: ArrayLike) -> float:
         x = float_input(input, "MSELoss")
         target = np.asarray(target)
         if target.dtype.kind not in "iuf":
