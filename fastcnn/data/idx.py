@@ -7,11 +7,14 @@ dimension: 2049).
 """
 
 import gzip
+import io
 import os
 import struct
 import zlib
 
 import numpy as np
+
+from fastcnn._files import atomic_write
 
 __all__ = ["read_idx", "write_idx"]
 
@@ -130,14 +133,14 @@ def write_idx(path, array):
     """Write ``array`` as an IDX file; gzip-compressed (reproducibly) if ``path`` ends with ``.gz``.
 
     The gzip header carries no time stamp or file name, so the same array always gives the
-    same bytes.
+    same bytes. The file is replaced atomically: a crash never leaves half a file behind.
     """
     data = idx_bytes(array)
     path = os.fspath(path)
-    with open(path, "wb") as file:
-        if path.endswith(".gz"):
-            # No file name or time stamp in the header: the bytes depend on the data alone.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=file, mtime=0) as compressed:
-                compressed.write(data)
-        else:
-            file.write(data)
+    if path.endswith(".gz"):
+        # No file name or time stamp in the header: the bytes depend on the data alone.
+        buffer = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as compressed:
+            compressed.write(data)
+        data = buffer.getvalue()
+    atomic_write(path, data)

@@ -9,9 +9,9 @@ import zlib
 
 import numpy as np
 
+from fastcnn._files import atomic_write
 from fastcnn.data.datasets import ArrayDataset
 from fastcnn.data.idx import read_idx
-from fastcnn.io import _atomic_write
 
 __all__ = ["MNIST", "MNIST_MIRRORS", "MNIST_SHA256", "DownloadError", "download_file"]
 
@@ -93,7 +93,7 @@ def download_file(name, root, mirrors, sha256, timeout=60.0):
             continue
         os.makedirs(root, exist_ok=True)
         path = os.path.join(root, name + ".gz")
-        _atomic_write(path, data)
+        atomic_write(path, data)
         return path
     raise DownloadError(
         f"could not download {name}.gz from any mirror:\n" + "\n".join(failures)

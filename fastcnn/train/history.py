@@ -1,9 +1,10 @@
 """History: what ``fit`` measured, per epoch and every few batches; JSON and a PNG plot."""
 
+import io
 import json
 import math
 
-from fastcnn.io import _atomic_write
+from fastcnn._files import atomic_write
 from fastcnn.train.metrics import metric_k
 
 __all__ = ["History"]
@@ -68,7 +69,7 @@ class History:
     def save_json(self, path):
         """Write ``to_dict()`` as JSON (to a temporary file renamed into place)."""
         text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
-        _atomic_write(path, text.encode("utf-8"))
+        atomic_write(path, text.encode("utf-8"))
 
     @classmethod
     def load_json(cls, path):
@@ -76,18 +77,21 @@ class History:
             return cls.from_dict(json.load(file))
 
     def plot(self, path):
-        """Write a PNG of accuracy, each top-k and the loss, train and validation, per epoch.
+        """Write a PNG of accuracy, each top-k and the loss, train and validation, per epoch
+        (atomically, as every file fastcnn writes).
 
         Needs matplotlib (``pip install fastcnn[plot]``); it is imported here, with the Agg
         backend, so that importing fastcnn never needs it.
         """
         figure = _make_figure(self)
+        buffer = io.BytesIO()
         try:
-            figure.savefig(path, dpi=100, format="png")
+            figure.savefig(buffer, dpi=100, format="png")
         finally:
             import matplotlib.pyplot as plt
 
             plt.close(figure)
+        atomic_write(path, buffer.getvalue())
 
 
 def _pyplot():
