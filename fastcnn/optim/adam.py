@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from fastcnn.optim.optimizer import Optimizer, check_real
+from fastcnn.optim.optimizer import Optimizer, check_non_negative
 
 
 class Adam(Optimizer):
@@ -51,6 +51,8 @@ class Adam(Optimizer):
     holds the same count exactly, and ``load_state_dict`` accepts either.
     """
 
+    _flags = ("amsgrad", "maximize", "decoupled_weight_decay")
+
     def __init__(
         self,
         params,
@@ -76,12 +78,14 @@ class Adam(Optimizer):
 
     def _check_group(self, group):
         super()._check_group(group)
-        check_real("eps", group["eps"], "Invalid epsilon value")
+        owner = type(self).__name__
+        check_non_negative(group["eps"], "eps", owner, "Invalid epsilon value")
         betas = group["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+            raise TypeError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
         for index, beta in enumerate(betas):
-            check_real(f"betas[{index}]", beta, f"Invalid beta parameter at index {index}")
+            message = f"Invalid beta parameter at index {index}"
+            check_non_negative(beta, f"betas[{index}]", owner, message)
             if not beta < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
 

@@ -5,9 +5,9 @@ A scheduler rewrites ``group["lr"]`` of its optimizer's parameter groups each ti
 """
 
 import math
-import numbers
 import warnings
 
+from fastcnn._validation import instance_of, integer, real
 from fastcnn.optim.optimizer import Optimizer
 
 
@@ -40,9 +40,9 @@ class LRScheduler:
     _hyperparameters = ()
 
     def __init__(self, optimizer, last_epoch=-1):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
-        _check_int("last_epoch", last_epoch, minimum=-1)
+        owner = type(self).__name__
+        instance_of(optimizer, "optimizer", owner, Optimizer, "a fastcnn.optim.Optimizer")
+        last_epoch = integer(last_epoch, "last_epoch", owner, minimum=-1)
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
@@ -143,9 +143,8 @@ class StepLR(LRScheduler):
     _hyperparameters = ("step_size", "gamma")
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        _check_int("step_size", step_size, minimum=1)
-        _check_real("gamma", gamma)
-        self.step_size = int(step_size)
+        self.step_size = integer(step_size, "step_size", "StepLR", minimum=1)
+        real(gamma, "gamma", "StepLR")  # kept as given, as PyTorch keeps it
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
@@ -177,9 +176,8 @@ class CosineAnnealingLR(LRScheduler):
     _hyperparameters = ("T_max", "eta_min")
 
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):  # noqa: N803 (torch's name)
-        _check_int("T_max", T_max, minimum=1)
-        _check_real("eta_min", eta_min)
-        self.T_max = int(T_max)
+        self.T_max = integer(T_max, "T_max", "CosineAnnealingLR", minimum=1)
+        real(eta_min, "eta_min", "CosineAnnealingLR")  # kept as given, as PyTorch keeps it
         self.eta_min = eta_min
         super().__init__(optimizer, last_epoch)
 
@@ -199,20 +197,6 @@ class CosineAnnealingLR(LRScheduler):
             1 + math.cos(math.pi * (epoch - 1) / period)
         )
         return [ratio * (group["lr"] - eta_min) + eta_min for group in groups]
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_real(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    if math.isnan(value):
-        raise ValueError(f"{name} must be a number, got nan")
 
 
 def _copy_value(value):

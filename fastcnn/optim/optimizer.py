@@ -8,23 +8,24 @@ A subclass supplies its hyperparameter checks and one per-parameter update, ``_u
 
 import copy
 import math
-import numbers
 from collections import defaultdict
 
 import numpy as np
 
+from fastcnn._validation import flag, number
 from fastcnn.nn.parameter import Parameter
 
 
-def check_real(name, value, message):
-    """Raise unless ``value`` is a real number that is >= 0 (NaN fails, as in PyTorch).
+def check_non_negative(value, name, owner, torch_message):
+    """Refuse a hyperparameter that is not a real number (TypeError) or not >= 0 (ValueError;
+    NaN fails, as in PyTorch).
 
-    ``message`` is PyTorch's text, e.g. ``"Invalid learning rate"``; the value is appended.
+    ``torch_message`` is PyTorch's text, e.g. ``"Invalid learning rate"``; the ValueError is
+    ``"Invalid learning rate: -1"``, word for word PyTorch's.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    number(value, name, owner)
     if not 0.0 <= value:  # written this way so that NaN is rejected too
-        raise ValueError(f"{message}: {value}")
+        raise ValueError(f"{torch_message}: {value}")
 
 
 class Optimizer:
@@ -50,7 +51,8 @@ class Optimizer:
 
     Notes
     -----
-    Subclasses implement ``_check_group(group)`` (hyperparameter validation),
+    Subclasses implement ``_check_group(group)`` (hyperparameter validation; the names of
+    their True/False hyperparameters go in ``_flags``),
     ``_update(param, grad, state, group)`` (the maths, in place on ``param.data``) and
     ``_state_keys(group)`` (the state entries a parameter has after its first step, so a
     state dict from another optimizer is refused at load time).
@@ -59,6 +61,8 @@ class Optimizer:
     checks only the constructor's arguments), and a parameter listed twice in one group is
     an error rather than a warning.
     """
+
+    _flags: tuple[str, ...] = ()  # the True/False hyperparameters, checked in every group
 
     def __init__(self, params, defaults):
         self._check_group(defaults)  # the constructor's arguments, as PyTorch checks them
@@ -222,9 +226,14 @@ class Optimizer:
 
     def _check_group(self, group):
         """Validate the hyperparameters of ``group``; subclasses extend this."""
-        check_real("lr", group["lr"], "Invalid learning rate")
+        owner = type(self).__name__
+        check_non_negative(group["lr"], "lr", owner, "Invalid learning rate")
         if "weight_decay" in group:  # every optimizer here has one
-            check_real("weight_decay", group["weight_decay"], "Invalid weight_decay value")
+            check_non_negative(
+                group["weight_decay"], "weight_decay", owner, "Invalid weight_decay value"
+            )
+        for name in self._flags:
+            flag(group[name], name, owner)
 
     def _update(self, param, grad, state, group):
         """Update ``param.data`` in place from ``grad``; ``state`` is this parameter's dict."""

@@ -1,6 +1,7 @@
 """SGD: stochastic gradient descent with optional momentum, as ``torch.optim.SGD``."""
 
-from fastcnn.optim.optimizer import Optimizer, check_real
+from fastcnn._validation import number
+from fastcnn.optim.optimizer import Optimizer, check_non_negative
 
 
 class SGD(Optimizer):
@@ -51,6 +52,8 @@ class SGD(Optimizer):
     >>> opt = fastcnn.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)  # doctest: +SKIP
     """
 
+    _flags = ("nesterov", "maximize")
+
     def __init__(
         self,
         params,
@@ -73,7 +76,9 @@ class SGD(Optimizer):
 
     def _check_group(self, group):
         super()._check_group(group)
-        check_real("momentum", group["momentum"], "Invalid momentum value")
+        owner = type(self).__name__
+        check_non_negative(group["momentum"], "momentum", owner, "Invalid momentum value")
+        number(group["dampening"], "dampening", owner)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
