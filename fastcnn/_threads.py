@@ -11,10 +11,10 @@ made by ``fork()`` the count is always 1.
 
 import contextlib
 import contextvars
-import numbers
 import os
 
 from fastcnn._openmp import OPENMP_ENABLED, openmp_max_threads
+from fastcnn._validation import integer
 
 _chosen = None  # set by set_num_threads(); None means "the default"
 _block = contextvars.ContextVar("fastcnn_threads_block", default=None)  # threads(n) blocks
@@ -36,14 +36,6 @@ def default_num_threads():
     return max(1, min(openmp_max_threads(), _cpus_available()))
 
 
-def _check_count(n):
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"number of threads must be an int, got {type(n).__name__} {n!r}")
-    if n < 1:
-        raise ValueError(f"number of threads must be >= 1, got {n}")
-    return int(n)
-
-
 def set_num_threads(n):
     """Use ``n`` threads in every fastcnn kernel from now on, in every Python thread.
 
@@ -51,7 +43,7 @@ def set_num_threads(n):
     and threadpoolctl limits, capped at the CPUs available).
     """
     global _chosen
-    _chosen = None if n is None else _check_count(n)
+    _chosen = None if n is None else integer(n, "number of threads", "set_num_threads", 1)
 
 
 def get_num_threads():
@@ -72,7 +64,7 @@ def threads(n):
     The block affects only the Python thread (or asyncio task) that enters it, so blocks in
     different threads never undo each other; it overrides ``set_num_threads`` meanwhile.
     """
-    token = _block.set(_check_count(n))
+    token = _block.set(integer(n, "number of threads", "threads", minimum=1))
     try:
         yield
     finally:

@@ -366,8 +366,8 @@ ERROR_INPUTS = [
     (
         "fit float epochs",
         lambda: fit(epochs=1.5),
-        ValueError,
-        r"epochs must be an int >= 0, got 1.5",
+        TypeError,
+        r"^fit: epochs must be an int, got float 1.5",
     ),
     (
         "evaluate unknown metric",

@@ -13,9 +13,24 @@ import numpy as np
 
 from fastcnn.train.history import History
 
-__all__ = ["load_checkpoint", "restore_checkpoint", "save_checkpoint"]
+__all__ = [
+    "IncompatibleCheckpointError",
+    "load_checkpoint",
+    "restore_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT = "fastcnn-training-checkpoint"
+
+
+class IncompatibleCheckpointError(ValueError):
+    """A readable fastcnn file that cannot restore this run.
+
+    It is not a training checkpoint (bare weights, say), or it was saved from another model,
+    optimizer or scheduler setting. The message names the file and what differs. A damaged
+    file raises ``fastcnn.CheckpointError`` instead, a missing one ``FileNotFoundError``.
+    A ValueError, as it was before it had its own type.
+    """
 
 
 def _generators(model):
@@ -35,7 +50,7 @@ def set_generator_states(model, text, path):
     states = json.loads(text)
     generators = dict(_generators(model))
     if set(states) != set(generators):
-        raise ValueError(
+        raise IncompatibleCheckpointError(
             f"checkpoint {path!r} has random generators {sorted(states)} but the model has "
             f"{sorted(generators)}: it was saved from a different model"
         )
@@ -73,7 +88,7 @@ def load_checkpoint(path):
         No file at ``path``.
     fastcnn.io.CheckpointError
         The file is damaged or not a fastcnn checkpoint.
-    ValueError
+    IncompatibleCheckpointError
         A valid fastcnn file that is not a training checkpoint (e.g. bare weights).
     """
     from fastcnn.io import load
@@ -82,7 +97,7 @@ def load_checkpoint(path):
         raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
     state = load(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(
+        raise IncompatibleCheckpointError(
             f"{os.fspath(path)!r} is not a training checkpoint written by fastcnn.train.fit "
             "(no 'format' entry); load weights with fastcnn.load and model.load_state_dict"
         )
@@ -93,16 +108,27 @@ def _load_into(what, target, state, path):
     try:
         target.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"checkpoint {path!r}: its {what} state does not fit: {error}") from None
+        raise IncompatibleCheckpointError(
+            f"checkpoint {path!r}: its {what} state does not fit: {error}"
+        ) from None
 
 
 def restore_model(path, model, state=None):
-    """Load the model weights of checkpoint ``path`` into ``model``, checking its class."""
+    """Load the model weights of checkpoint ``path`` into ``model``, checking its class.
+
+    ``state``, when given, is what ``load_checkpoint(path)`` returned (the file is then not
+    read again). Returns that state.
+
+    Raises
+    ------
+    IncompatibleCheckpointError
+        The checkpoint was saved from another model class, or its weights do not fit.
+    """
     path = os.fspath(path)
     state = load_checkpoint(path) if state is None else state
     saved_class, own_class = state["model_class"], type(model).__name__
     if saved_class != own_class:
-        raise ValueError(
+        raise IncompatibleCheckpointError(
             f"checkpoint {path!r} was saved from a {saved_class} model; it cannot be loaded "
             f"into a {own_class}. Build a {saved_class} (or start a new run)"
         )
@@ -118,6 +144,11 @@ def restore_checkpoint(path, model, optimizer, scheduler, loader):
     epoch : int
         Number of finished epochs.
     history : History
+
+    Raises
+    ------
+    IncompatibleCheckpointError
+        The checkpoint does not fit the model, optimizer, scheduler or its random generators.
     """
     path = os.fspath(path)
     state = restore_model(path, model)
@@ -125,7 +156,7 @@ def restore_checkpoint(path, model, optimizer, scheduler, loader):
     _load_into("optimizer", optimizer, state["optimizer"], path)
     if (scheduler is None) != ("scheduler" not in state):
         had = "has" if "scheduler" in state else "has no"
-        raise ValueError(
+        raise IncompatibleCheckpointError(
             f"checkpoint {path!r} {had} learning-rate scheduler state; resume with the same "
             "scheduler setting as the original run"
         )

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from fastcnn.data.loader import check_batch_size
+from fastcnn._validation import flag, instance_of, integer
 from fastcnn.nn.module import Module
 from fastcnn.optim.lr_scheduler import LRScheduler
 from fastcnn.optim.optimizer import Optimizer
@@ -35,14 +35,8 @@ class NonFiniteLossError(FloatingPointError):
         self.epoch, self.batch, self.loss = epoch, batch, loss
 
 
-def _check_instance(owner, name, value, cls, expected):
-    """A TypeError naming ``value``'s type unless it is a ``cls`` (described by ``expected``)."""
-    if not isinstance(value, cls):
-        raise TypeError(f"{owner}: {name} must be {expected}, got {type(value).__name__}")
-
-
 def _check_model(owner, model):
-    _check_instance(owner, "model", model, Module, "a fastcnn.nn.Module")
+    instance_of(model, "model", owner, Module, "a fastcnn.nn.Module")
 
 
 def _check_loader(owner, name, loader, sized=False):
@@ -148,7 +142,7 @@ def predict(model, x, batch_size=256):
     x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"predict expects images of shape (N, C, H, W), got shape {x.shape}")
-    batch_size = check_batch_size(batch_size)
+    batch_size = integer(batch_size, "batch_size", "predict", minimum=1)
     if len(x) == 0:
         raise ValueError("predict got no images (an array of shape (0, C, H, W))")
     with eval_mode(model):
@@ -227,21 +221,16 @@ class _RunState:
         self.epoch = 0
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
 def _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler):
     """The objects ``fit`` calls methods of, checked before any work is done."""
     _check_model("fit", model)
-    _check_instance(
-        "fit", "loss_fn", loss_fn, Module, "a fastcnn.nn.Module such as nn.CrossEntropyLoss()"
+    instance_of(
+        loss_fn, "loss_fn", "fit", Module, "a fastcnn.nn.Module such as nn.CrossEntropyLoss()"
     )
-    _check_instance("fit", "optimizer", optimizer, Optimizer, "a fastcnn.optim.Optimizer")
+    instance_of(optimizer, "optimizer", "fit", Optimizer, "a fastcnn.optim.Optimizer")
     if scheduler is not None:
-        _check_instance(
-            "fit", "scheduler", scheduler, LRScheduler, "a fastcnn.optim.LRScheduler or None"
+        instance_of(
+            scheduler, "scheduler", "fit", LRScheduler, "a fastcnn.optim.LRScheduler or None"
         )
     _check_loader("fit", "train_loader", train_loader, sized=True)
     if val_loader is not None:
@@ -249,9 +238,9 @@ def _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, sche
 
 
 def _check_fit_args(epochs, log_every, resume, checkpoint):
-    _check_int("epochs", epochs, 0)
-    _check_int("log_every", log_every, 1)
-    if resume and checkpoint is None:
+    integer(epochs, "epochs", "fit", minimum=0)
+    integer(log_every, "log_every", "fit", minimum=1)
+    if flag(resume, "resume", "fit") and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
 
 
