@@ -6,16 +6,17 @@ over at once through ``gather(indices)``; array-backed datasets do that with one
 operation, which is what makes ``DataLoader`` fast.
 """
 
-import numbers
 from collections.abc import Iterable
 
 import numpy as np
+
+from fastcnn._validation import integer, is_int, is_real
 
 __all__ = ["ArrayDataset", "Dataset", "Subset", "filter_classes", "one_hot", "random_split"]
 
 
 def _check_int_index(index, length, owner):
-    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+    if not is_int(index):
         raise TypeError(
             f"{owner} indices must be integers, got {type(index).__name__} {index!r}; "
             "use gather(indices) for a batch"
@@ -139,16 +140,11 @@ class Subset(Dataset):
         return f"Subset(size={len(self)}, of={self.dataset!r})"
 
 
-def _is_real(value):
-    """True for Python/NumPy ints and floats; False for bools, strings and the like."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _split_lengths(lengths, total):
     """Integer lengths from ints (summing to ``total``) or fractions (summing to 1), as torch."""
     is_sequence = isinstance(lengths, Iterable) and not isinstance(lengths, str)
     items = list(lengths) if is_sequence else None  # once: lengths may be a generator
-    if items is None or not all(_is_real(n) for n in items):
+    if items is None or not all(is_real(n) for n in items):
         raise TypeError(
             "random_split lengths must be a sequence of ints (summing to the dataset length) "
             f"or of fractions (summing to 1), got {type(lengths).__name__} {lengths!r}"
@@ -156,7 +152,7 @@ def _split_lengths(lengths, total):
     lengths = items
     if not lengths:
         raise ValueError("random_split needs at least one length")
-    if all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in lengths):
+    if all(is_int(n) for n in lengths):
         if any(n < 0 for n in lengths) or sum(lengths) != total:
             raise ValueError(
                 f"random_split lengths {lengths} must be non-negative and sum to the dataset "
@@ -188,6 +184,8 @@ def random_split(dataset, lengths, seed=None):
         Seed of ``np.random.default_rng``; the same seed gives the same split.
     """
     counts = _split_lengths(lengths, len(dataset))
+    if seed is not None:
+        seed = integer(seed, "seed", "random_split", minimum=0, expected="an int or None")
     order = np.random.default_rng(seed).permutation(len(dataset))
     bounds = np.cumsum([0, *counts])
     pairs = zip(bounds[:-1], bounds[1:], strict=True)
@@ -220,6 +218,7 @@ def one_hot(labels, num_classes=-1, dtype=np.int64):
     As ``torch.nn.functional.one_hot``: ``num_classes=-1`` means ``labels.max() + 1`` and the
     result is int64 unless ``dtype`` says otherwise (pass ``np.float32`` for a loss target).
     """
+    num_classes = integer(num_classes, "num_classes", "one_hot", minimum=-1)
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
         raise TypeError(f"one_hot needs integer labels, got dtype {labels.dtype}")

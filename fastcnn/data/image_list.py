@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from fastcnn._validation import integer, is_int
 from fastcnn.data.datasets import ArrayDataset
 
 __all__ = ["ImageListDataset", "parse_image_list"]
@@ -83,6 +84,18 @@ def _decode(path, mode, size, where):
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
+def _check_size(size):
+    """``(height, width)`` as a tuple of two ints > 0."""
+    pair = tuple(size) if isinstance(size, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(is_int(s) for s in pair):
+        raise TypeError(
+            f"ImageListDataset size must be (height, width), a pair of ints, got {size!r}"
+        )
+    if min(pair) < 1:
+        raise ValueError(f"ImageListDataset size must be (height, width) > 0, got {size!r}")
+    return int(pair[0]), int(pair[1])
+
+
 class ImageListDataset(ArrayDataset):
     """Images listed with their labels in a text file, the seed notebooks' format.
 
@@ -115,9 +128,9 @@ class ImageListDataset(ArrayDataset):
     def __init__(self, list_file, root=None, size=(28, 28), mode="L", num_classes=None):
         if mode not in _MODES:
             raise ValueError(f"ImageListDataset mode must be 'L' or 'RGB', got {mode!r}")
-        size = tuple(size)
-        if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-            raise ValueError(f"ImageListDataset size must be (height, width) > 0, got {size!r}")
+        size = _check_size(size)
+        if num_classes is not None:
+            num_classes = integer(num_classes, "num_classes", "ImageListDataset", minimum=1)
         list_file = os.fspath(list_file)
         root = os.path.dirname(os.path.abspath(list_file)) if root is None else os.fspath(root)
         entries = parse_image_list(list_file)

@@ -1,29 +1,12 @@
 """DataLoader: mini-batches of a dataset, in a reproducible and resumable order."""
 
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
 
+from fastcnn._validation import flag, integer
+
 __all__ = ["DataLoader"]
-
-
-def check_batch_size(batch_size):
-    """``batch_size`` as an int, or a TypeError/ValueError saying what is wrong with it."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise TypeError(
-            f"batch_size must be a positive int, got {type(batch_size).__name__} {batch_size!r}"
-        )
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    return int(batch_size)
-
-
-def check_seed(seed):
-    """``seed`` as an int, or a ValueError unless it is a non-negative int."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-    return int(seed)
 
 
 class DataLoader:
@@ -64,15 +47,19 @@ class DataLoader:
         if len(dataset) == 0:
             raise ValueError("DataLoader got an empty dataset")
         self.dataset = dataset
-        self.batch_size = check_batch_size(batch_size)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
+        self.batch_size = integer(batch_size, "batch_size", "DataLoader", minimum=1)
+        self.shuffle = flag(shuffle, "shuffle", "DataLoader")
+        self.drop_last = flag(drop_last, "drop_last", "DataLoader")
         if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable, got {transform!r}")
+            raise TypeError(
+                "DataLoader: transform must be callable (a function of a batch of images) or "
+                f"None, got {transform!r}"
+            )
         self.transform = transform
         if seed is None:
             seed = int(np.random.default_rng().integers(2**63))
-        self.seed = check_seed(seed)
+        # np.random.default_rng([seed, epoch]) needs a seed >= 0.
+        self.seed = integer(seed, "seed", "DataLoader", minimum=0, expected="an int or None")
         self.epoch = 0
 
     def __len__(self):
@@ -82,9 +69,7 @@ class DataLoader:
 
     def set_epoch(self, epoch):
         """Make the next iteration epoch number ``epoch`` (0-based), e.g. when resuming."""
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
-        self.epoch = int(epoch)
+        self.epoch = integer(epoch, "epoch", "DataLoader.set_epoch", minimum=0)
 
     def order(self, epoch):
         """The indices of epoch ``epoch``, in the order they are visited."""
@@ -108,8 +93,9 @@ class DataLoader:
                 f"DataLoader.load_state_dict: the state must have exactly the keys {expected} "
                 f"(as DataLoader.state_dict() gives them), got {sorted(state, key=str)}"
             )
-        seed = check_seed(state["seed"])
-        self.set_epoch(state["epoch"])  # checks the epoch before anything changes
+        owner = "DataLoader.load_state_dict"
+        seed = integer(state["seed"], "seed", owner, minimum=0)
+        self.epoch = integer(state["epoch"], "epoch", owner, minimum=0)
         self.seed = seed
 
     def _gather(self, indices):

@@ -10,6 +10,7 @@ import zlib
 import numpy as np
 
 from fastcnn._files import atomic_write
+from fastcnn._validation import flag, real
 from fastcnn.data.datasets import ArrayDataset
 from fastcnn.data.idx import read_idx
 
@@ -83,6 +84,7 @@ def download_file(name, root, mirrors, sha256, timeout=60.0):
     DownloadError
         Every mirror failed; the message lists each mirror's error.
     """
+    timeout = real(timeout, "timeout", "download_file", low=0, low_open=True)
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + name + ".gz"
@@ -169,7 +171,8 @@ class MNIST(ArrayDataset):
 
     def __init__(self, root, train=True, download=False, mirrors=None, sha256=None):
         self.root = os.fspath(root)
-        self.train = bool(train)
+        self.train = flag(train, "train", "MNIST")
+        download = flag(download, "download", "MNIST")
         images_name, labels_name = MNIST_FILES[self.train]
         if download:
             self._download_missing((images_name, labels_name), mirrors, sha256)

@@ -5,9 +5,9 @@ leading axes) and returns a new float32 array, so ``DataLoader`` applies it to a
 vectorised call. Names and arguments follow torchvision where it has the transform.
 """
 
-import numbers
-
 import numpy as np
+
+from fastcnn._validation import integer, real
 
 __all__ = ["AvgDownsample2x2", "Compose", "Normalize", "Pad"]
 
@@ -81,10 +81,8 @@ class Pad:
     ``Pad`` with an int padding): 28x28 MNIST -> 32x32 with ``Pad(2)``, LeNet-5's input size."""
 
     def __init__(self, padding, fill=0.0):
-        if isinstance(padding, bool) or not isinstance(padding, numbers.Integral) or padding < 0:
-            raise ValueError(f"Pad padding must be a non-negative int, got {padding!r}")
-        self.padding = int(padding)
-        self.fill = float(fill)
+        self.padding = integer(padding, "padding", "Pad", minimum=0)
+        self.fill = real(fill, "fill", "Pad")
 
     def __call__(self, x):
         x = _check_image_array(x, "Pad")
