@@ -12,11 +12,16 @@ One policy per idea:
 - each message names the caller, the argument and the value, and says what to pass.
 """
 
+from __future__ import annotations
+
 import numbers
+from typing import Any, TypeVar
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+T = TypeVar("T")
 
 # The kernels hand per-image sizes to BLAS as 32-bit ints.
 MAX_INT32 = 2**31 - 1
@@ -200,7 +205,9 @@ def nchw_shape(input_shape, func):
 # ------------------------------------------- scalar arguments of optim, train, data, CLI
 
 
-def integer(value, name, owner, minimum=None, *, expected="an int"):
+def integer(
+    value: Any, name: str, owner: str, minimum: int | None = None, *, expected: str = "an int"
+) -> int:
     """``value`` as an int: a Python or NumPy integer, never a bool (TypeError), and at
     least ``minimum`` when given (ValueError).
 
@@ -214,13 +221,13 @@ def integer(value, name, owner, minimum=None, *, expected="an int"):
     return int(value)
 
 
-def is_real(value):
+def is_real(value: object) -> bool:
     """True for Python/NumPy ints and floats (NaN included), False for bools, strings,
     None and arrays."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def number(value, name, owner):
+def number(value: Any, name: str, owner: str) -> Any:
     """``value`` unchanged if it is a real number (NaN included: the caller checks the
     range, with its own message), else a TypeError."""
     if not is_real(value):
@@ -230,7 +237,15 @@ def number(value, name, owner):
     return value
 
 
-def real(value, name, owner, low=None, high=None, *, low_open=False):
+def real(
+    value: Any,
+    name: str,
+    owner: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+) -> float:
     """``value`` as a float: a real number, never a bool (TypeError), never NaN, and within
     [low, high] (``low_open``: (low, high]) where those bounds are given (ValueError)."""
     value = float(number(value, name, owner))
@@ -245,7 +260,7 @@ def real(value, name, owner, low=None, high=None, *, low_open=False):
     return value
 
 
-def instance_of(value, name, owner, cls, expected):
+def instance_of(value: T, name: str, owner: str, cls: type | tuple[type, ...], expected: str) -> T:
     """``value`` if it is a ``cls`` (described by ``expected``, e.g. "a fastcnn.nn.Module"),
     else a TypeError naming the type it has."""
     if not isinstance(value, cls):

@@ -7,17 +7,22 @@ directory, a checkpoint of another model) is a ``UsageError``: one line on stder
 status 2. Any other exception is a bug and propagates with its traceback.
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 import fastcnn
 from fastcnn import data, models, nn, optim, train
+from fastcnn.data import Dataset
 
 __all__ = ["UsageError", "main"]
 
@@ -37,7 +42,7 @@ class UsageError(Exception):
 
 
 @contextlib.contextmanager
-def _usage_errors(*types, context=""):
+def _usage_errors(*types: type[BaseException], context: str = "") -> Iterator[None]:
     """Turn the listed exception types, raised inside the block, into a UsageError."""
     try:
         yield
@@ -149,7 +154,7 @@ def _add_data_options(parser):
 class Splits:
     """The data of a run: training and test sets, where they came from, the class count."""
 
-    def __init__(self, train, test, source, num_classes):
+    def __init__(self, train: Dataset | None, test: Dataset, source: str, num_classes: int) -> None:
         self.train, self.test, self.source, self.num_classes = train, test, source, num_classes
 
 
@@ -205,7 +210,7 @@ def _restrict(dataset, args):
     return dataset
 
 
-def load_splits(args, seed=0, test_only=False):
+def load_splits(args: argparse.Namespace, seed: int = 0, test_only: bool = False) -> Splits:
     """The ``Splits`` the data options describe (no training set if ``test_only``)."""
     if args.image_list:
         splits = _image_list_splits(args, seed, test_only)
@@ -220,7 +225,7 @@ def load_splits(args, seed=0, test_only=False):
 # ----------------------------------------------------------------------------- model
 
 
-def build_model(config, rng=None):
+def build_model(config: dict[str, Any], rng: np.random.Generator | None = None) -> nn.Module:
     """The network a checkpoint's ``config`` describes.
 
     Raises
@@ -347,13 +352,14 @@ def _check_resume(args, checkpoint):
         )
 
 
-def run_train(args):
+def run_train(args: argparse.Namespace) -> int:
     checkpoint = os.path.join(args.out, CHECKPOINT_NAME)
     _check_resume(args, checkpoint)
     _prepare_out_dir(args.out)
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
     splits = load_splits(args, seed=args.seed)
+    assert splits.train is not None  # load_splits gives one unless test_only
     config = _model_config(args, splits)
     model = build_model(config, rng=np.random.default_rng(args.seed))
     optimizer = _optimizer(args, model)
@@ -382,7 +388,7 @@ def run_train(args):
     return 0
 
 
-def run_eval(args):
+def run_eval(args: argparse.Namespace) -> int:
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
     # A missing or damaged file, or bare weights instead of a training checkpoint.
@@ -429,7 +435,7 @@ def _check_eval_data(splits, config, path):
         )
 
 
-def run_info(args):
+def run_info(args: argparse.Namespace) -> int:
     fastcnn.show_config()
     return 0
 
@@ -481,7 +487,7 @@ def _eval_parser(subparsers):
     parser.set_defaults(run=run_eval)
 
 
-def make_parser():
+def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastcnn", description="Fast CPU convolutional networks.")
     parser.add_argument("--version", action="version", version=f"fastcnn {fastcnn.__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
@@ -491,7 +497,7 @@ def make_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastcnn`` console script and of ``python -m fastcnn``."""
     parser = make_parser()
     args = parser.parse_args(argv)

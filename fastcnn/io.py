@@ -26,12 +26,15 @@ directory, flushed, fsynced and renamed over the target, so a crash leaves the p
 checkpoint intact.
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
 import json
 import numbers
 import os
 import zipfile
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +66,7 @@ class _Invalid(Exception):
     """Why a file is not a valid checkpoint; ``load`` adds the path."""
 
 
-def save(obj, path):
+def save(obj: object, path: str | os.PathLike[str]) -> None:
     """Write ``obj`` to ``path`` (``.npz`` or ``.safetensors``) atomically, without pickle.
 
     Parameters
@@ -96,7 +99,7 @@ def save(obj, path):
     atomic_write(path, writer(manifest_bytes, arrays))
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Any:
     """Read a checkpoint written by ``save``, checking it completely first.
 
     Parameters

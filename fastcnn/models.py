@@ -11,12 +11,19 @@ a gradient, the first convolution's input gradient is skipped (about half its ba
 cost). ``model.backward(grad, input_grad=True)`` computes and returns it.
 """
 
+from __future__ import annotations
+
 from collections import OrderedDict
+
+import numpy as np
 
 from fastcnn import functional, nn
 from fastcnn._validation import generator, integer, positive_int, real
 
 __all__ = ["ImprovedLeNet5", "LeNet5", "SimpleConvNet"]
+
+# What every model takes as rng: a Generator, an int seed, or None (fresh entropy).
+RngT = np.random.Generator | int | None
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -51,8 +58,14 @@ class LeNet5(nn.Sequential):
     """
 
     def __init__(
-        self, in_channels=1, num_classes=10, input_size=28, activation="relu", *, rng=None
-    ):
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size: int = 28,
+        activation: str = "relu",
+        *,
+        rng: RngT = None,
+    ) -> None:
         in_channels, num_classes = _sizes(
             "LeNet5", in_channels=in_channels, num_classes=num_classes
         )
@@ -95,7 +108,7 @@ class ImprovedLeNet5(nn.Sequential):
     rng : np.random.Generator or int, optional
     """
 
-    def __init__(self, in_channels=1, num_classes=10, *, rng=None):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, *, rng: RngT = None) -> None:
         in_channels, num_classes = _sizes(
             "ImprovedLeNet5", in_channels=in_channels, num_classes=num_classes
         )
@@ -137,17 +150,17 @@ class SimpleConvNet(nn.Sequential):
 
     def __init__(
         self,
-        input_dim=(1, 28, 28),
-        filter_num=30,
-        filter_size=5,
-        pad=0,
-        stride=1,
-        hidden_size=100,
-        output_size=10,
-        weight_init_std=None,
+        input_dim: tuple[int, int, int] = (1, 28, 28),
+        filter_num: int = 30,
+        filter_size: int | tuple[int, int] = 5,
+        pad: int | tuple[int, int] = 0,
+        stride: int | tuple[int, int] = 1,
+        hidden_size: int = 100,
+        output_size: int = 10,
+        weight_init_std: float | None = None,
         *,
-        rng=None,
-    ):
+        rng: RngT = None,
+    ) -> None:
         channels, height, width = _input_dim(input_dim)
         filter_num, hidden_size, output_size = _sizes(
             "SimpleConvNet", filter_num=filter_num, hidden_size=hidden_size, output_size=output_size

@@ -1,5 +1,7 @@
 """ImageListDataset: images named in a text file of ``relative/path label`` lines."""
 
+from __future__ import annotations
+
 import os
 
 import numpy as np
@@ -23,7 +25,7 @@ def _import_pillow():
     return Image, UnidentifiedImageError
 
 
-def parse_image_list(list_file):
+def parse_image_list(list_file: str | os.PathLike[str]) -> list[tuple[str, int, int]]:
     """The ``(path, label, line_number)`` entries of an image-list file.
 
     Each non-blank line is ``relative/path label`` (the path may contain spaces: the label is
@@ -125,7 +127,14 @@ class ImageListDataset(ArrayDataset):
         The resolved path of each image.
     """
 
-    def __init__(self, list_file, root=None, size=(28, 28), mode="L", num_classes=None):
+    def __init__(
+        self,
+        list_file: str | os.PathLike[str],
+        root: str | os.PathLike[str] | None = None,
+        size: tuple[int, int] = (28, 28),
+        mode: str = "L",
+        num_classes: int | None = None,
+    ) -> None:
         if mode not in _MODES:
             raise ValueError(f"ImageListDataset mode must be 'L' or 'RGB', got {mode!r}")
         size = _check_size(size)

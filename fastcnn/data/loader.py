@@ -1,8 +1,12 @@
 """DataLoader: mini-batches of a dataset, in a reproducible and resumable order."""
 
-from collections.abc import Mapping
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from fastcnn._validation import flag, integer
 
@@ -37,8 +41,14 @@ class DataLoader:
     """
 
     def __init__(
-        self, dataset, batch_size=1, shuffle=False, seed=None, drop_last=False, transform=None
-    ):
+        self,
+        dataset: Any,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        seed: int | None = None,
+        drop_last: bool = False,
+        transform: Callable[[NDArray[np.float32]], ArrayLike] | None = None,
+    ) -> None:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(
                 "DataLoader: dataset must have __len__ and __getitem__ (a fastcnn.data.Dataset "
@@ -62,26 +72,26 @@ class DataLoader:
         self.seed = integer(seed, "seed", "DataLoader", minimum=0, expected="an int or None")
         self.epoch = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         """Number of batches per epoch."""
         full, rest = divmod(len(self.dataset), self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch number ``epoch`` (0-based), e.g. when resuming."""
         self.epoch = integer(epoch, "epoch", "DataLoader.set_epoch", minimum=0)
 
-    def order(self, epoch):
+    def order(self, epoch: int) -> NDArray[np.int64]:
         """The indices of epoch ``epoch``, in the order they are visited."""
         if not self.shuffle:
             return np.arange(len(self.dataset))
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset))
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, int]:
         """What a checkpoint needs to continue the same sequence of epochs."""
         return {"seed": self.seed, "epoch": self.epoch}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue the sequence of epochs saved by ``state_dict``."""
         if not isinstance(state, Mapping):
             raise TypeError(
@@ -110,13 +120,13 @@ class DataLoader:
             images = self.transform(images)
         return np.ascontiguousarray(images, dtype=np.float32), np.asarray(labels, dtype=np.int64)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]:
         order = self.order(self.epoch)
         self.epoch += 1
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield self._gather(order[start : start + self.batch_size])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"DataLoader(dataset={self.dataset!r}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, drop_last={self.drop_last})"

@@ -1,11 +1,14 @@
 """MNIST from the four standard IDX files, with an optional verified download."""
 
+from __future__ import annotations
+
 import gzip
 import hashlib
 import os
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -60,7 +63,13 @@ def _fetch_verified(url, expected_sha256, timeout):
     return data
 
 
-def download_file(name, root, mirrors, sha256, timeout=60.0):
+def download_file(
+    name: str,
+    root: str | os.PathLike[str],
+    mirrors: Sequence[str],
+    sha256: str,
+    timeout: float = 60.0,
+) -> str:
     """Fetch ``NAME.gz`` from the first mirror that serves it intact; write it to ``root``.
 
     Parameters
@@ -169,7 +178,14 @@ class MNIST(ArrayDataset):
 
     num_classes = 10
 
-    def __init__(self, root, train=True, download=False, mirrors=None, sha256=None):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        train: bool = True,
+        download: bool = False,
+        mirrors: Sequence[str] | None = None,
+        sha256: Mapping[str, str] | None = None,
+    ) -> None:
         self.root = os.fspath(root)
         self.train = flag(train, "train", "MNIST")
         download = flag(download, "download", "MNIST")
@@ -196,6 +212,6 @@ class MNIST(ArrayDataset):
                 )
             download_file(name, self.root, mirrors, sha256[name])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         split = "train" if self.train else "test"
         return f"MNIST(root={self.root!r}, split={split}, size={len(self)})"

@@ -1,8 +1,12 @@
 """Adam and AdamW, as ``torch.optim.Adam`` and ``torch.optim.AdamW``."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
-from fastcnn.optim.optimizer import Optimizer, check_non_negative
+from fastcnn.optim.optimizer import Optimizer, ParamsT, check_non_negative
 
 
 class Adam(Optimizer):
@@ -55,16 +59,16 @@ class Adam(Optimizer):
 
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0,
-        amsgrad=False,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
         *,
-        maximize=False,
-        decoupled_weight_decay=False,
-    ):
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
         defaults = {
             "lr": lr,
             "betas": tuple(betas) if isinstance(betas, list) else betas,
@@ -140,15 +144,15 @@ class AdamW(Adam):
 
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=1e-2,
-        amsgrad=False,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
         *,
-        maximize=False,
-    ):
+        maximize: bool = False,
+    ) -> None:
         super().__init__(
             params,
             lr,
@@ -160,7 +164,7 @@ class AdamW(Adam):
             decoupled_weight_decay=True,
         )
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As ``Optimizer.load_state_dict``; the groups stay decoupled, as in PyTorch."""
         super().load_state_dict(state_dict)
         for group in self.param_groups:

@@ -1,7 +1,9 @@
 """SGD: stochastic gradient descent with optional momentum, as ``torch.optim.SGD``."""
 
+from __future__ import annotations
+
 from fastcnn._validation import number
-from fastcnn.optim.optimizer import Optimizer, check_non_negative
+from fastcnn.optim.optimizer import Optimizer, ParamsT, check_non_negative
 
 
 class SGD(Optimizer):
@@ -56,14 +58,14 @@ class SGD(Optimizer):
 
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        momentum=0,
-        dampening=0,
-        weight_decay=0,
-        nesterov=False,
-        maximize=False,
-    ):
+        params: ParamsT,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        maximize: bool = False,
+    ) -> None:
         defaults = {
             "lr": lr,
             "momentum": momentum,

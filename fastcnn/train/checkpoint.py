@@ -6,12 +6,22 @@ scheduler's, the number of finished epochs, the history, the train loader's shuf
 and the state of every random generator inside the model (Dropout's masks).
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fastcnn.train.history import History
+
+if TYPE_CHECKING:
+    from fastcnn.nn.module import Module
+    from fastcnn.optim.lr_scheduler import LRScheduler
+    from fastcnn.optim.optimizer import Optimizer
+
+PathT = str | os.PathLike[str]
 
 __all__ = [
     "IncompatibleCheckpointError",
@@ -41,12 +51,13 @@ def _generators(model):
                 yield (f"{prefix}.{name}" if prefix else name), value
 
 
-def generator_states(model):
+def generator_states(model: Module) -> str:
     """The bit-generator state of every generator in ``model``, as a JSON string."""
     return json.dumps({name: rng.bit_generator.state for name, rng in _generators(model)})
 
 
-def set_generator_states(model, text, path):
+def set_generator_states(model: Module, text: str, path: str) -> None:
+    """Give the generators of ``model`` the states ``generator_states`` saved as ``text``."""
     states = json.loads(text)
     generators = dict(_generators(model))
     if set(states) != set(generators):
@@ -58,7 +69,16 @@ def set_generator_states(model, text, path):
         generators[name].bit_generator.state = state
 
 
-def save_checkpoint(path, model, optimizer, scheduler, loader, history, epoch, extra=None):
+def save_checkpoint(
+    path: PathT,
+    model: Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler | None,
+    loader: object,
+    history: History,
+    epoch: int,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Write the state of a run after ``epoch`` finished epochs to ``path`` (atomically)."""
     from fastcnn.io import save
 
@@ -79,7 +99,7 @@ def save_checkpoint(path, model, optimizer, scheduler, loader, history, epoch, e
     save(state, path)
 
 
-def load_checkpoint(path):
+def load_checkpoint(path: PathT) -> dict[str, Any]:
     """Read a checkpoint written by ``fit`` and check it is one.
 
     Raises
@@ -113,7 +133,9 @@ def _load_into(what, target, state, path):
         ) from None
 
 
-def restore_model(path, model, state=None):
+def restore_model(
+    path: PathT, model: Module, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Load the model weights of checkpoint ``path`` into ``model``, checking its class.
 
     ``state``, when given, is what ``load_checkpoint(path)`` returned (the file is then not
@@ -136,7 +158,13 @@ def restore_model(path, model, state=None):
     return state
 
 
-def restore_checkpoint(path, model, optimizer, scheduler, loader):
+def restore_checkpoint(
+    path: PathT,
+    model: Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler | None,
+    loader: object,
+) -> tuple[int, History]:
     """Put a run back where checkpoint ``path`` left it.
 
     Returns

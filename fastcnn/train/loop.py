@@ -1,12 +1,17 @@
 """fit, evaluate and predict: the training loop every seed notebook writes by hand."""
 
+from __future__ import annotations
+
 import contextlib
 import math
 import os
 import reprlib
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from fastcnn._validation import flag, instance_of, integer
 from fastcnn.nn.module import Module
@@ -30,7 +35,7 @@ class NonFiniteLossError(FloatingPointError):
     loss : float
     """
 
-    def __init__(self, message, epoch, batch, loss):
+    def __init__(self, message: str, epoch: int, batch: int, loss: float) -> None:
         super().__init__(message)
         self.epoch, self.batch, self.loss = epoch, batch, loss
 
@@ -61,7 +66,7 @@ def _pairs(loader, name):
 
 
 @contextlib.contextmanager
-def eval_mode(model):
+def eval_mode(model: Module) -> Iterator[Module]:
     """Run the block with ``model.eval()``; restore the previous mode afterwards."""
     _check_model("eval_mode", model)
     was_training = model.training
@@ -96,7 +101,12 @@ class _Tally:
         return result
 
 
-def evaluate(model, loader, loss_fn=None, metrics=("accuracy", "top5")):
+def evaluate(
+    model: Module,
+    loader: Iterable[Any],
+    loss_fn: Module | None = None,
+    metrics: str | Sequence[str] = ("accuracy", "top5"),
+) -> dict[str, float]:
     """Loss and metrics of ``model`` over every batch of ``loader``, in eval mode.
 
     Parameters
@@ -132,7 +142,7 @@ def _evaluate(model, batches, loss_fn, metrics):
     return tally.values(with_loss=loss_fn is not None)
 
 
-def predict(model, x, batch_size=256):
+def predict(model: Module, x: ArrayLike, batch_size: int = 256) -> NDArray[np.floating]:
     """The model's outputs (logits) for the images ``x`` ``(N, C, H, W)``, in eval mode.
 
     Runs in batches of ``batch_size`` to bound memory; ``predict(...).argmax(1)`` gives the
@@ -245,20 +255,20 @@ def _check_fit_args(epochs, log_every, resume, checkpoint):
 
 
 def fit(
-    model,
-    loss_fn,
-    optimizer,
-    train_loader,
-    val_loader=None,
-    epochs=1,
-    scheduler=None,
-    metrics=("accuracy", "top5"),
-    progress=True,
-    checkpoint=None,
-    resume=False,
-    log_every=100,
-    extra=None,
-):
+    model: Module,
+    loss_fn: Module,
+    optimizer: Optimizer,
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any] | None = None,
+    epochs: int = 1,
+    scheduler: LRScheduler | None = None,
+    metrics: str | Sequence[str] = ("accuracy", "top5"),
+    progress: bool | str = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    log_every: int = 100,
+    extra: dict[str, Any] | None = None,
+) -> History:
     """Train ``model`` for ``epochs`` epochs; return the ``History``.
 
     Each epoch: ``model.train()``, then for every batch forward, loss, ``zero_grad``,
@@ -310,6 +320,7 @@ def fit(
     history = History(metrics)
     start = 0
     if resume:
+        assert checkpoint is not None  # _check_fit_args refused resume=True without one
         start, history = restore_checkpoint(checkpoint, model, optimizer, scheduler, train_loader)
     reporter = make_progress(progress, metrics)
     state = _RunState(metrics, history, reporter, checkpoint, log_every, epochs)
