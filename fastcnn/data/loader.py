@@ -33,7 +33,7 @@ class DataLoader:
     shuffle : bool
         A new random order every epoch (True) or the dataset order (False).
     seed : int, optional
-        Seed of the shuffling; None draws one at random (saved by ``state_dict``).
+        Seed of the shuffling (>= 0); None draws one at random (saved by ``state_dict``).
     drop_last : bool
         Drop the last batch when it is smaller than ``batch_size``.
     transform : callable, optional

@@ -310,9 +310,14 @@ def fit(
 
     Raises
     ------
+    TypeError, ValueError
+        A wrong argument (checked before any work is done): the message names it.
     NonFiniteLossError
         The loss became NaN or infinite; the message gives the epoch and batch. The last
         checkpoint (of the last finished epoch) is left as it was.
+    FileNotFoundError, fastcnn.CheckpointError, IncompatibleCheckpointError
+        With ``resume``: no checkpoint, a damaged one, or one of another model, optimizer
+        or scheduler setting.
     """
     _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler)
     metrics = check_metrics(metrics)
