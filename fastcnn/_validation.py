@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+T = TypeVar("T")
 
 # The kernels hand per-image sizes to BLAS as 32-bit ints.
 MAX_INT32 = 2**31 - 1
@@ -304,27 +307,64 @@ def image_input(input, owner, dtype, channels):
 # ------------------------------------------- scalar arguments of optim, train, data, CLI
 
 
-def integer(value, name, owner, minimum=None):
+def integer(
+    value: Any, name: str, owner: str, minimum: int | None = None, *, expected: str = "an int"
+) -> int:
     """``value`` as an int: a Python or NumPy integer, never a bool (TypeError), and at
-    least ``minimum`` when given (ValueError)."""
+    least ``minimum`` when given (ValueError).
+
+    ``expected`` says what the caller accepts in the TypeError's message, e.g. "an int or
+    None" for an argument where None has a meaning the caller handles first.
+    """
     if not is_int(value):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{owner}: {name} must be {expected}, got {type(value).__name__} {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
     return int(value)
 
 
-def real(value, name, owner, low=None, high=None, *, low_open=False):
-    """``value`` as a float: a real number, never a bool (TypeError), never NaN, and within
-    [low, high] (``low_open``: (low, high]) where those bounds are given (ValueError)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+def is_real(value: object) -> bool:
+    """True for Python/NumPy ints and floats (NaN included), False for bools, strings,
+    None and arrays."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def number(value: Any, name: str, owner: str) -> Any:
+    """``value`` unchanged if it is a real number (NaN included: the caller checks the
+    range, with its own message), else a TypeError."""
+    if not is_real(value):
         raise TypeError(
             f"{owner}: {name} must be a real number, got {type(value).__name__} {value!r}"
         )
-    value = float(value)
+    return value
+
+
+def real(
+    value: Any,
+    name: str,
+    owner: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+) -> float:
+    """``value`` as a float: a real number, never a bool (TypeError), never NaN, and within
+    [low, high] (``low_open``: (low, high]) where those bounds are given (ValueError)."""
+    value = float(number(value, name, owner))
     too_low = low is not None and (value <= low if low_open else value < low)
     if value != value or too_low or (high is not None and value > high):
-        left = "(" if low_open else "["
-        bounds = f" in {left}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        bounds = ""
+        if low is not None or high is not None:
+            left = "(" if low_open else "["
+            low_text = "-inf" if low is None else low
+            bounds = f" in {left}{low_text}, {'inf' if high is None else high}]"
         raise ValueError(f"{owner}: {name} must be a number{bounds}, got {value}")
+    return value
+
+
+def instance_of(value: T, name: str, owner: str, cls: type | tuple[type, ...], expected: str) -> T:
+    """``value`` if it is a ``cls`` (described by ``expected``, e.g. "a fastcnn.nn.Module"),
+    else a TypeError naming the type it has."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{owner}: {name} must be {expected}, got {type(value).__name__}")
     return value

@@ -2,38 +2,52 @@
 
 ``fastcnn train`` with no arguments trains LeNet-5 on the MNIST subset shipped in the
 package and writes the checkpoint, the history (JSON) and its plot (PNG) into
-``./fastcnn-run``. Every user error (missing data, unwritable output directory, bad values)
-is one line on stderr and exit status 2.
+``./fastcnn-run``. Every usage error (bad values, missing data, an unwritable output
+directory, a checkpoint of another model) is a ``UsageError``: one line on stderr and exit
+status 2. Any other exception is a bug and propagates with its traceback.
 """
 
+from __future__ import annotations
+
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 import fastcnn
 from fastcnn import data, models, nn, optim, train
+from fastcnn.data import Dataset
 
-__all__ = ["main"]
+__all__ = ["UsageError", "main"]
 
 MODELS = ("lenet5", "improved-lenet5", "simple")
 CHECKPOINT_NAME = "checkpoint.npz"
 HISTORY_NAME = "history.json"
 PLOT_NAME = "history.png"
 
-# What a user can get wrong: reported as one line and exit status 2, never a traceback.
-USER_ERRORS = (
-    OSError,
-    ValueError,
-    TypeError,
-    KeyError,
-    ImportError,
-    FloatingPointError,
-    fastcnn.CheckpointError,
-)
+
+class UsageError(Exception):
+    """A mistake in the command line or in the files it names: one line, exit status 2.
+
+    The CLI raises it for its own checks, and translates the documented errors fastcnn
+    raises for bad data or checkpoints into it where they can happen (``_usage_errors``);
+    nothing else becomes a UsageError, so a bug keeps its traceback.
+    """
+
+
+@contextlib.contextmanager
+def _usage_errors(*types: type[BaseException], context: str = "") -> Iterator[None]:
+    """Turn the listed exception types, raised inside the block, into a UsageError."""
+    try:
+        yield
+    except types as error:
+        raise UsageError(f"{context}{error}") from error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,6 +55,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def _positive_int(text):
@@ -130,7 +154,7 @@ def _add_data_options(parser):
 class Splits:
     """The data of a run: training and test sets, where they came from, the class count."""
 
-    def __init__(self, train, test, source, num_classes):
+    def __init__(self, train: Dataset | None, test: Dataset, source: str, num_classes: int) -> None:
         self.train, self.test, self.source, self.num_classes = train, test, source, num_classes
 
 
@@ -143,41 +167,50 @@ def _mnist_splits(args, test_only):
         def load(train):
             return data.MNIST(args.data, train=train, download=args.download)
     else:
-        raise FileNotFoundError(
-            f"--data {args.data!r} is neither 'embedded' nor an existing directory"
-        )
-    train_set = None if test_only else load(True)
-    return Splits(train_set, load(False), source, data.MNIST.num_classes)
+        raise UsageError(f"--data {args.data!r} is neither 'embedded' nor an existing directory")
+    # Missing, damaged or undownloadable MNIST files (DownloadError is an OSError).
+    with _usage_errors(OSError, ValueError):
+        train_set = None if test_only else load(True)
+        test_set = load(False)
+    return Splits(train_set, test_set, source, data.MNIST.num_classes)
 
 
 def _image_list_splits(args, seed, test_only):
     options = {"size": (args.image_size, args.image_size), "mode": "RGB" if args.rgb else "L"}
     source = f"image list {args.image_list}"
-    listed = data.ImageListDataset(args.image_list, **options)
+    listed = _image_list(args.image_list, options)
     if args.test_image_list:
-        test_set = data.ImageListDataset(args.test_image_list, **options)
+        test_set = _image_list(args.test_image_list, options)
         classes = max(listed.num_classes, test_set.num_classes)
         return Splits(None if test_only else listed, test_set, source, classes)
     if test_only:
         return Splits(None, listed, source, listed.num_classes)
     n_test = max(1, len(listed) // 10)
     if len(listed) - n_test < 1:
-        raise ValueError(f"{args.image_list}: too few images to hold out a test split")
+        raise UsageError(f"{args.image_list}: too few images to hold out a test split")
     train_set, test_set = data.random_split(listed, [len(listed) - n_test, n_test], seed=seed)
     return Splits(train_set, test_set, source + " (10% held out for testing)", listed.num_classes)
+
+
+def _image_list(list_file, options):
+    # A missing or unreadable list or image (OSError), a malformed line or image
+    # (ValueError), Pillow not installed (ImportError).
+    with _usage_errors(OSError, ValueError, ImportError):
+        return data.ImageListDataset(list_file, **options)
 
 
 def _restrict(dataset, args):
     if dataset is None:
         return None
     if args.classes is not None:
-        dataset = data.filter_classes(dataset, args.classes)
+        with _usage_errors(ValueError, context="--classes: "):  # none of them in the data
+            dataset = data.filter_classes(dataset, args.classes)
     if args.limit is not None and args.limit < len(dataset):
         dataset = data.Subset(dataset, np.arange(args.limit))
     return dataset
 
 
-def load_splits(args, seed=0, test_only=False):
+def load_splits(args: argparse.Namespace, seed: int = 0, test_only: bool = False) -> Splits:
     """The ``Splits`` the data options describe (no training set if ``test_only``)."""
     if args.image_list:
         splits = _image_list_splits(args, seed, test_only)
@@ -192,23 +225,45 @@ def load_splits(args, seed=0, test_only=False):
 # ----------------------------------------------------------------------------- model
 
 
-def build_model(config, rng=None):
-    """The network a checkpoint's ``config`` describes."""
+def build_model(config: dict[str, Any], rng: np.random.Generator | None = None) -> nn.Module:
+    """The network a checkpoint's ``config`` describes.
+
+    Raises
+    ------
+    UsageError
+        The config names an unknown model, or sizes the model cannot take (LeNet-5 needs
+        28x28 or 32x32 images).
+    """
     name, channels, size, classes = (
         config["model"],
         config["in_channels"],
         config["image_size"],
         config["num_classes"],
     )
-    if name == "lenet5":
-        return models.LeNet5(channels, classes, input_size=size, rng=rng)
-    if name == "improved-lenet5":
-        if size != 28:
-            raise ValueError(f"--model improved-lenet5 needs 28x28 images, got {size}x{size}")
-        return models.ImprovedLeNet5(channels, classes, rng=rng)
-    if name == "simple":
+    if name not in MODELS:
+        raise UsageError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if name == "improved-lenet5" and size != 28:
+        raise UsageError(f"--model improved-lenet5 needs 28x28 images, got {size}x{size}")
+    # The constructors' ValueErrors are about these sizes (LeNet5's input_size, an image
+    # too small for SimpleConvNet's convolution and pool).
+    with _usage_errors(ValueError, context=f"--model {name}: "):
+        if name == "lenet5":
+            return models.LeNet5(channels, classes, input_size=size, rng=rng)
+        if name == "improved-lenet5":
+            return models.ImprovedLeNet5(channels, classes, rng=rng)
         return models.SimpleConvNet((channels, size, size), output_size=classes, rng=rng)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+
+
+def _checkpoint_config(state, path):
+    """The model config ``fastcnn train`` stored in a checkpoint's extra entry."""
+    config = state["extra"].get("config") if isinstance(state.get("extra"), dict) else None
+    keys = {"model", "in_channels", "image_size", "num_classes", "normalize"}
+    if not isinstance(config, dict) or not keys <= set(config):
+        raise UsageError(
+            f"checkpoint {path!r} was not written by 'fastcnn train' (it has no model "
+            "config); evaluate it from Python with fastcnn.train.evaluate"
+        )
+    return config
 
 
 def _model_config(args, splits):
@@ -259,7 +314,7 @@ def _prepare_out_dir(out):
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as error:
-        raise OSError(f"cannot write to --out {out!r}: {error.strerror or error}") from None
+        raise UsageError(f"cannot write to --out {out!r}: {error.strerror or error}") from None
 
 
 def _loaders(args, splits, config):
@@ -289,11 +344,22 @@ def _write_outputs(history, out):
     print("wrote " + ", ".join(written))
 
 
-def run_train(args):
+def _check_resume(args, checkpoint):
+    if args.resume and not os.path.isfile(checkpoint):
+        raise UsageError(
+            f"--resume: there is no checkpoint {checkpoint!r} to resume from; train without "
+            "--resume, or point --out at the directory of the run to continue"
+        )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    checkpoint = os.path.join(args.out, CHECKPOINT_NAME)
+    _check_resume(args, checkpoint)
     _prepare_out_dir(args.out)
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
     splits = load_splits(args, seed=args.seed)
+    assert splits.train is not None  # load_splits gives one unless test_only
     config = _model_config(args, splits)
     model = build_model(config, rng=np.random.default_rng(args.seed))
     optimizer = _optimizer(args, model)
@@ -305,12 +371,16 @@ def run_train(args):
         f"{fastcnn.get_num_threads()} threads"
     )
     started = time.perf_counter()
-    history = train.fit(
-        model, nn.CrossEntropyLoss(), optimizer, train_loader, test_loader,
-        epochs=args.epochs, scheduler=_scheduler(args, optimizer), progress=not args.no_progress,
-        checkpoint=os.path.join(args.out, CHECKPOINT_NAME), resume=args.resume,
-        extra={"config": config}, log_every=args.log_every,
-    )  # fmt: skip
+    # What the user can cause inside fit: a diverging run (too high a --lr), and with
+    # --resume a damaged checkpoint or one of another model, optimizer or schedule.
+    resume_errors = (fastcnn.CheckpointError, train.IncompatibleCheckpointError)
+    with _usage_errors(train.NonFiniteLossError, *resume_errors):
+        history = train.fit(
+            model, nn.CrossEntropyLoss(), optimizer, train_loader, test_loader,
+            epochs=args.epochs, scheduler=_scheduler(args, optimizer),
+            progress=not args.no_progress, checkpoint=checkpoint, resume=args.resume,
+            extra={"config": config}, log_every=args.log_every,
+        )  # fmt: skip
     final = {k[len("val_") :]: v for k, v in history.epochs[-1].items() if k.startswith("val_")}
     _print_result(final)
     print(f"training took {time.perf_counter() - started:.1f} s")
@@ -318,21 +388,21 @@ def run_train(args):
     return 0
 
 
-def run_eval(args):
+def run_eval(args: argparse.Namespace) -> int:
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
-    state = train.load_checkpoint(args.checkpoint)
-    config = state["extra"].get("config") if isinstance(state.get("extra"), dict) else None
-    if config is None:
-        raise ValueError(
-            f"checkpoint {args.checkpoint!r} was not written by 'fastcnn train' (it has no "
-            "model config); evaluate it from Python with fastcnn.train.evaluate"
-        )
+    # A missing or damaged file, or bare weights instead of a training checkpoint.
+    loading_errors = (FileNotFoundError, fastcnn.CheckpointError, train.IncompatibleCheckpointError)
+    with _usage_errors(*loading_errors):
+        state = train.load_checkpoint(args.checkpoint)
+    config = _checkpoint_config(state, args.checkpoint)
     model = build_model(config)
-    train.restore_model(args.checkpoint, model, state)
+    with _usage_errors(train.IncompatibleCheckpointError):  # weights of another model
+        train.restore_model(args.checkpoint, model, state)
     # Image-list images are read as the model was trained: same size, same colour mode.
     args.image_size, args.rgb = config["image_size"], config["in_channels"] == 3
     splits = load_splits(args, test_only=True)
+    _check_eval_data(splits, config, args.checkpoint)
     transform = data.Normalize(*config["normalize"])
     loader = data.DataLoader(splits.test, args.batch_size, transform=transform)
     values = train.evaluate(model, loader, nn.CrossEntropyLoss())
@@ -344,7 +414,28 @@ def run_eval(args):
     return 0
 
 
-def run_info(args):
+def _check_eval_data(splits, config, path):
+    """The test images must be those the model takes, their labels among its classes."""
+    images, _ = splits.test.gather([0])
+    shape = tuple(int(n) for n in images.shape[1:])
+    size = config["image_size"]
+    expected = (config["in_channels"], size, size)
+    if shape != expected:
+        raise UsageError(
+            f"checkpoint {path!r} holds a model of {'x'.join(map(str, expected))} images, but "
+            f"the --data images are {'x'.join(map(str, shape))}: evaluate it on data like the "
+            "data it was trained on"
+        )
+    largest = int(np.max(splits.test.labels))
+    if largest >= config["num_classes"]:
+        raise UsageError(
+            f"the test data has label {largest}, but the model of {path!r} has only "
+            f"{config['num_classes']} classes (0 to {config['num_classes'] - 1}); pass "
+            "--classes to keep the classes it knows"
+        )
+
+
+def run_info(args: argparse.Namespace) -> int:
     fastcnn.show_config()
     return 0
 
@@ -371,7 +462,9 @@ def _train_parser(subparsers):
         default="cosine",
         help="learning-rate decay over the epochs (default cosine)",
     )
-    group.add_argument("--seed", type=int, default=0, help="initial weights and data order")
+    group.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="initial weights and data order"
+    )
     group.add_argument("--threads", type=_positive_int, help="kernel threads (default: all)")
     group.add_argument(
         "--out", default="fastcnn-run", help="output directory (default ./fastcnn-run)"
@@ -394,7 +487,7 @@ def _eval_parser(subparsers):
     parser.set_defaults(run=run_eval)
 
 
-def make_parser():
+def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastcnn", description="Fast CPU convolutional networks.")
     parser.add_argument("--version", action="version", version=f"fastcnn {fastcnn.__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
@@ -404,7 +497,7 @@ def make_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastcnn`` console script and of ``python -m fastcnn``."""
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -413,7 +506,7 @@ def main(argv=None):
         # NumPy's overflow/invalid-value warnings on the way there would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return args.run(args)
-    except USER_ERRORS as error:
+    except UsageError as error:
         message = " ".join(str(error).split())  # one line, even for multi-line messages
         print(f"fastcnn {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -21,20 +21,24 @@ SHA-256 of its bytes (C order, little-endian). ``load`` checks all of these, so 
 truncated, damaged, tampered-with or foreign file raises ``CheckpointError`` instead of
 giving different values.
 
-Writes go to a temporary file in the target's directory, which is flushed and fsynced and
-then renamed over the target (``os.replace``): a crash leaves the previous checkpoint intact.
+Writes go through ``fastcnn._files.atomic_write``: a temporary file in the target's
+directory, flushed, fsynced and renamed over the target, so a crash leaves the previous
+checkpoint intact.
 """
 
-import contextlib
+from __future__ import annotations
+
 import hashlib
 import io
 import json
 import numbers
 import os
-import secrets
 import zipfile
+from typing import Any
 
 import numpy as np
+
+from fastcnn._files import atomic_write
 
 __all__ = ["CheckpointError", "load", "save"]
 
@@ -62,7 +66,7 @@ class _Invalid(Exception):
     """Why a file is not a valid checkpoint; ``load`` adds the path."""
 
 
-def save(obj, path):
+def save(obj: object, path: str | os.PathLike[str]) -> None:
     """Write ``obj`` to ``path`` (``.npz`` or ``.safetensors``) atomically, without pickle.
 
     Parameters
@@ -92,10 +96,10 @@ def save(obj, path):
     root, arrays = _Encoder().encode(obj)
     manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "root": root}
     manifest_bytes = json.dumps(manifest, separators=(",", ":"), allow_nan=False).encode()
-    _atomic_write(path, writer(manifest_bytes, arrays))
+    atomic_write(path, writer(manifest_bytes, arrays))
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Any:
     """Read a checkpoint written by ``save``, checking it completely first.
 
     Parameters
@@ -451,40 +455,3 @@ def _read_safetensors(data):
 
 _WRITERS = {".npz": _write_npz, ".safetensors": _write_safetensors}
 _READERS = {".npz": _read_npz, ".safetensors": _read_safetensors}
-
-
-# -- atomic replacement -------------------------------------------------------------------
-
-
-def _atomic_write(path, data):
-    """Write ``data`` to ``path`` so that ``path`` holds either its old or its new bytes.
-
-    The temporary file sits in the same directory (``os.replace`` is atomic only within a
-    file system) and is created with ``O_EXCL`` and mode 0o666, so the usual umask applies.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    descriptor = os.open(temporary, flags, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:  # including KeyboardInterrupt: never leave the temporary behind
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory):
-    """Make the rename durable (POSIX); not possible, nor needed, on Windows."""
-    if os.name != "posix":
-        return
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

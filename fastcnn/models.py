@@ -11,12 +11,19 @@ a gradient, the first convolution's input gradient is skipped (about half its ba
 cost). ``model.backward(grad, input_grad=True)`` computes and returns it.
 """
 
+from __future__ import annotations
+
 from collections import OrderedDict
 
+import numpy as np
+
 from fastcnn import functional, nn
-from fastcnn._validation import generator, is_int, positive_int
+from fastcnn._validation import generator, integer, positive_int, real
 
 __all__ = ["ImprovedLeNet5", "LeNet5", "SimpleConvNet"]
+
+# What every model takes as rng: a Generator, an int seed, or None (fresh entropy).
+RngT = np.random.Generator | int | None
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -51,9 +58,18 @@ class LeNet5(nn.Sequential):
     """
 
     def __init__(
-        self, in_channels=1, num_classes=10, input_size=28, activation="relu", *, rng=None
-    ):
-        if not is_int(input_size) or input_size not in _LENET_PADDING:
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size: int = 28,
+        activation: str = "relu",
+        *,
+        rng: RngT = None,
+    ) -> None:
+        in_channels, num_classes = _sizes(
+            "LeNet5", in_channels=in_channels, num_classes=num_classes
+        )
+        if integer(input_size, "input_size", "LeNet5") not in _LENET_PADDING:
             raise ValueError(f"LeNet5: input_size must be 28 or 32, got {input_size!r}")
         act = _activation(activation, "LeNet5")
         rng = generator(rng, "LeNet5")
@@ -92,7 +108,10 @@ class ImprovedLeNet5(nn.Sequential):
     rng : np.random.Generator or int, optional
     """
 
-    def __init__(self, in_channels=1, num_classes=10, *, rng=None):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, *, rng: RngT = None) -> None:
+        in_channels, num_classes = _sizes(
+            "ImprovedLeNet5", in_channels=in_channels, num_classes=num_classes
+        )
         rng = generator(rng, "ImprovedLeNet5")
         layers = []
         for i, (c_in, c_out) in enumerate([(in_channels, 5), (5, 10), (10, 16)], start=1):
@@ -131,18 +150,23 @@ class SimpleConvNet(nn.Sequential):
 
     def __init__(
         self,
-        input_dim=(1, 28, 28),
-        filter_num=30,
-        filter_size=5,
-        pad=0,
-        stride=1,
-        hidden_size=100,
-        output_size=10,
-        weight_init_std=None,
+        input_dim: tuple[int, int, int] = (1, 28, 28),
+        filter_num: int = 30,
+        filter_size: int | tuple[int, int] = 5,
+        pad: int | tuple[int, int] = 0,
+        stride: int | tuple[int, int] = 1,
+        hidden_size: int = 100,
+        output_size: int = 10,
+        weight_init_std: float | None = None,
         *,
-        rng=None,
-    ):
+        rng: RngT = None,
+    ) -> None:
         channels, height, width = _input_dim(input_dim)
+        filter_num, hidden_size, output_size = _sizes(
+            "SimpleConvNet", filter_num=filter_num, hidden_size=hidden_size, output_size=output_size
+        )
+        if weight_init_std is not None:
+            weight_init_std = real(weight_init_std, "weight_init_std", "SimpleConvNet", low=0)
         rng = generator(rng, "SimpleConvNet")
         conv = nn.Conv2d(channels, filter_num, filter_size, stride, pad, rng=rng)
         geometry = zip((height, width), conv.kernel_size, conv.stride, conv.padding, strict=True)
@@ -172,11 +196,20 @@ class SimpleConvNet(nn.Sequential):
                 nn.init.zeros_(layer.bias)
 
 
+def _sizes(owner, **sizes):
+    """Each size checked as a positive int here, so the message names the model's argument
+    (``num_classes``) rather than the layer's (``Linear: out_features``)."""
+    return tuple(positive_int(value, name, owner) for name, value in sizes.items())
+
+
 def _input_dim(input_dim):
-    try:
-        channels, height, width = input_dim
-    except (TypeError, ValueError):
+    if not isinstance(input_dim, (tuple, list)):
+        raise TypeError(
+            "SimpleConvNet: input_dim must be a tuple (channels, height, width), got "
+            f"{type(input_dim).__name__} {input_dim!r}"
+        )
+    if len(input_dim) != 3:
         raise ValueError(
             f"SimpleConvNet: input_dim must be (channels, height, width), got {input_dim!r}"
-        ) from None
-    return tuple(positive_int(v, "input_dim", "SimpleConvNet") for v in (channels, height, width))
+        )
+    return tuple(positive_int(v, "input_dim", "SimpleConvNet") for v in input_dim)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastcnn
+from fastcnn import cli
 
 # Small and single-threaded, so that each run takes a few seconds.
 TINY = ["--limit", "200", "--epochs", "1", "--batch-size", "50", "--threads", "1"]
@@ -104,6 +105,11 @@ def test_image_list_training_and_eval(tmp_path):
     result = run_cli("eval", tmp_path / "out" / "checkpoint.npz", *common)
     assert result.returncode == 0, result.stderr
     assert "SimpleConvNet" in result.stdout and "40 test images" in result.stdout
+    # The embedded MNIST images (28x28) are not what this model takes.
+    result = run_cli("eval", tmp_path / "out" / "checkpoint.npz", "--threads", "1")
+    assert_one_line_error(result, r"a model of 1x16x16 images, but the --data images are 1x28x28")
+    result = run_cli("train", *common, "--image-size", "16", "--out", tmp_path / "lenet")
+    assert_one_line_error(result, r"--model lenet5: LeNet5: input_size must be 28 or 32, got 16")
 
 
 def test_malformed_image_list(tmp_path):
@@ -128,6 +134,8 @@ def test_info():
         (["train", "--data", "/no/such/dir"], r"'/no/such/dir' is neither 'embedded' nor an"),
         (["eval", "/no/such/checkpoint.npz"], r"checkpoint '/no/such/checkpoint.npz' does not"),
         (["fly"], r"invalid choice: 'fly'"),
+        (["train", "--seed", "-1"], r"argument --seed: expected an integer >= 0, got '-1'"),
+        (["train", "--resume", "--out", "new"], r"--resume: there is no checkpoint '.*new/ch"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, pattern, tmp_path):
@@ -164,3 +172,32 @@ def test_resume_with_another_model_is_refused(trained, tmp_path):
     (copy / "checkpoint.npz").write_bytes((out / "checkpoint.npz").read_bytes())
     result = run_cli("train", *TINY, "--model", "simple", "--out", copy, "--resume")
     assert_one_line_error(result, r"saved from a LeNet5 model; .* into a SimpleConvNet")
+
+
+def test_an_internal_error_is_not_a_usage_error(monkeypatch, capsys):
+    def broken():
+        raise TypeError("an internal bug")
+
+    monkeypatch.setattr(fastcnn, "show_config", broken)
+    with pytest.raises(TypeError, match="an internal bug"):  # propagates, so Python prints
+        cli.main(["info"])  # its traceback; it is not turned into one line and exit 2
+    assert capsys.readouterr().err == ""
+
+
+def test_an_internal_error_shows_its_traceback():
+    code = (
+        "import sys, fastcnn, fastcnn.cli\n"
+        "def broken():\n"
+        "    raise TypeError('an internal bug')\n"
+        "fastcnn.show_config = broken\n"
+        "sys.exit(fastcnn.cli.main(['info']))\n"
+    )
+    package_parent = os.path.dirname(os.path.dirname(fastcnn.__file__))
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=package_parent), check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.strip().endswith("TypeError: an internal bug")
+    assert "fastcnn info: error" not in result.stderr

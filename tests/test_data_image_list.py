@@ -104,6 +104,12 @@ def test_bad_mode_and_size(tmp_path):
         ImageListDataset(list_file, mode="CMYK")
     with pytest.raises(ValueError, match=r"size must be \(height, width\) > 0, got \(0, 28\)"):
         ImageListDataset(list_file, size=(0, 28))
+    with pytest.raises(TypeError, match=r"size must be \(height, width\), a pair of ints"):
+        ImageListDataset(list_file, size=(28.0, 28))
+    with pytest.raises(TypeError, match=r"size must be \(height, width\), a pair of ints"):
+        ImageListDataset(list_file, size=(True, 28))
+    with pytest.raises(ValueError, match="^ImageListDataset: num_classes must be >= 1, got 0"):
+        ImageListDataset(list_file, num_classes=0)
 
 
 def test_without_pillow_says_how_to_install(tmp_path, monkeypatch):

@@ -106,6 +106,8 @@ def test_random_split_errors():
         ValueError, match=r"fractions \[0.5, 0.2\] must each lie in \[0, 1\] and sum to 1"
     ):
         random_split(_dataset(n=20), [0.5, 0.2])
+    with pytest.raises(TypeError, match="^random_split: seed must be an int or None, got str"):
+        random_split(_dataset(n=20), [10, 10], seed="0")
 
 
 def test_filter_classes_keeps_labels():
@@ -132,6 +134,9 @@ def test_one_hot_matches_torch_semantics():
         one_hot(np.array([-1]), 3)
     with pytest.raises(TypeError, match="integer labels, got dtype float64"):
         one_hot(np.array([1.0]), 3)
+    with pytest.raises(TypeError, match="^one_hot: num_classes must be an int, got float 3.0"):
+        one_hot(np.array([1]), 3.0)
+    assert one_hot(np.array([1]), np.int64(2)).shape == (1, 2)
 
 
 # ---------------------------------------------------------------------------- transforms
@@ -161,8 +166,13 @@ def test_pad_and_downsample():
     np.testing.assert_allclose(small[1, 0, 3, 5], x[1, 0, 6:8, 10:12].mean())
     single = AvgDownsample2x2()(x[0])  # one (C, H, W) image works as well
     np.testing.assert_array_equal(single, small[0])
-    with pytest.raises(ValueError, match="padding must be a non-negative int, got -1"):
+    with pytest.raises(ValueError, match="^Pad: padding must be >= 0, got -1"):
         Pad(-1)
+    with pytest.raises(TypeError, match="^Pad: padding must be an int, got float 1.5"):
+        Pad(1.5)
+    with pytest.raises(TypeError, match="^Pad: fill must be a real number, got str '0'"):
+        Pad(1, fill="0")
+    assert Pad(np.int64(2)).padding == 2
     with pytest.raises(ValueError, match="needs images at least 2x2"):
         AvgDownsample2x2()(np.zeros((1, 1, 1, 5)))
 
@@ -247,9 +257,11 @@ def test_loader_load_state_dict_errors():
         r"\['epoch', 'seed', 'shuffle'\]",
     ):
         loader.load_state_dict({"seed": 1, "epoch": 2, "shuffle": True})
-    with pytest.raises(ValueError, match="epoch must be a non-negative int, got -2"):
+    with pytest.raises(ValueError, match="^DataLoader.load_state_dict: epoch must be >= 0, got -2"):
         loader.load_state_dict({"seed": 1, "epoch": -2})
-    with pytest.raises(ValueError, match="seed must be a non-negative int or None, got '1'"):
+    with pytest.raises(
+        TypeError, match="^DataLoader.load_state_dict: seed must be an int, got str '1'"
+    ):
         loader.load_state_dict({"seed": "1", "epoch": 2})
     assert loader.state_dict() == {"seed": 5, "epoch": 0}  # a refused state changes nothing
 
@@ -273,12 +285,19 @@ def test_loader_transform_and_plain_dataset():
 def test_loader_errors():
     data = _dataset()
     for bad in (0, -3):
-        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {bad}"):
+        with pytest.raises(ValueError, match=f"^DataLoader: batch_size must be >= 1, got {bad}"):
             DataLoader(data, batch_size=bad)
-    with pytest.raises(TypeError, match="batch_size must be a positive int, got float 2.5"):
+    with pytest.raises(TypeError, match="^DataLoader: batch_size must be an int, got float 2.5"):
         DataLoader(data, batch_size=2.5)
-    with pytest.raises(ValueError, match="seed must be a non-negative int or None, got -1"):
+    with pytest.raises(ValueError, match="^DataLoader: seed must be >= 0, got -1"):
         DataLoader(data, seed=-1)
+    with pytest.raises(TypeError, match="^DataLoader: seed must be an int or None, got str"):
+        DataLoader(data, seed="0")
+    with pytest.raises(TypeError, match="^DataLoader: shuffle must be True or False, got 'yes'"):
+        DataLoader(data, shuffle="yes")
+    with pytest.raises(TypeError, match="^DataLoader: drop_last must be True or False, got 1"):
+        DataLoader(data, drop_last=1)
+    assert len(DataLoader(data, batch_size=np.int64(4), seed=np.uint8(3))) > 0
     with pytest.raises(ValueError, match="empty dataset"):
         DataLoader(Subset(data, []))
     with pytest.raises(TypeError, match="transform must be callable"):

@@ -242,3 +242,10 @@ def test_download_from_file_url(tmp_path):
     _, labels, hashes = _serve_split(source)
     dataset = MNIST(tmp_path / "data", download=True, mirrors=[source.as_uri()], sha256=hashes)
     np.testing.assert_array_equal(dataset.labels, labels)
+
+
+def test_flags_are_true_or_false(tmp_path):
+    with pytest.raises(TypeError, match="^MNIST: train must be True or False, got 'test'"):
+        MNIST(tmp_path, train="test")  # a non-empty string would have meant the train split
+    with pytest.raises(TypeError, match="^MNIST: download must be True or False, got 'no'"):
+        MNIST(tmp_path, download="no")

@@ -310,8 +310,8 @@ ERROR_INPUTS = [
     (
         "Pad float",
         lambda: data.Pad(1.5),
-        ValueError,
-        r"Pad padding must be a non-negative int, got 1.5",
+        TypeError,
+        r"^Pad: padding must be an int, got float 1.5",
     ),
     (
         "AvgDownsample2x2 2-D",
@@ -323,7 +323,7 @@ ERROR_INPUTS = [
         "DataLoader set_epoch -1",
         lambda: loader().set_epoch(-1),
         ValueError,
-        r"epoch must be a non-negative int, got -1",
+        r"^DataLoader.set_epoch: epoch must be >= 0, got -1",
     ),
     (
         "read_idx missing file",
@@ -366,8 +366,8 @@ ERROR_INPUTS = [
     (
         "fit float epochs",
         lambda: fit(epochs=1.5),
-        ValueError,
-        r"epochs must be an int >= 0, got 1.5",
+        TypeError,
+        r"^fit: epochs must be an int, got float 1.5",
     ),
     (
         "evaluate unknown metric",

@@ -184,6 +184,8 @@ BAD = [
     (CosineAnnealingLR, dict(T_max=True), TypeError, "T_max must be an int, got bool"),
     (CosineAnnealingLR, dict(T_max=3, eta_min=None), TypeError, "eta_min must be a real number"),
     (CosineAnnealingLR, dict(T_max=3, last_epoch=-2), ValueError, "last_epoch must be >= -1"),
+    (StepLR, dict(step_size=np.int64(0)), ValueError, "^StepLR: step_size must be >= 1, got 0"),
+    (CosineAnnealingLR, dict(T_max=3, last_epoch=1.0), TypeError, "last_epoch must be an int"),
 ]
 
 
@@ -195,7 +197,9 @@ def test_bad_arguments(cls, kwargs, error, message):
 
 
 def test_needs_an_optimizer():
-    with pytest.raises(TypeError, match="list is not an Optimizer"):
+    with pytest.raises(
+        TypeError, match="^StepLR: optimizer must be a fastcnn.optim.Optimizer, got list"
+    ):
         StepLR([Parameter(np.ones(1))], step_size=1)
 
 

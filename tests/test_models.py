@@ -246,3 +246,26 @@ def test_torch_loads_our_state_dict():
     np.testing.assert_allclose(
         ours(x), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-4, atol=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: models.LeNet5(input_size="28"), TypeError, "^LeNet5: input_size must be an int"),
+        (lambda: models.LeNet5(input_size=np.int64(32)), None, None),
+        (lambda: models.LeNet5(num_classes=1.5), TypeError, "^LeNet5: num_classes must be an int"),
+        (lambda: models.SimpleConvNet(input_dim=28), TypeError, "^SimpleConvNet: input_dim must"),
+        (lambda: models.SimpleConvNet(hidden_size=0), ValueError, "^SimpleConvNet: hidden_size"),
+        (
+            lambda: models.SimpleConvNet(weight_init_std=-0.01),
+            ValueError,
+            r"^SimpleConvNet: weight_init_std must be a number in \[0, inf\], got -0.01",
+        ),
+    ],
+)
+def test_model_arguments_are_checked_with_the_model_s_name(make, error, match):
+    if error is None:
+        make()  # NumPy integers are ints
+        return
+    with pytest.raises(error, match=match):
+        make()

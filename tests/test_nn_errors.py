@@ -153,13 +153,13 @@ CONSTRUCTORS = [
     (
         lambda: models.LeNet5(in_channels=0),
         ValueError,
-        r"Conv2d: in_channels must be positive, got 0",
+        r"^LeNet5: in_channels must be positive, got 0",
     ),
     (lambda: models.LeNet5(rng="x"), TypeError, r"LeNet5: rng must be a np.random.Generator"),
     (
         lambda: models.ImprovedLeNet5(num_classes=0),
         ValueError,
-        r"Linear: out_features must be positive, got 0",
+        r"^ImprovedLeNet5: num_classes must be positive, got 0",
     ),
     (
         lambda: models.SimpleConvNet(input_dim=(28, 28)),

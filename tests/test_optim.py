@@ -453,6 +453,11 @@ BAD_ARGUMENTS = [
     (Adam, dict(eps=-1e-8), ValueError, r"^Invalid epsilon value: -1e-08$"),
     (Adam, dict(weight_decay=-1), ValueError, r"^Invalid weight_decay value: -1$"),
     (AdamW, dict(weight_decay=-1), ValueError, r"^Invalid weight_decay value: -1$"),
+    (SGD, dict(nesterov="no"), TypeError, r"^SGD: nesterov must be True or False, got 'no'"),
+    (SGD, dict(dampening=None), TypeError, r"^SGD: dampening must be a real number, got None"),
+    (Adam, dict(amsgrad=1), TypeError, r"^Adam: amsgrad must be True or False, got 1"),
+    (AdamW, dict(maximize=None), TypeError, r"^AdamW: maximize must be True or False"),
+    (Adam, dict(eps="1e-8"), TypeError, r"^Adam: eps must be a real number, got str '1e-8'"),
 ]
 
 

@@ -11,6 +11,7 @@ import fastcnn
 from fastcnn import data, models, nn, optim
 from fastcnn.train import (
     History,
+    IncompatibleCheckpointError,
     NonFiniteLossError,
     evaluate,
     fit,
@@ -109,7 +110,7 @@ def test_predict_matches_eval_forward(mnist_small):
     np.testing.assert_array_equal(logits, model(test_set.images))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\), got shape \(28, 28\)"):
         predict(model, np.zeros((28, 28), np.float32))
-    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="^predict: batch_size must be >= 1, got 0"):
         predict(model, test_set.images, batch_size=0)
 
 
@@ -179,7 +180,9 @@ def test_resume_from_another_model_is_refused(mnist_small, tmp_path):
     lenet = models.LeNet5(rng=np.random.default_rng(0))
     optimizer = optim.SGD(lenet.parameters(), lr=0.1)
     loader = data.DataLoader(train_set, 32)
-    with pytest.raises(ValueError, match=r"saved from a Sequential model; .* into a LeNet5"):
+    with pytest.raises(
+        IncompatibleCheckpointError, match=r"saved from a Sequential model; .* into a LeNet5"
+    ):
         fit(lenet, nn.CrossEntropyLoss(), optimizer, loader, checkpoint=checkpoint, resume=True)
     wider = _small_net(width=6)
     optimizer = optim.SGD(wider.parameters(), lr=0.1)
@@ -198,7 +201,7 @@ def test_resume_needs_a_checkpoint(mnist_small, tmp_path):
         fit(model, nn.CrossEntropyLoss(), optimizer, loader, checkpoint=tmp_path / "missing.npz",
             resume=True)  # fmt: skip
     fastcnn.save({"weights": model.state_dict()}, tmp_path / "weights.npz")
-    with pytest.raises(ValueError, match="is not a training checkpoint"):
+    with pytest.raises(IncompatibleCheckpointError, match="is not a training checkpoint"):
         load_checkpoint(tmp_path / "weights.npz")
 
 
@@ -249,10 +252,17 @@ def test_fit_argument_errors(mnist_small):
         fit(model, loss_fn, optimizer, loader, metrics=("accuracy", "f1"))
     with pytest.raises(ValueError, match="metrics must not repeat a name"):
         fit(model, loss_fn, optimizer, loader, metrics=("top5", "top5"))
-    with pytest.raises(ValueError, match="epochs must be an int >= 0, got -1"):
+    with pytest.raises(ValueError, match="^fit: epochs must be >= 0, got -1"):
         fit(model, loss_fn, optimizer, loader, epochs=-1)
-    with pytest.raises(ValueError, match="log_every must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="^fit: log_every must be >= 1, got 0"):
         fit(model, loss_fn, optimizer, loader, log_every=0)
+    with pytest.raises(TypeError, match="^fit: epochs must be an int, got str '3'"):
+        fit(model, loss_fn, optimizer, loader, epochs="3")
+    with pytest.raises(TypeError, match="^fit: log_every must be an int, got bool True"):
+        fit(model, loss_fn, optimizer, loader, log_every=True)
+    with pytest.raises(TypeError, match="^fit: resume must be True or False, got 'yes'"):
+        fit(model, loss_fn, optimizer, loader, resume="yes", checkpoint="run.npz")
+    assert len(fit(model, loss_fn, optimizer, loader, epochs=np.int64(0), progress=False)) == 0
     with pytest.raises(ValueError, match="progress must be True, False, 'tqdm' or 'text'"):
         fit(model, loss_fn, optimizer, loader, progress="bar")
 

@@ -6,16 +6,24 @@ over at once through ``gather(indices)``; array-backed datasets do that with one
 operation, which is what makes ``DataLoader`` fast.
 """
 
-import numbers
-from collections.abc import Iterable
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+from fastcnn._validation import integer, is_int, is_real
 
 __all__ = ["ArrayDataset", "Dataset", "Subset", "filter_classes", "one_hot", "random_split"]
 
+# A batch: images (N, C, H, W) float32 and labels (N,) int64.
+Batch = tuple[NDArray[np.float32], NDArray[np.int64]]
 
-def _check_int_index(index, length, owner):
-    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+
+def _check_int_index(index: Any, length: int, owner: str) -> int:
+    if not is_int(index):
         raise TypeError(
             f"{owner} indices must be integers, got {type(index).__name__} {index!r}; "
             "use gather(indices) for a batch"
@@ -25,7 +33,7 @@ def _check_int_index(index, length, owner):
     return int(index) % length
 
 
-def _as_index_array(indices, length, owner):
+def _as_index_array(indices: ArrayLike, length: int, owner: str) -> NDArray[np.int64]:
     """Indices as an int64 array, each checked against ``length`` (negatives count from the end)."""
     indices = np.asarray(indices)
     if indices.size == 0:
@@ -47,15 +55,15 @@ class Dataset:
     per-item default that array-backed subclasses replace with one vectorised indexing step.
     """
 
-    labels: np.ndarray
+    labels: NDArray[np.int64]
 
-    def __len__(self):
+    def __len__(self) -> int:
         raise NotImplementedError
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> tuple[NDArray[np.float32], int]:
         raise NotImplementedError
 
-    def gather(self, indices):
+    def gather(self, indices: ArrayLike) -> Batch:
         """A batch: ``(images (N, C, H, W) float32, labels (N,) int64)`` for ``indices``."""
         indices = _as_index_array(indices, len(self), type(self).__name__)
         items = [self[int(i)] for i in indices]
@@ -77,7 +85,7 @@ class ArrayDataset(Dataset):
         ``(N,)`` integer class labels. Stored as int64.
     """
 
-    def __init__(self, images, labels):
+    def __init__(self, images: ArrayLike, labels: ArrayLike) -> None:
         images = np.asarray(images)
         labels = np.asarray(labels)
         if images.ndim == 3:
@@ -98,14 +106,14 @@ class ArrayDataset(Dataset):
         self.images = np.ascontiguousarray(images, dtype=np.float32)
         self.labels = np.ascontiguousarray(labels, dtype=np.int64)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> tuple[NDArray[np.float32], int]:
         index = _check_int_index(index, len(self), type(self).__name__)
         return self.images[index], int(self.labels[index])
 
-    def gather(self, indices):
+    def gather(self, indices: ArrayLike) -> Batch:
         indices = _as_index_array(indices, len(self), type(self).__name__)
         return self.images[indices], self.labels[indices]
 
@@ -116,22 +124,22 @@ class ArrayDataset(Dataset):
 class Subset(Dataset):
     """The items of ``dataset`` at ``indices``, in that order (PyTorch's ``Subset``)."""
 
-    def __init__(self, dataset, indices):
+    def __init__(self, dataset: Dataset, indices: ArrayLike) -> None:
         self.dataset = dataset
         self.indices = _as_index_array(indices, len(dataset), type(dataset).__name__)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> tuple[NDArray[np.float32], int]:
         index = _check_int_index(index, len(self), "Subset")
         return self.dataset[int(self.indices[index])]
 
     @property
-    def labels(self):
+    def labels(self) -> NDArray[np.int64]:  # type: ignore[override]  # derived, read-only
         return self.dataset.labels[self.indices]
 
-    def gather(self, indices):
+    def gather(self, indices: ArrayLike) -> Batch:
         indices = _as_index_array(indices, len(self), "Subset")
         return self.dataset.gather(self.indices[indices])
 
@@ -139,16 +147,11 @@ class Subset(Dataset):
         return f"Subset(size={len(self)}, of={self.dataset!r})"
 
 
-def _is_real(value):
-    """True for Python/NumPy ints and floats; False for bools, strings and the like."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _split_lengths(lengths, total):
     """Integer lengths from ints (summing to ``total``) or fractions (summing to 1), as torch."""
     is_sequence = isinstance(lengths, Iterable) and not isinstance(lengths, str)
     items = list(lengths) if is_sequence else None  # once: lengths may be a generator
-    if items is None or not all(_is_real(n) for n in items):
+    if items is None or not all(is_real(n) for n in items):
         raise TypeError(
             "random_split lengths must be a sequence of ints (summing to the dataset length) "
             f"or of fractions (summing to 1), got {type(lengths).__name__} {lengths!r}"
@@ -156,7 +159,7 @@ def _split_lengths(lengths, total):
     lengths = items
     if not lengths:
         raise ValueError("random_split needs at least one length")
-    if all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in lengths):
+    if all(is_int(n) for n in lengths):
         if any(n < 0 for n in lengths) or sum(lengths) != total:
             raise ValueError(
                 f"random_split lengths {lengths} must be non-negative and sum to the dataset "
@@ -175,7 +178,9 @@ def _split_lengths(lengths, total):
     return counts
 
 
-def random_split(dataset, lengths, seed=None):
+def random_split(
+    dataset: Dataset, lengths: Sequence[int] | Sequence[float], seed: int | None = None
+) -> list[Subset]:
     """Split ``dataset`` into non-overlapping random ``Subset``\\ s of the given lengths.
 
     Parameters
@@ -188,13 +193,15 @@ def random_split(dataset, lengths, seed=None):
         Seed of ``np.random.default_rng``; the same seed gives the same split.
     """
     counts = _split_lengths(lengths, len(dataset))
+    if seed is not None:
+        seed = integer(seed, "seed", "random_split", minimum=0, expected="an int or None")
     order = np.random.default_rng(seed).permutation(len(dataset))
     bounds = np.cumsum([0, *counts])
     pairs = zip(bounds[:-1], bounds[1:], strict=True)
     return [Subset(dataset, order[start:stop]) for start, stop in pairs]
 
 
-def filter_classes(dataset, classes):
+def filter_classes(dataset: Dataset, classes: Iterable[int]) -> Subset:
     """A ``Subset`` of the items whose label is in ``classes``; labels are kept as they are.
 
     >>> digits_0_to_4 = filter_classes(mnist, range(5))    # doctest: +SKIP
@@ -214,12 +221,13 @@ def filter_classes(dataset, classes):
     return Subset(dataset, np.flatnonzero(np.isin(labels, wanted)))
 
 
-def one_hot(labels, num_classes=-1, dtype=np.int64):
+def one_hot(labels: ArrayLike, num_classes: int = -1, dtype: DTypeLike = np.int64) -> NDArray[Any]:
     """One-hot encode integer labels: ``(...,)`` -> ``(..., num_classes)``.
 
     As ``torch.nn.functional.one_hot``: ``num_classes=-1`` means ``labels.max() + 1`` and the
     result is int64 unless ``dtype`` says otherwise (pass ``np.float32`` for a loss target).
     """
+    num_classes = integer(num_classes, "num_classes", "one_hot", minimum=-1)
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
         raise TypeError(f"one_hot needs integer labels, got dtype {labels.dtype}")

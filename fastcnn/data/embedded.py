@@ -1,5 +1,7 @@
 """The small MNIST subset shipped inside the package (see ``fastcnn/data/embedded/README.md``)."""
 
+from __future__ import annotations
+
 import os
 
 from fastcnn.data.mnist import MNIST
@@ -9,7 +11,7 @@ __all__ = ["EMBEDDED_MNIST_DIR", "embedded_mnist"]
 EMBEDDED_MNIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded")
 
 
-def embedded_mnist(train=True):
+def embedded_mnist(train: bool = True) -> MNIST:
     """The embedded MNIST subset: 6,000 training or 1,000 test images (600/100 per digit).
 
     Parameters

@@ -6,17 +6,24 @@ are ``0x00000803`` (uint8, 3 dimensions: 2051) and labels ``0x00000801`` (uint8,
 dimension: 2049).
 """
 
+from __future__ import annotations
+
 import gzip
+import io
 import os
 import struct
 import zlib
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fastcnn._files import atomic_write
 
 __all__ = ["read_idx", "write_idx"]
 
 # IDX type code -> big-endian NumPy dtype.
-_TYPE_CODES = {
+_TYPE_CODES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
@@ -44,7 +51,7 @@ def _read_bytes(path):
         raise ValueError(f"{path}: not a valid gzip file ({error})") from None
 
 
-def parse_idx(raw, name="<bytes>"):
+def parse_idx(raw: bytes, name: str = "<bytes>") -> tuple[int, NDArray[Any]]:
     """Decode the bytes of an IDX file (already decompressed) into an array.
 
     Parameters
@@ -92,7 +99,7 @@ def parse_idx(raw, name="<bytes>"):
     return magic, array.astype(dtype.newbyteorder("="))
 
 
-def read_idx(path):
+def read_idx(path: str | os.PathLike[str]) -> tuple[int, NDArray[Any]]:
     """Read an IDX file (raw, or gzip-compressed when the name ends with ``.gz``).
 
     Returns
@@ -113,7 +120,7 @@ def read_idx(path):
     return parse_idx(_read_bytes(path), name=os.fspath(path))
 
 
-def idx_bytes(array):
+def idx_bytes(array: ArrayLike) -> bytes:
     """The bytes of an IDX file holding ``array`` (uint8, int8, int16, int32, float32/64)."""
     array = np.asarray(array)
     code = _CODE_OF_KIND.get((array.dtype.kind, array.dtype.itemsize))
@@ -126,18 +133,18 @@ def idx_bytes(array):
     return header + np.ascontiguousarray(array, dtype=_TYPE_CODES[code]).tobytes()
 
 
-def write_idx(path, array):
+def write_idx(path: str | os.PathLike[str], array: ArrayLike) -> None:
     """Write ``array`` as an IDX file; gzip-compressed (reproducibly) if ``path`` ends with ``.gz``.
 
     The gzip header carries no time stamp or file name, so the same array always gives the
-    same bytes.
+    same bytes. The file is replaced atomically: a crash never leaves half a file behind.
     """
     data = idx_bytes(array)
     path = os.fspath(path)
-    with open(path, "wb") as file:
-        if path.endswith(".gz"):
-            # No file name or time stamp in the header: the bytes depend on the data alone.
-            with gzip.GzipFile(filename="", mode="wb", fileobj=file, mtime=0) as compressed:
-                compressed.write(data)
-        else:
-            file.write(data)
+    if path.endswith(".gz"):
+        # No file name or time stamp in the header: the bytes depend on the data alone.
+        buffer = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as compressed:
+            compressed.write(data)
+        data = buffer.getvalue()
+    atomic_write(path, data)

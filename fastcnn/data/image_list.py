@@ -1,9 +1,12 @@
 """ImageListDataset: images named in a text file of ``relative/path label`` lines."""
 
+from __future__ import annotations
+
 import os
 
 import numpy as np
 
+from fastcnn._validation import integer, is_int
 from fastcnn.data.datasets import ArrayDataset
 
 __all__ = ["ImageListDataset", "parse_image_list"]
@@ -22,7 +25,7 @@ def _import_pillow():
     return Image, UnidentifiedImageError
 
 
-def parse_image_list(list_file):
+def parse_image_list(list_file: str | os.PathLike[str]) -> list[tuple[str, int, int]]:
     """The ``(path, label, line_number)`` entries of an image-list file.
 
     Each non-blank line is ``relative/path label`` (the path may contain spaces: the label is
@@ -83,6 +86,18 @@ def _decode(path, mode, size, where):
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
+def _check_size(size):
+    """``(height, width)`` as a tuple of two ints > 0."""
+    pair = tuple(size) if isinstance(size, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or not all(is_int(s) for s in pair):
+        raise TypeError(
+            f"ImageListDataset size must be (height, width), a pair of ints, got {size!r}"
+        )
+    if min(pair) < 1:
+        raise ValueError(f"ImageListDataset size must be (height, width) > 0, got {size!r}")
+    return int(pair[0]), int(pair[1])
+
+
 class ImageListDataset(ArrayDataset):
     """Images listed with their labels in a text file, the seed notebooks' format.
 
@@ -112,12 +127,19 @@ class ImageListDataset(ArrayDataset):
         The resolved path of each image.
     """
 
-    def __init__(self, list_file, root=None, size=(28, 28), mode="L", num_classes=None):
+    def __init__(
+        self,
+        list_file: str | os.PathLike[str],
+        root: str | os.PathLike[str] | None = None,
+        size: tuple[int, int] = (28, 28),
+        mode: str = "L",
+        num_classes: int | None = None,
+    ) -> None:
         if mode not in _MODES:
             raise ValueError(f"ImageListDataset mode must be 'L' or 'RGB', got {mode!r}")
-        size = tuple(size)
-        if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-            raise ValueError(f"ImageListDataset size must be (height, width) > 0, got {size!r}")
+        size = _check_size(size)
+        if num_classes is not None:
+            num_classes = integer(num_classes, "num_classes", "ImageListDataset", minimum=1)
         list_file = os.fspath(list_file)
         root = os.path.dirname(os.path.abspath(list_file)) if root is None else os.fspath(root)
         entries = parse_image_list(list_file)

@@ -1,29 +1,16 @@
 """DataLoader: mini-batches of a dataset, in a reproducible and resumable order."""
 
-import numbers
-from collections.abc import Mapping
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from fastcnn._validation import flag, integer
 
 __all__ = ["DataLoader"]
-
-
-def check_batch_size(batch_size):
-    """``batch_size`` as an int, or a TypeError/ValueError saying what is wrong with it."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise TypeError(
-            f"batch_size must be a positive int, got {type(batch_size).__name__} {batch_size!r}"
-        )
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    return int(batch_size)
-
-
-def check_seed(seed):
-    """``seed`` as an int, or a ValueError unless it is a non-negative int."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-    return int(seed)
 
 
 class DataLoader:
@@ -46,7 +33,7 @@ class DataLoader:
     shuffle : bool
         A new random order every epoch (True) or the dataset order (False).
     seed : int, optional
-        Seed of the shuffling; None draws one at random (saved by ``state_dict``).
+        Seed of the shuffling (>= 0); None draws one at random (saved by ``state_dict``).
     drop_last : bool
         Drop the last batch when it is smaller than ``batch_size``.
     transform : callable, optional
@@ -54,8 +41,14 @@ class DataLoader:
     """
 
     def __init__(
-        self, dataset, batch_size=1, shuffle=False, seed=None, drop_last=False, transform=None
-    ):
+        self,
+        dataset: Any,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        seed: int | None = None,
+        drop_last: bool = False,
+        transform: Callable[[NDArray[np.float32]], ArrayLike] | None = None,
+    ) -> None:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(
                 "DataLoader: dataset must have __len__ and __getitem__ (a fastcnn.data.Dataset "
@@ -64,39 +57,41 @@ class DataLoader:
         if len(dataset) == 0:
             raise ValueError("DataLoader got an empty dataset")
         self.dataset = dataset
-        self.batch_size = check_batch_size(batch_size)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
+        self.batch_size = integer(batch_size, "batch_size", "DataLoader", minimum=1)
+        self.shuffle = flag(shuffle, "shuffle", "DataLoader")
+        self.drop_last = flag(drop_last, "drop_last", "DataLoader")
         if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable, got {transform!r}")
+            raise TypeError(
+                "DataLoader: transform must be callable (a function of a batch of images) or "
+                f"None, got {transform!r}"
+            )
         self.transform = transform
         if seed is None:
             seed = int(np.random.default_rng().integers(2**63))
-        self.seed = check_seed(seed)
+        # np.random.default_rng([seed, epoch]) needs a seed >= 0.
+        self.seed = integer(seed, "seed", "DataLoader", minimum=0, expected="an int or None")
         self.epoch = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         """Number of batches per epoch."""
         full, rest = divmod(len(self.dataset), self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Make the next iteration epoch number ``epoch`` (0-based), e.g. when resuming."""
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
-        self.epoch = int(epoch)
+        self.epoch = integer(epoch, "epoch", "DataLoader.set_epoch", minimum=0)
 
-    def order(self, epoch):
+    def order(self, epoch: int) -> NDArray[np.int64]:
         """The indices of epoch ``epoch``, in the order they are visited."""
         if not self.shuffle:
             return np.arange(len(self.dataset))
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset))
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, int]:
         """What a checkpoint needs to continue the same sequence of epochs."""
         return {"seed": self.seed, "epoch": self.epoch}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue the sequence of epochs saved by ``state_dict``."""
         if not isinstance(state, Mapping):
             raise TypeError(
@@ -108,8 +103,9 @@ class DataLoader:
                 f"DataLoader.load_state_dict: the state must have exactly the keys {expected} "
                 f"(as DataLoader.state_dict() gives them), got {sorted(state, key=str)}"
             )
-        seed = check_seed(state["seed"])
-        self.set_epoch(state["epoch"])  # checks the epoch before anything changes
+        owner = "DataLoader.load_state_dict"
+        seed = integer(state["seed"], "seed", owner, minimum=0)
+        self.epoch = integer(state["epoch"], "epoch", owner, minimum=0)
         self.seed = seed
 
     def _gather(self, indices):
@@ -124,13 +120,13 @@ class DataLoader:
             images = self.transform(images)
         return np.ascontiguousarray(images, dtype=np.float32), np.asarray(labels, dtype=np.int64)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]:
         order = self.order(self.epoch)
         self.epoch += 1
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield self._gather(order[start : start + self.batch_size])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"DataLoader(dataset={self.dataset!r}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, drop_last={self.drop_last})"

@@ -1,17 +1,21 @@
 """MNIST from the four standard IDX files, with an optional verified download."""
 
+from __future__ import annotations
+
 import gzip
 import hashlib
 import os
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from fastcnn._files import atomic_write
+from fastcnn._validation import flag, real
 from fastcnn.data.datasets import ArrayDataset
 from fastcnn.data.idx import read_idx
-from fastcnn.io import _atomic_write
 
 __all__ = ["MNIST", "MNIST_MIRRORS", "MNIST_SHA256", "DownloadError", "download_file"]
 
@@ -59,7 +63,13 @@ def _fetch_verified(url, expected_sha256, timeout):
     return data
 
 
-def download_file(name, root, mirrors, sha256, timeout=60.0):
+def download_file(
+    name: str,
+    root: str | os.PathLike[str],
+    mirrors: Sequence[str],
+    sha256: str,
+    timeout: float = 60.0,
+) -> str:
     """Fetch ``NAME.gz`` from the first mirror that serves it intact; write it to ``root``.
 
     Parameters
@@ -83,6 +93,7 @@ def download_file(name, root, mirrors, sha256, timeout=60.0):
     DownloadError
         Every mirror failed; the message lists each mirror's error.
     """
+    timeout = real(timeout, "timeout", "download_file", low=0, low_open=True)
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + name + ".gz"
@@ -93,7 +104,7 @@ def download_file(name, root, mirrors, sha256, timeout=60.0):
             continue
         os.makedirs(root, exist_ok=True)
         path = os.path.join(root, name + ".gz")
-        _atomic_write(path, data)
+        atomic_write(path, data)
         return path
     raise DownloadError(
         f"could not download {name}.gz from any mirror:\n" + "\n".join(failures)
@@ -167,9 +178,17 @@ class MNIST(ArrayDataset):
 
     num_classes = 10
 
-    def __init__(self, root, train=True, download=False, mirrors=None, sha256=None):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        train: bool = True,
+        download: bool = False,
+        mirrors: Sequence[str] | None = None,
+        sha256: Mapping[str, str] | None = None,
+    ) -> None:
         self.root = os.fspath(root)
-        self.train = bool(train)
+        self.train = flag(train, "train", "MNIST")
+        download = flag(download, "download", "MNIST")
         images_name, labels_name = MNIST_FILES[self.train]
         if download:
             self._download_missing((images_name, labels_name), mirrors, sha256)
@@ -193,6 +212,6 @@ class MNIST(ArrayDataset):
                 )
             download_file(name, self.root, mirrors, sha256[name])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         split = "train" if self.train else "test"
         return f"MNIST(root={self.root!r}, split={split}, size={len(self)})"

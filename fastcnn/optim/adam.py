@@ -1,8 +1,12 @@
 """Adam and AdamW, as ``torch.optim.Adam`` and ``torch.optim.AdamW``."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
-from fastcnn.optim.optimizer import Optimizer, check_real
+from fastcnn.optim.optimizer import Optimizer, ParamsT, check_non_negative
 
 
 class Adam(Optimizer):
@@ -51,18 +55,20 @@ class Adam(Optimizer):
     holds the same count exactly, and ``load_state_dict`` accepts either.
     """
 
+    _flags = ("amsgrad", "maximize", "decoupled_weight_decay")
+
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0,
-        amsgrad=False,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
         *,
-        maximize=False,
-        decoupled_weight_decay=False,
-    ):
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
         defaults = {
             "lr": lr,
             "betas": tuple(betas) if isinstance(betas, list) else betas,
@@ -76,12 +82,14 @@ class Adam(Optimizer):
 
     def _check_group(self, group):
         super()._check_group(group)
-        check_real("eps", group["eps"], "Invalid epsilon value")
+        owner = type(self).__name__
+        check_non_negative(group["eps"], "eps", owner, "Invalid epsilon value")
         betas = group["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+            raise TypeError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
         for index, beta in enumerate(betas):
-            check_real(f"betas[{index}]", beta, f"Invalid beta parameter at index {index}")
+            message = f"Invalid beta parameter at index {index}"
+            check_non_negative(beta, f"betas[{index}]", owner, message)
             if not beta < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
 
@@ -136,15 +144,15 @@ class AdamW(Adam):
 
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=1e-2,
-        amsgrad=False,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
         *,
-        maximize=False,
-    ):
+        maximize: bool = False,
+    ) -> None:
         super().__init__(
             params,
             lr,
@@ -156,7 +164,7 @@ class AdamW(Adam):
             decoupled_weight_decay=True,
         )
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As ``Optimizer.load_state_dict``; the groups stay decoupled, as in PyTorch."""
         super().load_state_dict(state_dict)
         for group in self.param_groups:

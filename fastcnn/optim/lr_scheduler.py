@@ -4,10 +4,13 @@ A scheduler rewrites ``group["lr"]`` of its optimizer's parameter groups each ti
 ``step()`` is called (once per epoch, after the epoch's ``optimizer.step()`` calls).
 """
 
-import math
-import numbers
-import warnings
+from __future__ import annotations
 
+import math
+import warnings
+from typing import Any
+
+from fastcnn._validation import instance_of, integer, real
 from fastcnn.optim.optimizer import Optimizer
 
 
@@ -37,12 +40,12 @@ class LRScheduler:
     Subclasses list their own hyperparameters in ``_hyperparameters`` for ``state_dict``.
     """
 
-    _hyperparameters = ()
+    _hyperparameters: tuple[str, ...] = ()
 
-    def __init__(self, optimizer, last_epoch=-1):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
-        _check_int("last_epoch", last_epoch, minimum=-1)
+    def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
+        owner = type(self).__name__
+        instance_of(optimizer, "optimizer", owner, Optimizer, "a fastcnn.optim.Optimizer")
+        last_epoch = integer(last_epoch, "last_epoch", owner, minimum=-1)
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
@@ -62,15 +65,15 @@ class LRScheduler:
         self.step()
         self._is_initial = False
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
         """The learning rate of each group for epoch ``last_epoch`` (called by ``step``)."""
         raise NotImplementedError(f"{type(self).__name__} must implement get_lr")
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> list[float]:
         """The learning rates the last ``step()`` set, one per parameter group."""
         return list(self._last_lr)
 
-    def step(self):
+    def step(self) -> None:
         """Advance one epoch and set every group's ``lr``; call after ``optimizer.step()``."""
         if self._step_count == 1 and not self.optimizer._opt_called:
             warnings.warn(
@@ -87,12 +90,12 @@ class LRScheduler:
             group["lr"] = lr
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The scheduler's state (not the optimizer's) as a dict of plain values."""
         names = (*self._hyperparameters, "base_lrs", "last_epoch", "_step_count", "_last_lr")
         return {name: _copy_value(getattr(self, name)) for name in names}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state saved by ``state_dict``.
 
         Raises
@@ -142,14 +145,15 @@ class StepLR(LRScheduler):
 
     _hyperparameters = ("step_size", "gamma")
 
-    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        _check_int("step_size", step_size, minimum=1)
-        _check_real("gamma", gamma)
-        self.step_size = int(step_size)
+    def __init__(
+        self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1
+    ) -> None:
+        self.step_size = integer(step_size, "step_size", "StepLR", minimum=1)
+        real(gamma, "gamma", "StepLR")  # kept as given, as PyTorch keeps it
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
         lrs = [group["lr"] for group in self.optimizer.param_groups]
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
             return lrs
@@ -176,14 +180,15 @@ class CosineAnnealingLR(LRScheduler):
 
     _hyperparameters = ("T_max", "eta_min")
 
-    def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):  # noqa: N803 (torch's name)
-        _check_int("T_max", T_max, minimum=1)
-        _check_real("eta_min", eta_min)
-        self.T_max = int(T_max)
+    def __init__(  # noqa: N803 (torch's name)
+        self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1
+    ) -> None:
+        self.T_max = integer(T_max, "T_max", "CosineAnnealingLR", minimum=1)
+        real(eta_min, "eta_min", "CosineAnnealingLR")  # kept as given, as PyTorch keeps it
         self.eta_min = eta_min
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
         # torch.optim.lr_scheduler.CosineAnnealingLR.get_lr, branch for branch.
         groups = self.optimizer.param_groups
         epoch, period, eta_min = self.last_epoch, self.T_max, self.eta_min
@@ -199,20 +204,6 @@ class CosineAnnealingLR(LRScheduler):
             1 + math.cos(math.pi * (epoch - 1) / period)
         )
         return [ratio * (group["lr"] - eta_min) + eta_min for group in groups]
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_real(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    if math.isnan(value):
-        raise ValueError(f"{name} must be a number, got nan")
 
 
 def _copy_value(value):

@@ -6,25 +6,33 @@ A subclass supplies its hyperparameter checks and one per-parameter update, ``_u
 (tinygrad's ``_step``, Chainer's update rule), so each optimizer file holds only its maths.
 """
 
+from __future__ import annotations
+
 import copy
 import math
-import numbers
 from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
+from fastcnn._validation import flag, number
 from fastcnn.nn.parameter import Parameter
 
+# What an optimizer takes: Parameters, or parameter groups (dicts with "params").
+ParamsT = Iterable[Parameter] | Iterable[dict[str, Any]]
 
-def check_real(name, value, message):
-    """Raise unless ``value`` is a real number that is >= 0 (NaN fails, as in PyTorch).
 
-    ``message`` is PyTorch's text, e.g. ``"Invalid learning rate"``; the value is appended.
+def check_non_negative(value: Any, name: str, owner: str, torch_message: str) -> None:
+    """Refuse a hyperparameter that is not a real number (TypeError) or not >= 0 (ValueError;
+    NaN fails, as in PyTorch).
+
+    ``torch_message`` is PyTorch's text, e.g. ``"Invalid learning rate"``; the ValueError is
+    ``"Invalid learning rate: -1"``, word for word PyTorch's.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    number(value, name, owner)
     if not 0.0 <= value:  # written this way so that NaN is rejected too
-        raise ValueError(f"{message}: {value}")
+        raise ValueError(f"{torch_message}: {value}")
 
 
 class Optimizer:
@@ -50,7 +58,8 @@ class Optimizer:
 
     Notes
     -----
-    Subclasses implement ``_check_group(group)`` (hyperparameter validation),
+    Subclasses implement ``_check_group(group)`` (hyperparameter validation; the names of
+    their True/False hyperparameters go in ``_flags``),
     ``_update(param, grad, state, group)`` (the maths, in place on ``param.data``) and
     ``_state_keys(group)`` (the state entries a parameter has after its first step, so a
     state dict from another optimizer is refused at load time).
@@ -60,11 +69,13 @@ class Optimizer:
     an error rather than a warning.
     """
 
-    def __init__(self, params, defaults):
+    _flags: tuple[str, ...] = ()  # the True/False hyperparameters, checked in every group
+
+    def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         self._check_group(defaults)  # the constructor's arguments, as PyTorch checks them
         self.defaults = dict(defaults)
-        self.state = defaultdict(dict)
-        self.param_groups = []
+        self.state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
+        self.param_groups: list[dict[str, Any]] = []
         self._opt_called = False  # set by step(); schedulers read it to warn, as PyTorch's
         param_groups = _as_param_groups(params)
         if len(param_groups) == 0:
@@ -72,7 +83,7 @@ class Optimizer:
         for group in param_groups:
             self.add_param_group(group)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for index, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {index}")
@@ -80,7 +91,7 @@ class Optimizer:
         lines.append(")")
         return "\n".join(lines)
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a parameter group (a dict with ``"params"``), e.g. to train a new layer.
 
         Hyperparameters missing from the group are taken from ``defaults``.
@@ -106,7 +117,7 @@ class Optimizer:
         _check_no_duplicates(group["params"], self.param_groups)
         self.param_groups.append(group)
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the gradient of every parameter.
 
         Parameters
@@ -124,7 +135,7 @@ class Optimizer:
                 else:
                     param.grad.fill(0)
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; parameters whose grad is None are skipped.
 
         Parameters
@@ -147,7 +158,7 @@ class Optimizer:
                 self._update(param, param.grad, self.state[param], group)
         return loss
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The optimizer's state, in PyTorch's layout, as a snapshot (arrays are copied).
 
         Returns
@@ -158,7 +169,7 @@ class Optimizer:
             group lists the indices of its parameters under ``"params"``. Only parameters
             that have state appear under ``"state"``.
         """
-        index_of = {}
+        index_of: dict[int, int] = {}  # id(parameter) -> its index
         groups = []
         for group in self.param_groups:
             packed = {key: copy.deepcopy(value) for key, value in group.items() if key != "params"}
@@ -171,7 +182,7 @@ class Optimizer:
         }
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state saved by ``state_dict`` (possibly after ``fastcnn.save``/``load``).
 
         Everything is checked before anything changes: the number of groups and of
@@ -193,12 +204,12 @@ class Optimizer:
             )
         saved_groups = state_dict["param_groups"]
         self._check_saved_groups(saved_groups)
-        owner = {}  # saved index -> (parameter, its group)
+        owner: dict[Any, tuple[Parameter, dict[str, Any]]] = {}  # saved index -> (p, group)
         for saved, group in zip(saved_groups, self.param_groups, strict=True):
             owner.update(
                 (i, (p, group)) for i, p in zip(saved["params"], group["params"], strict=True)
             )
-        new_state = defaultdict(dict)
+        new_state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
         for index, saved_param_state in state_dict["state"].items():
             if index not in owner:
                 raise ValueError(
@@ -222,9 +233,14 @@ class Optimizer:
 
     def _check_group(self, group):
         """Validate the hyperparameters of ``group``; subclasses extend this."""
-        check_real("lr", group["lr"], "Invalid learning rate")
+        owner = type(self).__name__
+        check_non_negative(group["lr"], "lr", owner, "Invalid learning rate")
         if "weight_decay" in group:  # every optimizer here has one
-            check_real("weight_decay", group["weight_decay"], "Invalid weight_decay value")
+            check_non_negative(
+                group["weight_decay"], "weight_decay", owner, "Invalid weight_decay value"
+            )
+        for name in self._flags:
+            flag(group[name], name, owner)
 
     def _update(self, param, grad, state, group):
         """Update ``param.data`` in place from ``grad``; ``state`` is this parameter's dict."""

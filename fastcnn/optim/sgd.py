@@ -1,6 +1,9 @@
 """SGD: stochastic gradient descent with optional momentum, as ``torch.optim.SGD``."""
 
-from fastcnn.optim.optimizer import Optimizer, check_real
+from __future__ import annotations
+
+from fastcnn._validation import number
+from fastcnn.optim.optimizer import Optimizer, ParamsT, check_non_negative
 
 
 class SGD(Optimizer):
@@ -51,16 +54,18 @@ class SGD(Optimizer):
     >>> opt = fastcnn.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)  # doctest: +SKIP
     """
 
+    _flags = ("nesterov", "maximize")
+
     def __init__(
         self,
-        params,
-        lr=1e-3,
-        momentum=0,
-        dampening=0,
-        weight_decay=0,
-        nesterov=False,
-        maximize=False,
-    ):
+        params: ParamsT,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        maximize: bool = False,
+    ) -> None:
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -73,7 +78,9 @@ class SGD(Optimizer):
 
     def _check_group(self, group):
         super()._check_group(group)
-        check_real("momentum", group["momentum"], "Invalid momentum value")
+        owner = type(self).__name__
+        check_non_negative(group["momentum"], "momentum", owner, "Invalid momentum value")
+        number(group["dampening"], "dampening", owner)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 

@@ -5,13 +5,14 @@ history = fastcnn.train.fit(model, loss_fn, optimizer, train_loader, val_loader,
 history.plot("run/history.png")
 """
 
-from fastcnn.train.checkpoint import load_checkpoint, restore_model
+from fastcnn.train.checkpoint import IncompatibleCheckpointError, load_checkpoint, restore_model
 from fastcnn.train.history import History
 from fastcnn.train.loop import NonFiniteLossError, eval_mode, evaluate, fit, predict
 from fastcnn.train.metrics import topk_correct
 
 __all__ = [
     "History",
+    "IncompatibleCheckpointError",
     "NonFiniteLossError",
     "eval_mode",
     "evaluate",

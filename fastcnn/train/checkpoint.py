@@ -6,16 +6,41 @@ scheduler's, the number of finished epochs, the history, the train loader's shuf
 and the state of every random generator inside the model (Dropout's masks).
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fastcnn.train.history import History
 
-__all__ = ["load_checkpoint", "restore_checkpoint", "save_checkpoint"]
+if TYPE_CHECKING:
+    from fastcnn.nn.module import Module
+    from fastcnn.optim.lr_scheduler import LRScheduler
+    from fastcnn.optim.optimizer import Optimizer
+
+PathT = str | os.PathLike[str]
+
+__all__ = [
+    "IncompatibleCheckpointError",
+    "load_checkpoint",
+    "restore_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT = "fastcnn-training-checkpoint"
+
+
+class IncompatibleCheckpointError(ValueError):
+    """A readable fastcnn file that cannot restore this run.
+
+    It is not a training checkpoint (bare weights, say), or it was saved from another model,
+    optimizer or scheduler setting. The message names the file and what differs. A damaged
+    file raises ``fastcnn.CheckpointError`` instead, a missing one ``FileNotFoundError``.
+    A ValueError, as it was before it had its own type.
+    """
 
 
 def _generators(model):
@@ -26,16 +51,17 @@ def _generators(model):
                 yield (f"{prefix}.{name}" if prefix else name), value
 
 
-def generator_states(model):
+def generator_states(model: Module) -> str:
     """The bit-generator state of every generator in ``model``, as a JSON string."""
     return json.dumps({name: rng.bit_generator.state for name, rng in _generators(model)})
 
 
-def set_generator_states(model, text, path):
+def set_generator_states(model: Module, text: str, path: str) -> None:
+    """Give the generators of ``model`` the states ``generator_states`` saved as ``text``."""
     states = json.loads(text)
     generators = dict(_generators(model))
     if set(states) != set(generators):
-        raise ValueError(
+        raise IncompatibleCheckpointError(
             f"checkpoint {path!r} has random generators {sorted(states)} but the model has "
             f"{sorted(generators)}: it was saved from a different model"
         )
@@ -43,7 +69,16 @@ def set_generator_states(model, text, path):
         generators[name].bit_generator.state = state
 
 
-def save_checkpoint(path, model, optimizer, scheduler, loader, history, epoch, extra=None):
+def save_checkpoint(
+    path: PathT,
+    model: Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler | None,
+    loader: object,
+    history: History,
+    epoch: int,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Write the state of a run after ``epoch`` finished epochs to ``path`` (atomically)."""
     from fastcnn.io import save
 
@@ -64,7 +99,7 @@ def save_checkpoint(path, model, optimizer, scheduler, loader, history, epoch, e
     save(state, path)
 
 
-def load_checkpoint(path):
+def load_checkpoint(path: PathT) -> dict[str, Any]:
     """Read a checkpoint written by ``fit`` and check it is one.
 
     Raises
@@ -73,7 +108,7 @@ def load_checkpoint(path):
         No file at ``path``.
     fastcnn.io.CheckpointError
         The file is damaged or not a fastcnn checkpoint.
-    ValueError
+    IncompatibleCheckpointError
         A valid fastcnn file that is not a training checkpoint (e.g. bare weights).
     """
     from fastcnn.io import load
@@ -82,7 +117,7 @@ def load_checkpoint(path):
         raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} does not exist")
     state = load(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(
+        raise IncompatibleCheckpointError(
             f"{os.fspath(path)!r} is not a training checkpoint written by fastcnn.train.fit "
             "(no 'format' entry); load weights with fastcnn.load and model.load_state_dict"
         )
@@ -93,16 +128,29 @@ def _load_into(what, target, state, path):
     try:
         target.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"checkpoint {path!r}: its {what} state does not fit: {error}") from None
+        raise IncompatibleCheckpointError(
+            f"checkpoint {path!r}: its {what} state does not fit: {error}"
+        ) from None
 
 
-def restore_model(path, model, state=None):
-    """Load the model weights of checkpoint ``path`` into ``model``, checking its class."""
+def restore_model(
+    path: PathT, model: Module, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Load the model weights of checkpoint ``path`` into ``model``, checking its class.
+
+    ``state``, when given, is what ``load_checkpoint(path)`` returned (the file is then not
+    read again). Returns that state.
+
+    Raises
+    ------
+    IncompatibleCheckpointError
+        The checkpoint was saved from another model class, or its weights do not fit.
+    """
     path = os.fspath(path)
     state = load_checkpoint(path) if state is None else state
     saved_class, own_class = state["model_class"], type(model).__name__
     if saved_class != own_class:
-        raise ValueError(
+        raise IncompatibleCheckpointError(
             f"checkpoint {path!r} was saved from a {saved_class} model; it cannot be loaded "
             f"into a {own_class}. Build a {saved_class} (or start a new run)"
         )
@@ -110,7 +158,13 @@ def restore_model(path, model, state=None):
     return state
 
 
-def restore_checkpoint(path, model, optimizer, scheduler, loader):
+def restore_checkpoint(
+    path: PathT,
+    model: Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler | None,
+    loader: object,
+) -> tuple[int, History]:
     """Put a run back where checkpoint ``path`` left it.
 
     Returns
@@ -118,6 +172,11 @@ def restore_checkpoint(path, model, optimizer, scheduler, loader):
     epoch : int
         Number of finished epochs.
     history : History
+
+    Raises
+    ------
+    IncompatibleCheckpointError
+        The checkpoint does not fit the model, optimizer, scheduler or its random generators.
     """
     path = os.fspath(path)
     state = restore_model(path, model)
@@ -125,7 +184,7 @@ def restore_checkpoint(path, model, optimizer, scheduler, loader):
     _load_into("optimizer", optimizer, state["optimizer"], path)
     if (scheduler is None) != ("scheduler" not in state):
         had = "has" if "scheduler" in state else "has no"
-        raise ValueError(
+        raise IncompatibleCheckpointError(
             f"checkpoint {path!r} {had} learning-rate scheduler state; resume with the same "
             "scheduler setting as the original run"
         )

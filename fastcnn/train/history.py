@@ -1,9 +1,15 @@
 """History: what ``fit`` measured, per epoch and every few batches; JSON and a PNG plot."""
 
+from __future__ import annotations
+
+import io
 import json
 import math
+import os
+from collections.abc import Iterable
+from typing import Any
 
-from fastcnn.io import _atomic_write
+from fastcnn._files import atomic_write
 from fastcnn.train.metrics import metric_k
 
 __all__ = ["History"]
@@ -27,24 +33,24 @@ class History:
     ``history["val_accuracy"]`` is the list of that value over the epochs.
     """
 
-    def __init__(self, metrics=("accuracy", "top5")):
+    def __init__(self, metrics: Iterable[str] = ("accuracy", "top5")) -> None:
         self.metrics = tuple(metrics)
-        self.epochs = []
-        self.running = []
+        self.epochs: list[dict[str, Any]] = []
+        self.running: list[dict[str, Any]] = []
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> list[Any]:
         if not self.epochs or key not in self.epochs[-1]:
             known = sorted(self.epochs[-1]) if self.epochs else []
             raise KeyError(f"History has no series {key!r}; it has {known}")
         return [record.get(key) for record in self.epochs]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.epochs)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"History(epochs={len(self.epochs)}, metrics={self.metrics})"
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """Plain lists and dicts (JSON-ready)."""
         return {
             "metrics": list(self.metrics),
@@ -53,7 +59,7 @@ class History:
         }
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data: dict[str, Any]) -> History:
         """The inverse of ``to_dict``."""
         try:
             history = cls(data["metrics"])
@@ -65,29 +71,33 @@ class History:
             ) from None
         return history
 
-    def save_json(self, path):
+    def save_json(self, path: str | os.PathLike[str]) -> None:
         """Write ``to_dict()`` as JSON (to a temporary file renamed into place)."""
         text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
-        _atomic_write(path, text.encode("utf-8"))
+        atomic_write(path, text.encode("utf-8"))
 
     @classmethod
-    def load_json(cls, path):
+    def load_json(cls, path: str | os.PathLike[str]) -> History:
+        """Read a History written by ``save_json``."""
         with open(path, encoding="utf-8") as file:
             return cls.from_dict(json.load(file))
 
-    def plot(self, path):
-        """Write a PNG of accuracy, each top-k and the loss, train and validation, per epoch.
+    def plot(self, path: str | os.PathLike[str]) -> None:
+        """Write a PNG of accuracy, each top-k and the loss, train and validation, per epoch
+        (atomically, as every file fastcnn writes).
 
         Needs matplotlib (``pip install fastcnn[plot]``); it is imported here, with the Agg
         backend, so that importing fastcnn never needs it.
         """
         figure = _make_figure(self)
+        buffer = io.BytesIO()
         try:
-            figure.savefig(path, dpi=100, format="png")
+            figure.savefig(buffer, dpi=100, format="png")
         finally:
             import matplotlib.pyplot as plt
 
             plt.close(figure)
+        atomic_write(path, buffer.getvalue())
 
 
 def _pyplot():

@@ -1,14 +1,19 @@
 """fit, evaluate and predict: the training loop every seed notebook writes by hand."""
 
+from __future__ import annotations
+
 import contextlib
 import math
 import os
 import reprlib
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from fastcnn.data.loader import check_batch_size
+from fastcnn._validation import flag, instance_of, integer
 from fastcnn.nn.module import Module
 from fastcnn.optim.lr_scheduler import LRScheduler
 from fastcnn.optim.optimizer import Optimizer
@@ -30,19 +35,13 @@ class NonFiniteLossError(FloatingPointError):
     loss : float
     """
 
-    def __init__(self, message, epoch, batch, loss):
+    def __init__(self, message: str, epoch: int, batch: int, loss: float) -> None:
         super().__init__(message)
         self.epoch, self.batch, self.loss = epoch, batch, loss
 
 
-def _check_instance(owner, name, value, cls, expected):
-    """A TypeError naming ``value``'s type unless it is a ``cls`` (described by ``expected``)."""
-    if not isinstance(value, cls):
-        raise TypeError(f"{owner}: {name} must be {expected}, got {type(value).__name__}")
-
-
 def _check_model(owner, model):
-    _check_instance(owner, "model", model, Module, "a fastcnn.nn.Module")
+    instance_of(model, "model", owner, Module, "a fastcnn.nn.Module")
 
 
 def _check_loader(owner, name, loader, sized=False):
@@ -67,7 +66,7 @@ def _pairs(loader, name):
 
 
 @contextlib.contextmanager
-def eval_mode(model):
+def eval_mode(model: Module) -> Iterator[Module]:
     """Run the block with ``model.eval()``; restore the previous mode afterwards."""
     _check_model("eval_mode", model)
     was_training = model.training
@@ -102,7 +101,12 @@ class _Tally:
         return result
 
 
-def evaluate(model, loader, loss_fn=None, metrics=("accuracy", "top5")):
+def evaluate(
+    model: Module,
+    loader: Iterable[Any],
+    loss_fn: Module | None = None,
+    metrics: str | Sequence[str] = ("accuracy", "top5"),
+) -> dict[str, float]:
     """Loss and metrics of ``model`` over every batch of ``loader``, in eval mode.
 
     Parameters
@@ -138,7 +142,7 @@ def _evaluate(model, batches, loss_fn, metrics):
     return tally.values(with_loss=loss_fn is not None)
 
 
-def predict(model, x, batch_size=256):
+def predict(model: Module, x: ArrayLike, batch_size: int = 256) -> NDArray[np.floating]:
     """The model's outputs (logits) for the images ``x`` ``(N, C, H, W)``, in eval mode.
 
     Runs in batches of ``batch_size`` to bound memory; ``predict(...).argmax(1)`` gives the
@@ -148,7 +152,7 @@ def predict(model, x, batch_size=256):
     x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"predict expects images of shape (N, C, H, W), got shape {x.shape}")
-    batch_size = check_batch_size(batch_size)
+    batch_size = integer(batch_size, "batch_size", "predict", minimum=1)
     if len(x) == 0:
         raise ValueError("predict got no images (an array of shape (0, C, H, W))")
     with eval_mode(model):
@@ -227,21 +231,16 @@ class _RunState:
         self.epoch = 0
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
 def _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler):
     """The objects ``fit`` calls methods of, checked before any work is done."""
     _check_model("fit", model)
-    _check_instance(
-        "fit", "loss_fn", loss_fn, Module, "a fastcnn.nn.Module such as nn.CrossEntropyLoss()"
+    instance_of(
+        loss_fn, "loss_fn", "fit", Module, "a fastcnn.nn.Module such as nn.CrossEntropyLoss()"
     )
-    _check_instance("fit", "optimizer", optimizer, Optimizer, "a fastcnn.optim.Optimizer")
+    instance_of(optimizer, "optimizer", "fit", Optimizer, "a fastcnn.optim.Optimizer")
     if scheduler is not None:
-        _check_instance(
-            "fit", "scheduler", scheduler, LRScheduler, "a fastcnn.optim.LRScheduler or None"
+        instance_of(
+            scheduler, "scheduler", "fit", LRScheduler, "a fastcnn.optim.LRScheduler or None"
         )
     _check_loader("fit", "train_loader", train_loader, sized=True)
     if val_loader is not None:
@@ -249,27 +248,27 @@ def _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, sche
 
 
 def _check_fit_args(epochs, log_every, resume, checkpoint):
-    _check_int("epochs", epochs, 0)
-    _check_int("log_every", log_every, 1)
-    if resume and checkpoint is None:
+    integer(epochs, "epochs", "fit", minimum=0)
+    integer(log_every, "log_every", "fit", minimum=1)
+    if flag(resume, "resume", "fit") and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
 
 
 def fit(
-    model,
-    loss_fn,
-    optimizer,
-    train_loader,
-    val_loader=None,
-    epochs=1,
-    scheduler=None,
-    metrics=("accuracy", "top5"),
-    progress=True,
-    checkpoint=None,
-    resume=False,
-    log_every=100,
-    extra=None,
-):
+    model: Module,
+    loss_fn: Module,
+    optimizer: Optimizer,
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any] | None = None,
+    epochs: int = 1,
+    scheduler: LRScheduler | None = None,
+    metrics: str | Sequence[str] = ("accuracy", "top5"),
+    progress: bool | str = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    log_every: int = 100,
+    extra: dict[str, Any] | None = None,
+) -> History:
     """Train ``model`` for ``epochs`` epochs; return the ``History``.
 
     Each epoch: ``model.train()``, then for every batch forward, loss, ``zero_grad``,
@@ -311,9 +310,14 @@ def fit(
 
     Raises
     ------
+    TypeError, ValueError
+        A wrong argument (checked before any work is done): the message names it.
     NonFiniteLossError
         The loss became NaN or infinite; the message gives the epoch and batch. The last
         checkpoint (of the last finished epoch) is left as it was.
+    FileNotFoundError, fastcnn.CheckpointError, IncompatibleCheckpointError
+        With ``resume``: no checkpoint, a damaged one, or one of another model, optimizer
+        or scheduler setting.
     """
     _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler)
     metrics = check_metrics(metrics)
@@ -321,6 +325,7 @@ def fit(
     history = History(metrics)
     start = 0
     if resume:
+        assert checkpoint is not None  # _check_fit_args refused resume=True without one
         start, history = restore_checkpoint(checkpoint, model, optimizer, scheduler, train_loader)
     reporter = make_progress(progress, metrics)
     state = _RunState(metrics, history, reporter, checkpoint, log_every, epochs)

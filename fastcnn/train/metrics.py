@@ -1,8 +1,12 @@
 """Classification metrics: top-k accuracy, named as ``fit`` and ``History`` name them."""
 
+from __future__ import annotations
+
 import re
+from collections.abc import Iterable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastcnn._validation import positive_int
 
@@ -11,7 +15,7 @@ __all__ = ["metric_k", "topk_correct"]
 _TOPK = re.compile(r"top([1-9][0-9]*)")
 
 
-def metric_k(name):
+def metric_k(name: str) -> int:
     """The k of a metric name: ``"accuracy"`` (= top-1), ``"top1"``, ``"top5"``, ``"topK"``."""
     if name == "accuracy":
         return 1
@@ -23,7 +27,7 @@ def metric_k(name):
     return int(match.group(1))
 
 
-def check_metrics(metrics):
+def check_metrics(metrics: str | Iterable[str]) -> tuple[str, ...]:
     """The metric names as a tuple, each checked, without duplicates."""
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     for name in names:
@@ -33,7 +37,7 @@ def check_metrics(metrics):
     return names
 
 
-def topk_correct(logits, labels, k):
+def topk_correct(logits: ArrayLike, labels: ArrayLike, k: int) -> int:
     """How many rows of ``logits`` (N, C) have their label among the k largest scores.
 
     ``k >= C`` counts every row (each label is then among the top k), so top-5 stays

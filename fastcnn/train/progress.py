@@ -1,7 +1,11 @@
 """Progress reports of ``fit``: a tqdm bar, a plain-text fallback, or nothing."""
 
+from __future__ import annotations
+
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["make_progress"]
 
@@ -15,7 +19,7 @@ def _format_stats(stats, metrics):
     return " ".join(parts)
 
 
-def format_epoch_summary(record, metrics, epochs):
+def format_epoch_summary(record: dict[str, Any], metrics: Sequence[str], epochs: int) -> str:
     """The one line printed at the end of an epoch."""
     line = f"epoch {record['epoch']}/{epochs}: train " + _format_stats(
         {k[len("train_") :]: v for k, v in record.items() if k.startswith("train_")}, metrics
@@ -101,7 +105,7 @@ class _Bar(_Silent):
             self.bar.close()
 
 
-def make_progress(progress, metrics):
+def make_progress(progress: bool | str | None, metrics: Sequence[str]) -> _Silent:
     """The reporter for ``fit(progress=...)``: True (tqdm if installed, else text), "tqdm",
     "text" or False."""
     if progress is False or progress is None:
