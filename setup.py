@@ -13,6 +13,8 @@ built in every copy the compiler can target (avx512, avx2, baseline, portable), 
 that runs is chosen at import, capped by FASTCNN_MAX_CPU_ISA (fastcnn/_isa.py).
 """
 
+from __future__ import annotations
+
 import glob
 import os
 import shlex
@@ -22,6 +24,7 @@ import sys
 import sysconfig
 import tempfile
 import textwrap
+from typing import Any
 
 import numpy
 from Cython.Build import cythonize
@@ -49,7 +52,7 @@ HOW_TO_GET_OPENMP = (
 )
 
 
-def openmp_flags(compiler_type):
+def openmp_flags(compiler_type: str) -> tuple[list[str], list[str]]:
     """Compile and link flags that enable OpenMP for this compiler family."""
     if compiler_type == "msvc":
         return ["/openmp"], []
@@ -58,7 +61,7 @@ def openmp_flags(compiler_type):
     return ["-fopenmp"], ["-fopenmp"]
 
 
-def openmp_works(compiler, compile_flags, link_flags):
+def openmp_works(compiler: Any, compile_flags: list[str], link_flags: list[str]) -> bool:
     """Compile, link and run a tiny OpenMP program: the only reliable test of the toolchain."""
     tmp = tempfile.mkdtemp(prefix="fastcnn-omp-probe-")
     try:
@@ -82,7 +85,7 @@ def openmp_works(compiler, compile_flags, link_flags):
 class BuildExtWithOpenMP(build_ext):
     """build_ext that decides on OpenMP once, from FASTCNN_OPENMP and a compile probe."""
 
-    def build_extensions(self):
+    def build_extensions(self) -> None:
         mode = os.environ.get("FASTCNN_OPENMP", "auto").strip().lower()
         if mode not in ("auto", "0", "1"):
             raise SystemExit(f"FASTCNN_OPENMP must be auto, 0 or 1, got {mode!r}")
@@ -108,11 +111,11 @@ class BuildExtWithOpenMP(build_ext):
         super().build_extensions()
 
 
-def debug_cython():
+def debug_cython() -> bool:
     return os.environ.get("FASTCNN_DEBUG_CYTHON", "0") == "1"
 
 
-def extensions():
+def extensions() -> list[Extension]:
     checks = debug_cython()
     directives = {
         "language_level": 3,

@@ -6,6 +6,7 @@ Fails (exit status 1, with the reason) unless
 - fastcnn was built with OpenMP;
 - fastcnn is imported from this interpreter's site-packages, not from SOURCE_TREE or the cwd;
 - Cython cannot be imported (a wheel user has no Cython);
+- the package holds its py.typed marker (PEP 561: type checkers then read its annotations);
 - an OpenMP build's runtime, as show_config() reports it, is the copy vendored into the wheel
   by the repair tool (auditwheel/delvewheel: ``fastcnn.libs/``; delocate: ``fastcnn/.dylibs/``),
   or, with --built-from-sdist (pip built it here, unrepaired), any loaded runtime.
@@ -38,6 +39,8 @@ def problems(fastcnn, source_tree, vendored_runtime=True):
         found.append(f"fastcnn imported from {package}, not from site-packages {site_packages()}")
     if source_tree and is_inside(package, source_tree):
         found.append(f"fastcnn imported from the source tree {source_tree}")
+    if not (package / "py.typed").is_file():
+        found.append(f"no py.typed in {package}: the package-data of pyproject.toml lost it")
     if importlib.util.find_spec("Cython") is not None:
         found.append("Cython is importable: the wheel's test environment must not have it")
     info = config()

@@ -15,6 +15,7 @@ REQUIRED = [
     "PKG-INFO",
     "fastcnn/__init__.py",
     "fastcnn/_version.py",
+    "fastcnn/py.typed",
 ]
 # generated C, compiled objects and build output must never ship in the sdist
 FORBIDDEN_SUFFIXES = {".c", ".cpp", ".html", ".so", ".pyd", ".dylib", ".dll", ".o", ".pyc"}

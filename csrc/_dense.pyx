@@ -8,11 +8,10 @@ chunks are spread over OpenMP threads, and each chunk is one single-threaded GEM
 and bias gradients are summed per chunk and the chunks then added in order, so results
 are bit-identical for any thread count.
 
-Names: N rows (batch), I input features, O output features, R rows per chunk.
+Names: N rows (batch), IN input features, OUT output features, chunk rows per chunk.
 Contract as in _conv.pyx: the caller validates and allocates; nothing here validates.
 """
 
-cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memset
@@ -23,7 +22,7 @@ from _gemm cimport matmul_nn, matmul_nt_acc, matmul_tn_acc
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, int chunk, floating[:, ::1] out, int n_threads):
     """out[rows] := bias + x[rows] . weight^T, chunk by chunk of rows"""
-    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = weight.shape[0]
+    cdef Py_ssize_t N = x.shape[0], IN = x.shape[1], OUT = weight.shape[0]
     cdef Py_ssize_t n_chunks = (N + chunk - 1) // chunk
     cdef bint has_bias = bias is not None
     cdef Py_ssize_t ch, r, o, start, rows
@@ -32,10 +31,10 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
             start = ch * chunk
             rows = chunk if start + chunk <= N else N - start
             for r in range(start, start + rows):
-                for o in range(O):
+                for o in range(OUT):
                     out[r, o] = bias[o] if has_bias else 0
-            matmul_nt_acc(<int> rows, <int> O, <int> I, &x[start, 0], <int> I,
-                          &weight[0, 0], <int> I, &out[start, 0], <int> O)
+            matmul_nt_acc(<int> rows, <int> OUT, <int> IN, &x[start, 0], <int> IN,
+                          &weight[0, 0], <int> IN, &out[start, 0], <int> OUT)
 
 
 def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
@@ -46,7 +45,7 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
     """grad_x := grad_out . weight;  grad_w := sum over chunks of grad_out[rows]^T . x[rows];
     grad_b := sum over chunks of the column sums of grad_out[rows].  grad_x, grad_b may be None.
     """
-    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = weight.shape[0]
+    cdef Py_ssize_t N = x.shape[0], IN = x.shape[1], OUT = weight.shape[0]
     cdef Py_ssize_t n_chunks = grad_w_chunks.shape[0]
     cdef bint want_b = grad_b is not None, want_x = grad_x is not None
     cdef Py_ssize_t ch, r, o, start, rows
@@ -54,20 +53,20 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
         for ch in prange(n_chunks, schedule="static", num_threads=n_threads):
             start = ch * chunk
             rows = chunk if start + chunk <= N else N - start
-            memset(&grad_w_chunks[ch, 0], 0, O * I * sizeof(floating))
-            matmul_tn_acc(<int> O, <int> I, <int> rows, &grad_out[start, 0], <int> O,
-                          &x[start, 0], <int> I, &grad_w_chunks[ch, 0], <int> I)
+            memset(&grad_w_chunks[ch, 0], 0, OUT * IN * sizeof(floating))
+            matmul_tn_acc(<int> OUT, <int> IN, <int> rows, &grad_out[start, 0], <int> OUT,
+                          &x[start, 0], <int> IN, &grad_w_chunks[ch, 0], <int> IN)
             if want_b:
-                for o in range(O):
+                for o in range(OUT):
                     grad_b_chunks[ch, o] = 0
                 for r in range(start, start + rows):
-                    for o in range(O):
+                    for o in range(OUT):
                         grad_b_chunks[ch, o] += grad_out[r, o]
             if want_x:
-                matmul_nn(<int> rows, <int> I, <int> O, &grad_out[start, 0], <int> O,
-                          &weight[0, 0], <int> I, &grad_x[start, 0], <int> I)
+                matmul_nn(<int> rows, <int> IN, <int> OUT, &grad_out[start, 0], <int> OUT,
+                          &weight[0, 0], <int> IN, &grad_x[start, 0], <int> IN)
         # (an empty batch has no chunks: the sums are then zeros, read from nowhere)
-        sum_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, O * I,
+        sum_chunks(&grad_w_chunks[0, 0] if n_chunks else NULL, n_chunks, OUT * IN,
                    &grad_w[0, 0], n_threads)
         if want_b:
-            sum_chunks(&grad_b_chunks[0, 0] if n_chunks else NULL, n_chunks, O, &grad_b[0], 1)
+            sum_chunks(&grad_b_chunks[0, 0] if n_chunks else NULL, n_chunks, OUT, &grad_b[0], 1)

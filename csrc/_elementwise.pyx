@@ -13,7 +13,8 @@ from cython.parallel cimport prange
 
 from _relu_block cimport relu_block, relu_grad_block
 
-DEF BLOCK = 16384  # elements per parallel work item: 64 KiB of float32
+cdef enum:
+    BLOCK = 16384  # elements per parallel work item: 64 KiB of float32
 
 
 def relu_forward(const floating[::1] x, floating[::1] out, int n_threads):

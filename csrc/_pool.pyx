@@ -10,7 +10,6 @@ Names: N images, C channels, H x W input, KH x KW window, stride SH x SW, paddin
 count_include_pad), OH x OW output.
 """
 
-cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
@@ -56,7 +55,8 @@ cdef inline void avg_window(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t H, Py_ssize
                             int KH, int KW, int SH, int SW, int PH, int PW,
                             bint count_include_pad, Py_ssize_t *h0, Py_ssize_t *h1,
                             Py_ssize_t *w0, Py_ssize_t *w1, Py_ssize_t *divisor) noexcept nogil:
-    """The window of output (oh, ow) clipped to x, and what its sum is divided by (PyTorch's rule)."""
+    """The window of output (oh, ow) clipped to x, and what its sum is divided by
+    (PyTorch's rule)."""
     cdef Py_ssize_t hs = oh * SH - PH, ws = ow * SW - PW
     cdef Py_ssize_t he = min(hs + KH, H + PH), we = min(ws + KW, W + PW)
     cdef Py_ssize_t padded_size = (he - hs) * (we - ws)

@@ -6,16 +6,22 @@ kernel runs, the library behind scipy.linalg.cython_blas is held at one thread. 
 libraries (NumPy's own, say) are left alone.
 """
 
+from __future__ import annotations
+
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 _lock = threading.Lock()
 _active = 0  # kernels running now, across Python threads
-_saved = []  # (controller, threads it had) to restore when the last kernel ends
-_controllers = None
+# Controllers are threadpoolctl's LibController objects: Any, as threadpoolctl has no types.
+# (controller, threads it had) to restore when the last kernel ends
+_saved: list[tuple[Any, int]] = []
+_controllers: list[Any] | None = None
 
 
-def kernel_blas_controllers():
+def kernel_blas_controllers() -> list[Any]:
     """threadpoolctl controllers of the BLAS that scipy.linalg.cython_blas calls into."""
     global _controllers
     if _controllers is None:
@@ -44,7 +50,7 @@ _OPENBLAS_SETTERS = tuple(
 )
 
 
-def _thread_setter(controller):
+def _thread_setter(controller: Any) -> Callable[[int], object]:
     """A function setting the library's thread count, whichever Python thread calls.
 
     Not threadpoolctl's set_num_threads for an OpenBLAS with its own (pthreads) thread
@@ -67,17 +73,17 @@ def _thread_setter(controller):
     return controller.set_num_threads
 
 
-_setters = {}  # id(controller) -> its _thread_setter
+_setters: dict[int, Callable[[int], object]] = {}  # id(controller) -> its _thread_setter
 
 
-def _set_num_threads(controller, count):
+def _set_num_threads(controller: Any, count: int) -> None:
     setter = _setters.get(id(controller))
     if setter is None:
         setter = _setters[id(controller)] = _thread_setter(controller)
     setter(count)
 
 
-def blas_info():
+def blas_info() -> list[dict[str, Any]]:
     """What show_config reports about the kernels' BLAS."""
     return [c.info() for c in kernel_blas_controllers()]
 
@@ -88,7 +94,7 @@ class _SingleThreadedBlas:
 
     __slots__ = ()
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         global _active, _saved
         with _lock:
             if _active == 0:
@@ -98,7 +104,7 @@ class _SingleThreadedBlas:
                         _set_num_threads(controller, 1)
             _active += 1
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         global _active, _saved
         with _lock:
             _active -= 1
@@ -112,6 +118,6 @@ class _SingleThreadedBlas:
 _HOLD = _SingleThreadedBlas()
 
 
-def single_threaded_blas():
+def single_threaded_blas() -> _SingleThreadedBlas:
     """Hold the kernels' BLAS at one thread for the duration of the ``with`` block."""
     return _HOLD

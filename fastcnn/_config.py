@@ -1,8 +1,11 @@
 """fastcnn.show_config(): how this copy of fastcnn was built and what it runs on."""
 
+from __future__ import annotations
+
 import os
 import platform
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +16,7 @@ from fastcnn._threads import get_num_threads
 from fastcnn._version import __version__
 
 
-def openmp_runtime():
+def openmp_runtime() -> str | None:
     """Path of the OpenMP runtime the kernels are bound to, or None.
 
     Asked of the dynamic linker (where the kernels' omp_get_max_threads lives), not of the
@@ -25,11 +28,11 @@ def openmp_runtime():
         return os.path.realpath(path)
     from threadpoolctl import threadpool_info
 
-    paths = [lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "openmp"]
+    paths: list[str] = [lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "openmp"]
     return paths[0] if paths else None
 
 
-def config():
+def config() -> dict[str, Any]:
     """The facts show_config prints, as a dict."""
     return {
         "fastcnn": __version__,
@@ -46,7 +49,7 @@ def config():
     }
 
 
-def show_config():
+def show_config() -> None:
     """Print version, OpenMP on/off and its runtime, the kernels' BLAS and the thread count."""
     info = config()
     print(f"fastcnn {info['fastcnn']}  (python {info['python']}, numpy {info['numpy']})")

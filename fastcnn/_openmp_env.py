@@ -15,15 +15,18 @@ OpenMP runtime is already loaded (PyTorch imported first), the kernels bind to i
 keeps its own setting.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
+from collections.abc import Iterator
 
 USER_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 SPIN_COUNT = "30000"
-wait_policy = None  # what fastcnn's runtime was started with, for show_config
+wait_policy: str | None = None  # what fastcnn's runtime was started with, for show_config
 
 
-def _openmp_already_loaded():
+def _openmp_already_loaded() -> bool:
     """Whether some OpenMP runtime is mapped into this process already (Linux only)."""
     try:
         with open("/proc/self/maps") as maps:
@@ -33,7 +36,7 @@ def _openmp_already_loaded():
 
 
 @contextlib.contextmanager
-def short_spin_while_loading():
+def short_spin_while_loading() -> Iterator[None]:
     """Load the OpenMP runtime (inside the block) with a short spin unless the user chose."""
     global wait_policy
     if _openmp_already_loaded():

@@ -2,30 +2,46 @@
 
 Slow and obvious on purpose: each function states its maths directly (sums over the kernel
 window, loops over output positions) and shares no code with the kernels, so tests that
-compare the two check the kernels against the maths. Arguments are already validated:
-``stride``, ``padding`` and ``kernel`` are (h, w) pairs. Same signatures and results as
-``fastcnn.functional``.
+compare the two check the kernels against the maths.
+
+The functions have ``fastcnn.functional``'s names, positional arguments in its order and
+its results, but none of its checks or conveniences: the arguments are already valid,
+every one is required (``bias`` may be None), and ``kernel``, ``stride`` and ``padding`` are
+(h, w) pairs. Where they differ: ``max_pool2d`` always returns ``(out, index)``;
+``conv2d`` has no ``save_columns`` and ``conv2d_backward`` no ``columns`` (they are the
+compiled path's scratch); the fused ``conv2d_relu_max_pool2d`` has no twin (its tests
+compare it with the three functions here, one after the other).
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[Any]  # float32 or float64, NCHW where 4-D
+Pair = tuple[int, int]  # (h, w)
+Shape = tuple[int, ...]
 
 
-def _pad(x, padding):
+def _pad(x: Array, padding: Pair) -> Array:
     ph, pw = padding
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
-def _out_size(size, kernel, stride, padding):
+def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _window_view(xp, kernel, stride, out_hw):
+def _window_view(xp: Array, kernel: Pair, stride: Pair, out_hw: Sequence[int]) -> Array:
     """xp[n, c, oh*SH + i, ow*SW + j] as an array indexed [n, c, oh, ow, i, j]."""
     windows = np.lib.stride_tricks.sliding_window_view(xp, kernel, axis=(2, 3))
     return windows[:, :, :: stride[0], :: stride[1]][:, :, : out_hw[0], : out_hw[1]]
 
 
-def conv2d(x, weight, bias, stride, padding):
+def conv2d(x: Array, weight: Array, bias: Array | None, stride: Pair, padding: Pair) -> Array:
     """out[n, k, oh, ow] = b[k] + sum_{c,i,j} xpad[n, c, oh*SH + i, ow*SW + j] * w[k, c, i, j]"""
     kernel = weight.shape[2:]
     out_hw = [_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
@@ -36,7 +52,15 @@ def conv2d(x, weight, bias, stride, padding):
     return out.astype(x.dtype)
 
 
-def conv2d_backward(grad_out, x, weight, stride, padding, input_grad=True, bias_grad=True):
+def conv2d_backward(
+    grad_out: Array,
+    x: Array,
+    weight: Array,
+    stride: Pair,
+    padding: Pair,
+    input_grad: bool = True,
+    bias_grad: bool = True,
+) -> tuple[Array | None, Array, Array | None]:
     """Gradients of conv2d by the chain rule, one kernel offset (i, j) at a time."""
     kernel = weight.shape[2:]
     out_hw = grad_out.shape[2:]
@@ -59,7 +83,7 @@ def conv2d_backward(grad_out, x, weight, stride, padding, input_grad=True, bias_
     return grad_x, grad_w, grad_b
 
 
-def im2col(x, kernel, stride, padding):
+def im2col(x: Array, kernel: Pair, stride: Pair, padding: Pair) -> Array:
     """col[(n*OH + oh)*OW + ow, (c*FH + i)*FW + j] = xpad[n, c, oh*SH + i, ow*SW + j]"""
     n, c = x.shape[:2]
     out_hw = [_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
@@ -68,7 +92,7 @@ def im2col(x, kernel, stride, padding):
     return windows.transpose(0, 2, 3, 1, 4, 5).reshape(rows, c * kernel[0] * kernel[1]).copy()
 
 
-def col2im(col, input_shape, kernel, stride, padding):
+def col2im(col: Array, input_shape: Shape, kernel: Pair, stride: Pair, padding: Pair) -> Array:
     """The adjoint of im2col: every entry of col added back onto the input cell it came from."""
     n, c, h, w = input_shape
     ph, pw = padding
@@ -83,7 +107,9 @@ def col2im(col, input_shape, kernel, stride, padding):
     return xp[:, :, ph : ph + h, pw : pw + w].copy()
 
 
-def _windows_in_bounds(shape, kernel, stride, padding):
+def _windows_in_bounds(
+    shape: Shape, kernel: Pair, stride: Pair, padding: Pair
+) -> Iterator[tuple[int, int, slice, slice, int]]:
     """For each output (oh, ow): the slice of rows and columns of x its window covers."""
     h, w = shape[2:]
     out_hw = [_out_size(shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
@@ -99,7 +125,7 @@ def _windows_in_bounds(shape, kernel, stride, padding):
             yield oh, ow, rows, cols, padded
 
 
-def max_pool2d(x, kernel, stride, padding):
+def max_pool2d(x: Array, kernel: Pair, stride: Pair, padding: Pair) -> tuple[Array, Array]:
     """out = max over the window (never padding); index = h*W + w of the first maximum, or
     of the last NaN if the window holds one (PyTorch's CPU rules)."""
     n, c, h, w = x.shape
@@ -118,7 +144,7 @@ def max_pool2d(x, kernel, stride, padding):
     return out, index
 
 
-def max_pool2d_backward(grad_out, index, input_shape):
+def max_pool2d_backward(grad_out: Array, index: Array, input_shape: Shape) -> Array:
     """grad_x[n, c].flat[index[n, c, oh, ow]] += grad_out[n, c, oh, ow]"""
     n, c, h, w = input_shape
     grad_x = np.zeros((n * c, h * w), dtype=grad_out.dtype)
@@ -127,7 +153,9 @@ def max_pool2d_backward(grad_out, index, input_shape):
     return grad_x.reshape(input_shape)
 
 
-def avg_pool2d(x, kernel, stride, padding, count_include_pad=True):
+def avg_pool2d(
+    x: Array, kernel: Pair, stride: Pair, padding: Pair, count_include_pad: bool = True
+) -> Array:
     """out = sum over the window / (window size in the padded input, or cells of x)"""
     n, c = x.shape[:2]
     out_hw = [_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
@@ -139,7 +167,14 @@ def avg_pool2d(x, kernel, stride, padding, count_include_pad=True):
     return out
 
 
-def avg_pool2d_backward(grad_out, input_shape, kernel, stride, padding, count_include_pad=True):
+def avg_pool2d_backward(
+    grad_out: Array,
+    input_shape: Shape,
+    kernel: Pair,
+    stride: Pair,
+    padding: Pair,
+    count_include_pad: bool = True,
+) -> Array:
     """grad_x[cells of each window] += grad_out / divisor"""
     grad_x = np.zeros(input_shape, dtype=grad_out.dtype)
     for oh, ow, rows, cols, padded in _windows_in_bounds(input_shape, kernel, stride, padding):
@@ -149,13 +184,15 @@ def avg_pool2d_backward(grad_out, input_shape, kernel, stride, padding, count_in
     return grad_x
 
 
-def linear(x, weight, bias):
+def linear(x: Array, weight: Array, bias: Array | None) -> Array:
     """y[..., o] = b[o] + sum_i x[..., i] * w[o, i]"""
     out = np.einsum("...i,oi->...o", x, weight)
     return (out if bias is None else out + bias).astype(x.dtype)
 
 
-def linear_backward(grad_out, x, weight, input_grad=True, bias_grad=True):
+def linear_backward(
+    grad_out: Array, x: Array, weight: Array, input_grad: bool = True, bias_grad: bool = True
+) -> tuple[Array | None, Array, Array | None]:
     """dx = g . w;  dw[o, i] = sum over rows of g[., o] x[., i];  db = sum over rows of g"""
     rows_g = grad_out.reshape(-1, weight.shape[0])
     rows_x = x.reshape(-1, weight.shape[1])
@@ -165,11 +202,11 @@ def linear_backward(grad_out, x, weight, input_grad=True, bias_grad=True):
     return grad_x, grad_w, grad_b
 
 
-def relu(x):
+def relu(x: Array) -> Array:
     """max(x, 0), NaN kept"""
     return np.where(x <= 0, np.zeros_like(x), x)
 
 
-def relu_backward(grad_out, out):
+def relu_backward(grad_out: Array, out: Array) -> Array:
     """grad where out is not <= 0 (positive or NaN), else 0"""
     return np.where(out <= 0, np.zeros_like(grad_out), grad_out)

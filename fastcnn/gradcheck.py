@@ -7,11 +7,24 @@ central difference ``(L(x + eps) - L(x - eps)) / (2 eps)``. An element passes wh
 Everything checked must be float64: float32 rounding swamps a 1e-6 step.
 """
 
+from __future__ import annotations
+
 import contextlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from fastcnn._threads import threads
+
+if TYPE_CHECKING:
+    from fastcnn.nn.module import Module
+
+# (what is checked, the array perturbed, the backward pass's gradient of it)
+_Check = tuple[str, NDArray[Any], Any]
+# a forward pass as gradcheck accepts it: a Module, or a function with its backward
+_Checked = Union["Module", Callable[..., Any]]
 
 __all__ = ["GradcheckError", "gradcheck"]
 
@@ -22,17 +35,17 @@ class GradcheckError(RuntimeError):
 
 
 def gradcheck(
-    func_or_module,
-    inputs,
-    eps=1e-6,
-    atol=1e-5,
-    rtol=1e-3,
+    func_or_module: _Checked,
+    inputs: ArrayLike | Sequence[Any],
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
     *,
-    backward=None,
-    raise_exception=True,
-    seed=0,
-    n_threads=1,
-):
+    backward: Callable[..., Any] | None = None,
+    raise_exception: bool = True,
+    seed: int = 0,
+    n_threads: int | None = 1,
+) -> bool:
     """Check a Module's or a function's backward pass against finite differences.
 
     Parameters
@@ -78,18 +91,21 @@ def gradcheck(
         If a checked array or a parameter is not float64, or ``backward`` is missing (for a
         function) or given (for a Module).
     """
-    inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    arguments = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+    target: _Target
     if _is_module(func_or_module):
         if backward is not None:
             raise TypeError("gradcheck: backward= is for functions; a Module has its own")
-        target = _ModuleTarget(func_or_module, inputs)
+        target = _ModuleTarget(func_or_module, arguments)
     else:
         if not callable(func_or_module) or backward is None:
             raise TypeError(
                 "gradcheck: pass a fastcnn.nn.Module, or a function with backward=callable"
             )
-        target = _FunctionTarget(func_or_module, backward, inputs)
-    thread_setting = contextlib.nullcontext() if n_threads is None else threads(n_threads)
+        target = _FunctionTarget(func_or_module, backward, arguments)
+    thread_setting: contextlib.AbstractContextManager[object] = (
+        contextlib.nullcontext() if n_threads is None else threads(n_threads)
+    )
     try:
         with thread_setting:
             failure = _first_failure(target, eps, atol, rtol, np.random.default_rng(seed))
@@ -100,13 +116,13 @@ def gradcheck(
     return failure is None
 
 
-def _is_module(obj):
+def _is_module(obj: object) -> TypeGuard[Module]:
     from fastcnn.nn.module import Module  # here: fastcnn.nn imports nothing from this file
 
     return isinstance(obj, Module)
 
 
-def _require_float64(array, name):
+def _require_float64(array: NDArray[Any], name: str) -> None:
     if array.dtype != np.float64:
         raise TypeError(
             f"gradcheck: {name} is {array.dtype}; finite differences need float64 (call "
@@ -114,7 +130,17 @@ def _require_float64(array, name):
         )
 
 
-def _first_failure(target, eps, atol, rtol, rng):
+class _Target(Protocol):
+    """What is checked: a forward pass and the backward pass's gradients."""
+
+    def forward(self) -> Any: ...
+    def analytical(self, grad_output: NDArray[np.float64]) -> list[_Check]: ...
+    def restore(self) -> None: ...
+
+
+def _first_failure(
+    target: _Target, eps: float, atol: float, rtol: float, rng: np.random.Generator
+) -> str | None:
     """The failure message of the first gradient that does not match, or None."""
     output = target.forward()
     grad_output = rng.standard_normal(np.shape(output))
@@ -132,7 +158,9 @@ def _first_failure(target, eps, atol, rtol, rng):
     return None
 
 
-def _numerical_gradient(target, grad_output, array, eps):
+def _numerical_gradient(
+    target: _Target, grad_output: NDArray[np.float64], array: NDArray[Any], eps: float
+) -> NDArray[np.float64]:
     """Central differences of sum(grad_output * f) with respect to each element of ``array``
     (perturbed in place and restored)."""
     numerical = np.empty(array.shape)
@@ -147,7 +175,13 @@ def _numerical_gradient(target, grad_output, array, eps):
     return numerical
 
 
-def _compare(name, analytical, numerical, atol, rtol):
+def _compare(
+    name: str,
+    analytical: NDArray[np.float64],
+    numerical: NDArray[np.float64],
+    atol: float,
+    rtol: float,
+) -> str | None:
     excess = np.abs(analytical - numerical) - (atol + rtol * np.abs(numerical))
     excess[~np.isfinite(excess)] = np.inf  # a NaN gradient fails too
     failing = excess > 0
@@ -165,7 +199,7 @@ def _compare(name, analytical, numerical, atol, rtol):
 class _ModuleTarget:
     """A Module: inputs[0] and every parameter with requires_grad are checked."""
 
-    def __init__(self, module, inputs):
+    def __init__(self, module: Module, inputs: tuple[Any, ...]) -> None:
         self.module = module
         first = np.array(inputs[0], copy=True)
         _require_float64(first, "the input (inputs[0])")
@@ -176,10 +210,10 @@ class _ModuleTarget:
         self._grads = [param.grad for _, param in self.params]
         self._buffers = [(buffer, buffer.copy()) for buffer in module.buffers()]
 
-    def forward(self):
+    def forward(self) -> Any:
         return self.module(*self.inputs)
 
-    def analytical(self, grad_output):
+    def analytical(self, grad_output: NDArray[np.float64]) -> list[_Check]:
         for _, param in self.params:
             param.grad = None
         self.forward()
@@ -187,13 +221,13 @@ class _ModuleTarget:
         grad_input = self.module.backward(grad_output, input_grad=True)
         if grad_input is not None:
             grad_input = np.array(grad_input, copy=True)  # later forwards may reuse buffers
-        checks = [(f"the input of {name}", self.inputs[0], grad_input)]
+        checks: list[_Check] = [(f"the input of {name}", self.inputs[0], grad_input)]
         for param_name, param in self.params:
             grad = np.zeros_like(param.data) if param.grad is None else param.grad.copy()
             checks.append((f"parameter {param_name!r} of {name}", param.data, grad))
         return checks
 
-    def restore(self):
+    def restore(self) -> None:
         for (_, param), grad in zip(self.params, self._grads, strict=True):
             param.grad = grad
         for buffer, saved in self._buffers:
@@ -203,16 +237,18 @@ class _ModuleTarget:
 class _FunctionTarget:
     """A function and its backward: every float64 input with a gradient is checked."""
 
-    def __init__(self, func, backward, inputs):
+    def __init__(
+        self, func: Callable[..., Any], backward: Callable[..., Any], inputs: tuple[Any, ...]
+    ) -> None:
         self.func, self.backward = func, backward
         self.inputs = tuple(
             np.array(x, copy=True) if isinstance(x, np.ndarray) else x for x in inputs
         )
 
-    def forward(self):
+    def forward(self) -> Any:
         return self.func(*self.inputs)
 
-    def analytical(self, grad_output):
+    def analytical(self, grad_output: NDArray[np.float64]) -> list[_Check]:
         grads = self.backward(grad_output, *self.inputs)
         grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
         if len(grads) != len(self.inputs):
@@ -220,12 +256,12 @@ class _FunctionTarget:
                 f"gradcheck: backward returned {len(grads)} gradients for {len(self.inputs)} "
                 "inputs (use None for an input without one)"
             )
-        checks = []
+        checks: list[_Check] = []
         for i, (x, grad) in enumerate(zip(self.inputs, grads, strict=True)):
             if grad is not None:
                 _require_float64(np.asarray(x), f"input {i}")
                 checks.append((f"input {i}", x, grad))
         return checks
 
-    def restore(self):
+    def restore(self) -> None:
         pass
