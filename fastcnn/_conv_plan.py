@@ -403,7 +403,7 @@ def _same_bits(kept, weight):
     return np.array_equal(kept.view(bits), weight.view(bits))
 
 
-_layer_packs = weakref.WeakKeyDictionary()
+_layer_packs: weakref.WeakKeyDictionary[object, PackedWeights] = weakref.WeakKeyDictionary()
 _layer_packs_lock = threading.Lock()
 
 
@@ -421,7 +421,7 @@ def packs_for(param, plan):
 
 # --------------------------------------------------------------------------- the cache
 
-_plans = {}
+_plans: dict[tuple, ConvPlan] = {}
 _MAX_PLANS = 512  # shapes a process meets; past this the cache starts again
 
 
