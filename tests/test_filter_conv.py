@@ -1,4 +1,4 @@
-"""The filter-vector convolution kernel (csrc/direct_conv_impl.h) on every branch it has,
+"""The filter kernel (csrc/direct_conv_impl.h) on every branch it has,
 on every ISA copy of the kernels this CPU runs (the ``kernel_copy`` fixture).
 
 ``_conv_plan.choose_methods`` picks it for at least VL/2 filters (VL: the copy's values per
