@@ -130,7 +130,7 @@ def max_pool2d(
 
 
 def max_pool2d_backward(
-    grad_out: NDArray, indices: NDArray, input_shape: tuple[int, int, int, int]
+    grad_out: NDArray, indices: NDArray, input_shape: tuple[int, ...]
 ) -> NDArray:
     """The input gradient of max pooling; ``indices`` in [0, H*W) of ``input_shape``."""
     grad_x = np.empty(input_shape, dtype=grad_out.dtype)
@@ -149,7 +149,7 @@ def avg_pool2d(
 
 def avg_pool2d_backward(
     grad_out: NDArray,
-    input_shape: tuple[int, int, int, int],
+    input_shape: tuple[int, ...],
     kernel: Pair,
     stride: Pair,
     padding: Pair,
