@@ -24,13 +24,22 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from fastcnn import _conv, _fused, _isa, _ops
+from fastcnn._ops import Pair
 from fastcnn._threads import get_num_threads
 from fastcnn._validation import fits_int32, window_output_hw
+
+if TYPE_CHECKING:
+    from fastcnn.nn.parameter import Parameter
+
+Shape = tuple[int, ...]
+_T = TypeVar("_T")
 
 # The methods, by the names csrc/_conv_image.pxd gives their codes (the codes' one home).
 GEMM, ROW, FILTER = "gemm", "row", "filter"
@@ -105,7 +114,14 @@ class Methods(NamedTuple):
     input_grad: str
 
 
-def choose_methods(in_hw, weight_shape, stride, padding, vector_length, limits):
+def choose_methods(
+    in_hw: Sequence[int],
+    weight_shape: Sequence[int],
+    stride: Pair,
+    padding: Pair,
+    vector_length: int,
+    limits: MethodLimits,
+) -> Methods:
     """The fastest methods measured (``limits``, a ``MethodLimits``) for a convolution on a
     copy of the kernels with ``vector_length`` values per vector; in_hw: the input's (H, W).
     Pure: tests ask it about any copy, whatever the CPU."""
@@ -130,11 +146,11 @@ def choose_methods(in_hw, weight_shape, stride, padding, vector_length, limits):
     return Methods(forward, weight_grad, FILTER if by_filter else COL2IM)
 
 
-def _round_up(count, block):
+def _round_up(count: int, block: int) -> int:
     return -(-count // block) * block
 
 
-def blocked(matrix, group_width):
+def blocked(matrix: NDArray[Any], group_width: int) -> NDArray[Any]:
     """A (rows, columns) matrix as direct_conv.h blocks the filter kernel's operands: zero
     columns appended up to KP, a multiple of ``group_width``, then stored as
     KP/group_width blocks of (rows, group_width). Returned 2-D, (KP/gw * rows, gw)."""
@@ -156,7 +172,15 @@ class ConvPlan:
     workspace rows start with the image's convolution output).
     """
 
-    def __init__(self, in_chw, weight_shape, dtype, stride, padding, methods=None):
+    def __init__(
+        self,
+        in_chw: Sequence[int],
+        weight_shape: Sequence[int],
+        dtype: DTypeLike,
+        stride: Pair,
+        padding: Pair,
+        methods: Methods | None = None,
+    ) -> None:
         c, h, w = in_chw
         k, _, fh, fw = weight_shape
         self.dtype = np.dtype(dtype)
@@ -186,7 +210,7 @@ class ConvPlan:
         self.geometry = self._geometry(scratch_at=0)
         self.fused_geometry = self._geometry(scratch_at=self.conv_output)
 
-    def _geometry(self, scratch_at):
+    def _geometry(self, scratch_at: int) -> dict[str, int]:
         """The ConvGeometry struct, with the image's scratch at ``scratch_at`` of a row."""
         (c, h, w), (k, _, fh, fw) = self.in_chw, self.weight_shape
         oh, ow = self.out_hw
@@ -203,7 +227,7 @@ class ConvPlan:
             "dx_at": dout_t_at + oh * ow * self.kp,
         }  # fmt: skip
 
-    def backward_row(self, input_grad, fused=False):
+    def backward_row(self, input_grad: bool, fused: bool = False) -> int:
         """Values of a thread's workspace row in the backward pass (see _geometry)."""
         start = self.conv_output if fused else 0
         dx = self.input_grad_scratch if input_grad else 0
@@ -211,7 +235,14 @@ class ConvPlan:
 
     # ------------------------------------------------------------------------ running
 
-    def forward(self, x, weight, bias, packs, save_columns):
+    def forward(
+        self,
+        x: NDArray[Any],
+        weight: NDArray[Any],
+        bias: NDArray[Any] | None,
+        packs: PackedWeights,
+        save_columns: bool,
+    ) -> tuple[NDArray[Any], NDArray[Any] | None]:
         """(out, columns): conv2d of the batch x; columns: every image's im2col matrix,
         kept for the backward pass, when ``save_columns`` and the plan builds them (else
         None). packs: a ``PackedWeights`` of ``weight`` for this plan."""
@@ -226,7 +257,15 @@ class ConvPlan:
         )  # fmt: skip
         return out, columns
 
-    def forward_relu_max_pool(self, pool, x, weight, bias, packs, save_columns):
+    def forward_relu_max_pool(
+        self,
+        pool: PoolPlan,
+        x: NDArray[Any],
+        weight: NDArray[Any],
+        bias: NDArray[Any] | None,
+        packs: PackedWeights,
+        save_columns: bool,
+    ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None]:
         """(out, indices, columns): max_pool2d(relu(conv2d(x))) by the fused kernel, for
         ``pool``, a ``PoolPlan`` over this plan's output."""
         n, k = x.shape[0], self.weight_shape[0]
@@ -243,13 +282,21 @@ class ConvPlan:
         )  # fmt: skip
         return out, indices, columns
 
-    def _columns(self, x, save_columns):
+    def _columns(self, x: NDArray[Any], save_columns: bool) -> NDArray[Any] | None:
         if not save_columns or self.methods.forward != GEMM:
             return None
         q = self.in_chw[0] * self.weight_shape[2] * self.weight_shape[3]
         return np.empty((x.shape[0], q * self.out_hw[0] * self.out_hw[1]), x.dtype)
 
-    def backward(self, grad_out, x, packs, input_grad, bias_grad, columns):
+    def backward(
+        self,
+        grad_out: NDArray[Any],
+        x: NDArray[Any],
+        packs: PackedWeights,
+        input_grad: bool,
+        bias_grad: bool,
+        columns: NDArray[Any] | None,
+    ) -> Gradients:
         """(grad_x or None, grad_w, grad_b or None) of conv2d: grad_out is the output's
         gradient; columns: what ``forward`` kept, or None."""
         work = _Gradients(self, x, input_grad, bias_grad, fused=False)
@@ -262,8 +309,16 @@ class ConvPlan:
         return work.gradients()
 
     def backward_relu_max_pool(
-        self, grad_out, out, indices, x, packs, input_grad, bias_grad, columns
-    ):
+        self,
+        grad_out: NDArray[Any],
+        out: NDArray[Any],
+        indices: NDArray[Any],
+        x: NDArray[Any],
+        packs: PackedWeights,
+        input_grad: bool,
+        bias_grad: bool,
+        columns: NDArray[Any] | None,
+    ) -> Gradients:
         """As ``backward``, for the fused kernel: grad_out is the pooled output's gradient,
         out and indices what ``forward_relu_max_pool`` returned."""
         work = _Gradients(self, x, input_grad, bias_grad, fused=True)
@@ -276,11 +331,17 @@ class ConvPlan:
         return work.gradients()
 
 
+# (grad_x or None, grad_w, grad_b or None) of a backward pass
+Gradients = tuple[NDArray[Any] | None, NDArray[Any], NDArray[Any] | None]
+
+
 class _Gradients:
     """A backward call's outputs, per-chunk partial sums and workspace; the gradients
     afterwards in the weight's own layout."""
 
-    def __init__(self, plan, x, input_grad, bias_grad, fused):
+    def __init__(
+        self, plan: ConvPlan, x: NDArray[Any], input_grad: bool, bias_grad: bool, fused: bool
+    ) -> None:
         k, q = plan.weight_shape[0], int(np.prod(plan.weight_shape[1:]))
         self.plan = plan
         w_size = q * plan.kp if plan.kp else k * q
@@ -294,7 +355,7 @@ class _Gradients:
         row = plan.backward_row(input_grad, fused)
         self.workspace = _ops.workspace(self.n_threads, row, x.dtype)
 
-    def gradients(self):
+    def gradients(self) -> Gradients:
         """(grad_x, grad_w, grad_b), grad_w in the weight's shape: the filter kernel's
         (Q, KP) transposed back and cut to K."""
         shape, grad_w = self.plan.weight_shape, self.grad_w
@@ -308,11 +369,11 @@ class PoolPlan(NamedTuple):
     """The fused kernel's max-pool over a plan's (OH, OW) output: the PoolWindow struct as
     a dict, and the pooled (POH, POW)."""
 
-    window: dict
-    out_hw: tuple
+    window: dict[str, int]
+    out_hw: Shape
 
 
-def pool_plan(kernel, stride, padding, out_hw):
+def pool_plan(kernel: Pair, stride: Pair, padding: Pair, out_hw: Sequence[int]) -> PoolPlan:
     """A ``PoolPlan``; kernel, stride and padding checked by the caller."""
     window = {
         "KH": kernel[0], "KW": kernel[1], "TH": stride[0], "TW": stride[1],
@@ -334,13 +395,14 @@ class PackedWeights:
     array given (functional's calls, one per call).
     """
 
-    def __init__(self, plan, weight, keep_bits=False):
+    def __init__(self, plan: ConvPlan, weight: NDArray[Any], keep_bits: bool = False) -> None:
         self.plan = plan
         self._keep_bits = keep_bits
-        self._state = None
+        # (the weight packed, {layout name: its packing}); set by update
+        self._state: tuple[NDArray[Any], dict[str, Any]] | None = None
         self.update(weight)
 
-    def update(self, weight):
+    def update(self, weight: NDArray[Any]) -> PackedWeights:
         """Make the packs those of ``weight``'s values; self."""
         state = self._state
         if state is not None and self._keep_bits and _same_bits(state[0], weight):
@@ -349,30 +411,30 @@ class PackedWeights:
         self._state = (source, {})  # one assignment: a thread sees old or new packs
         return self
 
-    def _packed(self, name, make):
-        source, packs = self._state
+    def _packed(self, name: str, make: Callable[[NDArray[Any]], _T]) -> _T:
+        source, packs = self._state  # type: ignore[misc]  # set since __init__'s update
         if name not in packs:
             packs[name] = make(source)
         return packs[name]
 
-    def forward(self):
+    def forward(self) -> NDArray[Any] | None:
         """The forward pass's packing: the row kernel's (ceil(K/4), C*kH*kW*4), four
         filters side by side; the filter kernel's transposed (C*kH*kW, K), blocked by GW;
         None for GEMM (which takes the weight as it is). Zeros past K."""
         return self._packed("forward", self._pack_forward)
 
-    def weight_t(self):
+    def weight_t(self) -> NDArray[Any]:
         """The weight as a (C*kH*kW, K) matrix, for the input gradient's GEMM."""
         return self._packed("weight_t", lambda w: np.ascontiguousarray(w.reshape(w.shape[0], -1).T))
 
-    def input_grad(self):
+    def input_grad(self) -> NDArray[Any] | None:
         """For the filter kernel's input gradient: the kernels flipped, their channels
         swapped, (K*kH*kW, C) blocked by GW; None when the plan takes im2col's adjoint."""
         if self.plan.methods.input_grad != FILTER:
             return None
         return self._packed("input_grad", self._pack_input_grad)
 
-    def _pack_forward(self, weight):
+    def _pack_forward(self, weight: NDArray[Any]) -> NDArray[Any] | None:
         k, q = weight.shape[0], weight[0].size
         method = self.plan.methods.forward
         if method == ROW:
@@ -385,7 +447,7 @@ class PackedWeights:
             return blocked(weight.reshape(k, q).T, self.plan.group_width)
         return None
 
-    def _pack_input_grad(self, weight):
+    def _pack_input_grad(self, weight: NDArray[Any]) -> NDArray[Any]:
         k, c, kh, kw = weight.shape
         flipped = weight[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(k * kh * kw, c)
         return blocked(flipped, self.plan.group_width)
@@ -394,7 +456,7 @@ class PackedWeights:
 _UNSIGNED = {4: np.uint32, 8: np.uint64}
 
 
-def _same_bits(kept, weight):
+def _same_bits(kept: NDArray[Any], weight: NDArray[Any]) -> bool:
     """True if ``weight`` holds exactly ``kept``'s bits (so -0.0 is not 0.0, and a NaN
     equals itself)."""
     if kept.shape != weight.shape or kept.dtype != weight.dtype:
@@ -407,7 +469,7 @@ _layer_packs: weakref.WeakKeyDictionary[object, PackedWeights] = weakref.WeakKey
 _layer_packs_lock = threading.Lock()
 
 
-def packs_for(param, plan):
+def packs_for(param: Parameter, plan: ConvPlan) -> PackedWeights:
     """The ``PackedWeights`` of a layer's weight ``Parameter`` for ``plan``, kept between
     calls (and dropped with the Parameter), updated to its current values."""
     packs = _layer_packs.get(param)
@@ -425,7 +487,14 @@ _plans: dict[tuple, ConvPlan] = {}
 _MAX_PLANS = 512  # shapes a process meets; past this the cache starts again
 
 
-def plan_for(func, in_shape, weight_shape, dtype, stride, padding):
+def plan_for(
+    func: str,
+    in_shape: Shape,
+    weight_shape: Shape,
+    dtype: DTypeLike,
+    stride: Pair,
+    padding: Pair,
+) -> ConvPlan:
     """The cached ``ConvPlan`` of conv2d(input of ``in_shape`` (N, C, H, W), weight of
     ``weight_shape``) on the copy of the kernels that runs. Made at the first call with a
     new key, after checking that the kernel fits the padded input and the sizes fit the

@@ -21,8 +21,6 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import DTypeLike
 
-# `import ... as`, not `from fastcnn import _conv`: mypy applies pyproject's
-# ignore_missing_imports (these two have no stubs) to this form only
 import fastcnn._conv as _conv
 import fastcnn._fused as _fused
 

@@ -14,9 +14,11 @@ the shapes their docstrings give; the kernels read and write them without bounds
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 
 import fastcnn._dense as _dense
 import fastcnn._elementwise as _elementwise
@@ -33,7 +35,7 @@ LINEAR_CHUNK = 16
 _buffers = threading.local()
 
 
-def workspace(rows, columns, dtype):
+def workspace(rows: int, columns: int, dtype: DTypeLike) -> NDArray[Any]:
     """A (rows, columns) scratch array, kept per Python thread and grown as needed.
     Callers use it as ``_ops.workspace`` so a test can swap in a poisoned one.
 
@@ -49,7 +51,7 @@ def workspace(rows, columns, dtype):
     return cached[:size].reshape(rows, columns)
 
 
-def run_kernel(kernel, *args, n_threads=None):
+def run_kernel(kernel: Callable[..., None], *args: Any, n_threads: int | None = None) -> None:
     """Call a kernel with the thread count (default: the current one), its BLAS on one thread."""
     if n_threads is None:
         n_threads = get_num_threads()
@@ -128,7 +130,7 @@ def max_pool2d(
 
 
 def max_pool2d_backward(
-    grad_out: NDArray, indices: NDArray, input_shape: tuple[int, int, int, int]
+    grad_out: NDArray, indices: NDArray, input_shape: tuple[int, ...]
 ) -> NDArray:
     """The input gradient of max pooling; ``indices`` in [0, H*W) of ``input_shape``."""
     grad_x = np.empty(input_shape, dtype=grad_out.dtype)
@@ -147,7 +149,7 @@ def avg_pool2d(
 
 def avg_pool2d_backward(
     grad_out: NDArray,
-    input_shape: tuple[int, int, int, int],
+    input_shape: tuple[int, ...],
     kernel: Pair,
     stride: Pair,
     padding: Pair,

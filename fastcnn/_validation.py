@@ -31,12 +31,12 @@ T = TypeVar("T")
 MAX_INT32 = 2**31 - 1
 
 
-def is_int(value):
+def is_int(value: object) -> bool:
     """True for Python/NumPy integers, False for bools (PyTorch refuses ``True`` as a size)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def positive_int(value, name, owner):
+def positive_int(value: Any, name: str, owner: str) -> int:
     """``value`` as an int, refusing non-integers (TypeError) and values < 1 (ValueError)."""
     if not is_int(value):
         raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
@@ -45,7 +45,7 @@ def positive_int(value, name, owner):
     return int(value)
 
 
-def float_dtype(dtype, owner):
+def float_dtype(dtype: DTypeLike, owner: str) -> np.dtype[Any]:
     """``dtype`` as a NumPy dtype, refusing anything but float32 and float64."""
     try:
         dtype = np.dtype(dtype)
@@ -56,7 +56,7 @@ def float_dtype(dtype, owner):
     return dtype
 
 
-def generator(rng, owner):
+def generator(rng: np.random.Generator | int | None, owner: str) -> np.random.Generator:
     """A ``np.random.Generator`` from ``rng``: a Generator, an int seed, or None (fresh entropy)."""
     if isinstance(rng, np.random.Generator):
         return rng
@@ -67,7 +67,7 @@ def generator(rng, owner):
     )
 
 
-def float_input(x, owner, dtype=None):
+def float_input(x: ArrayLike, owner: str, dtype: DTypeLike | None = None) -> NDArray[Any]:
     """``x`` as a float32/float64 ndarray; with ``dtype``, it must be exactly that dtype.
 
     A layer never casts its input: a silent float64 -> float32 cast would hide a slow or
@@ -87,7 +87,7 @@ def float_input(x, owner, dtype=None):
     return x
 
 
-def input_ndim(x, owner, allowed):
+def input_ndim(x: NDArray[Any], owner: str, allowed: tuple[int, ...]) -> None:
     """Refuse an input whose number of dimensions is not in ``allowed``."""
     if x.ndim not in allowed:
         wanted = " or ".join(f"{n}-D" for n in allowed)
@@ -95,7 +95,7 @@ def input_ndim(x, owner, allowed):
         raise ValueError(f"{owner}: expected {wanted} input, got shape {x.shape}{hint}")
 
 
-def input_size(x, axis, expected, owner, what):
+def input_size(x: NDArray[Any], axis: int, expected: int, owner: str, what: str) -> None:
     """Refuse an input whose size along ``axis`` is not ``expected`` (a channel count, say)."""
     if x.shape[axis] != expected:
         raise ValueError(f"{owner} expected input with {expected} {what}, got shape {x.shape}")
@@ -161,7 +161,7 @@ def non_negative_pair(value: int | Sequence[int], name: str, func: str) -> tuple
     return pair
 
 
-def flag(value, name, func):
+def flag(value: object, name: str, func: str) -> bool:
     """A bool argument: True/False only (a string such as "no" would be truthy)."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{func}: {name} must be True or False, got {value!r}")
@@ -209,18 +209,20 @@ def image_batch(x: ArrayLike, func: str, name: str = "input") -> NDArray:
     return x
 
 
-def check_shape(actual, expected, name, func, why):
+def check_shape(
+    actual: Sequence[int], expected: Sequence[int], name: str, func: str, why: str
+) -> None:
     if tuple(actual) != tuple(expected):
         raise ValueError(f"{func}: {name} has shape {tuple(actual)}, expected {expected} {why}")
 
 
-def fits_int32(func, **sizes):
+def fits_int32(func: str, **sizes: int) -> None:
     for name, size in sizes.items():
         if size > MAX_INT32:
             raise ValueError(f"{func}: {name} = {size} is too large for one image (max 2**31-1)")
 
 
-def nchw_shape(input_shape, func):
+def nchw_shape(input_shape: Sequence[int], func: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in input_shape)
     except (TypeError, ValueError):
@@ -249,7 +251,7 @@ def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 def window_output_hw(
     func: str,
     in_hw: Sequence[int],
-    kernel: tuple[int, int],
+    kernel: Sequence[int],
     stride: tuple[int, int],
     padding: tuple[int, int],
     names: tuple[str, str] = ("kernel", "input"),
@@ -295,7 +297,7 @@ def pool_window(
     return kernel, steps, pads
 
 
-def image_input(input, owner, dtype, channels):
+def image_input(input: ArrayLike, owner: str, dtype: DTypeLike, channels: int) -> NDArray[Any]:
     """A layer's (N, C, H, W) input: of the layer's ``dtype`` (never cast), 4-D, with
     ``channels`` channels."""
     x = float_input(input, owner, dtype)

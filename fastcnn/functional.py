@@ -17,6 +17,7 @@ Unbatched 3-D input is not accepted (unlike PyTorch): pass ``x[None]``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -56,10 +57,19 @@ __all__ = [
     "relu_backward",
 ]
 
+# (grad_input or None, grad_weight, grad_bias or None) of a convolution's backward pass
+ConvGradients = tuple[NDArray[Any] | None, NDArray[Any], NDArray[Any] | None]
+
 # -------------------------------------------------------------------------- convolution
 
 
-def _conv_operands(func, x, weight, stride, padding):
+def _conv_operands(
+    func: str,
+    x: NDArray[Any],
+    weight: ArrayLike,
+    stride: int | Sequence[int],
+    padding: int | Sequence[int],
+) -> tuple[NDArray[Any], _conv_plan.ConvPlan]:
     """A convolution call's checked weight (x checked by the caller) and its plan."""
     weight = float_array(weight, "weight", func, 4, x.dtype)
     stride = positive_pair(stride, "stride", func)
@@ -76,7 +86,9 @@ def _conv_operands(func, x, weight, stride, padding):
     return weight, plan
 
 
-def _conv_bias(func, bias, x, weight):
+def _conv_bias(
+    func: str, bias: ArrayLike | None, x: NDArray[Any], weight: NDArray[Any]
+) -> NDArray[Any] | None:
     if bias is None:
         return None
     bias = float_array(bias, "bias", func, 1, x.dtype)
@@ -84,7 +96,15 @@ def _conv_bias(func, bias, x, weight):
     return bias
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False):
+def conv2d(
+    input: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    *,
+    save_columns: bool = False,
+) -> NDArray[Any] | tuple[NDArray[Any], NDArray[Any] | None]:
     """2-D convolution (cross-correlation, as in PyTorch) of a batch of images.
 
     Parameters
@@ -119,7 +139,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, *, save_columns=False)
     return (out, columns) if save_columns else out
 
 
-def _check_columns(func, columns, x, plan):
+def _check_columns(
+    func: str, columns: ArrayLike, x: NDArray[Any], plan: _conv_plan.ConvPlan
+) -> NDArray[Any]:
     """The column matrices kept by the forward call: (N, C*kH*kW * OH*OW) of x's dtype."""
     columns = float_array(columns, "columns", func, 2, x.dtype)
     producer = func.removesuffix("_backward")
@@ -130,7 +152,15 @@ def _check_columns(func, columns, x, plan):
     return columns
 
 
-def _backward_operands(func, input, weight, stride, padding, input_grad, bias_grad):
+def _backward_operands(
+    func: str,
+    input: ArrayLike,
+    weight: ArrayLike,
+    stride: int | Sequence[int],
+    padding: int | Sequence[int],
+    input_grad: bool,
+    bias_grad: bool,
+) -> tuple[NDArray[Any], NDArray[Any], _conv_plan.ConvPlan, bool, bool]:
     """A convolution backward call's checked input, weight, plan and flags."""
     x = image_batch(input, func)
     input_grad = flag(input_grad, "input_grad", func)
@@ -140,16 +170,16 @@ def _backward_operands(func, input, weight, stride, padding, input_grad, bias_gr
 
 
 def conv2d_backward(
-    grad_output,
-    input,
-    weight,
-    stride=1,
-    padding=0,
+    grad_output: ArrayLike,
+    input: ArrayLike,
+    weight: ArrayLike,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
     *,
-    input_grad=True,
-    bias_grad=True,
-    columns=None,
-):
+    input_grad: bool = True,
+    bias_grad: bool = True,
+    columns: ArrayLike | None = None,
+) -> ConvGradients:
     """Gradients of ``conv2d(input, weight, bias, stride, padding)``.
 
     Parameters
@@ -185,14 +215,25 @@ def conv2d_backward(
     return plan.backward(grad_out, x, packs, input_grad, bias_grad, columns)
 
 
-def _unfold_geometry(func, in_hw, kernel_size, stride, padding):
+def _unfold_geometry(
+    func: str,
+    in_hw: Sequence[int],
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int],
+    padding: int | Sequence[int],
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
     kernel = positive_pair(kernel_size, "kernel_size", func)
     stride = positive_pair(stride, "stride", func)
     padding = non_negative_pair(padding, "padding", func)
     return kernel, stride, padding, window_output_hw(func, in_hw, kernel, stride, padding)
 
 
-def im2col(input, kernel_size, stride=1, padding=0):
+def im2col(
+    input: ArrayLike,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+) -> NDArray[Any]:
     """Unfold every window of a batch into a row: the NumPy book's layout.
 
     Returns
@@ -212,7 +253,13 @@ def im2col(input, kernel_size, stride=1, padding=0):
     return col
 
 
-def col2im(col, input_shape, kernel_size, stride=1, padding=0):
+def col2im(
+    col: ArrayLike,
+    input_shape: Sequence[int],
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+) -> NDArray[Any]:
     """Adjoint of ``im2col``: add every row back onto the window it came from.
 
     Parameters
@@ -291,7 +338,9 @@ def max_pool2d(
     return (out, indices) if with_indices else out
 
 
-def _check_indices(func, indices, shape, plane, plane_name):
+def _check_indices(
+    func: str, indices: ArrayLike, shape: Sequence[int], plane: int, plane_name: str
+) -> NDArray[Any]:
     """Max-pool indices of the given shape, each a flat position in [0, plane), as int64.
     plane_name: what the message calls the plane (say, "H*W of input_shape (2, 3, 8, 8)")."""
     indices = np.asarray(indices)
@@ -386,17 +435,17 @@ def avg_pool2d_backward(
 
 
 def conv2d_relu_max_pool2d(
-    input,
-    weight,
-    bias=None,
-    stride=1,
-    padding=0,
-    pool_kernel_size=2,
-    pool_stride=None,
-    pool_padding=0,
+    input: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    pool_kernel_size: int | Sequence[int] = 2,
+    pool_stride: int | Sequence[int] | None = None,
+    pool_padding: int | Sequence[int] = 0,
     *,
-    save_columns=False,
-):
+    save_columns: bool = False,
+) -> tuple[NDArray[Any], NDArray[Any]] | tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None]:
     """``max_pool2d(relu(conv2d(input, weight, bias, stride, padding)), pool_kernel_size,
     pool_stride, pool_padding, return_indices=True)`` in one pass, with the same bits.
 
@@ -433,18 +482,18 @@ def conv2d_relu_max_pool2d(
 
 
 def conv2d_relu_max_pool2d_backward(
-    grad_output,
-    output,
-    indices,
-    input,
-    weight,
-    stride=1,
-    padding=0,
+    grad_output: ArrayLike,
+    output: ArrayLike,
+    indices: ArrayLike,
+    input: ArrayLike,
+    weight: ArrayLike,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
     *,
-    input_grad=True,
-    bias_grad=True,
-    columns=None,
-):
+    input_grad: bool = True,
+    bias_grad: bool = True,
+    columns: ArrayLike | None = None,
+) -> ConvGradients:
     """Gradients of ``conv2d_relu_max_pool2d``, with the bits of ``max_pool2d_backward``,
     ``relu_backward`` and ``conv2d_backward`` run one after the other.
 
@@ -494,7 +543,9 @@ def conv2d_relu_max_pool2d_backward(
 # ------------------------------------------------------------------------------- linear
 
 
-def _linear_operands(func, input, weight):
+def _linear_operands(
+    func: str, input: ArrayLike, weight: ArrayLike
+) -> tuple[NDArray[Any], tuple[int, ...], NDArray[Any]]:
     """input as a 2-D (rows, in_features) array, its leading shape, and the weight."""
     if input is None or np.ndim(input) == 0:
         raise ValueError(f"{func}: input must have at least 1 dimension, got {input!r}")

@@ -31,7 +31,14 @@ def stub_names(stub):
 
 
 def test_the_compiled_modules_have_stubs():
-    assert {stub.stem for stub in STUBS} >= {"_dense", "_elementwise", "_openmp", "_pool"}
+    assert {stub.stem for stub in STUBS} >= {
+        "_conv",
+        "_dense",
+        "_elementwise",
+        "_fused",
+        "_openmp",
+        "_pool",
+    }
     assert (PACKAGE / "py.typed").is_file()
 
 

@@ -12,10 +12,18 @@ unavailable after a fused forward (the Sequential's backward is the one to call)
 Subclasses are never fused: they may override forward or backward.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from numpy.typing import ArrayLike, NDArray
+
 from fastcnn import _conv_plan
 from fastcnn._validation import grad_like, image_input, window_output_hw
 from fastcnn.nn.activation import ReLU
 from fastcnn.nn.conv import Conv2d, accumulate_grads
+from fastcnn.nn.module import Module
 from fastcnn.nn.pooling import MaxPool2d
 
 FUSED_PATTERN = (Conv2d, ReLU, MaxPool2d)
@@ -29,12 +37,14 @@ _UNFUSED_BACKWARD = (
 class ConvReLUMaxPool:
     """One stage: a Conv2d, the ReLU and the MaxPool2d after it, forward and backward."""
 
-    def __init__(self, conv, relu, pool):
+    def __init__(self, conv: Conv2d, relu: ReLU, pool: MaxPool2d) -> None:
         self.modules = (conv, relu, pool)
-        self.saved = None
-        self._pool_plans = {}  # ConvPlan -> PoolPlan over its output
+        # (x, plan, packs, out, indices, columns) of the last call; None before one
+        self.saved: Any = None
+        # ConvPlan -> PoolPlan over its output
+        self._pool_plans: dict[_conv_plan.ConvPlan, _conv_plan.PoolPlan] = {}
 
-    def _pool_plan(self, plan):
+    def _pool_plan(self, plan: _conv_plan.ConvPlan) -> _conv_plan.PoolPlan:
         pool_plan = self._pool_plans.get(plan)
         if pool_plan is None:
             pool = self.modules[2]
@@ -44,7 +54,7 @@ class ConvReLUMaxPool:
             self._pool_plans = {plan: pool_plan}  # the plan of the last batch shape
         return pool_plan
 
-    def __call__(self, input):
+    def __call__(self, input: ArrayLike) -> NDArray[Any]:
         conv = self.modules[0]
         x = image_input(input, "Conv2d", conv.weight.dtype, conv.in_channels)
         plan = _conv_plan.plan_for(
@@ -60,7 +70,7 @@ class ConvReLUMaxPool:
             module._backward_unavailable(_UNFUSED_BACKWARD)
         return out
 
-    def backward(self, grad_output, input_grad):
+    def backward(self, grad_output: ArrayLike, input_grad: bool) -> NDArray[Any] | None:
         conv = self.modules[0]
         x, plan, packs, out, indices, columns = self.saved
         grad = grad_like(grad_output, out.shape, x.dtype, "MaxPool2d")
@@ -71,13 +81,19 @@ class ConvReLUMaxPool:
         return grad_x
 
 
-def stages(modules):
+# what Sequential runs: a fused stage or a module of its own
+Stage = Module | ConvReLUMaxPool
+
+
+def stages(modules: Sequence[Module]) -> list[Stage]:
     """The modules as a list of stages, each callable with a ``backward`` like a module's."""
-    result, i = [], 0
+    result: list[Stage] = []
+    i = 0
     while i < len(modules):
         run = tuple(type(m) for m in modules[i : i + len(FUSED_PATTERN)])
         if run == FUSED_PATTERN:
-            result.append(ConvReLUMaxPool(*modules[i : i + len(FUSED_PATTERN)]))
+            # the run's types are FUSED_PATTERN's, checked just above
+            result.append(ConvReLUMaxPool(*modules[i : i + len(FUSED_PATTERN)]))  # type: ignore[arg-type]
             i += len(FUSED_PATTERN)
         else:
             result.append(modules[i])

@@ -1,7 +1,13 @@
 """Sequential: modules applied one after another."""
 
+from __future__ import annotations
+
 import numbers
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any, cast, overload
+
+from numpy.typing import ArrayLike, NDArray
 
 from fastcnn._blas import single_threaded_blas
 from fastcnn.nn import _fusion
@@ -27,8 +33,9 @@ class Sequential(Module):
     (3, 'Linear')
     """
 
-    def __init__(self, *modules):
+    def __init__(self, *modules: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
+        items: Iterable[tuple[str, Any]]  # checked below
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
             items = modules[0].items()
         else:
@@ -38,7 +45,7 @@ class Sequential(Module):
             self.add_module(name, module)
 
     @staticmethod
-    def _check_module(module):
+    def _check_module(module: object) -> None:
         if not isinstance(module, Module):
             raise TypeError(
                 f"Sequential: {type(module).__name__} is not a Module subclass "
@@ -47,14 +54,21 @@ class Sequential(Module):
 
     # ------------------------------------------------------------------- container
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._modules)
 
-    def __iter__(self):
-        return iter(self._modules.values())
+    # A Sequential's children are Modules (None only if a user unsets one, which forward
+    # then refuses too): hence the casts.
 
-    def __getitem__(self, index):
-        items = list(self._modules.items())
+    def __iter__(self) -> Iterator[Module]:
+        return iter(cast("Iterable[Module]", self._modules.values()))
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequential: ...
+    @overload
+    def __getitem__(self, index: int) -> Module: ...
+    def __getitem__(self, index: int | slice) -> Module:
+        items = cast("list[tuple[str, Module]]", list(self._modules.items()))
         if isinstance(index, slice):
             return Sequential(OrderedDict(items[index]))
         if not isinstance(index, numbers.Integral) or isinstance(index, bool):
@@ -66,7 +80,7 @@ class Sequential(Module):
             raise IndexError(f"index {index} is out of range for a Sequential of {len(items)}")
         return items[index][1]
 
-    def append(self, module):
+    def append(self, module: Module) -> Sequential:
         """Add ``module`` at the end (named by its position); return self."""
         self._check_module(module)
         self.add_module(str(len(self)), module)
@@ -74,7 +88,7 @@ class Sequential(Module):
 
     # ---------------------------------------------------------- forward / backward
 
-    def forward(self, input):
+    def forward(self, input: ArrayLike) -> Any:
         """Run the modules in order; each Conv2d -> ReLU -> MaxPool2d run as one fused
         kernel, with the same bits (see ``fastcnn.nn._fusion``)."""
         stages = self._stages()
@@ -87,16 +101,16 @@ class Sequential(Module):
         self._save_for_backward(stages=stages)
         return input
 
-    def _stages(self):
+    def _stages(self) -> list[_fusion.Stage]:
         """The fused stages of the modules, made again only when the modules change."""
-        modules = tuple(self._modules.values())
+        modules = cast("tuple[Module, ...]", tuple(self._modules.values()))
         cached = self.__dict__.get("_stages_of")
         if cached is None or cached[0] != modules:
             cached = (modules, _fusion.stages(list(modules)))
             object.__setattr__(self, "_stages_of", cached)
         return cached[1]
 
-    def backward(self, grad_output, input_grad=False):
+    def backward(self, grad_output: ArrayLike, input_grad: bool = False) -> NDArray[Any] | None:
         """Backward through every module in reverse order.
 
         Every module but the first computes its input gradient (the next module back needs
@@ -112,12 +126,15 @@ class Sequential(Module):
         input_grad : bool, default False
             True to also compute and return the gradient with respect to the input.
         """
-        stages = self._saved()["stages"]
+        stages: list[_fusion.Stage] = self._saved()["stages"]
+        # the gradient of each stage's output, then of its input (Any: an empty Sequential
+        # hands back grad_output as given)
+        grad: Any = grad_output
         with single_threaded_blas():
             for position in range(len(stages) - 1, -1, -1):
-                grad_output = stages[position].backward(
-                    grad_output, input_grad=input_grad if position == 0 else True
+                grad = stages[position].backward(
+                    grad, input_grad=input_grad if position == 0 else True
                 )
         if not stages:
-            return grad_output if input_grad else None
-        return grad_output
+            return grad if input_grad else None
+        return grad

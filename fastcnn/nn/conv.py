@@ -1,7 +1,12 @@
 """Conv2d: the layer over the convolution plan (fastcnn/_conv_plan.py), as
 ``fastcnn.functional.conv2d`` is; the layer keeps its weight's packed layouts between calls."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastcnn import _conv_plan
 from fastcnn._validation import (
@@ -55,16 +60,16 @@ class Conv2d(Module):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        bias=True,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        bias: bool = True,
         *,
-        rng=None,
-        dtype=np.float32,
-    ):
+        rng: np.random.Generator | int | None = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         self.in_channels = positive_int(in_channels, "in_channels", "Conv2d")
         self.out_channels = positive_int(out_channels, "out_channels", "Conv2d")
@@ -79,7 +84,7 @@ class Conv2d(Module):
         self.bias = Parameter(np.empty(self.out_channels, dtype=dtype)) if bias else None
         self.reset_parameters(rng)
 
-    def _resolve_padding(self, padding):
+    def _resolve_padding(self, padding: int | tuple[int, int] | str) -> tuple[int, int]:
         """(pad_h, pad_w) from an int, a pair, "valid" or "same"."""
         if not isinstance(padding, str):
             return non_negative_pair(padding, "padding", "Conv2d")
@@ -102,11 +107,11 @@ class Conv2d(Module):
             )
         return (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
 
-    def reset_parameters(self, rng=None):
+    def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
         """Redraw the weights with PyTorch's default initialisation."""
         init.reset_weight_and_bias(self.weight, self.bias, generator(rng, "Conv2d"))
 
-    def forward(self, input):
+    def forward(self, input: ArrayLike) -> NDArray[Any]:
         x = image_input(input, "Conv2d", self.weight.dtype, self.in_channels)
         plan = _conv_plan.plan_for(
             "Conv2d", x.shape, self.weight.shape, x.dtype, self.stride, self.padding
@@ -118,7 +123,7 @@ class Conv2d(Module):
         self._save_for_backward(input=x, plan=plan, packs=packs, columns=columns)
         return out
 
-    def backward(self, grad_output, input_grad=True):
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray[Any] | None:
         """Accumulate weight/bias gradients; return the input gradient (None if not
         ``input_grad``: the kernel then skips about half its work)."""
         saved = self._saved()
@@ -133,7 +138,7 @@ class Conv2d(Module):
         accumulate_grads(self, grad_w, grad_b)
         return grad_x
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         text = (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}"
@@ -145,9 +150,9 @@ class Conv2d(Module):
         return text + ("" if self.bias is not None else ", bias=False")
 
 
-def accumulate_grads(conv, grad_w, grad_b):
+def accumulate_grads(conv: Conv2d, grad_w: NDArray[Any], grad_b: NDArray[Any] | None) -> None:
     """Add a Conv2d's weight and bias gradients into their ``.grad`` (also the fused
     stage's: nn/_fusion.py)."""
     conv.weight.accumulate_grad(grad_w)
     if conv.bias is not None:
-        conv.bias.accumulate_grad(grad_b)
+        conv.bias.accumulate_grad(grad_b)  # type: ignore[arg-type]  # None only without bias

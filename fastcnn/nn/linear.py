@@ -99,7 +99,7 @@ class Linear(Module):
         )
         self.weight.accumulate_grad(grad_w)
         if self.bias is not None:
-            self.bias.accumulate_grad(grad_b)
+            self.bias.accumulate_grad(grad_b)  # type: ignore[arg-type]  # None only without bias
         return None if grad_x is None else grad_x.reshape(x.shape)
 
     def extra_repr(self) -> str:

@@ -5,14 +5,22 @@ and an explicit ``backward(grad_output, input_grad=True)`` that adds its paramet
 gradients into ``Parameter.grad`` and returns the gradient with respect to its input.
 """
 
+from __future__ import annotations
+
 from collections import OrderedDict, namedtuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastcnn._validation import float_dtype
 from fastcnn.nn.parameter import Parameter
 
 __all__ = ["Module"]
+
+# the type of a method returning self: a subclass's own (Conv2d().train() is a Conv2d)
+_M = TypeVar("_M", bound="Module")
 
 
 class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
@@ -20,13 +28,13 @@ class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpec
 
     __slots__ = ()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if not self.missing_keys and not self.unexpected_keys:
             return "<All keys matched successfully>"
         return super().__repr__()
 
 
-def _to_numpy(value):
+def _to_numpy(value: Any) -> NDArray[Any]:
     """A state-dict value as an ndarray: torch tensors via ``.detach().cpu().numpy()``.
 
     Duck-typed so the library never imports torch.
@@ -39,11 +47,11 @@ def _to_numpy(value):
     return array
 
 
-def _quoted(keys):
+def _quoted(keys: Iterable[str]) -> str:
     return ", ".join(f'"{key}"' for key in keys)
 
 
-def _add_indent(text, spaces):
+def _add_indent(text: str, spaces: int) -> str:
     """Indent every line but the first (PyTorch's ``_addindent``)."""
     first, *rest = text.split("\n")
     return "\n".join([first] + [" " * spaces + line for line in rest])
@@ -70,7 +78,16 @@ class Module:
         BatchNorm.
     """
 
-    def __init__(self):
+    # Set in __init__ with object.__setattr__ (declared here for mypy only: no class
+    # attributes). A registry entry is None for an unset optional one (a missing bias).
+    training: bool
+    _parameters: OrderedDict[str, Parameter | None]
+    _buffers: OrderedDict[str, NDArray[Any] | None]
+    _non_persistent: set[str]
+    _modules: OrderedDict[str, Module | None]
+    _ctx: dict[str, Any] | _Unavailable | None
+
+    def __init__(self) -> None:
         # object.__setattr__: our own __setattr__ needs these dicts to exist.
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -81,7 +98,7 @@ class Module:
 
     # ------------------------------------------------------------------ registration
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(
                 f"cannot assign {name!r} before Module.__init__() call: call "
@@ -100,7 +117,7 @@ class Module:
         else:
             object.__setattr__(self, name, value)
 
-    def _clear_registered(self, name, value):
+    def _clear_registered(self, name: str, value: object) -> None:
         """A registered parameter or child can be replaced only by its own kind or None."""
         is_parameter = name in self._parameters
         if value is not None:
@@ -115,13 +132,13 @@ class Module:
             )
         (self._parameters if is_parameter else self._modules)[name] = None
 
-    def _remove(self, name, *registries):
+    def _remove(self, name: str, *registries: dict[str, Any]) -> None:
         """Forget ``name`` wherever else it was registered (PyTorch's rule on reassignment)."""
         for registry in registries:
             registry.pop(name, None)
         self.__dict__.pop(name, None)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         # Only called when normal lookup fails: look in the registries.
         for registry in ("_parameters", "_buffers", "_modules"):
             entries = self.__dict__.get(registry)
@@ -129,7 +146,7 @@ class Module:
                 return entries[name]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         for registry in (self._parameters, self._buffers, self._modules):
             if name in registry:
                 del registry[name]
@@ -137,7 +154,7 @@ class Module:
                 return
         object.__delattr__(self, name)
 
-    def _check_new_name(self, name, kind):
+    def _check_new_name(self, name: object, kind: str) -> None:
         if not isinstance(name, str):
             raise TypeError(f"{kind} name must be a str, got {type(name).__name__}")
         if not name or "." in name:
@@ -145,7 +162,7 @@ class Module:
         if name in self.__dict__:
             raise KeyError(f"attribute {name!r} already exists")
 
-    def register_parameter(self, name, param):
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
         """Add a parameter (or None, for an optional one such as a missing bias)."""
         self._check_new_name(name, "parameter")
         if param is not None and not isinstance(param, Parameter):
@@ -155,7 +172,7 @@ class Module:
             )
         self._parameters[name] = param
 
-    def register_buffer(self, name, array, persistent=True):
+    def register_buffer(self, name: str, array: ArrayLike | None, persistent: bool = True) -> None:
         """Add a buffer: state that is saved in ``state_dict`` but not learnt.
 
         Parameters
@@ -171,7 +188,7 @@ class Module:
         if not persistent:
             self._non_persistent.add(name)
 
-    def add_module(self, name, module):
+    def add_module(self, name: str, module: Module | None) -> None:
         """Add a child module, reachable as an attribute ``name``."""
         if not isinstance(module, Module) and module is not None:
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
@@ -182,7 +199,9 @@ class Module:
 
     # --------------------------------------------------------------------- traversal
 
-    def named_modules(self, prefix="", memo=None):
+    def named_modules(
+        self, prefix: str = "", memo: set[int] | None = None
+    ) -> Iterator[tuple[str, Module]]:
         """Yield (name, module) for this module and every descendant, each once."""
         memo = set() if memo is None else memo
         if id(self) in memo:
@@ -193,24 +212,26 @@ class Module:
             if child is not None:
                 yield from child.named_modules(f"{prefix}.{name}" if prefix else name, memo)
 
-    def modules(self):
+    def modules(self) -> Iterator[Module]:
         """Yield this module and every descendant (depth first, registration order)."""
         for _, module in self.named_modules():
             yield module
 
-    def named_children(self):
+    def named_children(self) -> Iterator[tuple[str, Module]]:
         """Yield (name, module) for the direct children."""
         for name, child in self._modules.items():
             if child is not None:
                 yield name, child
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         """Yield the direct children."""
         for _, child in self.named_children():
             yield child
 
-    def _named_members(self, registry, prefix, recurse):
-        seen = set()
+    def _named_members(
+        self, registry: str, prefix: str, recurse: bool
+    ) -> Iterator[tuple[str, Any]]:
+        seen: set[int] = set()
         modules = self.named_modules(prefix) if recurse else [(prefix, self)]
         for module_prefix, module in modules:
             for name, member in getattr(module, registry).items():
@@ -219,25 +240,29 @@ class Module:
                 seen.add(id(member))
                 yield (f"{module_prefix}.{name}" if module_prefix else name), member
 
-    def named_parameters(self, prefix="", recurse=True):
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
         """Yield (dotted name, Parameter), each shared parameter once, in registration order."""
         yield from self._named_members("_parameters", prefix, recurse)
 
-    def parameters(self, recurse=True):
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         """Yield every Parameter (what an optimizer needs), in registration order."""
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
-    def named_buffers(self, prefix="", recurse=True):
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True
+    ) -> Iterator[tuple[str, NDArray[Any]]]:
         """Yield (dotted name, ndarray) for every buffer."""
         yield from self._named_members("_buffers", prefix, recurse)
 
-    def buffers(self, recurse=True):
+    def buffers(self, recurse: bool = True) -> Iterator[NDArray[Any]]:
         """Yield every buffer array."""
         for _, buffer in self.named_buffers(recurse=recurse):
             yield buffer
 
-    def apply(self, fn):
+    def apply(self: _M, fn: Callable[[Module], object]) -> _M:
         """Call ``fn(module)`` on every descendant, then on this module; return self."""
         for child in self.children():
             child.apply(fn)
@@ -246,7 +271,7 @@ class Module:
 
     # --------------------------------------------------------------- modes and grads
 
-    def train(self, mode=True):
+    def train(self: _M, mode: bool = True) -> _M:
         """Set training mode on this module and all descendants; return self."""
         if not isinstance(mode, bool):
             raise ValueError(f"training mode is expected to be boolean, got {mode!r}")
@@ -254,11 +279,11 @@ class Module:
             object.__setattr__(module, "training", mode)
         return self
 
-    def eval(self):
+    def eval(self: _M) -> _M:
         """Set evaluation mode (``train(False)``); return self."""
         return self.train(False)
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset every parameter's gradient: to None (default, as PyTorch) or to zeros."""
         for param in self.parameters():
             if set_to_none:
@@ -266,7 +291,7 @@ class Module:
             elif param.grad is not None:
                 param.grad.fill(0)
 
-    def requires_grad_(self, requires_grad=True):
+    def requires_grad_(self: _M, requires_grad: bool = True) -> _M:
         """Set ``requires_grad`` on every parameter; return self.
 
         False freezes them: ``backward`` leaves their ``.grad`` untouched (it still returns
@@ -276,7 +301,7 @@ class Module:
             param.requires_grad = bool(requires_grad)
         return self
 
-    def to(self, dtype):
+    def to(self: _M, dtype: DTypeLike) -> _M:
         """Cast parameters, their gradients and floating buffers to ``dtype``; return self.
 
         Parameter objects are kept (only their ``.data`` is replaced), so an optimizer
@@ -294,24 +319,24 @@ class Module:
                     module._buffers[name] = buffer.astype(dtype)
         return self
 
-    def double(self):
+    def double(self: _M) -> _M:
         """``to(np.float64)``: what ``fastcnn.gradcheck`` needs."""
         return self.to(np.float64)
 
-    def float(self):
+    def float(self: _M) -> _M:
         """``to(np.float32)``."""
         return self.to(np.float32)
 
     # ------------------------------------------------------------------- state dict
 
-    def state_dict(self, prefix=""):
+    def state_dict(self, prefix: str = "") -> OrderedDict[str, NDArray[Any]]:
         """Parameters and persistent buffers by dotted name, in registration order.
 
         The values are the module's own arrays, not copies (PyTorch's tensors share storage
         the same way): ``{k: v.copy() for k, v in model.state_dict().items()}`` keeps a
         snapshot. Keys and layouts match PyTorch, so either side loads the other's.
         """
-        state = OrderedDict()
+        state: OrderedDict[str, NDArray[Any]] = OrderedDict()
         for module_prefix, module in self.named_modules(prefix):
             dot = f"{module_prefix}." if module_prefix else ""
             for name, param in module._parameters.items():
@@ -322,7 +347,9 @@ class Module:
                     state[dot + name] = buffer
         return state
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True
+    ) -> _IncompatibleKeys:
         """Copy values from ``state_dict`` into this module's arrays (cast to their dtype).
 
         Values may be NumPy arrays or torch tensors (converted with
@@ -348,7 +375,8 @@ class Module:
         own = self.state_dict()
         missing = [key for key in own if key not in state_dict]
         unexpected = [key for key in state_dict if key not in own]
-        values, errors = {}, []
+        values: dict[str, NDArray[Any]] = {}
+        errors: list[str] = []
         for key, target in own.items():
             if key not in state_dict:
                 continue
@@ -374,16 +402,16 @@ class Module:
 
     # ------------------------------------------------------------ forward / backward
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Compute the output; subclasses override it."""
         raise NotImplementedError(
             f'Module [{type(self).__name__}] is missing the required "forward" function'
         )
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
-    def backward(self, grad_output, input_grad=True):
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray[Any] | None:
         """Add parameter gradients into ``.grad`` and return the input gradient.
 
         Parameters
@@ -398,16 +426,16 @@ class Module:
             f"{type(self).__name__} does not implement backward(grad_output, input_grad=True)"
         )
 
-    def _save_for_backward(self, **values):
+    def _save_for_backward(self, **values: Any) -> None:
         """Keep what ``backward`` needs from this ``forward``."""
         object.__setattr__(self, "_ctx", values)
 
-    def _backward_unavailable(self, reason):
+    def _backward_unavailable(self, reason: str) -> None:
         """Make ``backward`` raise, saying ``reason``, until the next ``forward`` (a layer
         whose last forward ran inside another's kernel: nn/_fusion.py)."""
         object.__setattr__(self, "_ctx", _Unavailable(reason))
 
-    def _saved(self):
+    def _saved(self) -> dict[str, Any]:
         """What the last ``forward`` saved; a clear error if there was none."""
         ctx = self._ctx
         if ctx is None:
@@ -421,11 +449,11 @@ class Module:
 
     # ------------------------------------------------------------------------- repr
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         """The module's settings for ``repr`` (one line, as PyTorch's layers give)."""
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         extra = self.extra_repr()
         extra_lines = extra.split("\n") if extra else []
         child_lines = [
@@ -443,5 +471,5 @@ class Module:
 class _Unavailable:
     """A saved context that refuses backward, with the reason why."""
 
-    def __init__(self, reason):
+    def __init__(self, reason: str) -> None:
         self.reason = reason

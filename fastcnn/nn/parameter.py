@@ -1,6 +1,11 @@
 """Parameter: a learnable array and its gradient."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 
 class Parameter:
@@ -18,7 +23,7 @@ class Parameter:
         the first backward (or after ``zero_grad(set_to_none=True)``), as in PyTorch.
     """
 
-    def __init__(self, data, requires_grad=True):
+    def __init__(self, data: ArrayLike, requires_grad: bool = True) -> None:
         data = np.asarray(data)
         if data.dtype.kind != "f":
             raise TypeError(
@@ -26,18 +31,18 @@ class Parameter:
                 "convert it with .astype(np.float32)"
             )
         self.data = np.ascontiguousarray(data)
-        self.grad = None
+        self.grad: NDArray[Any] | None = None
         self.requires_grad = bool(requires_grad)
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         return self.data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         return self.data.dtype
 
-    def accumulate_grad(self, grad):
+    def accumulate_grad(self, grad: ArrayLike) -> None:
         """Add ``grad`` to ``.grad`` (creating it on first use), as PyTorch's autograd does."""
         if not self.requires_grad:
             return
@@ -52,5 +57,5 @@ class Parameter:
         else:
             self.grad += grad
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
