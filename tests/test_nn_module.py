@@ -468,3 +468,35 @@ def test_first_conv_asks_the_kernel_to_skip_its_input_gradient(monkeypatch):
     assert calls == [True, False]  # the second conv (run first) needs it, the first does not
     net.backward(np.ones((5, 2, 4, 4), np.float32), input_grad=True)
     assert calls[2:] == [True, True]
+
+
+def test_parameter_data_keeps_its_shape_and_layout():
+    conv = nn.Conv2d(1, 2, 3, rng=0)
+    with pytest.raises(ValueError, match=r"must keep its shape \(2, 1, 3, 3\), got .* \(3, 3\)"):
+        conv.weight.data = np.zeros((3, 3), np.float32)
+    with pytest.raises(TypeError, match="must be a floating array"):
+        conv.weight.data = np.zeros((2, 1, 3, 3), np.int64)
+    x = _x()
+    conv(x)  # packs the weights
+    # a strided array of the right shape is stored contiguous (the kernels need it), and
+    # the layer packs the new values
+    conv.weight.data = np.zeros((2, 1, 3, 6), np.float32)[..., ::2]
+    assert conv.weight.data.flags.c_contiguous
+    out = conv(x)
+    np.testing.assert_array_equal(out, np.broadcast_to(conv.bias.data[:, None, None], out.shape))
+
+
+def test_conv_sees_weights_written_in_place_between_calls():
+    """The layer keeps its packed weights between calls: a write through .data[...] (or a
+    state dict's arrays) must still reach the next forward."""
+    conv = nn.Conv2d(1, 2, 3, rng=0).eval()
+    x = _x()
+    before = conv(x)
+    conv.weight.data[...] *= 2
+    after = conv(x)
+    bias = conv.bias.data[:, None, None]
+    np.testing.assert_allclose(after - bias, 2 * (before - bias), rtol=1e-6, atol=1e-6)
+    conv.state_dict()["weight"][1, 0, 2, 2] = 0.5  # one value, through the state dict
+    fresh = nn.Conv2d(1, 2, 3, rng=1).eval()
+    fresh.load_state_dict(conv.state_dict())
+    np.testing.assert_array_equal(conv(x), fresh(x))

@@ -17,22 +17,35 @@ class Parameter:
     Attributes
     ----------
     data : numpy.ndarray
-        The values, updated in place by optimizers.
+        The values, updated in place by optimizers. Assigning a new array is allowed when it
+        has the same shape (the layer's sizes and the kernels depend on it): it is stored
+        C-contiguous, and must be floating.
     grad : numpy.ndarray or None
         Sum of the gradients of every ``backward`` since the last ``zero_grad``; None before
         the first backward (or after ``zero_grad(set_to_none=True)``), as in PyTorch.
     """
 
     def __init__(self, data: ArrayLike, requires_grad: bool = True) -> None:
-        data = np.asarray(data)
-        if data.dtype.kind != "f":
-            raise TypeError(
-                f"Parameter data must be a floating array, got dtype {data.dtype}; "
-                "convert it with .astype(np.float32)"
-            )
-        self.data = np.ascontiguousarray(data)
+        self._data = _floating(data)
         self.grad: NDArray[Any] | None = None
         self.requires_grad = bool(requires_grad)
+
+    @property
+    def data(self) -> NDArray[Any]:
+        return self._data
+
+    @data.setter
+    def data(self, value: ArrayLike) -> None:
+        # The layers trust their parameters' shapes (checked at construction), and the
+        # kernels read them as C-contiguous: a new array of another shape would reach them
+        # unchecked.
+        value = _floating(value)
+        if value.shape != self._data.shape:
+            raise ValueError(
+                f"Parameter data must keep its shape {self._data.shape}, got an array of "
+                f"shape {value.shape}; to change a layer's size, make a new layer"
+            )
+        self._data = value
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -59,3 +72,14 @@ class Parameter:
 
     def __repr__(self) -> str:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def _floating(data: ArrayLike) -> NDArray[Any]:
+    """``data`` as a C-contiguous floating array, else a TypeError."""
+    array = np.asarray(data)
+    if array.dtype.kind != "f":
+        raise TypeError(
+            f"Parameter data must be a floating array, got dtype {array.dtype}; "
+            "convert it with .astype(np.float32)"
+        )
+    return np.ascontiguousarray(array)
