@@ -14,7 +14,8 @@ except ImportError as error:  # pragma: no cover - only in an unbuilt source che
         f"Original error: {error}"
     ) from error
 
-from fastcnn import data, functional, models, nn, optim, train
+# fastcnn.onnx imports the onnx package only inside its export function.
+from fastcnn import data, functional, models, nn, onnx, optim, train
 from fastcnn._config import show_config
 from fastcnn._threads import get_num_threads, set_num_threads, threads
 
@@ -33,6 +34,7 @@ __all__ = [
     "load",
     "models",
     "nn",
+    "onnx",
     "optim",
     "save",
     "set_num_threads",

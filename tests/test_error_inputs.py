@@ -23,7 +23,7 @@ import test_nn_errors
 import test_optim
 
 import fastcnn
-from fastcnn import data, models, nn, optim, train
+from fastcnn import data, models, nn, onnx, optim, train
 from fastcnn import functional as F
 from fastcnn.nn import init
 from fastcnn.nn.parameter import Parameter
@@ -481,9 +481,10 @@ ELSEWHERE = {
     "load_checkpoint": "test_train.py",
     "fit": "test_train.py",
     "Sequential": "test_nn_module.py",
+    "export": "test_onnx.py",
 }
 
-PUBLIC_MODULES = [fastcnn, F, nn, init, optim, data, train, models]
+PUBLIC_MODULES = [fastcnn, F, nn, init, optim, data, train, models, onnx]
 
 
 def public_callables():
