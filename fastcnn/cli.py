@@ -1,4 +1,5 @@
-"""The ``fastcnn`` command: ``fastcnn train``, ``fastcnn eval CHECKPOINT``, ``fastcnn info``.
+"""The ``fastcnn`` command: ``fastcnn train``, ``fastcnn eval CHECKPOINT``,
+``fastcnn export CHECKPOINT --onnx FILE``, ``fastcnn info``.
 
 ``fastcnn train`` with no arguments trains LeNet-5 on the MNIST subset shipped in the
 package and writes the checkpoint, the history (JSON) and its plot (PNG) into
@@ -391,14 +392,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
-    # A missing or damaged file, or bare weights instead of a training checkpoint.
-    loading_errors = (FileNotFoundError, fastcnn.CheckpointError, train.IncompatibleCheckpointError)
-    with _usage_errors(*loading_errors):
-        state = train.load_checkpoint(args.checkpoint)
-    config = _checkpoint_config(state, args.checkpoint)
-    model = build_model(config)
-    with _usage_errors(train.IncompatibleCheckpointError):  # weights of another model
-        train.restore_model(args.checkpoint, model, state)
+    model, config = _load_model(args.checkpoint)
     # Image-list images are read as the model was trained: same size, same colour mode.
     args.image_size, args.rgb = config["image_size"], config["in_channels"] == 3
     splits = load_splits(args, test_only=True)
@@ -412,6 +406,19 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     _print_result(values)
     return 0
+
+
+def _load_model(path):
+    """The model a checkpoint of 'fastcnn train' holds, and its config."""
+    # A missing or damaged file, or bare weights instead of a training checkpoint.
+    loading_errors = (FileNotFoundError, fastcnn.CheckpointError, train.IncompatibleCheckpointError)
+    with _usage_errors(*loading_errors):
+        state = train.load_checkpoint(path)
+    config = _checkpoint_config(state, path)
+    model = build_model(config)
+    with _usage_errors(train.IncompatibleCheckpointError):  # weights of another model
+        train.restore_model(path, model, state)
+    return model, config
 
 
 def _check_eval_data(splits, config, path):
@@ -433,6 +440,27 @@ def _check_eval_data(splits, config, path):
             f"{config['num_classes']} classes (0 to {config['num_classes'] - 1}); pass "
             "--classes to keep the classes it knows"
         )
+
+
+def run_export(args: argparse.Namespace) -> int:
+    model, config = _load_model(args.checkpoint)
+    size = config["image_size"]
+    dtype = next(model.parameters()).dtype
+    example = np.zeros((1, config["in_channels"], size, size), dtype=dtype)
+    try:
+        # every model build_model makes is exportable: its only ValueError is the opset's
+        with _usage_errors(ImportError, ValueError):  # onnx not installed: what to install
+            fastcnn.onnx.export(model, example, args.onnx, opset_version=args.opset)
+    except OSError as error:  # a missing directory, a directory, no permission
+        raise UsageError(f"cannot write --onnx {args.onnx!r}: {error.strerror or error}") from None
+    mean, std = config["normalize"]
+    print(
+        f"wrote {args.onnx}: {type(model).__name__} from {args.checkpoint}; input 'input': "
+        f"{dtype} (batch, {config['in_channels']}, {size}, {size}) images normalised as in "
+        f"training, (x - {mean:.6g}) / {std:.6g}; output 'output': "
+        f"(batch, {config['num_classes']}) logits"
+    )
+    return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -487,12 +515,27 @@ def _eval_parser(subparsers):
     parser.set_defaults(run=run_eval)
 
 
+def _export_parser(subparsers):
+    parser = subparsers.add_parser(
+        "export", help="export a checkpoint written by 'fastcnn train' (to ONNX)"
+    )
+    parser.add_argument("checkpoint", help="the checkpoint file (e.g. fastcnn-run/checkpoint.npz)")
+    parser.add_argument(
+        "--onnx", required=True, metavar="FILE", help="write the model as an ONNX file"
+    )
+    parser.add_argument(
+        "--opset", type=_positive_int, default=17, help="ONNX opset version (default 17)"
+    )
+    parser.set_defaults(run=run_export)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastcnn", description="Fast CPU convolutional networks.")
     parser.add_argument("--version", action="version", version=f"fastcnn {fastcnn.__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     _train_parser(subparsers)
     _eval_parser(subparsers)
+    _export_parser(subparsers)
     subparsers.add_parser("info", help="how fastcnn was built").set_defaults(run=run_info)
     return parser
 

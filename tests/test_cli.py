@@ -136,6 +136,8 @@ def test_info():
         (["fly"], r"invalid choice: 'fly'"),
         (["train", "--seed", "-1"], r"argument --seed: expected an integer >= 0, got '-1'"),
         (["train", "--resume", "--out", "new"], r"--resume: there is no checkpoint '.*new/ch"),
+        (["export", "/no/such/c.npz", "--onnx", "m.onnx"], r"checkpoint '/no/such/c.npz' does not"),
+        (["export", "c.npz"], r"the following arguments are required: --onnx"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, pattern, tmp_path):
@@ -154,10 +156,46 @@ def test_missing_mnist_files(tmp_path):
     assert_one_line_error(result, r"train-images-idx3-ubyte.gz .* not found in")
 
 
-def test_damaged_checkpoint(tmp_path):
+@pytest.mark.parametrize("command", [["eval"], ["export", "--onnx", "m.onnx"]])
+def test_damaged_checkpoint(tmp_path, command):
     damaged = tmp_path / "checkpoint.npz"
     damaged.write_bytes(b"PK\x03\x04 not really a zip")
-    assert_one_line_error(run_cli("eval", damaged), r"cannot load checkpoint .*checkpoint.npz")
+    result = run_cli(*command, damaged, cwd=tmp_path)
+    assert_one_line_error(result, r"cannot load checkpoint .*checkpoint.npz")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_writes_an_onnx_file_of_the_model(trained, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    out, _ = trained
+    target = tmp_path / "lenet5.onnx"
+    result = run_cli("export", out / "checkpoint.npz", "--onnx", target)
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {target}: LeNet5 from " in result.stdout
+    assert "(batch, 1, 28, 28) images normalised as in training" in result.stdout
+    state = fastcnn.train.load_checkpoint(out / "checkpoint.npz")
+    model = cli.build_model(state["extra"]["config"])
+    fastcnn.train.restore_model(out / "checkpoint.npz", model, state)
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], model.eval()(x), 1e-4, 1e-4)
+
+
+def test_export_to_an_unwritable_file(trained, tmp_path):
+    pytest.importorskip("onnx")
+    out, _ = trained
+    result = run_cli("export", out / "checkpoint.npz", "--onnx", tmp_path / "no" / "m.onnx")
+    assert_one_line_error(result, r"cannot write --onnx '.*no/m.onnx': No such file")
+    result = run_cli("export", out / "checkpoint.npz", "--onnx", tmp_path / "m", "--opset", "9")
+    assert_one_line_error(result, r"opset_version must be an int from 13 to \d+")
+
+
+def test_export_without_onnx_says_what_to_install(trained, tmp_path, monkeypatch, capsys):
+    out, _ = trained
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert cli.main(["export", str(out / "checkpoint.npz"), "--onnx", str(tmp_path / "m")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("fastcnn export: error: ") and 'pip install "fastcnn[onnx]"' in line
 
 
 def test_diverging_run_stops_with_advice(tmp_path):
