@@ -144,6 +144,11 @@ def _emit(graph: _Graph, layer: nn.Module, name: str, x: str, in_shape: tuple[in
             group=1,
         )
     if isinstance(layer, nn.Linear):
+        if len(in_shape) < 2:
+            raise ValueError(
+                f"fastcnn.onnx.export: Linear at {_where(name)} got a 1-D input {in_shape}, "
+                "which has no batch dimension; pass example_input as a (batch, features) array"
+            )
         if len(in_shape) == 2:
             inputs = [x, graph.constant(f"{label}.weight", layer.weight.data)]
             if layer.bias is not None:

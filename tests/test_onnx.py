@@ -216,6 +216,7 @@ def test_an_unsupported_module_is_named(model, pattern):
         (nn.Linear(3, 2), np.zeros((2, 3)), r"example_input is float64 but the model is float32"),
         (nn.ReLU(), np.zeros((2, 3), np.int64), r"must be float32 or float64, got int64"),
         (nn.ReLU(), np.float32(1), r"must be a batch"),
+        (nn.Linear(3, 2), np.zeros(3, np.float32), r"Linear at the model itself got a 1-D"),
         (
             nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2, dtype=np.float64)),
             np.zeros((2, 3), np.float32),
