@@ -121,6 +121,15 @@ class _Graph:
         return output
 
 
+def _pool_window(layer: nn.MaxPool2d | nn.AvgPool2d) -> dict[str, list[int]]:
+    """A pool layer's window as ONNX's MaxPool/AveragePool attributes."""
+    return {
+        "kernel_shape": list(layer.kernel_size),
+        "strides": list(layer.stride),
+        "pads": _pads(layer.padding),
+    }
+
+
 def _pads(padding: tuple[int, int]) -> list[int]:
     """ONNX pads (begin h, begin w, end h, end w) of fastcnn's symmetric (pad_h, pad_w)."""
     return [padding[0], padding[1], padding[0], padding[1]]
@@ -167,23 +176,11 @@ def _emit(graph: _Graph, layer: nn.Module, name: str, x: str, in_shape: tuple[in
     if isinstance(layer, nn.Softmax):
         return graph.node("Softmax", [x], label, axis=layer.dim % len(in_shape))
     if isinstance(layer, nn.MaxPool2d):
-        return graph.node(
-            "MaxPool",
-            [x],
-            label,
-            kernel_shape=list(layer.kernel_size),
-            strides=list(layer.stride),
-            pads=_pads(layer.padding),
-        )
+        return graph.node("MaxPool", [x], label, **_pool_window(layer))
     if isinstance(layer, nn.AvgPool2d):
+        include_pad = int(layer.count_include_pad)
         return graph.node(
-            "AveragePool",
-            [x],
-            label,
-            kernel_shape=list(layer.kernel_size),
-            strides=list(layer.stride),
-            pads=_pads(layer.padding),
-            count_include_pad=int(layer.count_include_pad),
+            "AveragePool", [x], label, **_pool_window(layer), count_include_pad=include_pad
         )
     if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
         return _batch_norm(graph, layer, label, x)
