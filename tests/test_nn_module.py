@@ -476,6 +476,9 @@ def test_parameter_data_keeps_its_shape_and_layout():
         conv.weight.data = np.zeros((3, 3), np.float32)
     with pytest.raises(TypeError, match="must be a floating array"):
         conv.weight.data = np.zeros((2, 1, 3, 3), np.int64)
+    # a float64 weight beside a float32 bias would reach the kernels mixed
+    with pytest.raises(TypeError, match=r"keep its dtype float32, got float64; .*\.to\(np"):
+        conv.weight.data = np.zeros((2, 1, 3, 3), np.float64)
     x = _x()
     conv(x)  # packs the weights
     # a strided array of the right shape is stored contiguous (the kernels need it), and

@@ -311,9 +311,7 @@ class Module:
         for module in self.modules():
             for param in module._parameters.values():
                 if param is not None:
-                    param.data = param.data.astype(dtype)
-                    if param.grad is not None:
-                        param.grad = param.grad.astype(dtype)
+                    param.to(dtype)
             for name, buffer in module._buffers.items():
                 if buffer is not None and buffer.dtype.kind == "f":
                     module._buffers[name] = buffer.astype(dtype)

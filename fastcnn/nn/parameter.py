@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 
 class Parameter:
@@ -18,8 +18,8 @@ class Parameter:
     ----------
     data : numpy.ndarray
         The values, updated in place by optimizers. Assigning a new array is allowed when it
-        has the same shape (the layer's sizes and the kernels depend on it): it is stored
-        C-contiguous, and must be floating.
+        has the same shape and dtype (the layer's sizes and its other parameters depend on
+        them): it is stored C-contiguous. ``to`` changes the dtype.
     grad : numpy.ndarray or None
         Sum of the gradients of every ``backward`` since the last ``zero_grad``; None before
         the first backward (or after ``zero_grad(set_to_none=True)``), as in PyTorch.
@@ -45,7 +45,21 @@ class Parameter:
                 f"Parameter data must keep its shape {self._data.shape}, got an array of "
                 f"shape {value.shape}; to change a layer's size, make a new layer"
             )
+        if value.dtype != self._data.dtype:
+            raise TypeError(
+                f"Parameter data must keep its dtype {self._data.dtype}, got {value.dtype}; "
+                f"convert the whole layer with .to(np.{value.dtype}), or assign "
+                f"value.astype(np.{self._data.dtype})"
+            )
         self._data = value
+
+    def to(self, dtype: DTypeLike) -> Parameter:
+        """Cast the values and the gradient to the floating ``dtype``, keeping this object
+        (what ``Module.to`` does for each parameter); return self."""
+        self._data = _floating(self._data.astype(dtype))
+        if self.grad is not None:
+            self.grad = self.grad.astype(dtype)
+        return self
 
     @property
     def shape(self) -> tuple[int, ...]:
