@@ -23,11 +23,12 @@ from numpy.typing import DTypeLike
 
 import fastcnn._conv as _conv
 import fastcnn._fused as _fused
+import fastcnn._network as _network
 
 ENV_VAR = "FASTCNN_MAX_CPU_ISA"
 # names as FASTCNN_MAX_CPU_ISA takes them, by level (csrc/cpu_dispatch.h's FASTCNN_ISA_*)
 LEVELS = {"portable": 0, "baseline": 1, "avx2": 2, "avx512": 3}
-_KERNEL_MODULES = (_conv, _fused)
+_KERNEL_MODULES = (_conv, _fused, _network)
 
 
 class _Copy(NamedTuple):

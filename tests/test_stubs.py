@@ -27,6 +27,8 @@ def stub_names(stub):
             functions[node.name] = [a.arg for a in arguments.posonlyargs + arguments.args]
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             values.add(node.target.id)
+        elif isinstance(node, ast.ClassDef):
+            values.add(node.name)
     return functions, values
 
 
@@ -36,6 +38,7 @@ def test_the_compiled_modules_have_stubs():
         "_dense",
         "_elementwise",
         "_fused",
+        "_network",
         "_openmp",
         "_pool",
     }
