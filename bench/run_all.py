@@ -202,6 +202,25 @@ def training_table(result):
     return lines
 
 
+def inference_table(result):
+    """bench_inference.py's rows as a Markdown table (that script prints it too)."""
+    lines = [
+        "| model | batch | threads | fastcnn ms | torch ms | onnxruntime ms | "
+        "onnxruntime/fastcnn | torch/fastcnn | fastcnn images/s | "
+        "max diff torch | max diff onnxruntime |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {MODEL_NAMES.get(r['model'], r['model'])} | {r['batch']} | {r['threads']} | "
+            f"{fmt(r['fastcnn_ms'], '.3f')} | {fmt(r['torch_ms'], '.3f')} | "
+            f"{fmt(r['onnxruntime_ms'], '.3f')} | {fmt(r['onnxruntime/fastcnn'])} | "
+            f"{fmt(r['torch/fastcnn'])} | {fmt(r['fastcnn_images_per_s'], '.0f')} | "
+            f"{fmt(r['torch_max_abs_diff'], '.1e')} | {fmt(r['onnxruntime_max_abs_diff'], '.1e')} |"
+        )
+    return lines
+
+
 def memory_table(result):
     lines = [
         "| library | epoch s | peak RSS MiB | test accuracy after 1 epoch |",
