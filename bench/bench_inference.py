@@ -77,7 +77,7 @@ def import_onnxruntime(skip):
     return onnxruntime
 
 
-def package_versions(args):
+def package_versions(_args):
     """The versions of onnxruntime and onnx, for the machine record (None: not installed)."""
 
     def version(name):
@@ -90,6 +90,7 @@ def package_versions(args):
 
 
 def fastcnn_infer(model):
+    """``model`` in eval mode: called on a batch, it is the timed inference."""
     model.eval()
     return model
 
