@@ -306,8 +306,11 @@ def import_torch(skip, threads):
     return torch
 
 
-def bench_main(description, run, argv, add_arguments=()):
-    """The shared command line of the benchmarks: parse, set threads, run, print, save."""
+def bench_main(description, run, argv, add_arguments=(), more_machine_info=None):
+    """The shared command line of the benchmarks: parse, set threads, run, print, save.
+
+    ``more_machine_info(args)``, if given, returns entries added to the machine record (a
+    benchmark's own libraries, say), so that they are saved with the results."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7, help="rounds (median taken), >= 5")
@@ -320,6 +323,8 @@ def bench_main(description, run, argv, add_arguments=()):
     fastcnn.set_num_threads(args.threads)
     torch = import_torch(args.no_torch, args.threads)
     info = machine_info(torch, args.threads)
+    if more_machine_info is not None:
+        info.update(more_machine_info(args))
     print(json.dumps(info))
     print(
         f"fastcnn kernel ISA: {info['fastcnn_isa_detail']}; torch CPU capability: "

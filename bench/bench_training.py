@@ -117,8 +117,15 @@ def torch_cifar(torch, state_dict):
 
 
 def torch_lenet(torch, state_dict):
-    nn = torch.nn
-    model = nn.Sequential(
+    """LeNet-5's PyTorch twin with fastcnn's weights; inference in eval mode."""
+    model = torch_lenet_net(torch.nn)
+    step, forward = _torch_train_fns(torch, model, state_dict)
+    return step, in_eval_mode(model, forward)
+
+
+def torch_lenet_net(nn):
+    """fastcnn.models.LeNet5 in torch.nn, with its layers' state-dict names."""
+    return nn.Sequential(
         OrderedDict(
             [
                 ("conv1", nn.Conv2d(1, 6, 5, padding=2)),
@@ -136,13 +143,17 @@ def torch_lenet(torch, state_dict):
             ]
         )
     )
-    step, forward = _torch_train_fns(torch, model, state_dict)
-    return step, in_eval_mode(model, forward)
+
+
+def load_fastcnn_weights(torch, model, state_dict):
+    """Load fastcnn's state dict into its torch twin ``model`` (the keys are the same)."""
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()})
+    return model
 
 
 def _torch_train_fns(torch, model, state_dict):
     nn = torch.nn
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()})
+    load_fastcnn_weights(torch, model, state_dict)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
 

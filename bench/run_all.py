@@ -3,10 +3,10 @@
     python bench/run_all.py [--isa native|avx2|avx512] [--out bench/results] [--threads 2]
                             [--quick | --smoke]
 
-Writes OUT/ISA/kernels.json, OUT/ISA/training.json, OUT/ISA/epoch_memory.json and
-OUT/ISA/report.md (the tables of bench/README.md, with the machine, date and instruction
-sets of this run), ISA being the --isa given, so runs at different ISAs do not overwrite
-each other.
+Writes OUT/ISA/kernels.json, OUT/ISA/training.json, OUT/ISA/inference.json,
+OUT/ISA/epoch_memory.json and OUT/ISA/report.md (the tables of bench/README.md, with the
+machine, date and instruction sets of this run), ISA being the --isa given, so runs at
+different ISAs do not overwrite each other.
 
 --isa caps the instruction set of fastcnn's kernels and of PyTorch's, in the environment
 of the benchmark processes (set before either library is imported):
@@ -21,11 +21,12 @@ A cap can lower the instruction set, not raise it: before running anything, run_
 /proc/cpuinfo's flags, and a probe process with the benchmarks' environment checks that
 fastcnn and PyTorch report the ISA asked for; it refuses (e.g. --isa avx512 on a CPU
 without AVX-512) otherwise. (PyTorch's report alone proves nothing: it echoes
-ATEN_CPU_CAPABILITY even above what the CPU has.)
+ATEN_CPU_CAPABILITY even above what the CPU has.) onnxruntime, which bench_inference.py
+also runs, has no such cap: its kernels use the best this CPU has, and the report says so.
 
 --smoke checks that everything runs, and measures nothing: 2 rounds, one kernel case,
-small batches, 500 MNIST images; its results go to a temporary directory unless --out is
-given.
+small batches, inference at --threads only, 500 MNIST images; its results go to a
+temporary directory unless --out is given.
 """
 
 import argparse
@@ -66,6 +67,8 @@ REQUIRED_FLAGS = {
     "avx512": ("avx512f", "avx512bw", "avx512dq", "avx512vl"),
 }
 ISA_NAMES = {"avx2": "AVX2 + FMA", "avx512": "AVX-512 (F, BW, DQ, VL)"}
+# the ISA above each cap that onnxruntime (not capped) would use where the CPU has it
+ISA_ABOVE = {"avx2": "avx512"}
 
 PROBE = """
 import json, sys
@@ -107,6 +110,12 @@ def cpuinfo_field(name):
 def cpu_flags():
     flags = cpuinfo_field("flags")
     return None if flags is None else set(flags.split())
+
+
+def cpu_has(isa):
+    """Whether /proc/cpuinfo lists every flag ``isa`` needs (False if it cannot be read)."""
+    flags = cpu_flags()
+    return flags is not None and all(f in flags for f in REQUIRED_FLAGS[isa])
 
 
 def check_isa(isa, env):
@@ -202,6 +211,43 @@ def training_table(result):
     return lines
 
 
+def inference_table(result):
+    """bench_inference.py's rows as a Markdown table (that script prints it too)."""
+    lines = [
+        "| model | batch | threads | fastcnn ms | torch ms | onnxruntime ms | "
+        "onnxruntime/fastcnn | torch/fastcnn | fastcnn images/s | "
+        "max diff torch | max diff onnxruntime |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {MODEL_NAMES.get(r['model'], r['model'])} | {r['batch']} | {r['threads']} | "
+            f"{fmt(r['fastcnn_ms'], '.3f')} | {fmt(r['torch_ms'], '.3f')} | "
+            f"{fmt(r['onnxruntime_ms'], '.3f')} | {fmt(r['onnxruntime/fastcnn'])} | "
+            f"{fmt(r['torch/fastcnn'])} | {fmt(r['fastcnn_images_per_s'], '.0f')} | "
+            f"{fmt(r['torch_max_abs_diff'], '.1e')} | {fmt(r['onnxruntime_max_abs_diff'], '.1e')} |"
+        )
+    return lines
+
+
+def onnxruntime_lines(isa, result):
+    """Which onnxruntime ran, and that --isa does not cap it."""
+    machine = result["machine"]
+    if all(r["onnxruntime_ms"] is None for r in result["rows"]):
+        return [
+            f"No onnxruntime columns: onnxruntime {machine.get('onnxruntime') or 'missing'}, "
+            f"onnx {machine.get('onnx') or 'missing'} (the export needs both)."
+        ]
+    line = (
+        f"onnxruntime {machine['onnxruntime']} (onnx {machine['onnx']}) runs fastcnn's ONNX "
+        "export; --isa does not cap it: its kernels use the best this CPU has"
+    )
+    above = ISA_ABOVE.get(isa)
+    if above is not None and cpu_has(above):
+        line += f", here {ISA_NAMES[above]}, above the --isa {isa} of fastcnn and PyTorch"
+    return [line + "."]
+
+
 def memory_table(result):
     lines = [
         "| library | epoch s | peak RSS MiB | test accuracy after 1 epoch |",
@@ -295,10 +341,11 @@ def main(argv=None):
     # 11 rounds: on the noisy 2-vCPU VM medians of 7 still moved ratios by 10-20% run to run
     rounds = ["--rounds", "2" if args.smoke else "5" if args.quick else "11"]
     threads = ["--threads", str(args.threads)]
-    kernel_args, training_args, memory_args = [], [], []
+    kernel_args, training_args, inference_args, memory_args = [], [], [], []
     if args.smoke:
         kernel_args = ["--only", "cifar-conv3", "--no-book"]
         training_args = ["--batches", "16", "--cifar-batches", "8", "--cifar-infer-batch", "16"]
+        inference_args = ["--batches", "1", "16", "--thread-counts", str(args.threads)]
         memory_args = ["--limit", "500"]
     results = {}
     results["kernels"] = run(
@@ -308,6 +355,12 @@ def main(argv=None):
         "bench_training.py",
         os.path.join(out, "training.json"),
         threads + rounds + training_args,
+        env,
+    )
+    results["inference"] = run(
+        "bench_inference.py",
+        os.path.join(out, "inference.json"),
+        threads + rounds + inference_args,
         env,
     )
     results["epoch_memory"] = run(
@@ -336,6 +389,14 @@ def main(argv=None):
         "Training step and inference (LeNet-5; CIFAR-style net: bench_training.py):",
         "",
         *training_table(results["training"]),
+        "",
+        "Inference (float32, eval mode): fastcnn vs PyTorch vs onnxruntime on fastcnn's ONNX "
+        "export of the same weights, every library at the row's thread count "
+        "(bench_inference.py):",
+        "",
+        *onnxruntime_lines(args.isa, results["inference"]),
+        "",
+        *inference_table(results["inference"]),
         "",
         "One full-MNIST LeNet-5 epoch (train_mnist.py's recipe), each library in its own process:",
         "",
