@@ -410,10 +410,14 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _load_model(path):
     """The model a checkpoint of 'fastcnn train' holds, and its config."""
-    # A missing or damaged file, or bare weights instead of a training checkpoint.
-    loading_errors = (FileNotFoundError, fastcnn.CheckpointError, train.IncompatibleCheckpointError)
-    with _usage_errors(*loading_errors):
-        state = train.load_checkpoint(path)
+    # A missing or damaged file, bare weights instead of a training checkpoint, or a name
+    # without the .npz/.safetensors suffix that picks the format (ValueError).
+    loading_errors = (FileNotFoundError, ValueError, fastcnn.CheckpointError)
+    try:
+        with _usage_errors(*loading_errors):
+            state = train.load_checkpoint(path)
+    except OSError as error:  # a directory, no permission
+        raise UsageError(f"cannot read checkpoint {path!r}: {error.strerror or error}") from None
     config = _checkpoint_config(state, path)
     model = build_model(config)
     with _usage_errors(train.IncompatibleCheckpointError):  # weights of another model
