@@ -68,9 +68,9 @@ def _idx_images(path, shape):
     _, array = read_idx(path)
     if array.ndim != 3:
         raise ValueError(
-            f"{path}: holds {array.ndim}-D data of shape {array.shape}, not images; expected "
-            "(count, height, width) images such as MNIST's *-images-idx3-ubyte (labels are "
-            "the idx1 files)"
+            f"{path}: holds {array.ndim}-D data of shape {array.shape}; expected (count, "
+            "height, width) images such as MNIST's *-images-idx3-ubyte (a 1-D idx1 file "
+            "holds labels)"
         )
     if array.dtype != np.uint8:
         raise ValueError(f"{path}: holds {array.dtype} values; expected uint8 pixels as MNIST's")
