@@ -1,5 +1,6 @@
 """The ``fastcnn`` command: ``fastcnn train``, ``fastcnn eval CHECKPOINT``,
-``fastcnn export CHECKPOINT --onnx FILE``, ``fastcnn info``.
+``fastcnn predict CHECKPOINT IMAGES...``, ``fastcnn export CHECKPOINT --onnx FILE``,
+``fastcnn info``.
 
 ``fastcnn train`` with no arguments trains LeNet-5 on the MNIST subset shipped in the
 package and writes the checkpoint, the history (JSON) and its plot (PNG) into
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -24,6 +26,7 @@ import numpy as np
 import fastcnn
 from fastcnn import data, models, nn, optim, train
 from fastcnn.data import Dataset
+from fastcnn.data.image_files import load_images
 
 __all__ = ["UsageError", "main"]
 
@@ -410,10 +413,14 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _load_model(path):
     """The model a checkpoint of 'fastcnn train' holds, and its config."""
-    # A missing or damaged file, or bare weights instead of a training checkpoint.
-    loading_errors = (FileNotFoundError, fastcnn.CheckpointError, train.IncompatibleCheckpointError)
-    with _usage_errors(*loading_errors):
-        state = train.load_checkpoint(path)
+    # A missing or damaged file, bare weights instead of a training checkpoint, or a name
+    # without the .npz/.safetensors suffix that picks the format (ValueError).
+    loading_errors = (FileNotFoundError, ValueError, fastcnn.CheckpointError)
+    try:
+        with _usage_errors(*loading_errors):
+            state = train.load_checkpoint(path)
+    except OSError as error:  # a directory, no permission
+        raise UsageError(f"cannot read checkpoint {path!r}: {error.strerror or error}") from None
     config = _checkpoint_config(state, path)
     model = build_model(config)
     with _usage_errors(train.IncompatibleCheckpointError):  # weights of another model
@@ -440,6 +447,58 @@ def _check_eval_data(splits, config, path):
             f"{config['num_classes']} classes (0 to {config['num_classes'] - 1}); pass "
             "--classes to keep the classes it knows"
         )
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        fastcnn.set_num_threads(args.threads)
+    model, config = _load_model(args.checkpoint)
+    k = _check_top_k(args.top_k, config["num_classes"], args.checkpoint)
+    size = config["image_size"]
+    # A missing path (OSError), a bad image or IDX file (ValueError), no Pillow (ImportError).
+    with _usage_errors(OSError, ValueError, ImportError):
+        names, images = load_images(args.images, (config["in_channels"], size, size))
+    # The model sees what it saw in training: the same decoding (load_images), the same
+    # normalisation; train.predict runs it in eval mode, in batches.
+    logits = train.predict(model, data.Normalize(*config["normalize"])(images), args.batch_size)
+    classes, probabilities = _top_k(logits, k)
+    try:
+        for name, row_classes, row_probabilities in zip(names, classes, probabilities, strict=True):
+            print(_prediction_line(name, row_classes, row_probabilities, args.json))
+        sys.stdout.flush()  # here, so that a closed pipe is caught here, not at exit
+    except BrokenPipeError:  # the reader stopped early (| head): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0
+
+
+def _check_top_k(top_k, num_classes, path):
+    """``--top-k``, by default 3 capped at the model's class count."""
+    if top_k is None:
+        return min(3, num_classes)
+    if top_k > num_classes:
+        raise UsageError(
+            f"--top-k {top_k} is more than the {num_classes} classes of the model in {path!r}; "
+            f"choose 1 to {num_classes}"
+        )
+    return top_k
+
+
+def _top_k(logits, k):
+    """The ``k`` most probable classes of each row, most probable first (ties: lower class
+    first), and their probabilities: a softmax of the logits (stable on extreme values)."""
+    probabilities = nn.Softmax(dim=1)(logits)
+    classes = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return classes, np.take_along_axis(probabilities, classes, axis=1)
+
+
+def _prediction_line(name, classes, probabilities, as_json):
+    """``digit.png: 7 (0.998), 1 (0.001)``, or that as one JSON object."""
+    pairs = list(zip(classes.tolist(), probabilities.tolist(), strict=True))
+    if as_json:
+        top = [{"class": c, "probability": p} for c, p in pairs]
+        return json.dumps({"name": name, "top_k": top})
+    return f"{name}: " + ", ".join(f"{c} ({p:.3f})" for c, p in pairs)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -515,6 +574,34 @@ def _eval_parser(subparsers):
     parser.set_defaults(run=run_eval)
 
 
+def _predict_parser(subparsers):
+    parser = subparsers.add_parser(
+        "predict", help="print the top classes a checkpoint of 'fastcnn train' gives images"
+    )
+    parser.add_argument("checkpoint", help="the checkpoint file (e.g. fastcnn-run/checkpoint.npz)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGES",
+        help="image files (PNG, JPEG, ...: needs Pillow), directories of them (sorted by name, "
+        "not recursive) and IDX image files (*idx3-ubyte, optionally .gz)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=_positive_int,
+        metavar="K",
+        help="classes to print per image (default 3, or the class count if fewer)",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=256, help="default 256")
+    parser.add_argument("--threads", type=_positive_int, help="kernel threads (default: all)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per line: {"name": ..., "top_k": [{"class": c, "probability": p}]}',
+    )
+    parser.set_defaults(run=run_predict)
+
+
 def _export_parser(subparsers):
     parser = subparsers.add_parser(
         "export", help="export a checkpoint written by 'fastcnn train' (to ONNX)"
@@ -535,6 +622,7 @@ def make_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     _train_parser(subparsers)
     _eval_parser(subparsers)
+    _predict_parser(subparsers)
     _export_parser(subparsers)
     subparsers.add_parser("info", help="how fastcnn was built").set_defaults(run=run_info)
     return parser

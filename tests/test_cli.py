@@ -165,6 +165,16 @@ def test_damaged_checkpoint(tmp_path, command):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.parametrize("command", [["eval"], ["export", "--onnx", "m.onnx"]])
+def test_a_checkpoint_path_that_cannot_be_one(tmp_path, command):
+    (tmp_path / "run.npz").mkdir()
+    result = run_cli(*command, "run.npz", cwd=tmp_path)
+    assert_one_line_error(result, r"cannot read checkpoint 'run.npz': Is a directory")
+    (tmp_path / "history.json").write_text("{}")
+    result = run_cli(*command, "history.json", cwd=tmp_path)
+    assert_one_line_error(result, r"'history.json' must end with one of .npz, .safetensors")
+
+
 def test_export_writes_an_onnx_file_of_the_model(trained, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     out, _ = trained

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fastcnn._validation import integer, is_int
 from fastcnn.data.datasets import ArrayDataset
 
-__all__ = ["ImageListDataset", "parse_image_list"]
+__all__ = ["ImageListDataset", "parse_image_list", "read_image"]
 
 _MODES = {"L": 1, "RGB": 3}
 
@@ -19,7 +20,7 @@ def _import_pillow():
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise ImportError(
-            "ImageListDataset decodes images with Pillow, which is not installed; "
+            "fastcnn decodes images with Pillow, which is not installed; "
             "install it with: pip install fastcnn[images]"
         ) from None
     return Image, UnidentifiedImageError
@@ -70,11 +71,15 @@ def _check_labels(entries, list_file, num_classes):
     return num_classes
 
 
-def _decode(path, mode, size, where):
-    """One image as float32 ``(C, H, W)`` in [0, 1]: converted to ``mode``, resized."""
+def _decode(path, mode, size, where=None):
+    """One image as float32 ``(C, H, W)`` in [0, 1]: converted to ``mode``, resized.
+
+    ``where`` (e.g. the list file and line) starts the error messages, if given.
+    """
     image_module, unidentified = _import_pillow()
+    where = f"{where}: " if where else ""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{where}: image file {path!r} does not exist")
+        raise FileNotFoundError(f"{where}image file {path!r} does not exist")
     try:
         with image_module.open(path) as image:
             image = image.convert(mode)
@@ -82,20 +87,57 @@ def _decode(path, mode, size, where):
                 image = image.resize((size[1], size[0]), image_module.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32) / np.float32(255)
     except (unidentified, OSError, SyntaxError) as error:
-        raise ValueError(f"{where}: cannot read image {path!r}: {error}") from None
+        raise ValueError(f"{where}cannot read image {path!r}: {error}") from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
-def _check_size(size):
+def _check_size(size, owner):
     """``(height, width)`` as a tuple of two ints > 0."""
     pair = tuple(size) if isinstance(size, (tuple, list)) else None
     if pair is None or len(pair) != 2 or not all(is_int(s) for s in pair):
-        raise TypeError(
-            f"ImageListDataset size must be (height, width), a pair of ints, got {size!r}"
-        )
+        raise TypeError(f"{owner} size must be (height, width), a pair of ints, got {size!r}")
     if min(pair) < 1:
-        raise ValueError(f"ImageListDataset size must be (height, width) > 0, got {size!r}")
+        raise ValueError(f"{owner} size must be (height, width) > 0, got {size!r}")
     return int(pair[0]), int(pair[1])
+
+
+def _check_mode(mode, owner):
+    if mode not in _MODES:
+        raise ValueError(f"{owner} mode must be 'L' or 'RGB', got {mode!r}")
+    return mode
+
+
+def read_image(
+    path: str | os.PathLike[str], size: tuple[int, int] = (28, 28), mode: str = "L"
+) -> NDArray[np.float32]:
+    """One image file, decoded as ``ImageListDataset`` decodes each of its images.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Any image file Pillow reads (PNG, JPEG, BMP, ...).
+    size : (int, int)
+        ``(height, width)`` the image is resized to (bilinear) unless it has that size.
+    mode : {"L", "RGB"}
+        Grayscale (1 channel) or colour (3 channels); the image is converted to it.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(C, H, W)`` in [0, 1].
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` is not a file.
+    ValueError
+        Pillow cannot read it (not an image, truncated, unreadable); the message names it.
+    ImportError
+        Pillow is not installed (``pip install fastcnn[images]``).
+    """
+    return _decode(
+        os.fspath(path), _check_mode(mode, "read_image"), _check_size(size, "read_image")
+    )
 
 
 class ImageListDataset(ArrayDataset):
@@ -135,9 +177,8 @@ class ImageListDataset(ArrayDataset):
         mode: str = "L",
         num_classes: int | None = None,
     ) -> None:
-        if mode not in _MODES:
-            raise ValueError(f"ImageListDataset mode must be 'L' or 'RGB', got {mode!r}")
-        size = _check_size(size)
+        mode = _check_mode(mode, "ImageListDataset")
+        size = _check_size(size, "ImageListDataset")
         if num_classes is not None:
             num_classes = integer(num_classes, "num_classes", "ImageListDataset", minimum=1)
         list_file = os.fspath(list_file)
