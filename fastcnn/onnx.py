@@ -925,7 +925,7 @@ def _run(node: Any, module: nn.Module, x: NDArray[Any]) -> NDArray[Any]:
 def _layer_path(chain: _Chain, nodes: list[Any]) -> str | None:
     """The layer's dotted name: its parameters' prefix (``conv1`` of ``conv1.weight``), else
     the name of its node (fastcnn's ``conv1:Conv:1``, torch's ``/conv1/Conv`` or
-    ``/head/head.0/Gemm``); None if neither gives one."""
+    ``/head/head.0/Gemm``, or the name as it is); None if neither gives one."""
     prefixes = {
         name.rsplit(".", 1)[0]
         for node in nodes
@@ -941,7 +941,7 @@ def _layer_path(chain: _Chain, nodes: list[Any]) -> str | None:
         parts = name.split("/")
         return parts[-2] if len(parts) >= 3 and parts[-2] else None
     match = _FASTCNN_NODE_NAME.fullmatch(name)
-    return match.group(1) if match else None
+    return match.group(1) if match else name or None
 
 
 def _valid_part(part: str) -> bool:
