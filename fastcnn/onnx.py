@@ -28,7 +28,7 @@ from fastcnn._version import __version__
 if TYPE_CHECKING:
     from onnx import ModelProto
 
-__all__ = ["LOADED_OPS", "SUPPORTED", "export", "load"]
+__all__ = ["SUPPORTED", "export", "load"]
 
 # The layer types export knows, exactly (a subclass may compute something else).
 SUPPORTED: tuple[type[nn.Module], ...] = (
@@ -363,25 +363,8 @@ def export(
 # on a batch of zeros: that gives the next node's input shape (BatchNorm1d or 2d, what a
 # Reshape flattens) and checks that the weights fit together.
 
-# The operators load reads, as ONNX names them.
-LOADED_OPS: tuple[str, ...] = (
-    "Conv",
-    "Gemm",
-    "MatMul",
-    "Relu",
-    "Sigmoid",
-    "Tanh",
-    "Softmax",
-    "MaxPool",
-    "AveragePool",
-    "BatchNormalization",
-    "Flatten",
-    "Reshape",
-    "Identity",
-    "Dropout",
-)
-
-# Before opset 11, Pad-free pooling, Dropout and Softmax had other forms.
+# The oldest opset load reads: the loaders know the operators' forms from 11 on (Dropout's
+# ratio an attribute until 12, Softmax over all the axes from ``axis`` until 13).
 MIN_LOAD_OPSET = 11
 
 # The initializer suffixes of fastcnn's (and torch's) state dicts: an initializer
@@ -402,9 +385,8 @@ _NOT_CHAIN = (
 
 def _load_supported_text() -> str:
     return (
-        "fastcnn.onnx.load reads Conv, Gemm, MatMul (and an Add of its bias), Relu, Sigmoid, "
-        "Tanh, Sigmoid then Mul (SiLU), Softmax, MaxPool, AveragePool, BatchNormalization, "
-        "Flatten, Reshape (as a flatten), Identity and Dropout"
+        f"fastcnn.onnx.load reads {', '.join(_LOADERS)} (MatMul with an Add of its bias, "
+        "Sigmoid then Mul as SiLU, Reshape as a flatten)"
     )
 
 
@@ -572,13 +554,15 @@ def _graph_ends(graph: Any, constants: set[str]) -> tuple[Any, Any]:
 def _input_type(onnx: Any, value: Any) -> tuple[np.dtype[Any], tuple[int, ...]]:
     """The model's dtype and the shape its layers are first run at (batch 1 if dynamic)."""
     tensor = value.type.tensor_type
-    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-    if not value.type.HasField("tensor_type") or dtype not in (np.float32, np.float64):
+    floats = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64}
+    if not value.type.HasField("tensor_type") or tensor.elem_type not in floats:
+        kind = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
         raise ValueError(
             f"fastcnn.onnx.load: the graph input {value.name!r} is a "
-            f"{dtype if value.type.HasField('tensor_type') else 'non-tensor'}; fastcnn reads "
+            f"{kind if value.type.HasField('tensor_type') else 'non-tensor'}; fastcnn reads "
             "float32 and float64 models"
         )
+    dtype = np.dtype(floats[tensor.elem_type])
     dims = list(tensor.shape.dim) if tensor.HasField("shape") else []
     if not dims:
         raise ValueError(
