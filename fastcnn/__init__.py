@@ -14,7 +14,7 @@ except ImportError as error:  # pragma: no cover - only in an unbuilt source che
         f"Original error: {error}"
     ) from error
 
-# fastcnn.onnx imports the onnx package only inside its export function.
+# fastcnn.onnx imports the onnx package only inside its export and load functions.
 from fastcnn import data, functional, models, nn, onnx, optim, train
 from fastcnn._config import show_config
 from fastcnn._threads import get_num_threads, set_num_threads, threads
