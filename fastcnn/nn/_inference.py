@@ -205,21 +205,24 @@ class _StepSpec:
 
 
 class _Source:
-    """An array a network reads, as ``get()`` returns it now; ``derived``: the network
-    reads values made from it (its bits are then compared on each call)."""
+    """An array a network reads: a layer's parameter or buffer ``name`` as it is now;
+    ``derived``: the network reads values made from it (its bits are then compared on
+    each call). Read from the layer's tables of parameters and buffers: going through
+    ``getattr`` (Module.__getattr__) took a LeNet-5 call 13 us for ten arrays."""
 
-    def __init__(self, get: Callable[[], NDArray[Any]], derived: bool) -> None:
-        self.get, self.array, self.derived = get, get(), derived
+    def __init__(self, module: Module, name: str, derived: bool) -> None:
+        self.parameter = name in module._parameters
+        self.table = module._parameters if self.parameter else module._buffers
+        self.name, self.derived = name, derived
+        self.array = self.now()
+
+    def now(self) -> Any:
+        value = self.table.get(self.name)
+        return value.data if self.parameter and value is not None else value
 
 
-def _param_source(module: Module, name: str, derived: bool) -> _Source | None:
-    if getattr(module, name) is None:
-        return None
-    return _Source(lambda: getattr(module, name).data, derived)
-
-
-def _buffer_source(module: Module, name: str) -> _Source:
-    return _Source(lambda: getattr(module, name), derived=True)
+def _sources(module: Module, names: Sequence[str], derived: bool) -> list[_Source]:
+    return [_Source(module, name, derived) for name in names if getattr(module, name) is not None]
 
 
 def _next(modules: Sequence[Module], i: int, kind: type) -> bool:
@@ -320,11 +323,10 @@ def _linear_step(
 
 def _layer_sources(layer: Module, bn: Module | None, derived: bool) -> list[_Source]:
     """The arrays a step of ``layer`` (and a folded ``bn``) reads."""
-    sources = [_param_source(layer, "weight", derived), _param_source(layer, "bias", derived)]
+    sources = _sources(layer, ("weight", "bias"), derived)
     if bn is not None:
-        sources += [_param_source(bn, "weight", True), _param_source(bn, "bias", True)]
-        sources += [_buffer_source(bn, "running_mean"), _buffer_source(bn, "running_var")]
-    return [source for source in sources if source is not None]
+        sources += _sources(bn, ("weight", "bias", "running_mean", "running_var"), True)
+    return sources
 
 
 def _folded(layer: Any, bn: Any | None) -> tuple[NDArray[Any], NDArray[Any] | None]:
@@ -399,7 +401,7 @@ class _Compiled:
         """True if every array the network reads is the same object, with the same bits
         where the network derived values from it."""
         return (
-            all(source.get() is source.array for source in self.sources)
+            all(source.now() is source.array for source in self.sources)
             and self.network.sources_unchanged()
         )
 
