@@ -2,6 +2,8 @@
 forward, twice after one forward or after an eval forward, and containers nested in
 other modules (fastcnn.nn.module's cache stack, Sequential's nested input gradient)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -236,3 +238,11 @@ def test_the_training_loop_still_skips_the_first_input_gradient(monkeypatch):
     model(np.ones((2, 1, 5, 5), np.float32))
     model.backward(np.ones((2, 18), np.float32))
     assert calls == [False]  # nested as the first stage: the parent passes its own False
+
+
+def test_the_readme_residual_example_runs():
+    readme = Path(__file__).parent.parent / "README.md"
+    if not readme.exists():  # tests run from an installed wheel, outside the checkout
+        pytest.skip("README.md is not beside the tests")
+    (example,) = [b for b in readme.read_text().split("```python\n") if "class Residual" in b]
+    exec(compile(example.split("```")[0], str(readme), "exec"), {})
