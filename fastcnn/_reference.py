@@ -15,6 +15,7 @@ compare it with the three functions here, one after the other).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -210,3 +211,83 @@ def relu(x: Array) -> Array:
 def relu_backward(grad_out: Array, out: Array) -> Array:
     """grad where out is not <= 0 (positive or NaN), else 0"""
     return np.where(out <= 0, np.zeros_like(grad_out), grad_out)
+
+
+# ------------------------------------------------ activations and Dropout2d of fastcnn.nn
+# Element by element with Python's math module, from the definitions (and, at the kinks,
+# torch's gradient conventions); the layers use vectorised NumPy/SciPy instead.
+
+
+def _elementwise(fn: Any, x: Array) -> Array:
+    return np.array([fn(float(v)) for v in x.ravel()], dtype=x.dtype).reshape(x.shape)
+
+
+def leaky_relu(x: Array, negative_slope: float) -> Array:
+    """x if x > 0 else negative_slope * x"""
+    return _elementwise(lambda v: v if v > 0 else negative_slope * v, x)
+
+
+def leaky_relu_backward(grad_out: Array, x: Array, negative_slope: float) -> Array:
+    """g where x > 0, else g * negative_slope (at 0 too, as torch)"""
+    return grad_out * _elementwise(lambda v: 1.0 if v > 0 else negative_slope, x)
+
+
+def elu(x: Array, alpha: float) -> Array:
+    """x if x > 0 else alpha * (e^x - 1)"""
+    return _elementwise(lambda v: v if v > 0 else alpha * math.expm1(v), x)
+
+
+def elu_backward(grad_out: Array, x: Array, alpha: float) -> Array:
+    """g where x > 0, else g * alpha * e^x (alpha at 0, as torch)"""
+    return grad_out * _elementwise(lambda v: 1.0 if v > 0 else alpha * math.exp(v), x)
+
+
+def _normal_cdf(v: float) -> float:
+    return 0.5 * math.erfc(-v / math.sqrt(2))
+
+
+def _normal_pdf(v: float) -> float:
+    return math.exp(-v * v / 2) / math.sqrt(2 * math.pi)
+
+
+def _tanh_inner(v: float) -> float:
+    return math.sqrt(2 / math.pi) * (v + 0.044715 * v**3)
+
+
+def gelu(x: Array, approximate: str) -> Array:
+    """x * Phi(x), or 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) for 'tanh'"""
+    if approximate == "tanh":
+        return _elementwise(lambda v: 0.5 * v * (1 + math.tanh(_tanh_inner(v))), x)
+    return _elementwise(lambda v: v * _normal_cdf(v), x)
+
+
+def gelu_backward(grad_out: Array, x: Array, approximate: str) -> Array:
+    """g * d/dx of gelu: Phi(x) + x phi(x), or the tanh form's derivative"""
+
+    def tanh_form(v: float) -> float:
+        t = math.tanh(_tanh_inner(v))
+        inner = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * v * v)
+        return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * inner
+
+    def exact(v: float) -> float:
+        return _normal_cdf(v) + v * _normal_pdf(v)
+
+    return grad_out * _elementwise(tanh_form if approximate == "tanh" else exact, x)
+
+
+def hardswish(x: Array) -> Array:
+    """x * min(max(x + 3, 0), 6) / 6"""
+    return _elementwise(lambda v: v * min(max(v + 3, 0.0), 6.0) / 6, x)
+
+
+def hardswish_backward(grad_out: Array, x: Array) -> Array:
+    """g * (0 for x <= -3, x / 3 + 1/2 for -3 < x < 3, 1 for x >= 3), torch's kinks"""
+    return grad_out * _elementwise(lambda v: 0.0 if v <= -3 else v / 3 + 0.5 if v < 3 else 1.0, x)
+
+
+def dropout2d(x: Array, keep: Array, p: float) -> Array:
+    """Each plane x[n, c] (x[c] for one image) times keep[n, c] / (1 - p)"""
+    out = np.empty_like(x)
+    for plane in np.ndindex(*x.shape[:-2]):
+        out[plane] = x[plane] * (keep[plane] / (1 - p))
+    return out

@@ -44,6 +44,11 @@ SUPPORTED: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
     nn.Dropout,
+    nn.Dropout2d,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.Hardswish,
     nn.Flatten,
     nn.Identity,
 )
@@ -179,6 +184,23 @@ def _emit(graph: _Graph, layer: nn.Module, name: str, x: str, in_shape: tuple[in
     if isinstance(layer, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
         op = {nn.ReLU: "Relu", nn.Sigmoid: "Sigmoid", nn.Tanh: "Tanh"}[type(layer)]
         return graph.node(op, [x], label)
+    if isinstance(layer, nn.LeakyReLU):
+        return graph.node("LeakyRelu", [x], label, alpha=layer.negative_slope)
+    if isinstance(layer, nn.ELU):
+        return graph.node("Elu", [x], label, alpha=layer.alpha)
+    if isinstance(layer, nn.GELU):
+        return _gelu(graph, layer, label, x)
+    if isinstance(layer, nn.Hardswish):
+        # x * (clip(x + 3, 0, 6) / 6), fastcnn's order: ONNX's HardSwish (opset 14 on) takes
+        # no constants, but HardSigmoid's alpha = 1/6 is a float32 attribute, inexact for
+        # float64 models
+        def constant(name: str, value: float) -> str:
+            return graph.constant(f"{label}.{name}", value)
+
+        shifted = graph.node("Add", [x, constant("three", 3)], label)
+        six = constant("six", 6)
+        relu6 = graph.node("Clip", [shifted, constant("zero", 0), six], label)
+        return graph.node("Mul", [x, graph.node("Div", [relu6, six], label)], label)
     if isinstance(layer, nn.SiLU):
         return graph.node("Mul", [x, graph.node("Sigmoid", [x], label)], label)
     if isinstance(layer, nn.Softmax):
@@ -194,8 +216,32 @@ def _emit(graph: _Graph, layer: nn.Module, name: str, x: str, in_shape: tuple[in
         return _batch_norm(graph, layer, label, x)
     if isinstance(layer, nn.Flatten):
         return _flatten(graph, layer, label, x, in_shape)
-    # Dropout (the identity in evaluation) and Identity
+    # Dropout, Dropout2d (the identity in evaluation) and Identity
     return graph.node("Identity", [x], label)
+
+
+def _gelu(graph: _Graph, layer: nn.GELU, label: str, x: str) -> str:
+    """GELU as its formula (ONNX's Gelu op dates from opset 20)."""
+
+    def constant(name: str, value: float) -> str:
+        return graph.constant(f"{label}.{name}", value)
+
+    if layer.approximate == "tanh":
+        # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        cube = graph.node("Mul", [graph.node("Mul", [x, x], label), x], label)
+        inner = graph.node(
+            "Add", [x, graph.node("Mul", [cube, constant("kappa", 0.044715)], label)], label
+        )
+        scaled = graph.node("Mul", [inner, constant("sqrt_2_over_pi", (2 / np.pi) ** 0.5)], label)
+        cdf_times_2 = graph.node(
+            "Add", [graph.node("Tanh", [scaled], label), constant("one", 1)], label
+        )
+    else:
+        # 0.5 x (1 + erf(x / sqrt 2))
+        erf = graph.node("Erf", [graph.node("Div", [x, constant("sqrt_2", 2**0.5)], label)], label)
+        cdf_times_2 = graph.node("Add", [erf, constant("one", 1)], label)
+    half_x = graph.node("Mul", [x, constant("half", 0.5)], label)
+    return graph.node("Mul", [half_x, cdf_times_2], label)
 
 
 def _batch_norm(graph: _Graph, layer: nn.Module, label: str, x: str) -> str:

@@ -93,6 +93,106 @@ CONSTRUCTORS = [
     (lambda: nn.Dropout(-0.1), ValueError, r"Dropout: p must be a number in \[0, 1\], got -0.1"),
     (lambda: nn.Dropout("0.5"), TypeError, r"Dropout: p must be a real number, got str '0.5'"),
     (lambda: nn.Dropout(rng=1.5), TypeError, r"Dropout: rng must be a np.random.Generator"),
+    (
+        lambda: nn.Dropout2d(2),
+        ValueError,
+        r"Dropout2d: p must be a number in \[0, 1\], got 2.0",
+    ),
+    (
+        lambda: nn.Dropout2d(inplace="yes"),
+        TypeError,
+        r"Dropout2d: inplace must be True or False, got 'yes'",
+    ),
+    (lambda: nn.Dropout2d(rng=0.5), TypeError, r"Dropout2d: rng must be a np.random.Generator"),
+    (
+        lambda: nn.LeakyReLU("0.1"),
+        TypeError,
+        r"LeakyReLU: negative_slope must be a real number, got str '0.1'",
+    ),
+    (
+        lambda: nn.LeakyReLU(float("inf")),
+        ValueError,
+        r"LeakyReLU: negative_slope must be a finite number, got inf",
+    ),
+    (
+        lambda: nn.LeakyReLU(0.1, inplace=1),
+        TypeError,
+        r"LeakyReLU: inplace must be True or False, got 1",
+    ),
+    (lambda: nn.ELU(alpha=None), TypeError, r"ELU: alpha must be a real number, got NoneType"),
+    (lambda: nn.ELU(alpha=float("nan")), ValueError, r"ELU: alpha must be a number, got nan"),
+    (
+        lambda: nn.GELU(approximate="exact"),
+        ValueError,
+        r"GELU: approximate must be 'none' or 'tanh', got 'exact'",
+    ),
+    (
+        lambda: nn.GELU(approximate=None),
+        TypeError,
+        r"GELU: approximate must be 'none' or 'tanh', got NoneType",
+    ),
+    (
+        lambda: nn.Hardswish(inplace="no"),
+        TypeError,
+        r"Hardswish: inplace must be True or False, got 'no'",
+    ),
+    (
+        lambda: nn.ModuleList([nn.ReLU(), np.ones(2)]),
+        TypeError,
+        r"ModuleList: ndarray is not a Module subclass",
+    ),
+    (
+        lambda: nn.ModuleList(nn.ReLU()),
+        TypeError,
+        r"ModuleList.extend should be called with an iterable, but got ReLU",
+    ),
+    (lambda: nn.ModuleList([nn.ReLU()])["0"], TypeError, r"ModuleList indices must be integers"),
+    (
+        lambda: nn.ModuleList([nn.ReLU()])[1],
+        IndexError,
+        r"index 1 is out of range for a ModuleList of 1",
+    ),
+    (
+        lambda: nn.ModuleList()(np.ones(2)),
+        NotImplementedError,
+        r'Module \[ModuleList\] is missing the required "forward" function',
+    ),
+    (
+        lambda: nn.ModuleDict({"a": nn.ReLU()})["b"],
+        KeyError,
+        r"ModuleDict has no module 'b'; its keys are \['a'\]",
+    ),
+    (lambda: nn.ModuleDict({1: nn.ReLU()}), TypeError, r"module name must be a str, got int"),
+    (
+        lambda: nn.ModuleDict({"a.b": nn.ReLU()}),
+        KeyError,
+        r"module name can.+t be empty or contain",
+    ),
+    (
+        lambda: nn.ModuleDict({"keys": nn.ReLU()}),
+        KeyError,
+        r"attribute 'keys' already exists \(a ModuleDict method\)",
+    ),
+    (
+        lambda: nn.ModuleDict({"a": "relu"}),
+        TypeError,
+        r"ModuleDict: str is not a Module subclass",
+    ),
+    (
+        lambda: nn.ModuleDict([("a", nn.ReLU(), 1)]),
+        ValueError,
+        r"ModuleDict update sequence element #0 has length 3; 2 is required",
+    ),
+    (
+        lambda: nn.ModuleDict([nn.ReLU()]),
+        TypeError,
+        r"ModuleDict update sequence element #0 should be Iterable; is ReLU",
+    ),
+    (
+        lambda: nn.ModuleDict()(np.ones(2)),
+        NotImplementedError,
+        r'Module \[ModuleDict\] is missing the required "forward" function',
+    ),
     (lambda: nn.BatchNorm2d(0), ValueError, r"BatchNorm2d: num_features must be positive"),
     (
         lambda: nn.BatchNorm1d(3, eps=0),
@@ -294,6 +394,18 @@ FORWARDS = [
     (nn.ReLU(), np.arange(4), TypeError, r"ReLU: input has dtype int64"),
     (nn.Sigmoid(), np.array(["a"]), TypeError, r"Sigmoid: input has dtype <U1"),
     (nn.Dropout(), np.ones(3, bool), TypeError, r"Dropout: input has dtype bool"),
+    (nn.LeakyReLU(), np.arange(3), TypeError, r"LeakyReLU: input has dtype int64"),
+    (nn.ELU(), np.ones(3, np.float16), TypeError, r"ELU: input has dtype float16"),
+    (nn.GELU(), np.array([1j]), TypeError, r"GELU: input has dtype complex128"),
+    (nn.Hardswish(), np.arange(3), TypeError, r"Hardswish: input has dtype int64"),
+    (
+        nn.Dropout2d(),
+        _x(4, 6),
+        ValueError,
+        r"Dropout2d: expected a 4-D \(N, C, H, W\) or 3-D \(C, H, W\) input, got shape "
+        r"\(4, 6\) \(use Dropout to drop single elements\)",
+    ),
+    (nn.Dropout2d(), np.ones((1, 2, 2, 2), np.int8), TypeError, r"Dropout2d: input has dtype int8"),
     (
         models.LeNet5(),
         _x(2, 1, 32, 32),
@@ -425,6 +537,18 @@ def test_loss_backward_needs_a_scalar_grad_output():
             _x(2, 3, 4),
             _x(2, 3, 4),
             r"Flatten.backward: grad_output has shape \(2, 3, 4\), expected \(2, 12\)",
+        ),
+        (
+            nn.GELU(),
+            _x(2, 3),
+            _x(3),
+            r"GELU.backward: grad_output has shape \(3,\), expected \(2, 3\)",
+        ),
+        (
+            nn.Dropout2d(),
+            _x(2, 3, 4, 4),
+            _x(2, 3),
+            r"Dropout2d.backward: grad_output has shape \(2, 3\), expected \(2, 3, 4, 4\)",
         ),
     ],
 )

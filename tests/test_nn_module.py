@@ -153,6 +153,7 @@ def test_backward_accumulates_like_torch():
     net(x)
     net.backward(grad)
     once = {name: p.grad.copy() for name, p in net.named_parameters()}
+    net(x)  # each backward uses up one forward's caches, as torch's graph
     net.backward(grad)
     for name, p in net.named_parameters():
         np.testing.assert_allclose(p.grad, 2 * once[name], rtol=1e-6, err_msg=name)
@@ -176,9 +177,11 @@ def test_first_layer_skips_input_gradient():
     assert net.backward(grad) is None  # Sequential's default: no gradient for the model input
     weight_grad = net.conv1.weight.grad.copy()
     net.zero_grad()
+    net(x)  # each backward uses up one forward's caches
     grad_x = net.backward(grad, input_grad=True)
     np.testing.assert_array_equal(net.conv1.weight.grad, weight_grad)
     # The input gradient equals the one obtained layer by layer.
+    net(x)
     expected = grad
     for layer in reversed(list(net)):
         expected = layer.backward(expected)
@@ -190,11 +193,12 @@ def test_first_layer_skips_input_gradient():
 def test_every_layer_returns_none_without_input_grad():
     net, x = _net(), _x()
     net(x)
-    grad = np.ones((5, 3), np.float32)
+    grads = [np.ones((5, 3), np.float32)]  # the gradient of each layer's output, last first
     for layer in reversed(list(net)):
-        next_grad = layer.backward(grad, input_grad=True)
+        grads.append(layer.backward(grads[-1], input_grad=True))
+    net(x)  # each backward uses up one forward's caches
+    for layer, grad in zip(reversed(list(net)), grads, strict=False):
         assert layer.backward(grad, input_grad=False) is None, type(layer).__name__
-        grad = next_grad
 
 
 @pytest.mark.parametrize(
@@ -466,6 +470,7 @@ def test_first_conv_asks_the_kernel_to_skip_its_input_gradient(monkeypatch):
     net(_x())
     net.backward(np.ones((5, 2, 4, 4), np.float32))
     assert calls == [True, False]  # the second conv (run first) needs it, the first does not
+    net(_x())
     net.backward(np.ones((5, 2, 4, 4), np.float32), input_grad=True)
     assert calls[2:] == [True, True]
 

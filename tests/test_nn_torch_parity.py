@@ -103,6 +103,18 @@ CASES = {
     "softmax": (lambda: nn.Softmax(dim=1), lambda: tnn.Softmax(dim=1), (4, 10)),
     "softmax_last": (lambda: nn.Softmax(dim=-1), lambda: tnn.Softmax(dim=-1), (2, 3, 4, 5)),
     "identity": (lambda: nn.Identity(), lambda: tnn.Identity(), (4, 3)),
+    "leaky_relu": (lambda: nn.LeakyReLU(), lambda: tnn.LeakyReLU(), (4, 3, 5, 5)),
+    "leaky_relu_slope": (lambda: nn.LeakyReLU(0.3), lambda: tnn.LeakyReLU(0.3), (4, 6)),
+    "elu": (lambda: nn.ELU(), lambda: tnn.ELU(), (4, 3, 5, 5)),
+    "elu_alpha": (lambda: nn.ELU(0.5), lambda: tnn.ELU(0.5), (4, 6)),
+    "gelu": (lambda: nn.GELU(), lambda: tnn.GELU(), (4, 3, 5, 5)),
+    "gelu_tanh": (lambda: nn.GELU("tanh"), lambda: tnn.GELU("tanh"), (4, 3, 5, 5)),
+    "hardswish": (lambda: nn.Hardswish(), lambda: tnn.Hardswish(), (4, 3, 5, 5)),
+    "dropout2d_eval": (
+        lambda: nn.Dropout2d(0.3, rng=0).eval(),
+        lambda: tnn.Dropout2d(0.3).eval(),
+        (4, 3, 5, 5),
+    ),
     "dropout_eval": (
         lambda: nn.Dropout(0.3, rng=0).eval(),
         lambda: tnn.Dropout(0.3).eval(),
@@ -125,8 +137,43 @@ def test_activations_at_extreme_inputs_match_torch_without_warnings():
         (nn.SiLU(), tnn.SiLU()),
         (nn.Tanh(), tnn.Tanh()),
         (nn.Softmax(dim=1), tnn.Softmax(dim=1)),
+        (nn.LeakyReLU(), tnn.LeakyReLU()),
+        (nn.ELU(), tnn.ELU()),
+        (nn.GELU(), tnn.GELU()),
+        (nn.GELU("tanh"), tnn.GELU("tanh")),
+        (nn.Hardswish(), tnn.Hardswish()),
     ]:
         _check_parity(ours, theirs, x)
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (nn.LeakyReLU(), tnn.LeakyReLU()),
+        (nn.LeakyReLU(-0.5), tnn.LeakyReLU(-0.5)),
+        (nn.ELU(0.5), tnn.ELU(0.5)),
+        (nn.Hardswish(), tnn.Hardswish()),
+    ],
+    ids=repr,
+)
+def test_activation_gradients_at_the_kinks_and_nan_match_torch(ours, theirs):
+    """torch's conventions: LeakyReLU's slope and ELU's alpha at 0; Hardswish 0 at -3 and
+    1 at 3; a NaN input's gradient where torch puts it."""
+    x = np.array([[-3.0, 0.0, 3.0, np.nan, -1.0, 1.0]], dtype=np.float32)
+    out_t, grad_x_t, grad = _forward_backward_torch(theirs, x, grad_seed=0)
+    np.testing.assert_array_equal(ours(x), out_t.detach().numpy())
+    np.testing.assert_allclose(ours.backward(grad), grad_x_t.numpy(), rtol=1e-6)
+
+
+def test_dropout2d_train_keeps_or_drops_whole_channels_as_torch():
+    x = np.ones((50, 40, 3, 3), dtype=np.float32)
+    ours = nn.Dropout2d(0.25, rng=0)(x)
+    theirs = tnn.Dropout2d(0.25)(torch.tensor(x)).numpy()
+    for out in (ours, theirs):  # each plane is all 0 or all 1/(1-p)
+        planes = out.reshape(50, 40, 9)
+        assert (planes == planes[..., :1]).all()
+        np.testing.assert_allclose(np.unique(out), [0, 1 / 0.75], rtol=1e-6)
+        assert abs((planes[..., 0] != 0).mean() - 0.75) < 0.04  # 2000 planes: 4 sigma
 
 
 # ------------------------------------------------------------------------------- BatchNorm
@@ -279,7 +326,9 @@ def test_loss_backward_scales_by_grad_output():
     logits, labels = _x((4, 3)), np.array([0, 1, 2, 0])
     loss_fn = nn.CrossEntropyLoss()
     loss_fn(logits, labels)
-    np.testing.assert_allclose(loss_fn.backward(2.5), 2.5 * loss_fn.backward(), rtol=1e-6)
+    scaled = loss_fn.backward(2.5)
+    loss_fn(logits, labels)  # each backward uses up one forward's caches
+    np.testing.assert_allclose(scaled, 2.5 * loss_fn.backward(), rtol=1e-6)
 
 
 def test_relu_passes_the_gradient_of_a_nan_input_as_torch():
@@ -287,5 +336,6 @@ def test_relu_passes_the_gradient_of_a_nan_input_as_torch():
     _, grad_x_t, grad = _forward_backward_torch(tnn.ReLU(), x, grad_seed=0)
     relu = nn.ReLU()
     assert np.isnan(relu(x)[0, 0])
-    np.testing.assert_array_equal(relu.backward(grad), grad_x_t.numpy())
-    assert relu.backward(grad)[0, 0] == grad[0, 0]
+    grad_x = relu.backward(grad)
+    np.testing.assert_array_equal(grad_x, grad_x_t.numpy())
+    assert grad_x[0, 0] == grad[0, 0]

@@ -60,6 +60,26 @@ def every_layer_model():
     )
 
 
+def new_activations_model():
+    """LeakyReLU, ELU, GELU (both forms), Hardswish and Dropout2d, on values that reach
+    their kinks and tails. (ONNX's LeakyRelu and Elu take their slopes as float32
+    attributes: slopes exact in float32 keep float64 models exact.)"""
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, rng=0),
+        nn.Dropout2d(0.5, rng=0),
+        nn.LeakyReLU(0.25),
+        nn.Flatten(),
+        nn.Linear(3 * 5 * 5, 16, rng=1),
+        nn.ELU(0.75),
+        nn.Linear(16, 16, rng=2),
+        nn.GELU(),
+        nn.Linear(16, 16, rng=3),
+        nn.GELU(approximate="tanh"),
+        nn.Linear(16, 16, rng=4),
+        nn.Hardswish(),
+    )
+
+
 MODELS = {
     "lenet5": (lambda: models.LeNet5(rng=0), (1, 28, 28)),
     "lenet5-tanh-32": (
@@ -106,6 +126,24 @@ def test_exported_model_matches_fastcnn(name, dtype):
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         outputs.append(session.run(["output"], {"input": x})[0])
     for output in outputs:
+        assert output.dtype == dtype and output.shape == expected.shape
+        np.testing.assert_allclose(output, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_new_activations_match_fastcnn(dtype):
+    """onnxruntime within 1e-5 in float32. In float64 ONNX's reference evaluator computes
+    Erf in float32 (np.vectorize(erf, otypes=["f"])), hence its looser tolerance there."""
+    model = new_activations_model().to(dtype)
+    rng = np.random.default_rng(0)
+    data = exported(model, rng.standard_normal((2, 2, 5, 5)).astype(dtype))
+    x = 3 * rng.standard_normal((5, 2, 5, 5)).astype(dtype)
+    expected = model.eval()(x)
+    outputs = [(ReferenceEvaluator(onnx.load_from_string(data)).run(None, {"input": x})[0], 1e-6)]
+    if dtype == np.float32:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        outputs.append((session.run(["output"], {"input": x})[0], 1e-5))
+    for output, tolerance in outputs:
         assert output.dtype == dtype and output.shape == expected.shape
         np.testing.assert_allclose(output, expected, rtol=tolerance, atol=tolerance)
 

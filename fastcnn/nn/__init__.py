@@ -5,11 +5,21 @@ Every module has ``forward`` and an explicit ``backward(grad_output, input_grad=
 """
 
 from fastcnn.nn import init
-from fastcnn.nn.activation import ReLU, Sigmoid, SiLU, Softmax, Tanh
+from fastcnn.nn.activation import (
+    ELU,
+    GELU,
+    Hardswish,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
 from fastcnn.nn.batchnorm import BatchNorm1d, BatchNorm2d
-from fastcnn.nn.container import Sequential
+from fastcnn.nn.container import ModuleDict, ModuleList, Sequential
 from fastcnn.nn.conv import Conv2d
-from fastcnn.nn.dropout import Dropout
+from fastcnn.nn.dropout import Dropout, Dropout2d
 from fastcnn.nn.flatten import Flatten
 from fastcnn.nn.linear import Identity, Linear
 from fastcnn.nn.loss import CrossEntropyLoss, MSELoss
@@ -24,12 +34,19 @@ __all__ = [
     "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
+    "Dropout2d",
+    "ELU",
     "Flatten",
+    "GELU",
+    "Hardswish",
     "Identity",
+    "LeakyReLU",
     "Linear",
     "MSELoss",
     "MaxPool2d",
     "Module",
+    "ModuleDict",
+    "ModuleList",
     "Parameter",
     "ReLU",
     "Sequential",

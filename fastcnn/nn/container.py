@@ -1,10 +1,11 @@
-"""Sequential: modules applied one after another."""
+"""Containers: Sequential (modules applied one after another), ModuleList and ModuleDict
+(modules held by position or by name, for a custom module's forward to call)."""
 
 from __future__ import annotations
 
 import numbers
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast, overload
 
 import numpy as np
@@ -14,7 +15,12 @@ from fastcnn._blas import single_threaded_blas
 from fastcnn.nn import _fusion, _inference
 from fastcnn.nn.module import Module
 
-__all__ = ["Sequential"]
+__all__ = ["ModuleDict", "ModuleList", "Sequential"]
+
+
+def _fused_values(stage: _fusion.Stage) -> Any:
+    """What a fused stage's last call saved (None for a module: it keeps its own)."""
+    return stage.saved if isinstance(stage, _fusion.ConvReLUMaxPool) else None
 
 
 class Sequential(Module):
@@ -47,11 +53,7 @@ class Sequential(Module):
 
     @staticmethod
     def _check_module(module: object) -> None:
-        if not isinstance(module, Module):
-            raise TypeError(
-                f"Sequential: {type(module).__name__} is not a Module subclass "
-                "(wrap functions in a Module with forward and backward)"
-            )
+        _checked_module("Sequential", module)
 
     # ------------------------------------------------------------------- container
 
@@ -100,7 +102,8 @@ class Sequential(Module):
             x = np.asarray(input)
             out = self._cached("compiled", _inference.CompiledStack)(x)
             # kept as it is now for backward: the caller may reuse its array
-            self._save_for_backward(replay=x.copy() if x is input else x)
+            replay = x.copy() if x is input else x
+            self._save_for_backward(replay=replay, nested=self._called_inside_another_module())
             return out
         return self._forward_stages(input)
 
@@ -113,7 +116,13 @@ class Sequential(Module):
         with single_threaded_blas():
             for stage in stages:
                 input = stage(input)
-        self._save_for_backward(stages=stages)
+        self._save_for_backward(
+            stages=stages,
+            # a fused stage keeps only its last call's values: this call's are kept here,
+            # so a Sequential used twice in one forward pass backs through both
+            fused=[_fused_values(stage) for stage in stages],
+            nested=self._called_inside_another_module(),
+        )
         return input
 
     def _cached(self, name: str, build: Callable[[list[Module]], Any]) -> Any:
@@ -126,27 +135,38 @@ class Sequential(Module):
             object.__setattr__(self, f"_{name}_of", cached)
         return cached[1]
 
-    def backward(self, grad_output: ArrayLike, input_grad: bool = False) -> NDArray[Any] | None:
+    def backward(
+        self, grad_output: ArrayLike, input_grad: bool | None = None
+    ) -> NDArray[Any] | None:
         """Backward through every module in reverse order.
 
         Every module but the first computes its input gradient (the next module back needs
-        it); the first gets ``input_grad``. Its default, False, matches PyTorch, where a
-        network's input does not require a gradient: ``model.backward(loss_fn.backward())``
-        fills every ``p.grad``, skips the first layer's input gradient (for a convolution,
-        about half its backward cost) and returns None.
+        it); the first gets ``input_grad``. At the top level its default is False, as in
+        PyTorch, where a network's input does not require a gradient:
+        ``model.backward(loss_fn.backward())`` fills every ``p.grad``, skips the first
+        layer's input gradient (for a convolution, about half its backward cost) and returns
+        None. A Sequential whose forward ran inside another module's forward defaults to
+        True: its parent needs the gradient of its input.
 
         Parameters
         ----------
         grad_output : ndarray
-            Gradient of the loss with respect to the output of the last ``forward``.
-        input_grad : bool, default False
-            True to also compute and return the gradient with respect to the input.
+            Gradient of the loss with respect to the output of the matching ``forward``.
+        input_grad : bool, optional
+            True to also compute and return the gradient with respect to the input; None
+            (default): True if the forward was nested in another module's, else False.
         """
         saved = self._saved()
         if "replay" in saved:  # an eval-mode forward, which kept no cache: run the layers
+            nested = saved["nested"]
             self._forward_stages(saved["replay"])
-            saved = self._saved()
+            saved = {**self._saved(), "nested": nested}
         stages: list[_fusion.Stage] = saved["stages"]
+        if input_grad is None:
+            input_grad = saved["nested"]
+        for stage, fused in zip(stages, saved["fused"], strict=True):
+            if isinstance(stage, _fusion.ConvReLUMaxPool):
+                stage.saved = fused
         # the gradient of each stage's output, then of its input (Any: an empty Sequential
         # hands back grad_output as given)
         grad: Any = grad_output
@@ -158,3 +178,230 @@ class Sequential(Module):
         if not stages:
             return grad if input_grad else None
         return grad
+
+
+def _checked_module(owner: str, module: object) -> Module:
+    if not isinstance(module, Module):
+        raise TypeError(
+            f"{owner}: {type(module).__name__} is not a Module subclass (wrap functions in a "
+            "Module with forward and backward)"
+        )
+    return module
+
+
+class ModuleList(Module):
+    """Modules held in a list, as ``torch.nn.ModuleList``: registered children named
+    ``"0"``, ``"1"``, ... (state-dict keys ``layers.0.weight``), for a custom module's
+    forward and backward to call. It has no forward of its own.
+
+    Parameters
+    ----------
+    modules : iterable of Module, optional
+
+    Examples
+    --------
+    >>> from fastcnn import nn
+    >>> layers = nn.ModuleList([nn.Linear(4, 4) for _ in range(3)])
+    >>> layers.append(nn.ReLU())[-1]
+    ReLU()
+    >>> len(layers), len(layers[1:])
+    (4, 3)
+    """
+
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def _items(self) -> list[Module]:
+        return cast("list[Module]", list(self._modules.values()))
+
+    def _renumber(self, modules: list[Module]) -> None:
+        """Hold exactly ``modules``, named by position (after an insert or a delete)."""
+        self._modules.clear()
+        for i, module in enumerate(modules):
+            self._modules[str(i)] = module
+
+    def _position(self, index: object) -> int:
+        """``index`` as a position in 0..len-1 (negative counts from the end)."""
+        if not isinstance(index, numbers.Integral) or isinstance(index, bool):
+            raise TypeError(
+                f"ModuleList indices must be integers or slices, got {type(index).__name__}"
+            )
+        position, length = int(index), len(self)
+        if not -length <= position < length:
+            raise IndexError(f"index {position} is out of range for a ModuleList of {length}")
+        return position % length
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._items())
+
+    @overload
+    def __getitem__(self, index: slice) -> ModuleList: ...
+    @overload
+    def __getitem__(self, index: int) -> Module: ...
+    def __getitem__(self, index: int | slice) -> Module:
+        if isinstance(index, slice):
+            return ModuleList(self._items()[index])
+        return self._items()[self._position(index)]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        position = self._position(index)
+        self._modules[str(position)] = _checked_module("ModuleList", module)
+
+    def __delitem__(self, index: int | slice) -> None:
+        items = self._items()
+        if isinstance(index, slice):
+            del items[index]
+        else:
+            del items[self._position(index)]
+        self._renumber(items)
+
+    def __iadd__(self, modules: Iterable[Module]) -> ModuleList:
+        return self.extend(modules)
+
+    def __add__(self, other: Iterable[Module]) -> ModuleList:
+        return ModuleList(self._items()).extend(other)
+
+    def append(self, module: Module) -> ModuleList:
+        """Add ``module`` at the end; return self."""
+        self._modules[str(len(self))] = _checked_module("ModuleList", module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        """Add each of ``modules`` at the end; return self."""
+        if not isinstance(modules, Iterable):
+            raise TypeError(
+                "ModuleList.extend should be called with an iterable, but got "
+                f"{type(modules).__name__}"
+            )
+        for module in list(modules):  # a list first: extending a list by itself ends
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        """Insert ``module`` before position ``index``, as ``list.insert``."""
+        if not isinstance(index, numbers.Integral) or isinstance(index, bool):
+            raise TypeError(f"ModuleList.insert: index must be an int, got {type(index).__name__}")
+        items = self._items()
+        items.insert(int(index), _checked_module("ModuleList", module))
+        self._renumber(items)
+
+    def pop(self, index: int = -1) -> Module:
+        """Remove the module at ``index`` (the last by default) and return it."""
+        module = self[index]
+        del self[index]
+        return module
+
+    def __repr__(self) -> str:
+        # torch's: runs of equal modules are shown once, "(0-2): 3 x Linear(...)"
+        reprs = [repr(module) for module in self]
+        if not reprs:
+            return "ModuleList()"
+        runs: list[list[Any]] = []  # [first, last, repr]
+        for i, text in enumerate(reprs):
+            if runs and runs[-1][2] == text:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i, text])
+        lines = [
+            f"({first}): {text}"
+            if first == last
+            else f"({first}-{last}): {last - first + 1} x {text}"
+            for first, last, text in runs
+        ]
+        body = "\n".join("  " + line.replace("\n", "\n  ") for line in lines)
+        return f"ModuleList(\n{body}\n)"
+
+
+class ModuleDict(Module):
+    """Modules held by name, in insertion order, as ``torch.nn.ModuleDict``: registered
+    children (state-dict keys ``blocks.conv.weight``), for a custom module's forward and
+    backward to call. It has no forward of its own.
+
+    Parameters
+    ----------
+    modules : mapping or iterable of (str, Module) pairs, optional
+    """
+
+    def __init__(
+        self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]] | None = None
+    ) -> None:
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._modules))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._modules
+
+    def __getitem__(self, key: str) -> Module:
+        if key not in self._modules:
+            raise KeyError(f"ModuleDict has no module {key!r}; its keys are {list(self._modules)}")
+        return cast("Module", self._modules[key])
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        _checked_module("ModuleDict", module)
+        if isinstance(key, str) and hasattr(type(self), key):
+            # as torch: a key must not hide a method (d.keys would stop being callable)
+            raise KeyError(f"attribute {key!r} already exists (a ModuleDict method)")
+        self.add_module(key, module)
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # noqa: B018  (raises the KeyError naming the keys)
+        del self._modules[key]
+
+    def clear(self) -> None:
+        """Remove every module."""
+        self._modules.clear()
+
+    def pop(self, key: str) -> Module:
+        """Remove the module named ``key`` and return it."""
+        module = self[key]
+        del self[key]
+        return module
+
+    def keys(self) -> list[str]:
+        """The names, in insertion order."""
+        return list(self._modules)
+
+    def values(self) -> list[Module]:
+        """The modules, in insertion order."""
+        return cast("list[Module]", list(self._modules.values()))
+
+    def items(self) -> list[tuple[str, Module]]:
+        """(name, module) pairs, in insertion order."""
+        return cast("list[tuple[str, Module]]", list(self._modules.items()))
+
+    def update(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]]) -> None:
+        """Add or replace modules from a mapping or an iterable of (name, module) pairs."""
+        if isinstance(modules, (Mapping, ModuleDict)):
+            for key, module in modules.items():
+                self[key] = module
+            return
+        if not isinstance(modules, Iterable):
+            raise TypeError(
+                "ModuleDict.update should be called with an iterable of key/value pairs, "
+                f"but got {type(modules).__name__}"
+            )
+        for i, pair in enumerate(modules):
+            if not isinstance(pair, Iterable) or isinstance(pair, (str, Module)):
+                raise TypeError(
+                    f"ModuleDict update sequence element #{i} should be Iterable; is "
+                    f"{type(pair).__name__}"
+                )
+            key_and_module: tuple[Any, ...] = tuple(pair)
+            if len(key_and_module) != 2:
+                raise ValueError(
+                    f"ModuleDict update sequence element #{i} has length "
+                    f"{len(key_and_module)}; 2 is required"
+                )
+            self[key_and_module[0]] = key_and_module[1]

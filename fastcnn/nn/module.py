@@ -3,10 +3,18 @@
 There is no autograd: each module implements ``forward`` (caching what its gradient needs)
 and an explicit ``backward(grad_output, input_grad=True)`` that adds its parameters'
 gradients into ``Parameter.grad`` and returns the gradient with respect to its input.
+
+A *forward pass* is one outermost module call (``model(x)``) with every call made inside
+it. A module called several times in one pass (one ``self.relu`` for two activations, a
+shared Conv2d) keeps one cache per call, on a stack; each ``backward`` uses up the latest,
+so calling the backwards in the reverse order of the calls, as autograd does, gives every
+use its own gradient (a parameter's is their sum). The next pass replaces the stack, so a
+loop of forwards without backward keeps only one pass's caches.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -32,6 +40,28 @@ class _IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpec
         if not self.missing_keys and not self.unexpected_keys:
             return "<All keys matched successfully>"
         return super().__repr__()
+
+
+class _ForwardPasses(threading.local):
+    """Per thread: the modules whose ``__call__`` is running (outermost first) and the number
+    of the current forward pass, so two threads running models never share a pass."""
+
+    def __init__(self) -> None:
+        self.calls: list[Module] = []
+        self.number = 0
+
+
+_PASSES = _ForwardPasses()
+
+
+class _Caches:
+    """What a module's forward calls of one pass saved, the latest last."""
+
+    __slots__ = ("pass_number", "entries")
+
+    def __init__(self, pass_number: int | None, entry: dict[str, Any]) -> None:
+        self.pass_number = pass_number  # None: saved outside any module call
+        self.entries = [entry]
 
 
 def _to_numpy(value: Any) -> NDArray[Any]:
@@ -65,11 +95,15 @@ class Module:
     in the state dict but are not learnt (BatchNorm's running statistics) are registered with
     ``register_buffer``. Anything else assigned (cached inputs, say) is a plain attribute.
 
-    Subclasses implement ``forward`` and ``backward``. ``backward(grad_output,
-    input_grad=True)`` must use the values cached by the last ``forward``, add each
-    parameter's gradient with ``Parameter.accumulate_grad`` (gradients add up over calls
-    until ``zero_grad``, as in PyTorch) and return the gradient with respect to the input,
-    or None when ``input_grad`` is False (the first layer of a network needs none).
+    Subclasses implement ``forward`` and ``backward``. ``forward`` keeps what the gradient
+    needs with ``_save_for_backward``; ``backward(grad_output, input_grad=True)`` takes it
+    back with ``_saved()`` (which uses it up: one backward per forward call, as PyTorch's
+    graph), adds each parameter's gradient with ``Parameter.accumulate_grad`` (gradients add
+    up over calls until ``zero_grad``, as in PyTorch) and returns the gradient with respect
+    to the input, or None when ``input_grad`` is False (the first layer of a network needs
+    none). A module used several times in one forward pass gets one backward per use, in
+    reverse order (the module docstring says how). Call modules (``module(x)``), not
+    ``module.forward(x)``: the call is what marks a forward pass.
 
     Attributes
     ----------
@@ -85,7 +119,7 @@ class Module:
     _buffers: OrderedDict[str, NDArray[Any] | None]
     _non_persistent: set[str]
     _modules: OrderedDict[str, Module | None]
-    _ctx: dict[str, Any] | _Unavailable | None
+    _ctx: _Caches | _Unavailable | None
 
     def __init__(self) -> None:
         # object.__setattr__: our own __setattr__ needs these dicts to exist.
@@ -407,7 +441,16 @@ class Module:
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        # Only bookkeeping here, as this runs for every module of every step: the outermost
+        # call starts a new forward pass (see the module docstring).
+        calls = _PASSES.calls
+        if not calls:
+            _PASSES.number += 1
+        calls.append(self)
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            calls.pop()
 
     def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray[Any] | None:
         """Add parameter gradients into ``.grad`` and return the input gradient.
@@ -425,8 +468,15 @@ class Module:
         )
 
     def _save_for_backward(self, **values: Any) -> None:
-        """Keep what ``backward`` needs from this ``forward``."""
-        object.__setattr__(self, "_ctx", values)
+        """Keep what ``backward`` needs from this ``forward``: on top of the caches of this
+        pass's earlier calls, or replacing those of an earlier pass."""
+        passes = _PASSES
+        pass_number = passes.number if passes.calls else None
+        ctx = self._ctx
+        if pass_number is not None and isinstance(ctx, _Caches) and ctx.pass_number == pass_number:
+            ctx.entries.append(values)
+        else:
+            object.__setattr__(self, "_ctx", _Caches(pass_number, values))
 
     def _backward_unavailable(self, reason: str) -> None:
         """Make ``backward`` raise, saying ``reason``, until the next ``forward`` (a layer
@@ -434,16 +484,31 @@ class Module:
         object.__setattr__(self, "_ctx", _Unavailable(reason))
 
     def _saved(self) -> dict[str, Any]:
-        """What the last ``forward`` saved; a clear error if there was none."""
+        """Use up what the latest unused ``forward`` call saved; a clear error if there is
+        none (no forward yet, or each one's backward already ran)."""
         ctx = self._ctx
+        name = type(self).__name__
         if ctx is None:
             raise RuntimeError(
-                f"{type(self).__name__}.backward() was called before forward(): call the "
-                "module on a batch first, then backward with the gradient of its output"
+                f"{name}.backward() was called before forward(): call the module on a batch "
+                "first, then backward with the gradient of its output"
             )
         if isinstance(ctx, _Unavailable):
-            raise RuntimeError(f"{type(self).__name__}.backward(): {ctx.reason}")
-        return ctx
+            raise RuntimeError(f"{name}.backward(): {ctx.reason}")
+        if not ctx.entries:
+            raise RuntimeError(
+                f"{name}.backward() was called more times than forward(): each backward "
+                "uses up what one forward call saved (as torch's 'Trying to backward through "
+                "the graph a second time'); call the module's forward again before the "
+                "next backward"
+            )
+        return ctx.entries.pop()
+
+    def _called_inside_another_module(self) -> bool:
+        """True while this module's forward runs inside another module's forward (its
+        parent needs its input gradient), False for the outermost call."""
+        calls = _PASSES.calls
+        return len(calls) > 1 or (len(calls) == 1 and calls[0] is not self)
 
     # ------------------------------------------------------------------------- repr
 
