@@ -46,7 +46,7 @@ from fastcnn._threads import get_num_threads
 from fastcnn.nn.activation import ReLU
 from fastcnn.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from fastcnn.nn.conv import Conv2d
-from fastcnn.nn.dropout import Dropout
+from fastcnn.nn.dropout import Dropout, Dropout2d
 from fastcnn.nn.flatten import Flatten
 from fastcnn.nn.linear import Identity, Linear
 from fastcnn.nn.module import Module
@@ -54,7 +54,7 @@ from fastcnn.nn.pooling import MaxPool2d
 
 # Exact types only: a subclass may override forward.
 COMPILED_TYPES = (Conv2d, BatchNorm2d, BatchNorm1d, ReLU, MaxPool2d, Linear, Flatten)
-NO_OP_TYPES = (Dropout, Identity)  # the identity in eval mode
+NO_OP_TYPES = (Dropout, Dropout2d, Identity)  # the identity in eval mode
 
 _COMPILED_FORWARD = (
     "the last forward ran in eval mode inside a Sequential, whose compiled inference "
