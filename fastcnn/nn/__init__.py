@@ -14,10 +14,13 @@ from fastcnn.nn.flatten import Flatten
 from fastcnn.nn.linear import Identity, Linear
 from fastcnn.nn.loss import CrossEntropyLoss, MSELoss
 from fastcnn.nn.module import Module
+from fastcnn.nn.normalization import GroupNorm, LayerNorm
 from fastcnn.nn.parameter import Parameter
-from fastcnn.nn.pooling import AvgPool2d, MaxPool2d
+from fastcnn.nn.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 
 __all__ = [
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
@@ -25,7 +28,9 @@ __all__ = [
     "CrossEntropyLoss",
     "Dropout",
     "Flatten",
+    "GroupNorm",
     "Identity",
+    "LayerNorm",
     "Linear",
     "MSELoss",
     "MaxPool2d",
