@@ -349,10 +349,6 @@ class AdaptiveMaxPool2d(_AdaptivePool2d):
         grad_x = _ops.max_pool2d_backward(grad, indices, saved["input_shape"])
         return self._unbatch(grad_x, saved["unbatched"])
 
-    def extra_repr(self) -> str:
-        text = super().extra_repr()
-        return text + ", return_indices=True" if self.return_indices else text
-
 
 def _bin_maxima(x: NDArray, out_hw: Pair) -> tuple[NDArray, NDArray]:
     """Each bin's maximum and the index h * W + w it is at; one vectorised slice per bin."""
