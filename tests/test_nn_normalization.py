@@ -2,6 +2,9 @@
 (forward, input and parameter gradients, float32 and float64), by finite differences, at any
 thread count, and inside a Sequential."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -257,3 +260,13 @@ def test_in_a_sequential_forward_and_backward(training):
         seq.named_parameters(), layers.named_parameters(), strict=True
     ):
         np.testing.assert_allclose(ours.grad, theirs.grad, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_readme_example_runs(capsys):
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    if not readme.exists():  # tests run from an installed wheel, outside the checkout
+        pytest.skip("README.md is not beside the tests")
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)
+    (example,) = [block for block in blocks if "nn.GroupNorm(2, 8)" in block]
+    exec(compile(example, str(readme), "exec"), {})
+    assert capsys.readouterr().out.strip() == "(4, 10)"
