@@ -211,9 +211,13 @@ class _AdaptivePool2d(Module):
         return np.ascontiguousarray(x[None] if unbatched else x), out_hw, unbatched
 
     def _save(self, x: NDArray, out: NDArray, unbatched: bool, **values: Any) -> None:
-        """Keep what backward needs: shapes of the batch forms, the dtype, ``values``."""
+        """Keep what backward needs: the batch forms' shapes, the dtype, ``values``."""
         self._save_for_backward(
-            input_shape=x.shape, output_shape=out.shape, unbatched=unbatched, **values
+            input_shape=x.shape,
+            output_shape=out.shape,
+            unbatched=unbatched,
+            dtype=x.dtype,
+            **values,
         )
 
     def _grad(self, grad_output: ArrayLike, saved: dict[str, Any]) -> NDArray:
@@ -257,7 +261,7 @@ class AdaptiveAvgPool2d(_AdaptivePool2d):
             out = _ops.avg_pool2d(x, kernel, kernel, (0, 0), out_hw, True)
         else:
             out = _bin_means(x, out_hw)
-        self._save(x, out, unbatched, dtype=x.dtype)
+        self._save(x, out, unbatched)
         return self._unbatch(out, unbatched)
 
     def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray | None:
@@ -335,7 +339,7 @@ class AdaptiveMaxPool2d(_AdaptivePool2d):
             out, indices = _ops.max_pool2d(x, kernel, kernel, (0, 0), out_hw)
         else:
             out, indices = _bin_maxima(x, out_hw)
-        self._save(x, out, unbatched, dtype=x.dtype, indices=indices)
+        self._save(x, out, unbatched, indices=indices)
         out, indices = self._unbatch(out, unbatched), self._unbatch(indices, unbatched)
         return (out, indices) if self.return_indices else out
 
