@@ -291,3 +291,113 @@ def dropout2d(x: Array, keep: Array, p: float) -> Array:
     for plane in np.ndindex(*x.shape[:-2]):
         out[plane] = x[plane] * (keep[plane] / (1 - p))
     return out
+
+
+# ------------------------------------------------ adaptive pooling and normalisation
+# torch.nn.functional's names (fastcnn.functional has no such functions: the layers of
+# fastcnn.nn are their only checked entry points). Inputs are (N, C, H, W) batches for the
+# pools; output_size is an (OH, OW) pair of ints.
+
+
+def _adaptive_bin(index: int, size: int, count: int) -> range:
+    """The cells of bin ``index`` of ``count`` over ``size``:
+    [floor(index * size / count), ceil((index + 1) * size / count))"""
+    # a quotient of small ints is never within float rounding of an integer it is not
+    return range(int(np.floor(index * size / count)), int(np.ceil((index + 1) * size / count)))
+
+
+def _adaptive_bins(
+    input_hw: Sequence[int], output_size: Pair
+) -> Iterator[tuple[int, int, range, range]]:
+    """(i, j, rows, cols) of every output (i, j) of an adaptive pool."""
+    for i in range(output_size[0]):
+        for j in range(output_size[1]):
+            yield (
+                i,
+                j,
+                _adaptive_bin(i, input_hw[0], output_size[0]),
+                _adaptive_bin(j, input_hw[1], output_size[1]),
+            )
+
+
+def adaptive_avg_pool2d(x: Array, output_size: Pair) -> Array:
+    """out[n, c, i, j] = sum of x[n, c] over bin (i, j) / its number of cells"""
+    out = np.empty((*x.shape[:2], *output_size), dtype=x.dtype)
+    for i, j, rows, cols in _adaptive_bins(x.shape[2:], output_size):
+        window = x[:, :, rows.start : rows.stop, cols.start : cols.stop]
+        out[:, :, i, j] = window.sum(axis=(2, 3)) / (len(rows) * len(cols))
+    return out
+
+
+def adaptive_avg_pool2d_backward(grad_out: Array, input_shape: Shape) -> Array:
+    """grad_x[cells of bin (i, j)] += grad_out[i, j] / its number of cells"""
+    grad_x = np.zeros(input_shape, dtype=grad_out.dtype)
+    for i, j, rows, cols in _adaptive_bins(input_shape[2:], grad_out.shape[2:]):
+        share = grad_out[:, :, i, j] / (len(rows) * len(cols))
+        grad_x[:, :, rows.start : rows.stop, cols.start : cols.stop] += share[:, :, None, None]
+    return grad_x
+
+
+def adaptive_max_pool2d(x: Array, output_size: Pair) -> tuple[Array, Array]:
+    """out = max over bin (i, j); index = h*W + w of the cell taken, scanning the bin in
+    row-major order and taking a value greater than the best so far, or any NaN (PyTorch's
+    CPU loop: the first maximum, or the last NaN). Its backward is max_pool2d_backward's."""
+    n, c, _, width = x.shape
+    out = np.empty((n, c, *output_size), dtype=x.dtype)
+    index = np.empty((n, c, *output_size), dtype=np.int64)
+    for i, j, rows, cols in _adaptive_bins(x.shape[2:], output_size):
+        for image, channel in np.ndindex(n, c):
+            best, taken = -np.inf, rows.start * width + cols.start
+            for h in rows:
+                for w in cols:
+                    value = x[image, channel, h, w]
+                    if value > best or np.isnan(value):
+                        best, taken = value, h * width + w
+            out[image, channel, i, j], index[image, channel, i, j] = best, taken
+    return out, index
+
+
+def group_norm(
+    x: Array, num_groups: int, weight: Array | None, bias: Array | None, eps: float
+) -> Array:
+    """Per sample n and group g of C / num_groups consecutive channels, with the mean and
+    the biased variance of its values (in float64):
+    out[n, c, ...] = (x - mean) / sqrt(var + eps) * weight[c] + bias[c]"""
+    n, channels = x.shape[:2]
+    per_group = channels // num_groups
+    out: Array = np.empty(x.shape, dtype=np.float64)
+    for image in range(n):
+        for group in range(num_groups):
+            values = x[image, group * per_group : (group + 1) * per_group].astype(np.float64)
+            mean = values.sum() / values.size
+            var = ((values - mean) ** 2).sum() / values.size
+            out[image, group * per_group : (group + 1) * per_group] = (values - mean) / np.sqrt(
+                var + eps
+            )
+    per_channel = (1, channels) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(per_channel)
+    if bias is not None:
+        out = out + bias.reshape(per_channel)
+    return out.astype(x.dtype)
+
+
+def layer_norm(
+    x: Array, normalized_shape: Shape, weight: Array | None, bias: Array | None, eps: float
+) -> Array:
+    """Per sample (each index of the leading dims), over its trailing normalized_shape
+    values, with their mean and biased variance (in float64):
+    out = (x - mean) / sqrt(var + eps) * weight + bias (weight, bias of normalized_shape)"""
+    size = int(np.prod(normalized_shape))
+    rows = x.reshape(x.size // size, size).astype(np.float64)
+    out: Array = np.empty(rows.shape, dtype=np.float64)
+    for r, values in enumerate(rows):
+        mean = values.sum() / size
+        var = ((values - mean) ** 2).sum() / size
+        out[r] = (values - mean) / np.sqrt(var + eps)
+    out = out.reshape(x.shape)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out.astype(x.dtype)

@@ -41,8 +41,12 @@ SUPPORTED: tuple[type[nn.Module], ...] = (
     nn.Softmax,
     nn.MaxPool2d,
     nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
     nn.BatchNorm1d,
     nn.BatchNorm2d,
+    nn.GroupNorm,
+    nn.LayerNorm,
     nn.Dropout,
     nn.Dropout2d,
     nn.LeakyReLU,
@@ -112,8 +116,8 @@ def _model_dtype(model: nn.Module, example: NDArray[Any]) -> np.dtype[Any]:
 class _Graph:
     """The nodes and initializers being built, with fresh value names."""
 
-    def __init__(self, onnx: Any, dtype: np.dtype[Any]) -> None:
-        self.onnx, self.dtype = onnx, dtype
+    def __init__(self, onnx: Any, dtype: np.dtype[Any], opset_version: int) -> None:
+        self.onnx, self.dtype, self.opset_version = onnx, dtype, opset_version
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._count = 0
@@ -214,6 +218,12 @@ def _emit(graph: _Graph, layer: nn.Module, name: str, x: str, in_shape: tuple[in
         )
     if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
         return _batch_norm(graph, layer, label, x)
+    if isinstance(layer, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return _adaptive_pool(graph, layer, label, x, in_shape, _where(name))
+    if isinstance(layer, nn.GroupNorm):
+        return _group_norm(graph, layer, label, x, in_shape)
+    if isinstance(layer, nn.LayerNorm):
+        return _layer_norm(graph, layer, label, x, in_shape, _where(name))
     if isinstance(layer, nn.Flatten):
         return _flatten(graph, layer, label, x, in_shape)
     # Dropout, Dropout2d (the identity in evaluation) and Identity
@@ -262,6 +272,100 @@ def _batch_norm(graph: _Graph, layer: nn.Module, label: str, x: str) -> str:
         graph.constant(f"{label}.running_var", layer.running_var),
     ]
     return graph.node("BatchNormalization", inputs, label, epsilon=float(layer.eps))
+
+
+def _adaptive_pool(
+    graph: _Graph,
+    layer: nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d,
+    label: str,
+    x: str,
+    in_shape: tuple[int, ...],
+    where: str,
+) -> str:
+    """Global pooling for output (1, 1); the plain pool with the same bins where the output
+    size divides the input's (the graph's H and W are those of the example). ``where``
+    names the layer's place in the model for messages."""
+    kind = type(layer).__name__
+    if len(in_shape) != 4:
+        raise ValueError(
+            f"fastcnn.onnx.export: {kind} at {where} got input of shape {in_shape}; export "
+            "needs (N, C, H, W) batches there"
+        )
+    if getattr(layer, "return_indices", False):
+        raise ValueError(
+            f"fastcnn.onnx.export: {kind} at {where} has return_indices=True: its (output, "
+            "indices) pair cannot flow on through the graph; export it with return_indices=False"
+        )
+    size = layer.output_size
+    pair = size if isinstance(size, (tuple, list)) else (size, size)
+    out_hw = tuple(in_shape[2 + a] if pair[a] is None else pair[a] for a in (0, 1))
+    average = isinstance(layer, nn.AdaptiveAvgPool2d)
+    if out_hw == (1, 1):
+        return graph.node("GlobalAveragePool" if average else "GlobalMaxPool", [x], label)
+    if min(out_hw) < 1 or in_shape[2] % out_hw[0] or in_shape[3] % out_hw[1]:
+        raise ValueError(
+            f"fastcnn.onnx.export: {kind} at {where} pools {in_shape[2:]} to {out_hw}, whose "
+            "bins ONNX's pools cannot express; export supports output size (1, 1), or one "
+            "that divides the input's size"
+        )
+    kernel = [in_shape[2] // out_hw[0], in_shape[3] // out_hw[1]]
+    window = {"kernel_shape": kernel, "strides": kernel, "pads": [0, 0, 0, 0]}
+    return graph.node("AveragePool" if average else "MaxPool", [x], label, **window)
+
+
+def _group_norm(
+    graph: _Graph, layer: nn.GroupNorm, label: str, x: str, in_shape: tuple[int, ...]
+) -> str:
+    """Opset 17 has no GroupNormalization: InstanceNormalization (unit scale, no shift)
+    of the (N, G, -1) reshape normalises each sample's groups, then the per-channel affine."""
+    groups = layer.num_groups
+    grouped_shape = graph.constant(f"{label}.grouped_shape", [0, groups, -1], dtype=np.int64)
+    grouped = graph.node("Reshape", [x, grouped_shape], label)
+    unit = [graph.constant(f"{label}.unit_scale", np.ones(groups))]
+    unit.append(graph.constant(f"{label}.zero_shift", np.zeros(groups)))
+    normalized = graph.node(
+        "InstanceNormalization", [grouped, *unit], label, epsilon=float(layer.eps)
+    )
+    shape = graph.constant(f"{label}.shape", [0, *in_shape[1:]], dtype=np.int64)
+    out = graph.node("Reshape", [normalized, shape], label)
+    per_channel = (-1,) + (1,) * (len(in_shape) - 2)
+    if layer.weight is not None:
+        weight = graph.constant(f"{label}.weight", layer.weight.data.reshape(per_channel))
+        out = graph.node("Mul", [out, weight], label)
+    if layer.bias is not None:
+        bias = graph.constant(f"{label}.bias", layer.bias.data.reshape(per_channel))
+        out = graph.node("Add", [out, bias], label)
+    return out
+
+
+def _layer_norm(
+    graph: _Graph,
+    layer: nn.LayerNorm,
+    label: str,
+    x: str,
+    in_shape: tuple[int, ...],
+    where: str,
+) -> str:
+    shape = layer.normalized_shape
+    if graph.opset_version < 17:
+        raise ValueError(
+            f"fastcnn.onnx.export: LayerNorm at {where} needs ONNX's LayerNormalization, "
+            f"which opset 17 introduced; pass opset_version=17 or later, not "
+            f"{graph.opset_version}"
+        )
+    if len(shape) >= len(in_shape):
+        raise ValueError(
+            f"fastcnn.onnx.export: LayerNorm at {where} (normalized_shape={shape}) normalises "
+            f"over the batch dimension of its input {in_shape}, which the exported graph keeps "
+            "dynamic; give the model a batch dimension first"
+        )
+    weight = np.ones(shape) if layer.weight is None else layer.weight.data
+    bias = np.zeros(shape) if layer.bias is None else layer.bias.data
+    inputs = [x, graph.constant(f"{label}.weight", weight)]
+    inputs.append(graph.constant(f"{label}.bias", bias))
+    return graph.node(
+        "LayerNormalization", inputs, label, axis=-len(shape), epsilon=float(layer.eps)
+    )
 
 
 def _flatten(
@@ -331,7 +435,9 @@ def export(
         A module the exporter does not know (named by its type and place in the model).
     ValueError
         A layer whose setting ONNX cannot express here (BatchNorm without running
-        statistics, a Flatten over the batch dimension), a bad example input or opset.
+        statistics, a Flatten over the batch dimension, an adaptive pool to a size other
+        than (1, 1) that does not divide its input, LayerNorm below opset 17), a bad
+        example input or opset.
     """
     onnx = _import_onnx()
     if not isinstance(model, nn.Module):
@@ -360,7 +466,7 @@ def export(
             f"batch, of at least 1), got shape {example.shape}"
         )
     dtype = _model_dtype(model, example)
-    graph = _Graph(onnx, dtype)
+    graph = _Graph(onnx, dtype, int(opset_version))
     flags = [(module, module.training) for module in model.modules()]
     try:
         model.eval()
@@ -765,7 +871,8 @@ def _load_activation(chain: _Chain, position: int, shape: tuple[int, ...]) -> _R
         if mul is not None and sorted(mul.input) == sorted([node.input[0], node.output[0]]):
             return nn.SiLU(), 2
         return nn.Sigmoid(), 1
-    return {"Relu": nn.ReLU, "Tanh": nn.Tanh, "Identity": nn.Identity}[node.op_type](), 1
+    simple = {"Relu": nn.ReLU, "Tanh": nn.Tanh, "Identity": nn.Identity, "HardSwish": nn.Hardswish}
+    return simple[node.op_type](), 1
 
 
 def _load_softmax(chain: _Chain, position: int, shape: tuple[int, ...]) -> _Read:
@@ -791,6 +898,22 @@ def _load_pool(chain: _Chain, position: int, shape: tuple[int, ...]) -> _Read:
     # ONNX's default is to leave the padding out of the average; PyTorch's, to count it.
     include_pad = bool(attributes.get("count_include_pad", 0))
     return _build(node, nn.AvgPool2d, kernel, stride, padding, count_include_pad=include_pad), 1
+
+
+def _load_global_pool(chain: _Chain, position: int, shape: tuple[int, ...]) -> _Read:
+    node = chain.nodes[position]
+    if len(shape) != 4:
+        raise _error(node, f"pools a {len(shape)}-D input; fastcnn's adaptive pools take 4-D")
+    layer = nn.AdaptiveMaxPool2d if node.op_type == "GlobalMaxPool" else nn.AdaptiveAvgPool2d
+    return layer((1, 1)), 1
+
+
+def _load_slope_activation(chain: _Chain, position: int, shape: tuple[int, ...]) -> _Read:
+    """LeakyRelu (alpha: the negative slope, default 0.01) and Elu (alpha, default 1)."""
+    node = chain.nodes[position]
+    leaky = node.op_type == "LeakyRelu"
+    alpha = _attributes(chain.onnx, node).get("alpha", 0.01 if leaky else 1.0)
+    return _build(node, nn.LeakyReLU if leaky else nn.ELU, _shortest(alpha)), 1
 
 
 def _load_batch_norm(chain: _Chain, position: int, shape: tuple[int, ...]) -> _Read:
@@ -892,6 +1015,11 @@ _LOADERS: dict[str, Callable[[_Chain, int, tuple[int, ...]], _Read]] = {
     "Softmax": _load_softmax,
     "MaxPool": _load_pool,
     "AveragePool": _load_pool,
+    "GlobalAveragePool": _load_global_pool,
+    "GlobalMaxPool": _load_global_pool,
+    "LeakyRelu": _load_slope_activation,
+    "Elu": _load_slope_activation,
+    "HardSwish": _load_activation,
     "BatchNormalization": _load_batch_norm,
     "Flatten": _load_flatten,
     "Reshape": _load_reshape,

@@ -210,6 +210,65 @@ CONSTRUCTORS = [
         r"BatchNorm2d: momentum must be a real number, got str '0.1'",
     ),
     (
+        lambda: nn.GroupNorm(4, 6),
+        ValueError,
+        r"GroupNorm: num_channels \(6\) must be divisible by num_groups \(4\)",
+    ),
+    (lambda: nn.GroupNorm(0, 6), ValueError, r"GroupNorm: num_groups must be positive, got 0"),
+    (lambda: nn.GroupNorm(2, 6.0), TypeError, r"GroupNorm: num_channels must be an int, got float"),
+    (
+        lambda: nn.GroupNorm(2, 6, eps=0),
+        ValueError,
+        r"GroupNorm: eps must be a number in \(0, inf\]",
+    ),
+    (lambda: nn.GroupNorm(2, 6, affine=1), TypeError, r"GroupNorm: affine must be True or False"),
+    (
+        lambda: nn.LayerNorm(()),
+        ValueError,
+        r"LayerNorm: normalized_shape must have at least one dimension, got \(\)",
+    ),
+    (
+        lambda: nn.LayerNorm(4.0),
+        TypeError,
+        r"LayerNorm: normalized_shape must be an int or a sequence of ints, got float 4.0",
+    ),
+    (
+        lambda: nn.LayerNorm((3, 0)),
+        ValueError,
+        r"LayerNorm: normalized_shape must be positive, got 0",
+    ),
+    (
+        lambda: nn.LayerNorm(4, elementwise_affine="yes"),
+        TypeError,
+        r"LayerNorm: elementwise_affine must be True or False, got 'yes'",
+    ),
+    (
+        lambda: nn.LayerNorm(4, dtype=np.int64),
+        TypeError,
+        r"LayerNorm: dtype must be np.float32 or np.float64, got int64",
+    ),
+    (
+        lambda: nn.AdaptiveAvgPool2d((2, 2, 2)),
+        TypeError,
+        r"AdaptiveAvgPool2d: output_size must be an int, None or a pair of them .* got "
+        r"\(2, 2, 2\)",
+    ),
+    (
+        lambda: nn.AdaptiveAvgPool2d(2.0),
+        TypeError,
+        r"AdaptiveAvgPool2d: output_size must be an int, None or a pair of them",
+    ),
+    (
+        lambda: nn.AdaptiveMaxPool2d((2, -1)),
+        ValueError,
+        r"AdaptiveMaxPool2d: output_size must be >= 0, got \(2, -1\)",
+    ),
+    (
+        lambda: nn.AdaptiveMaxPool2d(2, return_indices=1),
+        TypeError,
+        r"AdaptiveMaxPool2d: return_indices must be True or False, got 1",
+    ),
+    (
         lambda: nn.CrossEntropyLoss(reduction="none"),
         ValueError,
         r"CrossEntropyLoss: reduction must be 'mean' or 'sum', got 'none'",
@@ -379,6 +438,56 @@ FORWARDS = [
         r"BatchNorm2d: input is float64 but the layer's parameters are float32",
     ),
     (
+        nn.GroupNorm(2, 4),
+        _x(2, 6, 3, 3),
+        ValueError,
+        r"GroupNorm expected input with 4 channels \(dim 1\), got shape \(2, 6, 3, 3\)",
+    ),
+    (
+        nn.GroupNorm(2, 6),
+        _x(6),
+        ValueError,
+        r"GroupNorm: expected input of shape \(N, C, \*\) with at least 2 dimensions",
+    ),
+    (
+        nn.GroupNorm(2, 6),
+        _x(2, 6, dtype=np.float64),
+        TypeError,
+        r"GroupNorm: input is float64 but the layer's parameters are float32",
+    ),
+    (
+        nn.LayerNorm((3, 4)),
+        _x(2, 4, 3),
+        ValueError,
+        r"LayerNorm: given normalized_shape=\(3, 4\), expected input of shape \(\*, 3, 4\), "
+        r"got shape \(2, 4, 3\)",
+    ),
+    (
+        nn.LayerNorm((3, 4)),
+        _x(4),
+        ValueError,
+        r"LayerNorm: given normalized_shape=\(3, 4\), .* got shape \(4,\)",
+    ),
+    (nn.LayerNorm(4), np.ones((2, 4), np.int32), TypeError, r"LayerNorm: input has dtype int32"),
+    (
+        nn.AdaptiveAvgPool2d(2),
+        _x(3, 4),
+        ValueError,
+        r"AdaptiveAvgPool2d: expected 3-D or 4-D input, got shape \(3, 4\)",
+    ),
+    (
+        nn.AdaptiveMaxPool2d(2),
+        _x(2, 3, 0, 4),
+        ValueError,
+        r"AdaptiveMaxPool2d: input of shape \(2, 3, 0, 4\) has an empty channel or spatial",
+    ),
+    (
+        nn.AdaptiveMaxPool2d(1),
+        np.ones((2, 3, 4, 4), np.int32),
+        TypeError,
+        r"AdaptiveMaxPool2d: input has dtype int32",
+    ),
+    (
         nn.Flatten(2, 5),
         _x(2, 3, 4),
         IndexError,
@@ -531,6 +640,32 @@ def test_loss_backward_needs_a_scalar_grad_output():
             _x(4, 3),
             _x(3),
             r"BatchNorm1d.backward: grad_output has shape \(3,\), expected \(4, 3\)",
+        ),
+        (
+            nn.GroupNorm(2, 4),
+            _x(2, 4, 3),
+            _x(2, 4),
+            r"GroupNorm.backward: grad_output has shape \(2, 4\), expected \(2, 4, 3\)",
+        ),
+        (
+            nn.LayerNorm(4),
+            _x(3, 4),
+            _x(4),
+            r"LayerNorm.backward: grad_output has shape \(4,\), expected \(3, 4\)",
+        ),
+        (
+            nn.AdaptiveAvgPool2d(2),
+            _x(3, 4, 4),
+            _x(1, 3, 2, 2),
+            r"AdaptiveAvgPool2d.backward: grad_output has shape \(1, 3, 2, 2\), expected "
+            r"\(3, 2, 2\)",
+        ),
+        (
+            nn.AdaptiveMaxPool2d((3, 2)),
+            _x(1, 2, 7, 5),
+            _x(1, 2, 2, 3),
+            r"AdaptiveMaxPool2d.backward: grad_output has shape \(1, 2, 2, 3\), expected "
+            r"\(1, 2, 3, 2\)",
         ),
         (
             nn.Flatten(),

@@ -87,6 +87,28 @@ CASES = {
         lambda: tnn.AvgPool2d(3, 2, 1, count_include_pad=False),
         (2, 3, 9, 9),
     ),
+    "adaptive_avg_global": (
+        lambda: nn.AdaptiveAvgPool2d(1),
+        lambda: tnn.AdaptiveAvgPool2d(1),
+        (4, 3, 7, 5),
+    ),
+    "adaptive_avg_bins": (
+        lambda: nn.AdaptiveAvgPool2d((3, None)),
+        lambda: tnn.AdaptiveAvgPool2d((3, None)),
+        (2, 3, 7, 5),
+    ),
+    "adaptive_max_bins": (
+        lambda: nn.AdaptiveMaxPool2d((4, 3)),
+        lambda: tnn.AdaptiveMaxPool2d((4, 3)),
+        (2, 3, 7, 5),
+    ),
+    "adaptive_max_even": (
+        lambda: nn.AdaptiveMaxPool2d(2),
+        lambda: tnn.AdaptiveMaxPool2d(2),
+        (2, 3, 8, 6),
+    ),
+    "groupnorm": (lambda: nn.GroupNorm(2, 6), lambda: tnn.GroupNorm(2, 6), (4, 6, 5, 5)),
+    "layernorm": (lambda: nn.LayerNorm((5, 5)), lambda: tnn.LayerNorm((5, 5)), (4, 6, 5, 5)),
     "linear": (lambda: nn.Linear(400, 120, rng=0), lambda: tnn.Linear(400, 120), (64, 400)),
     "linear_3d": (lambda: nn.Linear(7, 3, rng=0), lambda: tnn.Linear(7, 3), (2, 5, 7)),
     "linear_no_bias": (

@@ -80,6 +80,34 @@ def new_activations_model():
     )
 
 
+def norm_and_adaptive_pool_model():
+    """GroupNorm, LayerNorm and the adaptive pools, in each form export writes."""
+    rng = np.random.default_rng(2)
+    layers = [nn.GroupNorm(2, 4), nn.LayerNorm((6, 4)), nn.LayerNorm(4, bias=False)]
+    for layer in layers:
+        for param in layer.parameters():
+            param.data[...] = rng.uniform(0.5, 1.5, param.shape)
+    group_norm, layer_norm_2d, layer_norm_no_bias = layers
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("gn_plain", nn.GroupNorm(1, 3, eps=1e-3, affine=False)),
+                ("conv", nn.Conv2d(3, 4, 3, padding=1, rng=0)),  # (N, 4, 12, 8)
+                ("gn", group_norm),
+                ("relu", nn.ReLU()),
+                ("max_even", nn.AdaptiveMaxPool2d((6, None))),  # MaxPool 2x1: 6x8
+                ("avg_even", nn.AdaptiveAvgPool2d((None, 4))),  # AveragePool 1x2: 6x4
+                ("ln2d", layer_norm_2d),
+                ("max_global", nn.AdaptiveMaxPool2d(1)),  # GlobalMaxPool
+                ("flat", nn.Flatten()),
+                ("ln", layer_norm_no_bias),
+                ("fc", nn.Linear(4, 3, rng=1)),
+                ("ln_plain", nn.LayerNorm(3, elementwise_affine=False)),
+            ]
+        )
+    )
+
+
 MODELS = {
     "lenet5": (lambda: models.LeNet5(rng=0), (1, 28, 28)),
     "lenet5-tanh-32": (
@@ -93,6 +121,11 @@ MODELS = {
         (2, 15, 15),
     ),
     "every-layer": (every_layer_model, (3, 12, 12)),
+    "norm-and-adaptive-pool": (norm_and_adaptive_pool_model, (3, 12, 8)),
+    "global-average-pool": (
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3, rng=0), nn.AdaptiveAvgPool2d((1, 1))),
+        (3, 7, 5),
+    ),
 }
 
 
@@ -103,8 +136,9 @@ def exported(model, example):
 
 
 def onnxruntime_runs(model, dtype):
-    """onnxruntime's CPU provider has no float64 Conv or AveragePool."""
-    no_double = (nn.Conv2d, nn.AvgPool2d)
+    """onnxruntime's CPU provider has no float64 Conv, AveragePool, GlobalAveragePool,
+    GlobalMaxPool or InstanceNormalization (GroupNorm's export)."""
+    no_double = (nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.GroupNorm)
     return dtype == np.float32 or not any(isinstance(m, no_double) for m in model.modules())
 
 
@@ -251,6 +285,27 @@ def test_an_unsupported_module_is_named(model, pattern):
             np.zeros((2, 3), np.float32),
             r"BatchNorm1d at model\.0 has track_running_stats=False",
         ),
+        (
+            nn.Sequential(nn.AdaptiveAvgPool2d((3, 2))),
+            np.zeros((2, 3, 7, 5), np.float32),
+            r"AdaptiveAvgPool2d at model\.0 pools \(7, 5\) to \(3, 2\), .* supports output "
+            r"size \(1, 1\), or one that divides",
+        ),
+        (
+            nn.AdaptiveMaxPool2d(1, return_indices=True),
+            np.zeros((2, 3, 4, 4), np.float32),
+            r"AdaptiveMaxPool2d at the model itself has return_indices=True",
+        ),
+        (
+            nn.AdaptiveMaxPool2d(1),
+            np.zeros((3, 4, 4), np.float32),
+            r"AdaptiveMaxPool2d at the model itself got input of shape \(3, 4, 4\)",
+        ),
+        (
+            nn.Sequential(nn.LayerNorm((2, 3))),
+            np.zeros((2, 3), np.float32),
+            r"LayerNorm at model\.0 \(normalized_shape=\(2, 3\)\) normalises over the batch",
+        ),
         (nn.Linear(3, 2), np.zeros((2, 3)), r"example_input is float64 but the model is float32"),
         (nn.ReLU(), np.zeros((2, 3), np.int64), r"must be float32 or float64, got int64"),
         (nn.ReLU(), np.float32(1), r"must be a batch"),
@@ -265,6 +320,42 @@ def test_an_unsupported_module_is_named(model, pattern):
 def test_what_onnx_cannot_express_is_a_value_error(model, example, pattern):
     with pytest.raises(ValueError, match=pattern):
         export(model, example, io.BytesIO())
+
+
+def test_layer_norm_needs_opset_17():
+    with pytest.raises(ValueError, match=r"LayerNorm at model\.0 needs .* opset_version=17 or"):
+        export(
+            nn.Sequential(nn.LayerNorm(3)),
+            np.zeros((2, 3), np.float32),
+            io.BytesIO(),
+            opset_version=13,
+        )
+    model = nn.Sequential(nn.GroupNorm(1, 3), nn.AdaptiveAvgPool2d(1))  # opset 13 is fine
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    buffer = io.BytesIO()
+    export(model, x, buffer, opset_version=13)
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (nn.GroupNorm(3, 6), (4, 6, 5, 5)),
+        (nn.GroupNorm(2, 4), (4, 4)),
+        (nn.LayerNorm((5, 5)), (4, 6, 5, 5)),
+        (nn.AdaptiveAvgPool2d(1), (4, 6, 7, 5)),
+        (nn.AdaptiveMaxPool2d((1, 1)), (4, 6, 7, 5)),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, nn.Module) else None,
+)
+def test_norm_and_global_pool_agree_with_onnxruntime_within_1e5(layer, shape):
+    rng = np.random.default_rng(0)
+    for param in layer.parameters():
+        param.data[...] = rng.uniform(0.5, 1.5, param.shape)
+    x = (3 * rng.standard_normal(shape) + 1).astype(np.float32)
+    session = ort.InferenceSession(exported(layer, x[:2]), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], layer(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("opset", [12, 10**6, 17.0, True])

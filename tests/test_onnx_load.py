@@ -62,8 +62,12 @@ def affine_free_batch_norms(model):
 # ------------------------------------------------------------------ fastcnn round trip
 
 
+# GroupNorm and LayerNorm export as patterns load does not read yet (a clear error: below)
+LOADABLE = sorted(set(MODELS) - {"norm-and-adaptive-pool"})
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", LOADABLE)
 def test_a_fastcnn_export_loads_back(name, dtype):
     make, shape = MODELS[name]
     model = make().to(dtype)
@@ -582,3 +586,30 @@ def test_without_onnx_the_error_names_load(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match=r"fastcnn.onnx.load needs the onnx package: pip install"):
         fastcnn.onnx.load(os.devnull)
+
+
+def test_new_layers_load_back():
+    """LeakyReLU, ELU and the global pools load as themselves (export writes Hardswish as
+    its formula, which load does not read back)."""
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, rng=0),
+        nn.LeakyReLU(0.25),
+        nn.ELU(0.75),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Conv2d(3, 4, 1, rng=1),
+        nn.AdaptiveAvgPool2d((1, 1)),
+        nn.Flatten(),
+    )
+    loaded = fastcnn.onnx.load(io.BytesIO(exported(model, batch((2, 5, 5), size=2))))
+    kinds = [type(m).__name__ for m in loaded]
+    assert kinds == [type(m).__name__ for m in model]
+    assert loaded[1].negative_slope == 0.25 and loaded[2].alpha == 0.75
+    x = batch((2, 5, 5), size=3)
+    np.testing.assert_allclose(loaded.eval()(x), model.eval()(x), rtol=1e-6, atol=1e-6)
+
+
+def test_group_norm_export_is_refused_by_load_with_its_node():
+    make, shape = MODELS["norm-and-adaptive-pool"]
+    data = exported(make(), batch(shape, size=2))
+    with pytest.raises(ValueError, match="node 'gn_plain:Reshape:1' .Reshape. reshapes"):
+        fastcnn.onnx.load(io.BytesIO(data))

@@ -24,10 +24,13 @@ from fastcnn.nn.flatten import Flatten
 from fastcnn.nn.linear import Identity, Linear
 from fastcnn.nn.loss import CrossEntropyLoss, MSELoss
 from fastcnn.nn.module import Module
+from fastcnn.nn.normalization import GroupNorm, LayerNorm
 from fastcnn.nn.parameter import Parameter
-from fastcnn.nn.pooling import AvgPool2d, MaxPool2d
+from fastcnn.nn.pooling import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 
 __all__ = [
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
@@ -38,8 +41,10 @@ __all__ = [
     "ELU",
     "Flatten",
     "GELU",
+    "GroupNorm",
     "Hardswish",
     "Identity",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
     "MSELoss",
