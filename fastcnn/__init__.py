@@ -17,6 +17,13 @@ except ImportError as error:  # pragma: no cover - only in an unbuilt source che
 # fastcnn.onnx imports the onnx package only inside its export and load functions.
 from fastcnn import data, functional, models, nn, onnx, optim, train
 from fastcnn._config import show_config
+from fastcnn._grad_mode import (
+    enable_grad,
+    inference_mode,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+)
 from fastcnn._threads import get_num_threads, set_num_threads, threads
 
 # fastcnn.gradcheck is the function (as torch.autograd.gradcheck), shadowing its module.
@@ -28,15 +35,20 @@ __all__ = [
     "GradcheckError",
     "__version__",
     "data",
+    "enable_grad",
     "functional",
     "get_num_threads",
     "gradcheck",
+    "inference_mode",
+    "is_grad_enabled",
     "load",
     "models",
     "nn",
+    "no_grad",
     "onnx",
     "optim",
     "save",
+    "set_grad_enabled",
     "set_num_threads",
     "show_config",
     "threads",

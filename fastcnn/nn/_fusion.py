@@ -20,6 +20,7 @@ from typing import Any
 from numpy.typing import ArrayLike, NDArray
 
 from fastcnn import _conv_plan
+from fastcnn._grad_mode import is_grad_enabled
 from fastcnn._validation import grad_like, image_input, window_output_hw
 from fastcnn.nn.activation import ReLU
 from fastcnn.nn.conv import Conv2d, accumulate_grads
@@ -63,7 +64,12 @@ class ConvReLUMaxPool:
         packs = _conv_plan.packs_for(conv.weight, plan)
         bias = None if conv.bias is None else conv.bias.data
         out, indices, columns = plan.forward_relu_max_pool(
-            self._pool_plan(plan), x, conv.weight.data, bias, packs, conv.training
+            self._pool_plan(plan),
+            x,
+            conv.weight.data,
+            bias,
+            packs,
+            conv.training and is_grad_enabled(),  # the columns, for backward
         )
         self.saved = (x, plan, packs, out, indices, columns)
         for module in self.modules:

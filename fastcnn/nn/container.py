@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fastcnn._blas import single_threaded_blas
+from fastcnn._grad_mode import is_grad_enabled
 from fastcnn.nn import _fusion, _inference
 from fastcnn.nn.module import Module
 
@@ -101,9 +102,11 @@ class Sequential(Module):
         if not self.training:
             x = np.asarray(input)
             out = self._cached("compiled", _inference.CompiledStack)(x)
-            # kept as it is now for backward: the caller may reuse its array
-            replay = x.copy() if x is input else x
-            self._save_for_backward(replay=replay, nested=self._called_inside_another_module())
+            if is_grad_enabled():  # kept as it is now for backward: the caller may reuse it
+                replay = x.copy() if x is input else x
+                self._save_for_backward(replay=replay, nested=self._called_inside_another_module())
+            else:
+                self._save_for_backward()  # (no_grad: marks backward unavailable)
             return out
         return self._forward_stages(input)
 

@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from fastcnn import _conv_plan
+from fastcnn._grad_mode import is_grad_enabled
 from fastcnn._validation import (
     flag,
     float_dtype,
@@ -119,7 +120,8 @@ class Conv2d(Module):
         packs = _conv_plan.packs_for(self.weight, plan)
         bias = None if self.bias is None else self.bias.data
         # While training, keep the im2col matrices: backward then need not rebuild them.
-        out, columns = plan.forward(x, self.weight.data, bias, packs, self.training)
+        save_columns = self.training and is_grad_enabled()
+        out, columns = plan.forward(x, self.weight.data, bias, packs, save_columns)
         self._save_for_backward(input=x, plan=plan, packs=packs, columns=columns)
         return out
 

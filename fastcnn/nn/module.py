@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
+from fastcnn._grad_mode import is_grad_enabled
 from fastcnn._validation import float_dtype
 from fastcnn.nn.parameter import Parameter
 
@@ -469,7 +470,11 @@ class Module:
 
     def _save_for_backward(self, **values: Any) -> None:
         """Keep what ``backward`` needs from this ``forward``: on top of the caches of this
-        pass's earlier calls, or replacing those of an earlier pass."""
+        pass's earlier calls, or replacing those of an earlier pass. Under
+        ``fastcnn.no_grad`` nothing is kept: backward then says so."""
+        if not is_grad_enabled():
+            self._backward_unavailable(_NO_GRAD)
+            return
         passes = _PASSES
         pass_number = passes.number if passes.calls else None
         ctx = self._ctx
@@ -534,6 +539,12 @@ class Module:
         elif lines:
             body = "\n  " + "\n  ".join(lines) + "\n"
         return f"{type(self).__name__}({body})"
+
+
+_NO_GRAD = (
+    "the last forward ran under fastcnn.no_grad() (or inference_mode), which keeps no "
+    "cache for backward: run the forward again outside it"
+)
 
 
 class _Unavailable:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from fastcnn._grad_mode import no_grad
 from fastcnn._validation import flag, instance_of, integer
 from fastcnn.nn.module import Module
 from fastcnn.optim.lr_scheduler import LRScheduler
@@ -133,7 +134,7 @@ def evaluate(
 def _evaluate(model, batches, loss_fn, metrics):
     """``evaluate`` on checked arguments; ``batches`` yields (images, labels) pairs."""
     tally = _Tally(metrics)
-    with eval_mode(model):
+    with eval_mode(model), no_grad():  # nothing kept for a backward
         for images, labels in batches:
             logits = model(images)
             tally.add(logits, labels, None if loss_fn is None else loss_fn(logits, labels))
@@ -155,7 +156,7 @@ def predict(model: Module, x: ArrayLike, batch_size: int = 256) -> NDArray[np.fl
     batch_size = integer(batch_size, "batch_size", "predict", minimum=1)
     if len(x) == 0:
         raise ValueError("predict got no images (an array of shape (0, C, H, W))")
-    with eval_mode(model):
+    with eval_mode(model), no_grad():
         outputs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     return np.concatenate(outputs)
 
