@@ -1,4 +1,5 @@
-"""Ready-made networks: LeNet-5, an improved LeNet-5, and the NumPy book's SimpleConvNet.
+"""Ready-made networks: LeNet-5, an improved LeNet-5, the NumPy book's SimpleConvNet, and
+the CIFAR ResNet-20.
 
 Each is a ``Sequential`` built from an ``OrderedDict``, so its state-dict keys
 (``conv1.weight``, ``fc1.bias``, ...) are those of the same network written in PyTorch
@@ -14,13 +15,15 @@ cost). ``model.backward(grad, input_grad=True)`` computes and returns it.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from fastcnn import functional, nn
 from fastcnn._validation import generator, integer, positive_int, real
 
-__all__ = ["ImprovedLeNet5", "LeNet5", "SimpleConvNet"]
+__all__ = ["BasicBlock", "ImprovedLeNet5", "LeNet5", "ResNet20", "SimpleConvNet"]
 
 # What every model takes as rng: a Generator, an int seed, or None (fresh entropy).
 RngT = np.random.Generator | int | None
@@ -97,21 +100,37 @@ class LeNet5(nn.Sequential):
 
 
 class ImprovedLeNet5(nn.Sequential):
-    """A LeNet-5 variant for 28x28 input: three 3x3 convolutions (5, 10, 16 channels,
-    padding 1), SiLU, and a 2x2 max-pool after each (28 -> 14 -> 7 -> 3), then
-    fc1 144-120 -> fc2 120-84 -> fc3 84-num_classes.
+    """A LeNet-5 variant: three 3x3 convolutions (5, 10, 16 channels, padding 1), SiLU,
+    and a 2x2 max-pool after each (28 -> 14 -> 7 -> 3), then fc1 144-120 -> fc2 120-84 ->
+    fc3 84-num_classes (fc1 takes 16 * (input_size // 8)**2 features: 256 for 32x32).
 
     Parameters
     ----------
     in_channels : int, default 1
     num_classes : int, default 10
+    input_size : int, default 28
+        Height and width of the input, at least 8 (the notebook this model comes from
+        resizes its images to 32x32).
     rng : np.random.Generator or int, optional
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, *, rng: RngT = None) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size: int = 28,
+        *,
+        rng: RngT = None,
+    ) -> None:
         in_channels, num_classes = _sizes(
             "ImprovedLeNet5", in_channels=in_channels, num_classes=num_classes
         )
+        input_size = integer(input_size, "input_size", "ImprovedLeNet5")
+        if input_size < 8:
+            raise ValueError(
+                f"ImprovedLeNet5: input_size must be at least 8 (three 2x2 pools), got {input_size}"
+            )
+        side = input_size // 8  # after the three pools
         rng = generator(rng, "ImprovedLeNet5")
         layers = []
         for i, (c_in, c_out) in enumerate([(in_channels, 5), (5, 10), (10, 16)], start=1):
@@ -122,7 +141,7 @@ class ImprovedLeNet5(nn.Sequential):
             ]
         layers += [
             ("flatten", nn.Flatten()),
-            ("fc1", nn.Linear(16 * 3 * 3, 120, rng=rng)),
+            ("fc1", nn.Linear(16 * side * side, 120, rng=rng)),
             ("act4", nn.SiLU()),
             ("fc2", nn.Linear(120, 84, rng=rng)),
             ("act5", nn.SiLU()),
@@ -194,6 +213,99 @@ class SimpleConvNet(nn.Sequential):
             for layer in (self.conv1, self.fc1, self.fc2):
                 nn.init.normal_(layer.weight, 0.0, weight_init_std, rng=rng)
                 nn.init.zeros_(layer.bias)
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block (He et al., 2016), torchvision's names: conv1 3x3 (stride) ->
+    bn1 -> relu -> conv2 3x3 -> bn2, plus the shortcut (``downsample``: a strided 1x1
+    conv and a BatchNorm where the shape changes, else the identity), then relu.
+
+    Written as any block with two paths is: ``forward`` calls the layers, ``backward``
+    calls their backwards in the reverse order (``relu`` is used twice: its second use
+    first) and adds the two paths' input gradients.
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, *, rng: RngT = None) -> None:
+        super().__init__()
+        rng = generator(rng, "BasicBlock")
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False, rng=rng)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False, rng=rng)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or in_planes != planes:
+            projection = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False, rng=rng)
+            self.downsample = nn.Sequential(projection, nn.BatchNorm2d(planes))
+
+    def forward(self, x: ArrayLike) -> NDArray:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = np.asarray(x) if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray | None:
+        # Any: each backward returns an array here (input_grad=True), or None with the
+        # caller's input_grad=False, which is then returned
+        grad: Any = self.relu.backward(grad_output)  # the second use of relu
+        grad_identity: Any = grad
+        if self.downsample is not None:
+            grad_identity = self.downsample.backward(grad, input_grad=input_grad)
+        grad_body = grad
+        for layer in (self.bn2, self.conv2, self.relu, self.bn1):  # relu: its first use
+            grad_body = layer.backward(grad_body)
+        grad_body = self.conv1.backward(grad_body, input_grad=input_grad)
+        if not input_grad:
+            return None
+        return grad_body + grad_identity
+
+
+class ResNet20(nn.Sequential):
+    """The CIFAR ResNet-20 of He et al. (2016), with torchvision's ResNet names.
+
+    conv1 3x3 16 filters (no bias) -> bn1 -> relu -> layer1, layer2, layer3 (three
+    ``BasicBlock`` each, 16, 32 and 64 channels; stride 2 at the first block of layer2 and
+    layer3, whose shortcut is then a 1x1 projection) -> avgpool (global) -> flatten -> fc.
+    The state-dict keys are torchvision's (``conv1.weight``, ``layer1.0.bn1.running_mean``,
+    ``layer2.0.downsample.0.weight``, ``fc.bias``): the same network written in PyTorch
+    loads it unchanged, and back. Takes any input of at least 8x8 pixels (32x32 CIFAR
+    images; MNIST as 28x28 or padded to 32x32).
+
+    Parameters
+    ----------
+    num_classes : int, default 10
+    in_channels : int, default 3
+    rng : np.random.Generator or int, optional
+        Draws every layer's initial weights in turn.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, *, rng: RngT = None) -> None:
+        num_classes, in_channels = _sizes(
+            "ResNet20", num_classes=num_classes, in_channels=in_channels
+        )
+        rng = generator(rng, "ResNet20")
+        layers: list[tuple[str, nn.Module]] = [
+            ("conv1", nn.Conv2d(in_channels, 16, 3, padding=1, bias=False, rng=rng)),
+            ("bn1", nn.BatchNorm2d(16)),
+            ("relu", nn.ReLU()),
+        ]
+        in_planes = 16
+        for stage, planes in enumerate((16, 32, 64), start=1):
+            blocks = []
+            for index in range(3):
+                stride = 2 if stage > 1 and index == 0 else 1
+                blocks.append(BasicBlock(in_planes, planes, stride, rng=rng))
+                in_planes = planes
+            layers.append((f"layer{stage}", nn.Sequential(*blocks)))
+        layers += [
+            ("avgpool", nn.AdaptiveAvgPool2d((1, 1))),
+            ("flatten", nn.Flatten()),
+            ("fc", nn.Linear(64, num_classes, rng=rng)),
+        ]
+        super().__init__(OrderedDict(layers))
+        for module in self.modules():  # torchvision's initialisation of ResNet
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu", rng=rng)
 
 
 def _sizes(owner, **sizes):

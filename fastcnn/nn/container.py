@@ -16,7 +16,7 @@ from fastcnn._grad_mode import is_grad_enabled
 from fastcnn.nn import _fusion, _inference
 from fastcnn.nn.module import Module
 
-__all__ = ["ModuleDict", "ModuleList", "Sequential"]
+__all__ = ["ModuleDict", "ModuleList", "Residual", "Sequential"]
 
 
 def _fused_values(stage: _fusion.Stage) -> Any:
@@ -408,3 +408,57 @@ class ModuleDict(Module):
                     f"{len(key_and_module)}; 2 is required"
                 )
             self[key_and_module[0]] = key_and_module[1]
+
+
+class Residual(Module):
+    """``body(x) + shortcut(x)``: a residual block's two paths and their sum, with the
+    backward that routes the output gradient into both and adds their input gradients.
+
+    Parameters
+    ----------
+    body : Module
+        The main path (say ``Sequential(conv, bn, relu, conv, bn)``).
+    shortcut : Module, optional
+        The other path: None for the identity (the block's input is added as it is), or a
+        projection where the shapes change (a strided 1x1 ``Conv2d`` and a ``BatchNorm2d``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastcnn import nn
+    >>> block = nn.Sequential(
+    ...     nn.Residual(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))), nn.ReLU()
+    ... )
+    >>> block(np.ones((2, 4), np.float32)).shape
+    (2, 4)
+    """
+
+    def __init__(self, body: Module, shortcut: Module | None = None) -> None:
+        super().__init__()
+        self.body = _checked_module("Residual", body)
+        self.shortcut = None if shortcut is None else _checked_module("Residual", shortcut)
+
+    def forward(self, input: ArrayLike) -> Any:
+        x = np.asarray(input)
+        main = self.body(x)
+        other = x if self.shortcut is None else self.shortcut(x)
+        if np.shape(main) != np.shape(other):
+            what = "the input" if self.shortcut is None else "the shortcut's output"
+            raise ValueError(
+                f"Residual: the body's output has shape {np.shape(main)} but {what} has "
+                f"{np.shape(other)}: they must match to be added (give a shortcut that "
+                "projects the input, e.g. a strided 1x1 Conv2d and a BatchNorm2d)"
+            )
+        return main + other
+
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray[Any] | None:
+        """Both paths' parameter gradients; the sum of their input gradients (None if not
+        ``input_grad``)."""
+        # Any: arrays, or None from both when not input_grad
+        grad_body: Any = self.body.backward(grad_output, input_grad=input_grad)
+        grad_other: Any = np.asarray(grad_output)
+        if self.shortcut is not None:
+            grad_other = self.shortcut.backward(grad_output, input_grad=input_grad)
+        if not input_grad:
+            return None
+        return grad_body + grad_other

@@ -1,0 +1,176 @@
+"""Residual networks: nn.Residual, models.BasicBlock and models.ResNet20 (its torchvision
+names, gradients, torch parity in train and eval mode), and ImprovedLeNet5's input_size."""
+
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import models, nn
+
+
+def test_residual_adds_both_paths_and_routes_the_gradient():
+    rng = np.random.default_rng(0)
+    body = nn.Sequential(
+        nn.Linear(6, 6, rng=rng, dtype=np.float64),
+        nn.Tanh(),
+        nn.Linear(6, 6, rng=rng, dtype=np.float64),
+    )
+    block = nn.Residual(body)
+    x = rng.standard_normal((3, 6))
+    np.testing.assert_allclose(block(x), body(x) + x)
+    assert fastcnn.gradcheck(block, x)
+    projected = nn.Residual(body, nn.Linear(6, 6, rng=rng, dtype=np.float64))
+    assert fastcnn.gradcheck(projected, x)
+    assert set(projected.state_dict()) == {
+        "body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias",
+        "shortcut.weight", "shortcut.bias",
+    }  # fmt: skip
+
+
+def test_residual_refuses_paths_of_different_shapes():
+    block = nn.Residual(nn.Linear(4, 3, rng=0))
+    with pytest.raises(ValueError, match=r"body's output has shape \(2, 3\) but the input"):
+        block(np.zeros((2, 4), np.float32))
+    with pytest.raises(TypeError, match="Residual: int is not a Module"):
+        nn.Residual(3)
+
+
+@pytest.mark.parametrize(("in_planes", "planes", "stride"), [(4, 4, 1), (4, 8, 2), (4, 8, 1)])
+@pytest.mark.parametrize("training", [True, False])
+def test_basic_block_gradients(in_planes, planes, stride, training):
+    block = models.BasicBlock(in_planes, planes, stride, rng=1).to(np.float64)
+    block.train(training)
+    x = np.random.default_rng(2).standard_normal((3, in_planes, 6, 6))
+    assert fastcnn.gradcheck(block, x)
+    assert (block.downsample is None) == (stride == 1 and in_planes == planes)
+
+
+def torch_resnet20(torch, num_classes=10, in_channels=3):
+    """The same network written in PyTorch, with torchvision's module names."""
+    tnn = torch.nn
+
+    class Block(tnn.Module):
+        def __init__(self, in_planes, planes, stride):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(planes)
+            self.relu = tnn.ReLU()
+            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(planes)
+            self.downsample = None
+            if stride != 1 or in_planes != planes:
+                self.downsample = tnn.Sequential(
+                    tnn.Conv2d(in_planes, planes, 1, stride, bias=False), tnn.BatchNorm2d(planes)
+                )
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.relu(out + identity)
+
+    class Net(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(16)
+            self.relu = tnn.ReLU()
+            stages, in_planes = [], 16
+            for stage, planes in enumerate((16, 32, 64), start=1):
+                blocks = []
+                for index in range(3):
+                    blocks.append(Block(in_planes, planes, 2 if stage > 1 and index == 0 else 1))
+                    in_planes = planes
+                stages.append(tnn.Sequential(*blocks))
+            self.layer1, self.layer2, self.layer3 = stages
+            self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
+            self.fc = tnn.Linear(64, num_classes)
+
+        def forward(self, x):
+            x = self.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return Net()
+
+
+def test_resnet20_has_torchvisions_names_and_size():
+    model = models.ResNet20(rng=0)
+    keys = list(model.state_dict())
+    for key in (
+        "conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer1.0.bn1.weight",
+        "layer1.0.conv2.weight", "layer1.0.bn2.bias", "layer2.0.downsample.0.weight",
+        "layer2.0.downsample.1.running_var", "layer3.2.bn2.num_batches_tracked", "fc.weight",
+        "fc.bias",
+    ):  # fmt: skip
+        assert key in keys
+    assert "layer1.0.downsample.0.weight" not in keys  # same shape: the identity
+    assert sum(p.data.size for p in model.parameters()) == 272_474
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_resnet20_matches_torch(training):
+    torch = pytest.importorskip("torch")
+    model = models.ResNet20(rng=3)
+    rng = np.random.default_rng(4)
+    for name, buffer in model.named_buffers():
+        if name.endswith("running_mean"):
+            buffer[...] = rng.normal(0, 0.1, buffer.shape)
+        elif name.endswith("running_var"):
+            buffer[...] = rng.uniform(0.5, 1.5, buffer.shape)
+    twin = torch_resnet20(torch)
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    model.train(training)
+    twin.train(training)
+    x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    labels = np.array([0, 3, 5, 9])
+    loss_fn = nn.CrossEntropyLoss()
+    loss = loss_fn(model(x), labels)
+    grad_x = model.backward(loss_fn.backward(), input_grad=True)
+
+    tx = torch.from_numpy(x).requires_grad_(True)
+    tloss = torch.nn.functional.cross_entropy(twin(tx), torch.from_numpy(labels))
+    tloss.backward()
+    assert loss == pytest.approx(tloss.item(), rel=1e-5)
+    np.testing.assert_allclose(grad_x, tx.grad.numpy(), rtol=1e-3, atol=1e-6)
+    named = dict(twin.named_parameters())
+    for name, param in model.named_parameters():
+        np.testing.assert_allclose(param.grad, named[name].grad.numpy(), rtol=1e-3, atol=2e-6)
+    torch_buffers = dict(twin.named_buffers())
+    for name, buffer in model.named_buffers():
+        np.testing.assert_allclose(buffer, torch_buffers[name].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_resnet20_on_mnist_sized_input_and_eval_determinism():
+    model = models.ResNet20(num_classes=10, in_channels=1, rng=5).eval()
+    x = np.random.default_rng(6).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    before = fastcnn.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            fastcnn.set_num_threads(threads)
+            outs.append(model(x))
+    finally:
+        fastcnn.set_num_threads(before)
+    assert outs[0].shape == (3, 10)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+
+
+def test_resnet20_refuses_bad_sizes():
+    with pytest.raises(ValueError, match="ResNet20: num_classes"):
+        models.ResNet20(num_classes=0)
+    with pytest.raises(TypeError, match="ResNet20: in_channels"):
+        models.ResNet20(in_channels=1.5)
+
+
+@pytest.mark.parametrize(("size", "features"), [(28, 144), (32, 256), (8, 16)])
+def test_improved_lenet5_input_size(size, features):
+    model = models.ImprovedLeNet5(input_size=size, rng=0)
+    assert model.fc1.in_features == features
+    assert model(np.zeros((2, 1, size, size), np.float32)).shape == (2, 10)
+
+
+def test_improved_lenet5_refuses_small_input_size():
+    with pytest.raises(ValueError, match="input_size must be at least 8"):
+        models.ImprovedLeNet5(input_size=7)
