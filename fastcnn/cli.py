@@ -26,11 +26,17 @@ import numpy as np
 import fastcnn
 from fastcnn import data, models, nn, optim, train
 from fastcnn.data import Dataset
+from fastcnn.data.cifar import holds_cifar10
 from fastcnn.data.image_files import load_images
 
 __all__ = ["UsageError", "main"]
 
 MODELS = ("lenet5", "improved-lenet5", "simple")
+DATASETS = {"mnist": data.MNIST, "cifar10": data.CIFAR10}  # what --data DIR can hold
+# The (mean, std) a dataset is normalised with, per channel, when it has usual constants
+# (torchvision's, for CIFAR-10); any other is normalised with its training pixels' statistics
+# (_pixel_stats), as MNIST always was.
+USUAL_NORMALIZE = {"cifar10": [list(data.CIFAR10_MEAN), list(data.CIFAR10_STD)]}
 CHECKPOINT_NAME = "checkpoint.npz"
 HISTORY_NAME = "history.json"
 PLOT_NAME = "history.png"
@@ -122,12 +128,19 @@ def _add_data_options(parser):
     group.add_argument(
         "--data",
         default="embedded",
-        metavar="embedded|MNIST_DIR",
+        metavar="embedded|DIR",
         help="'embedded' (the 6,000/1,000-image MNIST subset in the package, the default) or "
-        "a directory with the four MNIST IDX files",
+        "a directory with the four MNIST IDX files or the CIFAR-10 binary batches "
+        "(cifar-10-batches-bin/ or its .bin files)",
     )
     group.add_argument(
-        "--download", action="store_true", help="download MNIST into MNIST_DIR if missing"
+        "--dataset",
+        choices=DATASETS,
+        help="what --data DIR holds (default: cifar10 if it holds CIFAR-10 .bin files, else "
+        "mnist); needed to --download CIFAR-10 into an empty DIR",
+    )
+    group.add_argument(
+        "--download", action="store_true", help="download the dataset into DIR if missing"
     )
     group.add_argument(
         "--image-list",
@@ -156,27 +169,55 @@ def _add_data_options(parser):
 
 
 class Splits:
-    """The data of a run: training and test sets, where they came from, the class count."""
+    """The data of a run: training and test sets, where they came from, the class count,
+    and the dataset's usual ``normalize`` (mean, std) if it has one (else computed)."""
 
-    def __init__(self, train: Dataset | None, test: Dataset, source: str, num_classes: int) -> None:
+    def __init__(
+        self,
+        train: Dataset | None,
+        test: Dataset,
+        source: str,
+        num_classes: int,
+        normalize: list[Any] | None = None,
+    ) -> None:
         self.train, self.test, self.source, self.num_classes = train, test, source, num_classes
+        self.normalize = normalize
 
 
-def _mnist_splits(args, test_only):
+def _dataset_name(args):
+    """Which dataset --data names: --dataset if given, else what the directory holds."""
     if args.data == "embedded":
-        load, source = data.embedded_mnist, "embedded MNIST subset"
-    elif os.path.isdir(args.data):
-        source = f"MNIST in {args.data}"
+        if args.dataset not in (None, "mnist"):
+            raise UsageError(
+                f"--dataset {args.dataset} needs --data DIR: the embedded subset is MNIST"
+            )
+        return "embedded"
+    if not os.path.isdir(args.data):
+        raise UsageError(f"--data {args.data!r} is neither 'embedded' nor an existing directory")
+    if args.dataset is not None:
+        return args.dataset
+    # The two layouts share no file name; a directory with neither is MNIST, so that its
+    # error (or --download) is MNIST's, as before CIFAR-10 was known.
+    return "cifar10" if holds_cifar10(args.data) else "mnist"
+
+
+def _dataset_splits(args, test_only):
+    name = _dataset_name(args)
+    if name == "embedded":
+        load, source, dataset_class = data.embedded_mnist, "embedded MNIST subset", data.MNIST
+    else:
+        dataset_class = DATASETS[name]
+        source = f"{dataset_class.__name__} in {args.data}"
 
         def load(train):
-            return data.MNIST(args.data, train=train, download=args.download)
-    else:
-        raise UsageError(f"--data {args.data!r} is neither 'embedded' nor an existing directory")
-    # Missing, damaged or undownloadable MNIST files (DownloadError is an OSError).
+            return dataset_class(args.data, train=train, download=args.download)
+
+    # Missing, damaged or undownloadable files (DownloadError is an OSError).
     with _usage_errors(OSError, ValueError):
         train_set = None if test_only else load(True)
         test_set = load(False)
-    return Splits(train_set, test_set, source, data.MNIST.num_classes)
+    normalize = USUAL_NORMALIZE.get(name)
+    return Splits(train_set, test_set, source, dataset_class.num_classes, normalize)
 
 
 def _image_list_splits(args, seed, test_only):
@@ -217,9 +258,11 @@ def _restrict(dataset, args):
 def load_splits(args: argparse.Namespace, seed: int = 0, test_only: bool = False) -> Splits:
     """The ``Splits`` the data options describe (no training set if ``test_only``)."""
     if args.image_list:
+        if args.dataset is not None:
+            raise UsageError(f"--dataset {args.dataset} is for --data DIR, not --image-list")
         splits = _image_list_splits(args, seed, test_only)
     else:
-        splits = _mnist_splits(args, test_only)
+        splits = _dataset_splits(args, test_only)
     splits.train, splits.test = _restrict(splits.train, args), _restrict(splits.test, args)
     if args.classes is not None:
         splits.num_classes = max(args.classes) + 1
@@ -278,7 +321,7 @@ def _model_config(args, splits):
         "in_channels": int(channels),
         "image_size": int(height),
         "num_classes": int(splits.num_classes),
-        "normalize": _pixel_stats(splits.train),
+        "normalize": splits.normalize or _pixel_stats(splits.train),
     }
 
 
@@ -512,14 +555,21 @@ def run_export(args: argparse.Namespace) -> int:
             fastcnn.onnx.export(model, example, args.onnx, opset_version=args.opset)
     except OSError as error:  # a missing directory, a directory, no permission
         raise UsageError(f"cannot write --onnx {args.onnx!r}: {error.strerror or error}") from None
-    mean, std = config["normalize"]
+    mean, std = (_format_stat(values) for values in config["normalize"])
     print(
         f"wrote {args.onnx}: {type(model).__name__} from {args.checkpoint}; input 'input': "
         f"{dtype} (batch, {config['in_channels']}, {size}, {size}) images normalised as in "
-        f"training, (x - {mean:.6g}) / {std:.6g}; output 'output': "
+        f"training, (x - {mean}) / {std}; output 'output': "
         f"(batch, {config['num_classes']}) logits"
     )
     return 0
+
+
+def _format_stat(values):
+    """A normalisation mean or std: one number, or one per channel as ``(r, g, b)``."""
+    if isinstance(values, list):
+        return "(" + ", ".join(f"{value:.6g}" for value in values) + ")"
+    return f"{values:.6g}"
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from cifar_files import write_cifar10
 
 import fastcnn
 from fastcnn import cli
@@ -112,6 +113,46 @@ def test_image_list_training_and_eval(tmp_path):
     assert_one_line_error(result, r"--model lenet5: LeNet5: input_size must be 28 or 32, got 16")
 
 
+def test_cifar10_training_and_eval(tmp_path):
+    write_cifar10(tmp_path / "data" / "cifar-10-batches-bin", per_batch=20, n_test=10)
+    data_args = ["--data", tmp_path / "data", "--threads", "1"]
+    result = run_cli(
+        "train", *data_args, "--limit", "40", "--epochs", "1", "--batch-size", "20",
+        "--out", tmp_path / "out", "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"training LeNet5 on the CIFAR10 in {tmp_path / 'data'}: 40 training and 10 test" in (
+        result.stdout
+    )
+    config = fastcnn.load(tmp_path / "out" / "checkpoint.npz")["extra"]["config"]
+    assert (config["in_channels"], config["image_size"], config["num_classes"]) == (3, 32, 10)
+    mean, std = fastcnn.data.CIFAR10_MEAN, fastcnn.data.CIFAR10_STD
+    assert config["normalize"] == [list(mean), list(std)]  # torchvision's, not the 40 images'
+    # eval rebuilds the 3-channel 32x32 LeNet-5 and reads the same 10 test images.
+    evaluated = run_cli("eval", tmp_path / "out" / "checkpoint.npz", *data_args)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "on 10 test images of the CIFAR10 in" in evaluated.stdout
+    final_line = [line for line in result.stdout.splitlines() if "top-1" in line][0]
+    assert final_line in evaluated.stdout
+    result = run_cli("eval", tmp_path / "out" / "checkpoint.npz", "--threads", "1")
+    assert_one_line_error(result, r"a model of 3x32x32 images, but the --data images are 1x28x28")
+    result = run_cli("train", *data_args, "--model", "improved-lenet5", "--out", tmp_path / "o")
+    assert_one_line_error(result, r"--model improved-lenet5 needs 28x28 images, got 32x32")
+
+
+def test_cifar10_data_errors(tmp_path):
+    out = ["--out", tmp_path / "out"]
+    result = run_cli("train", *TINY, "--data", tmp_path, "--dataset", "cifar10", *out)
+    assert_one_line_error(result, r"CIFAR-10 file data_batch_1.bin not found in '.*batches-bin'")
+    write_cifar10(tmp_path, per_batch=20, n_test=10)
+    result = run_cli("train", *TINY, "--data", tmp_path, "--dataset", "mnist", *out)
+    assert_one_line_error(result, r"MNIST file train-images-idx3-ubyte.gz .* not found in")
+    with open(tmp_path / "data_batch_4.bin", "r+b") as file:
+        file.truncate(3073 * 5 - 10)
+    result = run_cli("train", *TINY, "--data", tmp_path, *out)
+    assert_one_line_error(result, r"data_batch_4.bin: 15355 bytes is not a whole number of 3073")
+
+
 def test_malformed_image_list(tmp_path):
     (tmp_path / "list.txt").write_text("a.png 0\nb.png\n")
     result = run_cli("train", *TINY, "--image-list", tmp_path / "list.txt", "--out", tmp_path)
@@ -132,6 +173,9 @@ def test_info():
         (["train", "--model", "vgg"], r"argument --model: invalid choice: 'vgg'"),
         (["train", "--classes", "a-b"], r"expected class labels such as 0-4"),
         (["train", "--data", "/no/such/dir"], r"'/no/such/dir' is neither 'embedded' nor an"),
+        (["train", "--dataset", "cifar10"], r"--dataset cifar10 needs --data DIR: the embedded"),
+        (["train", "--dataset", "mnist", "--image-list", "l.txt"], r"--dataset mnist is for --d"),
+        (["train", "--dataset", "svhn"], r"argument --dataset: invalid choice: 'svhn'"),
         (["eval", "/no/such/checkpoint.npz"], r"checkpoint '/no/such/checkpoint.npz' does not"),
         (["fly"], r"invalid choice: 'fly'"),
         (["train", "--seed", "-1"], r"argument --seed: expected an integer >= 0, got '-1'"),

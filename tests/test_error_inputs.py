@@ -469,6 +469,7 @@ ELSEWHERE = {
     "save": "test_io.py",
     "load": "test_io.py",
     "MNIST": "test_data_mnist.py",
+    "CIFAR10": "test_data_cifar.py",
     "ImageListDataset": "test_data_image_list.py",
     "Subset": "test_data_loader.py",
     "random_split": "test_data_loader.py",

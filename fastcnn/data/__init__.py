@@ -1,10 +1,11 @@
 """Datasets, transforms and the DataLoader.
 
-MNIST (IDX files, optional verified download), the embedded MNIST subset, image-list
-datasets, array datasets, subsets and splits, batch transforms, and a reproducible,
-resumable ``DataLoader``.
+MNIST (IDX files) and CIFAR-10 (binary batches), each with an optional verified download,
+the embedded MNIST subset, image-list datasets, array datasets, subsets and splits, batch
+transforms, and a reproducible, resumable ``DataLoader``.
 """
 
+from fastcnn.data.cifar import CIFAR10, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 from fastcnn.data.datasets import (
     ArrayDataset,
     Dataset,
@@ -21,6 +22,10 @@ from fastcnn.data.mnist import MNIST, MNIST_MIRRORS, MNIST_SHA256, DownloadError
 from fastcnn.data.transforms import AvgDownsample2x2, Compose, Normalize, Pad
 
 __all__ = [
+    "CIFAR10",
+    "CIFAR10_CLASSES",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
     "MNIST",
     "MNIST_MIRRORS",
     "MNIST_SHA256",
