@@ -299,11 +299,12 @@ def pool_window(
 
 def image_input(input: ArrayLike, owner: str, dtype: DTypeLike, channels: int) -> NDArray[Any]:
     """A layer's (N, C, H, W) input: of the layer's ``dtype`` (never cast), 4-D, with
-    ``channels`` channels."""
+    ``channels`` channels; C-contiguous, as the kernels read it (a copy of a transposed
+    NHWC batch, say)."""
     x = float_input(input, owner, dtype)
     input_ndim(x, owner, (4,))
     input_size(x, 1, channels, owner, "channels (dim 1)")
-    return x
+    return np.ascontiguousarray(x)
 
 
 # ------------------------------------------- scalar arguments of optim, train, data, CLI

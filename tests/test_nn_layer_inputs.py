@@ -32,6 +32,34 @@ def _layers():
         ("Dropout", lambda: nn.Dropout(0.5, rng=0), (2, 3, 4, 6)),
         ("Flatten", nn.Flatten, (2, 3, 4, 6)),
         ("Identity", nn.Identity, (2, 3, 4, 6)),
+        ("Conv2d", lambda: nn.Conv2d(3, 4, 3, padding=1, rng=0), (2, 3, 5, 6)),
+        ("Conv2d-strided", lambda: nn.Conv2d(3, 8, 3, stride=2, rng=0), (2, 3, 7, 8)),
+        (
+            "Sequential-fused",
+            lambda: nn.Sequential(nn.Conv2d(3, 4, 3, rng=0), nn.ReLU(), nn.MaxPool2d(2)),
+            (2, 3, 6, 8),
+        ),
+        (
+            "Sequential-eval",
+            lambda: nn.Sequential(
+                nn.Conv2d(3, 4, 3, rng=0),
+                nn.BatchNorm2d(4),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(4 * 2 * 3, 5, rng=1),
+            ).eval(),
+            (2, 3, 6, 8),
+        ),  # fmt: skip
+        ("LeakyReLU", nn.LeakyReLU, (2, 3, 4, 6)),
+        ("GELU", nn.GELU, (2, 3, 4, 6)),
+        ("ELU", nn.ELU, (2, 3, 4, 6)),
+        ("Hardswish", nn.Hardswish, (2, 3, 4, 6)),
+        ("Dropout2d", lambda: nn.Dropout2d(0.5, rng=0), (2, 3, 4, 6)),
+        ("GroupNorm", lambda: nn.GroupNorm(1, 3), (2, 3, 4, 6)),
+        ("LayerNorm", lambda: nn.LayerNorm(6), (2, 3, 4, 6)),
+        ("AdaptiveAvgPool2d", lambda: nn.AdaptiveAvgPool2d((3, 2)), (2, 3, 7, 6)),
+        ("AdaptiveMaxPool2d", lambda: nn.AdaptiveMaxPool2d(1), (2, 3, 4, 6)),
     ]
 
 
@@ -52,7 +80,7 @@ def _strided(array):
 def _run(layer, x, grad_for):
     """The output and the input gradient of one forward/backward of ``layer``."""
     out = layer(x)
-    return out, layer.backward(grad_for(out))
+    return out, layer.backward(grad_for(out), input_grad=True)
 
 
 @LAYERS
