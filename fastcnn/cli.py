@@ -31,7 +31,7 @@ from fastcnn.data.image_files import load_images
 
 __all__ = ["UsageError", "main"]
 
-MODELS = ("lenet5", "improved-lenet5", "simple")
+MODELS = ("lenet5", "improved-lenet5", "simple", "resnet20")
 DATASETS = {"mnist": data.MNIST, "cifar10": data.CIFAR10}  # what --data DIR can hold
 # The (mean, std) a dataset is normalised with, per channel, when it has usual constants
 # (torchvision's, for CIFAR-10); any other is normalised with its training pixels' statistics
@@ -279,7 +279,7 @@ def build_model(config: dict[str, Any], rng: np.random.Generator | None = None) 
     ------
     UsageError
         The config names an unknown model, or sizes the model cannot take (LeNet-5 needs
-        28x28 or 32x32 images).
+        28x28 or 32x32 images, the improved LeNet-5 at least 8x8).
     """
     name, channels, size, classes = (
         config["model"],
@@ -289,15 +289,15 @@ def build_model(config: dict[str, Any], rng: np.random.Generator | None = None) 
     )
     if name not in MODELS:
         raise UsageError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    if name == "improved-lenet5" and size != 28:
-        raise UsageError(f"--model improved-lenet5 needs 28x28 images, got {size}x{size}")
     # The constructors' ValueErrors are about these sizes (LeNet5's input_size, an image
-    # too small for SimpleConvNet's convolution and pool).
+    # too small for ImprovedLeNet5's pools or SimpleConvNet's convolution and pool).
     with _usage_errors(ValueError, context=f"--model {name}: "):
         if name == "lenet5":
             return models.LeNet5(channels, classes, input_size=size, rng=rng)
         if name == "improved-lenet5":
-            return models.ImprovedLeNet5(channels, classes, rng=rng)
+            return models.ImprovedLeNet5(channels, classes, input_size=size, rng=rng)
+        if name == "resnet20":
+            return models.ResNet20(classes, channels, rng=rng)
         return models.SimpleConvNet((channels, size, size), output_size=classes, rng=rng)
 
 

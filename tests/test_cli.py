@@ -136,8 +136,15 @@ def test_cifar10_training_and_eval(tmp_path):
     assert final_line in evaluated.stdout
     result = run_cli("eval", tmp_path / "out" / "checkpoint.npz", "--threads", "1")
     assert_one_line_error(result, r"a model of 3x32x32 images, but the --data images are 1x28x28")
-    result = run_cli("train", *data_args, "--model", "improved-lenet5", "--out", tmp_path / "o")
-    assert_one_line_error(result, r"--model improved-lenet5 needs 28x28 images, got 32x32")
+    for model in ("improved-lenet5", "resnet20"):  # both take 3x32x32 images too
+        out = tmp_path / model
+        result = run_cli(
+            "train", *data_args, "--model", model, "--limit", "20", "--epochs", "1",
+            "--batch-size", "10", "--out", out, "--no-progress",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        evaluated = run_cli("eval", out / "checkpoint.npz", *data_args)
+        assert evaluated.returncode == 0, evaluated.stderr
 
 
 def test_cifar10_data_errors(tmp_path):
