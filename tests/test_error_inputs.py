@@ -449,6 +449,9 @@ def test_bad_input_raises_a_clear_error(call, error, match):
 # Public names that take no bad input of their own, with the reason.
 NO_BAD_INPUT = {
     "get_num_threads": "no arguments",
+    "no_grad": "no arguments",
+    "enable_grad": "no arguments",
+    "is_grad_enabled": "no arguments",
     "show_config": "no arguments",
     "output_size": "the output-size formula on ints; callers validate",
     "Identity": "accepts any input by definition",
@@ -464,6 +467,11 @@ NO_BAD_INPUT = {
 # the file names the callable next to a pytest.raises).
 ELSEWHERE = {
     "set_num_threads": "test_threads.py",
+    "set_grad_enabled": "test_grad_mode.py",
+    "inference_mode": "test_grad_mode.py",
+    "Residual": "test_resnet.py",
+    "BasicBlock": "test_resnet.py",
+    "ResNet20": "test_resnet.py",
     "threads": "test_threads.py",
     "gradcheck": "test_gradcheck.py",
     "save": "test_io.py",

@@ -44,6 +44,8 @@ def test_set_grad_enabled_acts_at_once_and_as_a_block():
             assert fastcnn.is_grad_enabled()
     with pytest.raises(TypeError, match="set_grad_enabled: mode must be True or False"):
         fastcnn.set_grad_enabled("no")
+    with pytest.raises(TypeError, match="inference_mode: mode must be True or False"):
+        fastcnn.inference_mode(1)
 
 
 def test_the_mode_is_per_thread():

@@ -244,5 +244,7 @@ def test_the_readme_residual_example_runs():
     readme = Path(__file__).parent.parent / "README.md"
     if not readme.exists():  # tests run from an installed wheel, outside the checkout
         pytest.skip("README.md is not beside the tests")
-    (example,) = [b for b in readme.read_text().split("```python\n") if "class Block(nn.Module)" in b]
+    (example,) = [
+        b for b in readme.read_text().split("```python\n") if "class Block(nn.Module)" in b
+    ]
     exec(compile(example.split("```")[0], str(readme), "exec"), {})

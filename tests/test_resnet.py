@@ -157,6 +157,13 @@ def test_resnet20_on_mnist_sized_input_and_eval_determinism():
         np.testing.assert_array_equal(out, outs[0])
 
 
+def test_basic_block_refuses_bad_sizes():
+    with pytest.raises(ValueError, match="out_channels"):
+        models.BasicBlock(4, 0)
+    with pytest.raises(TypeError, match="BasicBlock: rng"):
+        models.BasicBlock(4, 4, rng="seed")
+
+
 def test_resnet20_refuses_bad_sizes():
     with pytest.raises(ValueError, match="ResNet20: num_classes"):
         models.ResNet20(num_classes=0)
