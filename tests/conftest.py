@@ -22,3 +22,20 @@ def kernel_copy(request):
         yield request.param
     finally:
         _isa.use(previous)
+
+
+@pytest.fixture
+def conv_input_grads(monkeypatch):
+    """The ``input_grad`` of every convolution backward the test runs, in order (a spy on
+    ConvPlan.backward, which every Conv2d's backward calls)."""
+    from fastcnn._conv_plan import ConvPlan
+
+    calls = []
+    real = ConvPlan.backward
+
+    def spy(plan, grad_out, x, packs, input_grad, bias_grad, columns):
+        calls.append(input_grad)
+        return real(plan, grad_out, x, packs, input_grad, bias_grad, columns)
+
+    monkeypatch.setattr(ConvPlan, "backward", spy)
+    return calls

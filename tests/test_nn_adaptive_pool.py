@@ -3,6 +3,7 @@ and torch.nn, by finite differences, at any thread count, and inside a Sequentia
 
 import numpy as np
 import pytest
+from layer_checks import assert_sequential_matches_its_layers
 
 import fastcnn
 from fastcnn import _reference as ref
@@ -218,17 +219,4 @@ def test_in_a_sequential_forward_and_backward(training):
 
     x = np.random.default_rng(0).standard_normal((3, 2, 7, 9)).astype(F32)
     seq, layers = model().train(training), model().train(training)
-    out = seq(x)
-    expected = x
-    for layer in layers:
-        expected = layer(expected)
-    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
-    grad = np.ones_like(out)
-    grad_x = seq.backward(grad, input_grad=True)
-    for layer in reversed(list(layers)):
-        grad = layer.backward(grad)
-    np.testing.assert_allclose(grad_x, grad, rtol=1e-5, atol=1e-6)
-    for (name, ours), (_, theirs) in zip(
-        seq.named_parameters(), layers.named_parameters(), strict=True
-    ):
-        np.testing.assert_allclose(ours.grad, theirs.grad, rtol=1e-5, atol=1e-5, err_msg=name)
+    assert_sequential_matches_its_layers(seq, layers, x, None)
