@@ -17,6 +17,8 @@ The models:
   step is the three convolutions' (fused Conv2d -> ReLU -> MaxPool2d in fastcnn's
   Sequential) and little else. Step at --cifar-batches (64), inference in eval mode at
   --cifar-infer-batch (256); fastcnn and PyTorch only (the book's code is LeNet-5's).
+- ``resnet20``: fastcnn.models.ResNet20 (He et al.'s CIFAR ResNet, BatchNorm in training
+  mode) on 3x32x32 input, steps at --cifar-batches; PyTorch's twin is tests/torch_twins.py.
 
 Each row records ``fused_stages`` (Conv2d -> ReLU -> MaxPool2d runs fastcnn fused) and
 ``twin_max_abs_diff``, the largest difference between fastcnn's and PyTorch's logits on the
@@ -35,6 +37,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siblings in bench/
 import numpy_book  # noqa: E402
+
+# the torch twins of fastcnn's models, one home with the parity tests
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import torch_twins  # noqa: E402
 from bench_kernels import bench_main, time_rounds  # noqa: E402
 
 import fastcnn  # noqa: E402
@@ -54,7 +60,9 @@ CIFAR_LAYERS = (
     ("flatten", "Flatten", (), {}),
     ("fc", "Linear", (128 * 4 * 4, 10), {}),
 )
-INPUT_SHAPES = {"lenet5": (1, 28, 28), "cifar": (3, 32, 32)}
+INPUT_SHAPES = {"lenet5": (1, 28, 28), "cifar": (3, 32, 32), "resnet20": (3, 32, 32)}
+# fastcnn's models on 3x32x32 input that have a torch twin in tests/torch_twins.py
+NETS_32 = ("resnet20",)
 
 
 def cifar_net(nn, rng=None):
@@ -84,6 +92,18 @@ def fastcnn_cifar(seed):
     model = cifar_net(fastcnn.nn, rng=np.random.default_rng(seed))
     step, forward = _fastcnn_train_fns(model)
     return model, step, in_eval_mode(model, forward)
+
+
+def fastcnn_resnet20(seed):
+    model = fastcnn.models.ResNet20(rng=np.random.default_rng(seed))
+    step, forward = _fastcnn_train_fns(model)
+    return model, step, in_eval_mode(model, forward)
+
+
+def torch_resnet20(torch, state_dict):
+    model = torch_twins.torch_resnet20(torch)
+    step, forward = _torch_train_fns(torch, model, state_dict)
+    return step, in_eval_mode(model, forward)
 
 
 def fastcnn_lenet(seed):
@@ -243,6 +263,9 @@ def cases(args):
         result += [("cifar", b, True, b == args.cifar_infer_batch) for b in args.cifar_batches]
         if args.cifar_infer_batch and args.cifar_infer_batch not in args.cifar_batches:
             result.append(("cifar", args.cifar_infer_batch, False, True))
+    for name in NETS_32:  # training steps at the CIFAR-style net's batches
+        if name in args.models:
+            result += [(name, b, True, False) for b in args.cifar_batches]
     return result
 
 
@@ -269,7 +292,11 @@ def run(args, torch):
     return rows
 
 
-BUILDERS = {"lenet5": (fastcnn_lenet, torch_lenet), "cifar": (fastcnn_cifar, torch_cifar)}
+BUILDERS = {
+    "lenet5": (fastcnn_lenet, torch_lenet),
+    "cifar": (fastcnn_cifar, torch_cifar),
+    "resnet20": (fastcnn_resnet20, torch_resnet20),
+}
 
 
 def batch_impls(model_name, x, y, args, torch, with_step, with_inference):
@@ -326,7 +353,7 @@ def _one_thread(fn, *args):
 def main(argv=None):
     def batches(parser):
         parser.add_argument(
-            "--models", nargs="+", choices=sorted(BUILDERS), default=["lenet5", "cifar"]
+            "--models", nargs="+", choices=sorted(BUILDERS), default=sorted(BUILDERS)
         )
         parser.add_argument(
             "--batches",
@@ -340,7 +367,7 @@ def main(argv=None):
             type=int,
             nargs="+",
             default=[64],
-            help="CIFAR-style net step batches",
+            help="step batches of the CIFAR-style net and the 32x32 models (ResNet-20)",
         )
         parser.add_argument(
             "--cifar-infer-batch",

@@ -190,7 +190,7 @@ def kernel_table(result):
     return lines
 
 
-MODEL_NAMES = {"lenet5": "LeNet-5", "cifar": "CIFAR-style"}
+MODEL_NAMES = {"lenet5": "LeNet-5", "cifar": "CIFAR-style", "resnet20": "ResNet-20"}
 
 
 def training_table(result):
