@@ -15,14 +15,14 @@ import math
 import os
 import re
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fastcnn import _files, nn
+from fastcnn import _files, models, nn
 from fastcnn._version import __version__
 
 if TYPE_CHECKING:
@@ -63,16 +63,58 @@ MIN_OPSET = 13
 
 def _supported_text() -> str:
     names = ", ".join(layer.__name__ for layer in SUPPORTED)
-    return f"fastcnn.onnx.export supports nn.Sequential (nested too) of {names}"
+    return (
+        "fastcnn.onnx.export supports nn.Sequential (nested too), nn.Residual and "
+        f"models.BasicBlock of {names}"
+    )
 
 
 def _where(path: str) -> str:
     return "the model itself" if not path else f"model.{path}"
 
 
-def _leaves(module: nn.Module, path: str = "") -> Iterator[tuple[str, nn.Module]]:
-    """The layers of ``module`` in the order its forward runs them, with their dotted
-    names (``conv1``, ``features.0``); TypeError for anything else."""
+def _child(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+# (the main path's layers, the shortcut or None for the identity, the layer after the sum
+# or None) of each block with two paths, by exact type, with their names in the block
+def _residual_paths(block: Any) -> tuple[list[tuple[str, Any]], Any, Any]:
+    shortcut = None if block.shortcut is None else ("shortcut", block.shortcut)
+    return [("body", block.body)], shortcut, None
+
+
+def _basic_block_paths(block: Any) -> tuple[list[tuple[str, Any]], Any, Any]:
+    body = [(n, getattr(block, n)) for n in ("conv1", "bn1", "relu", "conv2", "bn2")]
+    shortcut = None if block.downsample is None else ("downsample", block.downsample)
+    return body, shortcut, ("relu", block.relu)
+
+
+_TWO_PATHS: dict[type, Callable[[Any], tuple[list[tuple[str, Any]], Any, Any]]] = {
+    nn.Residual: _residual_paths,
+    models.BasicBlock: _basic_block_paths,
+}
+
+
+def _export_module(
+    graph: _Graph, module: nn.Module, path: str, value: str, x: Any
+) -> tuple[str, Any]:
+    """The nodes computing ``module`` (named ``path``) on the graph value ``value``, whose
+    example is ``x``: (the output's value, the output's example). The layers of a
+    Sequential (nested too) in order; a block with two paths (``_TWO_PATHS``) as both
+    paths and an Add; any other layer by ``_emit``, or a TypeError naming it."""
+    if type(module) in _TWO_PATHS:
+        body, shortcut, after = _TWO_PATHS[type(module)](module)
+        main, y = value, x
+        for name, layer in body:
+            main, y = _export_module(graph, layer, _child(path, name), main, y)
+        other, z = value, x
+        if shortcut is not None:
+            other, z = _export_module(graph, shortcut[1], _child(path, shortcut[0]), value, x)
+        value, x = graph.node("Add", [main, other], _child(path, "add")), y + z
+        if after is not None:
+            value, x = _export_module(graph, after[1], _child(path, after[0]), value, x)
+        return value, x
     if isinstance(module, nn.Sequential):
         if type(module).forward is not nn.Sequential.forward:
             raise TypeError(
@@ -80,14 +122,14 @@ def _leaves(module: nn.Module, path: str = "") -> Iterator[tuple[str, nn.Module]
                 "Sequential with its own forward, which cannot be exported; " + _supported_text()
             )
         for name, child in module.named_children():
-            yield from _leaves(child, f"{path}.{name}" if path else name)
-        return
+            value, x = _export_module(graph, child, _child(path, name), value, x)
+        return value, x
     if type(module) not in SUPPORTED:
         raise TypeError(
             f"fastcnn.onnx.export: cannot export {type(module).__name__} at {_where(path)}; "
             + _supported_text()
         )
-    yield path, module
+    return _emit(graph, module, path, value, tuple(np.shape(x))), module(x)
 
 
 def _model_dtype(model: nn.Module, example: NDArray[Any]) -> np.dtype[Any]:
@@ -458,7 +500,6 @@ def export(
         raise TypeError(
             f"fastcnn.onnx.export: f must be a path or a binary file object, got {type(f).__name__}"
         )
-    layers = list(_leaves(model))
     example = np.asarray(example_input)
     if example.ndim < 1 or example.shape[0] < 1:
         raise ValueError(
@@ -470,11 +511,7 @@ def export(
     flags = [(module, module.training) for module in model.modules()]
     try:
         model.eval()
-        value, x = "input", example
-        for name, layer in layers:
-            in_shape = tuple(np.shape(x))
-            x = layer(x)
-            value = _emit(graph, layer, name, value, in_shape)
+        value, x = _export_module(graph, model, "", "input", example)
     finally:
         for module, training in flags:
             module.training = training

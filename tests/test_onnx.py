@@ -121,6 +121,14 @@ MODELS = {
         (2, 15, 15),
     ),
     "every-layer": (every_layer_model, (3, 12, 12)),
+    "resnet20": (lambda: models.ResNet20(rng=0), (3, 16, 16)),
+    "residual": (
+        lambda: nn.Sequential(
+            nn.Residual(nn.Sequential(nn.Linear(6, 6, rng=0), nn.Tanh())),
+            nn.Residual(nn.Linear(6, 4, rng=1), shortcut=nn.Linear(6, 4, rng=2)),
+        ),
+        (6,),
+    ),
     "norm-and-adaptive-pool": (norm_and_adaptive_pool_model, (3, 12, 8)),
     "global-average-pool": (
         lambda: nn.Sequential(nn.Conv2d(3, 4, 3, rng=0), nn.AdaptiveAvgPool2d((1, 1))),
@@ -273,7 +281,9 @@ class OwnForward(nn.Sequential):
 def test_an_unsupported_module_is_named(model, pattern):
     with pytest.raises(TypeError, match=pattern) as info:
         export(model, np.zeros((2, 3), np.float32), io.BytesIO())
-    assert "supports nn.Sequential (nested too) of Conv2d, Linear" in str(info.value)
+    assert "supports nn.Sequential (nested too), nn.Residual and models.BasicBlock of Conv2d," in (
+        str(info.value)
+    )
 
 
 @pytest.mark.parametrize(
