@@ -149,8 +149,8 @@ def _emit(graph: _Graph, layer: nn.Module, name: str, x: str, in_shape: tuple[in
             kernel_shape=list(layer.kernel_size),
             strides=list(layer.stride),
             pads=_pads(layer.padding),
-            dilations=[1, 1],
-            group=1,
+            dilations=list(layer.dilation),
+            group=layer.groups,
         )
     if isinstance(layer, nn.Linear):
         if len(in_shape) < 2:
