@@ -3,70 +3,141 @@
 group, K = m*C filters: filter k reads input channel k // m), forward and backward.
 
 A depthwise filter reads one plane, so the GEMM of the general path would be C products of
-one row each; here each output row is instead summed tap by tap straight from the padded
-plane, in loops over the output column that the compiler vectorises (stride 1).
+one row each. Here each channel's plane is padded once into the scratch and direct_conv.h's
+depthwise kernels (one copy per ISA) run on it: the forward pass and the weight gradient,
+at any stride (the plane stored as SW column phases, so that each tap reads unit-stride
+rows: direct_conv_impl.h) and dilation. The input gradient is, at stride 1 with one filter
+per channel, the same forward kernel on the padded output gradient with the taps flipped;
+otherwise the adjoint loop below, on a plane in phases too.
 
 Names as in _conv_image.pxd, plus the dilation DH x DW; the padded plane is
-HP x WP = (H + 2*PH) x (W + 2*PW). Nothing here validates or allocates: the callers hand
-in scratch of the sizes each function names.
+HP x WP = (H + 2*PH) x (W + 2*PW), WQ = ceil(WP / SW) values per row of a phase. Nothing
+here validates or allocates: the callers hand in scratch of the sizes each function names.
 """
 
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
 
+cdef extern from "direct_conv.h" nogil:
+    void depthwise_forward_f32 "fastcnn_depthwise_forward_f32"(
+        const float *plane, Py_ssize_t WQ, Py_ssize_t phase, const float *w, Py_ssize_t FH,
+        Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t DH, Py_ssize_t DW,
+        float *out, Py_ssize_t OH, Py_ssize_t OW)
+    void depthwise_forward_f64 "fastcnn_depthwise_forward_f64"(
+        const double *plane, Py_ssize_t WQ, Py_ssize_t phase, const double *w, Py_ssize_t FH,
+        Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t DH, Py_ssize_t DW,
+        double *out, Py_ssize_t OH, Py_ssize_t OW)
+    void depthwise_weight_grad_f32 "fastcnn_depthwise_weight_grad_f32"(
+        const float *plane, Py_ssize_t WQ, Py_ssize_t phase, const float *dout,
+        Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t DH,
+        Py_ssize_t DW, Py_ssize_t OH, Py_ssize_t OW, float *dw)
+    void depthwise_weight_grad_f64 "fastcnn_depthwise_weight_grad_f64"(
+        const double *plane, Py_ssize_t WQ, Py_ssize_t phase, const double *dout,
+        Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t DH,
+        Py_ssize_t DW, Py_ssize_t OH, Py_ssize_t OW, double *dw)
+
+
+cdef inline void plane_forward(const floating *plane, Py_ssize_t WQ, Py_ssize_t phase,
+                               const floating *w, Py_ssize_t FH, Py_ssize_t FW,
+                               Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t DH, Py_ssize_t DW,
+                               floating *out, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+    """out (OH, OW) := sum_{i,j} w[i, j] * padded[oh*SH + i*DH, ow*SW + j*DW]"""
+    if floating is float:
+        depthwise_forward_f32(plane, WQ, phase, w, FH, FW, SH, SW, DH, DW, out, OH, OW)
+    else:
+        depthwise_forward_f64(plane, WQ, phase, w, FH, FW, SH, SW, DH, DW, out, OH, OW)
+
+
+cdef inline void plane_weight_grad(const floating *plane, Py_ssize_t WQ, Py_ssize_t phase,
+                                   const floating *dout, Py_ssize_t FH, Py_ssize_t FW,
+                                   Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t DH, Py_ssize_t DW,
+                                   Py_ssize_t OH, Py_ssize_t OW,
+                                   floating *dw) noexcept nogil:
+    """dw[i, j] += sum_{oh,ow} dout[oh, ow] * padded[oh*SH + i*DH, ow*SW + j*DW]"""
+    if floating is float:
+        depthwise_weight_grad_f32(plane, WQ, phase, dout, FH, FW, SH, SW, DH, DW, OH, OW, dw)
+    else:
+        depthwise_weight_grad_f64(plane, WQ, phase, dout, FH, FW, SH, SW, DH, DW, OH, OW, dw)
+
+
+cdef inline Py_ssize_t phase_width(Py_ssize_t WP, Py_ssize_t SW) noexcept nogil:
+    """WQ: values per row of one of the SW column phases of a plane WP wide."""
+    return (WP + SW - 1) // SW
+
+
 cdef inline void pad_plane(const floating *x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t PH,
-                           Py_ssize_t PW, floating *plane) noexcept nogil:
-    """plane (H + 2*PH, W + 2*PW) := the plane x (H, W) with its zero border"""
-    cdef Py_ssize_t h, WP = W + 2 * PW
-    memset(plane, 0, (H + 2 * PH) * WP * sizeof(floating))
-    for h in range(H):
-        memcpy(plane + (h + PH) * WP + PW, x + h * W, W * sizeof(floating))
-
-
-cdef inline void depthwise_row_3x3(const floating *top, Py_ssize_t WP, Py_ssize_t DH,
-                                   Py_ssize_t DW, const floating *w, floating *out,
-                                   Py_ssize_t OW) noexcept nogil:
-    """out[ow] := sum_{i,j} w[i*3 + j] * top[i*DH*WP + ow + j*DW], stride 1: the nine
-    taps summed in registers, in (i, j) order, one pass over the row."""
-    cdef const floating *r0 = top
-    cdef const floating *r1 = top + DH * WP
-    cdef const floating *r2 = top + 2 * DH * WP
-    cdef floating w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4]
-    cdef floating w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8]
-    cdef Py_ssize_t ow, d2 = 2 * DW
-    for ow in range(OW):
-        out[ow] = (w0 * r0[ow] + w1 * r0[ow + DW] + w2 * r0[ow + d2]
-                   + w3 * r1[ow] + w4 * r1[ow + DW] + w5 * r1[ow + d2]
-                   + w6 * r2[ow] + w7 * r2[ow + DW] + w8 * r2[ow + d2])
-
-
-cdef inline void depthwise_plane_forward(const floating *plane, Py_ssize_t WP,
-                                         const floating *w, Py_ssize_t FH, Py_ssize_t FW,
-                                         Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t DH,
-                                         Py_ssize_t DW, floating *out, Py_ssize_t OH,
-                                         Py_ssize_t OW) noexcept nogil:
-    """out (OH, OW) := sum_{i,j} w[i, j] * plane[oh*SH + i*DH, ow*SW + j*DW]"""
-    cdef Py_ssize_t oh, ow, i, j
-    cdef floating tap
-    cdef floating *row
+                           Py_ssize_t PW, Py_ssize_t SW, floating *plane) noexcept nogil:
+    """plane := the plane x (H, W) with its zero border of PH, PW, as SW column phases:
+    phase p's row r, at plane + (p*HP + r)*WQ, holds the padded row r's columns p, p + SW,
+    p + 2*SW, ... (SW*HP*WQ values; at SW == 1 the padded plane itself)."""
+    cdef Py_ssize_t h, q, p, first, count, HP = H + 2 * PH, WQ = phase_width(W + 2 * PW, SW)
     cdef const floating *src
+    cdef floating *dst
+    memset(plane, 0, SW * HP * WQ * sizeof(floating))
+    if SW == 1:
+        for h in range(H):
+            memcpy(plane + (h + PH) * WQ + PW, x + h * W, W * sizeof(floating))
+        return
+    for p in range(SW):
+        first = ((p - PW) % SW + SW) % SW  # the first input column of phase p
+        count = (W - first + SW - 1) // SW if first < W else 0
+        for h in range(H):
+            src = x + h * W + first
+            dst = plane + (p * HP + h + PH) * WQ + (first + PW) // SW
+            for q in range(count):
+                dst[q] = src[q * SW]
+
+
+cdef inline void unpad_plane(const floating *plane, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t SW,
+                             floating *x) noexcept nogil:
+    """x (H, W) := the interior of a padded plane stored as pad_plane stores it"""
+    cdef Py_ssize_t h, q, p, first, count, HP = H + 2 * PH, WQ = phase_width(W + 2 * PW, SW)
+    cdef const floating *src
+    cdef floating *dst
+    if SW == 1:
+        for h in range(H):
+            memcpy(x + h * W, plane + (h + PH) * WQ + PW, W * sizeof(floating))
+        return
+    for p in range(SW):
+        first = ((p - PW) % SW + SW) % SW
+        count = (W - first + SW - 1) // SW if first < W else 0
+        for h in range(H):
+            src = plane + (p * HP + h + PH) * WQ + (first + PW) // SW
+            dst = x + h * W + first
+            for q in range(count):
+                dst[q * SW] = src[q]
+
+
+cdef inline void plane_input_grad(
+        const floating *dout, const floating *w, Py_ssize_t FH, Py_ssize_t FW,
+        Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t DH, Py_ssize_t DW, Py_ssize_t OH,
+        Py_ssize_t OW, Py_ssize_t WQ, Py_ssize_t phase, floating *dplane) noexcept nogil:
+    """padded[oh*SH + i*DH, ow*SW + j*DW] += w[i, j] * dout[oh, ow], the forward's adjoint,
+    on a padded plane stored in column phases as pad_plane stores it (the caller zeroes
+    it): there consecutive ow are consecutive values, so the loop over ow vectorises at
+    any stride."""
+    cdef Py_ssize_t oh, ow, i, j, p, q, step_p = DW % SW, step_q = DW // SW
+    cdef floating tap
+    cdef const floating *d
+    cdef floating *top
+    cdef floating *dst
     for oh in range(OH):
-        row = out + oh * OW
-        if FH == 3 and FW == 3 and SW == 1:
-            depthwise_row_3x3(plane + oh * SH * WP, WP, DH, DW, w, row, OW)
-            continue
-        memset(row, 0, OW * sizeof(floating))
+        d = dout + oh * OW
         for i in range(FH):
-            for j in range(FW):
+            top = dplane + (oh * SH + i * DH) * WQ
+            p = q = 0  # column j*DW is column q of phase p: walked, as a division per tap
+            for j in range(FW):  # would cost more than the tap's adds
                 tap = w[i * FW + j]
-                src = plane + (oh * SH + i * DH) * WP + j * DW
-                if SW == 1:
-                    for ow in range(OW):
-                        row[ow] += tap * src[ow]
-                else:
-                    for ow in range(OW):
-                        row[ow] += tap * src[ow * SW]
+                dst = top + p * phase + q
+                for ow in range(OW):
+                    dst[ow] += tap * d[ow]
+                p += step_p
+                q += step_q
+                if p >= SW:
+                    p -= SW
+                    q += 1
 
 
 cdef inline void depthwise_image_forward(
@@ -75,89 +146,14 @@ cdef inline void depthwise_image_forward(
         Py_ssize_t PW, Py_ssize_t DH, Py_ssize_t DW, Py_ssize_t OH, Py_ssize_t OW,
         const floating *weight, floating *plane, floating *out) noexcept nogil:
     """out[k] (OH, OW) := filter k (FH, FW of weight) over input plane k // (K/C) of x.
-    plane: scratch of (H + 2*PH) * (W + 2*PW) values."""
-    cdef Py_ssize_t k, m = K // C, WP = W + 2 * PW, taps = FH * FW
+    plane: scratch of SW*(H + 2*PH)*WQ values."""
+    cdef Py_ssize_t k, m = K // C, taps = FH * FW, HP = H + 2 * PH
+    cdef Py_ssize_t WQ = phase_width(W + 2 * PW, SW)
     for k in range(K):
         if k % m == 0:
-            pad_plane(x + (k // m) * H * W, H, W, PH, PW, plane)
-        depthwise_plane_forward(plane, WP, weight + k * taps, FH, FW, SH, SW, DH, DW,
-                                out + k * OH * OW, OH, OW)
-
-
-cdef inline floating lane_total(const floating *values, Py_ssize_t length) noexcept nogil:
-    """sum of values[0:length] in a fixed order: 8 running partial sums, then pairwise
-    (independent adds, where one running sum would be a chain)."""
-    cdef floating part[8]
-    cdef Py_ssize_t i, lane, full = length - length % 8
-    for lane in range(8):
-        part[lane] = 0
-    for i in range(0, full, 8):
-        for lane in range(8):
-            part[lane] = part[lane] + values[i + lane]
-    for i in range(full, length):
-        part[i - full] = part[i - full] + values[i]
-    for lane in range(4):
-        part[lane] = part[lane] + part[lane + 4]
-    return (part[0] + part[2]) + (part[1] + part[3])
-
-
-cdef inline void depthwise_plane_weight_grad(
-        const floating *plane, Py_ssize_t WP, const floating *dout, Py_ssize_t FH,
-        Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t DH, Py_ssize_t DW,
-        Py_ssize_t OH, Py_ssize_t OW, floating *acc, floating *dw) noexcept nogil:
-    """dw[i, j] += sum_{oh,ow} dout[oh, ow] * plane[oh*SH + i*DH, ow*SW + j*DW], tap by
-    tap: the products summed down each output column into acc (OW values of scratch), two
-    rows at a time, in loops over ow the compiler vectorises (a dot product would be one
-    chain of dependent adds); then acc in lane_total's order. A fixed order."""
-    cdef Py_ssize_t oh, ow, i, j, pairs = OH - OH % 2
-    cdef const floating *d0
-    cdef const floating *d1
-    cdef const floating *s0
-    cdef const floating *s1
-    for i in range(FH):
-        for j in range(FW):
-            memset(acc, 0, OW * sizeof(floating))
-            for oh in range(0, pairs, 2):
-                d0 = dout + oh * OW
-                d1 = d0 + OW
-                s0 = plane + (oh * SH + i * DH) * WP + j * DW
-                s1 = s0 + SH * WP
-                if SW == 1:
-                    for ow in range(OW):
-                        acc[ow] = acc[ow] + (d0[ow] * s0[ow] + d1[ow] * s1[ow])
-                else:
-                    for ow in range(OW):
-                        acc[ow] = acc[ow] + (d0[ow] * s0[ow * SW] + d1[ow] * s1[ow * SW])
-            if pairs < OH:
-                d0 = dout + pairs * OW
-                s0 = plane + (pairs * SH + i * DH) * WP + j * DW
-                for ow in range(OW):
-                    acc[ow] = acc[ow] + d0[ow] * s0[ow * SW]
-            dw[i * FW + j] += lane_total(acc, OW)
-
-
-cdef inline void depthwise_plane_input_grad(
-        const floating *dout, const floating *w, Py_ssize_t FH, Py_ssize_t FW,
-        Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t DH, Py_ssize_t DW, Py_ssize_t OH,
-        Py_ssize_t OW, Py_ssize_t WP, floating *dplane) noexcept nogil:
-    """dplane[oh*SH + i*DH, ow*SW + j*DW] += w[i, j] * dout[oh, ow]: the forward's adjoint
-    on the padded plane (the caller zeroes it and keeps its interior)."""
-    cdef Py_ssize_t oh, ow, i, j
-    cdef floating tap
-    cdef const floating *d
-    cdef floating *dst
-    for oh in range(OH):
-        d = dout + oh * OW
-        for i in range(FH):
-            for j in range(FW):
-                tap = w[i * FW + j]
-                dst = dplane + (oh * SH + i * DH) * WP + j * DW
-                if SW == 1:
-                    for ow in range(OW):
-                        dst[ow] += tap * d[ow]
-                else:
-                    for ow in range(OW):
-                        dst[ow * SW] += tap * d[ow]
+            pad_plane(x + (k // m) * H * W, H, W, PH, PW, SW, plane)
+        plane_forward(plane, WQ, HP * WQ, weight + k * taps, FH, FW, SH, SW, DH, DW,
+                      out + k * OH * OW, OH, OW)
 
 
 cdef inline bint input_grad_by_gather(Py_ssize_t C, Py_ssize_t K, Py_ssize_t FH,
@@ -180,37 +176,34 @@ cdef inline void depthwise_image_backward(
         floating *dx) noexcept nogil:
     """One image's weight gradient, dw (K, FH*FW) += sum over the image's pixels, and,
     unless dx is NULL, its input gradient dx (C, H, W) := the forward's adjoint.
-    scratch: (H + 2*PH)*(W + 2*PW) values (the padded plane), then OW (the weight
-    gradient's column sums), FH*FW (flipped taps) and the larger of that plane and
-    (H + (FH-1)*DH)*(W + (FW-1)*DW) (the padded input gradient, or the padded output
-    gradient of input_grad_by_gather)."""
-    cdef Py_ssize_t k, c, r, h, t, m = K // C, WP = W + 2 * PW, HP = H + 2 * PH
-    cdef Py_ssize_t taps = FH * FW, P = OH * OW
+    scratch: SW*(H + 2*PH)*WQ values (the padded plane, in phases), FH*FW (flipped taps),
+    then the larger of SW*(H + 2*PH)*WQ and (H + (FH-1)*DH)*(W + (FW-1)*DW) (the padded
+    input gradient in phases, or the padded output gradient of input_grad_by_gather)."""
+    cdef Py_ssize_t k, c, r, t, m = K // C, WP = W + 2 * PW, HP = H + 2 * PH
+    cdef Py_ssize_t WQ = phase_width(WP, SW), taps = FH * FW, P = OH * OW
     cdef Py_ssize_t EH = (FH - 1) * DH - PH, EW = (FW - 1) * DW - PW
     cdef bint gather = input_grad_by_gather(C, K, FH, FW, SH, SW, PH, PW, DH, DW)
     cdef floating *plane = scratch
-    cdef floating *acc = scratch + HP * WP
-    cdef floating *flipped = acc + OW
+    cdef floating *flipped = scratch + SW * HP * WQ
     cdef floating *dplane = flipped + taps
     for c in range(C):
-        pad_plane(x + c * H * W, H, W, PH, PW, plane)
+        pad_plane(x + c * H * W, H, W, PH, PW, SW, plane)
         for r in range(m):
             k = c * m + r
-            depthwise_plane_weight_grad(plane, WP, dout + k * P, FH, FW, SH, SW, DH, DW,
-                                        OH, OW, acc, dw + k * taps)
+            plane_weight_grad(plane, WQ, HP * WQ, dout + k * P, FH, FW, SH, SW, DH, DW, OH,
+                              OW, dw + k * taps)
         if dx == NULL:
             continue
         if gather:
             for t in range(taps):
                 flipped[t] = weight[c * taps + taps - 1 - t]
-            pad_plane(dout + c * P, OH, OW, EH, EW, dplane)
-            depthwise_plane_forward(dplane, OW + 2 * EW, flipped, FH, FW, 1, 1, DH, DW,
-                                    dx + c * H * W, H, W)
+            pad_plane(dout + c * P, OH, OW, EH, EW, 1, dplane)
+            plane_forward(dplane, OW + 2 * EW, 0, flipped, FH, FW, 1, 1, DH, DW,
+                          dx + c * H * W, H, W)
             continue
-        memset(dplane, 0, HP * WP * sizeof(floating))
+        memset(dplane, 0, SW * HP * WQ * sizeof(floating))
         for r in range(m):
             k = c * m + r
-            depthwise_plane_input_grad(dout + k * P, weight + k * taps, FH, FW, SH, SW,
-                                       DH, DW, OH, OW, WP, dplane)
-        for h in range(H):
-            memcpy(dx + (c * H + h) * W, dplane + (h + PH) * WP + PW, W * sizeof(floating))
+            plane_input_grad(dout + k * P, weight + k * taps, FH, FW, SH, SW, DH, DW, OH, OW,
+                             WQ, HP * WQ, dplane)
+        unpad_plane(dplane, H, W, PH, PW, SW, dx + c * H * W)

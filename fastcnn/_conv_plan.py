@@ -8,7 +8,8 @@ groups, kernel ISA) and cached (``plan_for``). It holds everything the kernels o
   GEMM), ``row`` (csrc/direct_conv_impl.h's row kernel) or ``filter`` (its filter kernel);
   for the input gradient, ``col2im`` (the GEMM and im2col's adjoint) or ``filter`` (the
   filter kernel on the padded output gradient and the flipped kernels); ``depthwise`` for
-  all three when each group has one input channel (csrc/_depthwise.pxd). Grouped and
+  all three when each group has one input channel (csrc/_depthwise.pxd over
+  csrc/direct_conv_impl.h's depthwise kernels). Grouped and
   dilated convolutions take ``gemm`` and ``col2im``, group by group: the direct kernels
   know neither. ``choose_methods`` picks them from where each measured fastest
   (``MethodLimits``);
@@ -225,11 +226,13 @@ class ConvPlan:
         by_filter = methods.input_grad == FILTER
         self.input_grad_scratch = k * (h + fh - 1) * (w + fw - 1) if by_filter else q * p
         if methods.forward == DEPTHWISE:
-            # csrc/_depthwise.pxd's: a padded plane; in the backward pass also a row of
-            # sums, the flipped taps and a padded plane of the input or output gradient
+            # csrc/_depthwise.pxd's: a padded plane in stride[1] column phases; in the
+            # backward pass also the flipped taps and a padded plane of the input or
+            # output gradient
+            phases = (h + 2 * padding[0]) * stride[1] * -(-(w + 2 * padding[1]) // stride[1])
             span = (h + (fh - 1) * dilation[0]) * (w + (fw - 1) * dilation[1])
-            self.forward_scratch = plane
-            self.backward_scratch = plane + ow + fh * fw + max(plane, span)
+            self.forward_scratch = phases
+            self.backward_scratch = phases + fh * fw + max(phases, span)
             self.input_grad_scratch = 0
         self.conv_output = k * p  # the fused kernel's per-image convolution output
         self.geometry = self._geometry(scratch_at=0)

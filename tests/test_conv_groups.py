@@ -32,6 +32,7 @@ CASES = {
     "depthwise 3x3 dilated": (4, 4, (11, 12), 3, 1, 2, 2, 4),
     "depthwise 3x3 no padding": (5, 5, (6, 19), 3, 1, 0, 1, 5),
     "depthwise 5x5 stride 2": (4, 4, (10, 9), 5, 2, 2, 1, 4),
+    "depthwise 3x3 stride 3 multiplier 2": (2, 4, (10, 14), 3, (3, 2), (2, 1), 1, 2),
     "depthwise 2x3 mixed": (3, 3, (8, 9), (2, 3), (1, 2), (1, 0), (2, 1), 3),
     "depthwise 1x1 padded": (4, 4, (5, 6), 1, 1, 1, 1, 4),  # padding past the span
     "depthwise 3x3 padding 3": (2, 2, (4, 5), 3, 1, 3, 1, 2),
