@@ -8,7 +8,8 @@ images), so each output element is computed by the same instructions in the same
 whatever the thread count: results are bit-identical for any n_threads.
 
 Names: N images, C input channels, H x W input, K filters of FH x FW, stride SH x SW,
-padding PH x PW, OH x OW output; Q = C*FH*FW rows of an image's column matrix, P = OH*OW.
+padding PH x PW, dilation DH x DW, OH x OW output, G groups; Q = (C/G)*FH*FW weights per
+filter, P = OH*OW; an image's column matrix has C*FH*FW rows (Q per group).
 """
 
 from cython cimport floating
@@ -17,6 +18,7 @@ from libc.string cimport memset
 
 from _chunks cimport finish_chunks, start_chunk
 from _conv_image cimport (
+    METHOD_DEPTHWISE,
     METHOD_FILTER,
     METHOD_GEMM,
     METHOD_ROW,
@@ -29,7 +31,12 @@ from _conv_image cimport (
 )
 
 # The method codes of _conv_image.pxd, by name, for fastcnn/_conv_plan.py.
-METHOD_CODES = {"gemm": METHOD_GEMM, "row": METHOD_ROW, "filter": METHOD_FILTER}
+METHOD_CODES = {
+    "gemm": METHOD_GEMM,
+    "row": METHOD_ROW,
+    "filter": METHOD_FILTER,
+    "depthwise": METHOD_DEPTHWISE,
+}
 
 
 def select_kernel_isa(int max_level):
@@ -56,7 +63,7 @@ def conv2d_forward(ConvGeometry g, const floating[:, :, :, ::1] x,
     g (a dict, made a ConvGeometry by Cython): the plan's geometry, methods and workspace
     offsets (_conv_image.pxd). packed: the weights packed for g.forward_method (None for
     METHOD_GEMM; _conv_image.image_forward). workspace: a row per thread. columns: None,
-    or (N, Q*P) to keep every image's column matrix for the backward pass (which then need
+    or (N, C*FH*FW*P) to keep every image's column matrix for the backward pass (which then need
     not build them again); the workspace is unused then. bias may be None.
     """
     cdef Py_ssize_t N = x.shape[0], P = g.OH * g.OW
@@ -87,9 +94,10 @@ def conv2d_backward(ConvGeometry g, const floating[:, :, :, ::1] x,
     g as in conv2d_forward; its weight_grad_method and KP say how the weight gradient is
     computed and its offsets lay out each workspace row (_conv_image.image_backward).
     weight_t is the weight as a (Q x K) matrix, transposed once by the caller; dx_packed:
-    None, or the flipped kernels packed for the input gradient by the filter kernel.
+    None, or the flipped kernels packed for the input gradient by the filter kernel, or the
+    weight itself for METHOD_DEPTHWISE.
     grad_w is flat, in the layout the method gives: (K x Q), or (Q x KP) for METHOD_FILTER.
-    columns: None, or the (N, Q*P) column matrices kept by conv2d_forward.
+    columns: None, or the (N, C*FH*FW*P) column matrices kept by conv2d_forward.
 
     Images are taken in chunks of `chunk`; each chunk sums its images in order into its own
     row of grad_w_chunks / grad_b_chunks, and the chunks are then added in chunk order, so

@@ -3,34 +3,41 @@
 image in the column layout the GEMMs use, bias, and the image's share of the backward pass.
 
 Names as in _conv.pyx: C input channels, H x W input, K filters of FH x FW, stride SH x SW,
-padding PH x PW, OH x OW output; Q = C*FH*FW rows of an image's column matrix, P = OH*OW.
-Nothing here validates or allocates.
+padding PH x PW, dilation DH x DW, OH x OW output, G groups (each of C/G input channels and
+K/G filters); Q = (C/G)*FH*FW, a filter's weights; an image's column matrix has C*FH*FW
+rows, Q per group, group g's starting at row g*Q; P = OH*OW. Nothing here validates or
+allocates.
 """
 
 from cython cimport floating
 from libc.string cimport memcpy, memset
 
+from _depthwise cimport depthwise_image_backward, depthwise_image_forward
 from _gemm cimport matmul_nn, matmul_nt_acc
 
-# How an image's convolution (or its weight gradient) is computed: im2col and a GEMM, or
-# direct_conv.h's row kernel (stride 1, wide rows) or filter kernel (many filters). The one
-# home of these codes: _conv.pyx hands them to Python as METHOD_CODES, by name, for
+# How an image's convolution (or its weight gradient) is computed: im2col and a GEMM per
+# group (any groups and dilation), direct_conv.h's row kernel (stride 1, wide rows) or
+# filter kernel (many filters), both for one group and no dilation, or _depthwise.pxd's
+# kernels (one input channel per group, forward and the whole backward). The one home of
+# these codes: _conv.pyx hands them to Python as METHOD_CODES, by name, for
 # fastcnn/_conv_plan.py, which picks them.
 cdef enum:
     METHOD_GEMM = 0
     METHOD_ROW = 1
     METHOD_FILTER = 2
+    METHOD_DEPTHWISE = 3
 
 
 # One image's convolution as fastcnn/_conv_plan.py's ConvPlan decides it, passed to the
 # kernels as one struct (from the plan's dict, field by field by name): C input channels of
-# H x W, K filters of FH x FW, stride SH x SW, padding PH x PW, an OH x OW output.
+# H x W, K filters of FH x FW, stride SH x SW, padding PH x PW, dilation DH x DW, an OH x OW
+# output, G groups.
 # Offsets, in values from the start of a thread's workspace row, of: the image's scratch
 # (its column matrix or padded copy: scratch values); in the backward pass, its output
 # gradient transposed for the filter kernel (P*KP values), then the input gradient's
 # scratch (weight^T . dout, Q*P values, or dout padded).
 cdef struct ConvGeometry:
-    Py_ssize_t C, H, W, K, FH, FW, SH, SW, PH, PW, OH, OW
+    Py_ssize_t C, H, W, K, FH, FW, SH, SW, PH, PW, OH, OW, DH, DW, G
     int forward_method      # METHOD_* of the forward pass
     int weight_grad_method  # METHOD_* of the weight gradient
     Py_ssize_t KP           # METHOD_FILTER's weight gradient: K padded to its block; else 0
@@ -165,9 +172,10 @@ cdef inline Py_ssize_t end_valid(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_
 
 cdef inline void im2col_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                               Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
-                              Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
-                              floating *col) noexcept nogil:
-    """col[(c*FH + i)*FW + j, oh*OW + ow] := x[c, oh*SH + i - PH, ow*SW + j - PW]  (0 off x)"""
+                              Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t DH, Py_ssize_t DW,
+                              Py_ssize_t OH, Py_ssize_t OW, floating *col) noexcept nogil:
+    """col[(c*FH + i)*FW + j, oh*OW + ow] := x[c, oh*SH + i*DH - PH, ow*SW + j*DW - PW]
+    (0 off x)"""
     cdef Py_ssize_t c, i, j, oh, ow, h, ow_lo, ow_hi
     cdef floating *row
     cdef const floating *src
@@ -175,14 +183,14 @@ cdef inline void im2col_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_
         for i in range(FH):
             for j in range(FW):
                 row = col + ((c * FH + i) * FW + j) * OH * OW
-                ow_lo = first_valid(j - PW, SW)
-                ow_hi = end_valid(j - PW, SW, W, OW)
+                ow_lo = first_valid(j * DW - PW, SW)
+                ow_hi = end_valid(j * DW - PW, SW, W, OW)
                 for oh in range(OH):
-                    h = oh * SH + i - PH
+                    h = oh * SH + i * DH - PH
                     if h < 0 or h >= H or ow_lo >= ow_hi:
                         memset(row + oh * OW, 0, OW * sizeof(floating))
                         continue
-                    src = x + (c * H + h) * W + (j - PW)
+                    src = x + (c * H + h) * W + (j * DW - PW)
                     for ow in range(ow_lo):
                         row[oh * OW + ow] = 0
                     if SW == 1:  # the common case: a unit-stride loop the compiler vectorises
@@ -195,13 +203,42 @@ cdef inline void im2col_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_
                         row[oh * OW + ow] = 0
 
 
+cdef inline void dilated_col2im(const floating *col, Py_ssize_t C, Py_ssize_t H,
+                                Py_ssize_t W, Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH,
+                                Py_ssize_t SW, Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t DH,
+                                Py_ssize_t DW, Py_ssize_t OH, Py_ssize_t OW,
+                                floating *x) noexcept nogil:
+    """col2im_image with any dilation, in Cython: direct_conv.h's col2im has none, and a
+    dilated convolution is rare enough not to need one copy per ISA."""
+    cdef Py_ssize_t c, i, j, oh, ow, h, ow_lo, ow_hi
+    cdef const floating *src
+    cdef floating *dst
+    memset(x, 0, C * H * W * sizeof(floating))
+    for c in range(C):
+        for i in range(FH):
+            for j in range(FW):
+                ow_lo = first_valid(j * DW - PW, SW)
+                ow_hi = end_valid(j * DW - PW, SW, W, OW)
+                for oh in range(OH):
+                    h = oh * SH + i * DH - PH
+                    if h < 0 or h >= H:
+                        continue
+                    src = col + ((c * FH + i) * FW + j) * OH * OW + oh * OW
+                    dst = x + (c * H + h) * W + (j * DW - PW)
+                    for ow in range(ow_lo, ow_hi):
+                        dst[ow * SW] += src[ow]
+
+
 cdef inline void col2im_image(const floating *col, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                               Py_ssize_t FH, Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW,
-                              Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t OH, Py_ssize_t OW,
-                              floating *x) noexcept nogil:
-    """x := 0; x[c, oh*SH + i - PH, ow*SW + j - PW] += col[(c*FH + i)*FW + j, oh*OW + ow]
-    (direct_conv.h's fastcnn_col2im)"""
-    if floating is float:
+                              Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t DH, Py_ssize_t DW,
+                              Py_ssize_t OH, Py_ssize_t OW, floating *x) noexcept nogil:
+    """x := 0;
+    x[c, oh*SH + i*DH - PH, ow*SW + j*DW - PW] += col[(c*FH + i)*FW + j, oh*OW + ow]
+    (direct_conv.h's fastcnn_col2im without dilation)"""
+    if DH != 1 or DW != 1:
+        dilated_col2im(col, C, H, W, FH, FW, SH, SW, PH, PW, DH, DW, OH, OW, x)
+    elif floating is float:
         col2im_f32(col, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, x)
     else:
         col2im_f64(col, C, H, W, FH, FW, SH, SW, PH, PW, OH, OW, x)
@@ -218,19 +255,36 @@ cdef inline void pad_image(const floating *x, Py_ssize_t C, Py_ssize_t H, Py_ssi
                    W * sizeof(floating))
 
 
+cdef inline bint is_pointwise(const ConvGeometry *g) noexcept nogil:
+    """A 1x1 kernel at stride 1 without padding: the image (C x P) is its own column
+    matrix, so im2col would only copy it and col2im only copy back."""
+    return g.FH == 1 and g.FW == 1 and g.SH == 1 and g.SW == 1 and g.PH == 0 and g.PW == 0
+
+
 cdef inline void image_forward(const floating *x, const ConvGeometry *g,
                                const floating *weight, const floating *packed,
                                floating *scratch, floating *out) noexcept nogil:
-    """out (K x P) := weight (K x Q) . im2col(x), by g.forward_method:
-    METHOD_GEMM: im2col into scratch (Q*P; it may be the image's kept column matrix) and a
-    GEMM; METHOD_ROW / METHOD_FILTER: direct_conv.h's kernels on the padded image, built
-    in scratch, with the weights `packed` as that header says."""
-    cdef int P = g.OH * g.OW, Q = g.C * g.FH * g.FW
-    cdef Py_ssize_t HP = g.H + 2 * g.PH, WP = g.W + 2 * g.PW
+    """out (K x P) := weight (K x Q) . im2col(x), group by group, by g.forward_method:
+    METHOD_GEMM: im2col into scratch (C*FH*FW*P; it may be the image's kept column matrix;
+    unused for a pointwise convolution) and a GEMM per group; METHOD_ROW / METHOD_FILTER
+    (one group, no dilation): direct_conv.h's kernels on the padded image, built in scratch,
+    with the weights `packed` as that header says; METHOD_DEPTHWISE: _depthwise.pxd's,
+    with a padded plane in scratch."""
+    cdef int P = g.OH * g.OW, Q = (g.C // g.G) * g.FH * g.FW, KG = g.K // g.G
+    cdef Py_ssize_t group, HP = g.H + 2 * g.PH, WP = g.W + 2 * g.PW
+    cdef const floating *col = x
+    if g.forward_method == METHOD_DEPTHWISE:
+        depthwise_image_forward(x, g.C, g.H, g.W, g.K, g.FH, g.FW, g.SH, g.SW, g.PH, g.PW,
+                                g.DH, g.DW, g.OH, g.OW, weight, scratch, out)
+        return
     if g.forward_method == METHOD_GEMM:
-        im2col_image(x, g.C, g.H, g.W, g.FH, g.FW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW,
-                     scratch)
-        matmul_nn(<int> g.K, P, Q, weight, Q, scratch, P, out, P)
+        if not is_pointwise(g):
+            im2col_image(x, g.C, g.H, g.W, g.FH, g.FW, g.SH, g.SW, g.PH, g.PW, g.DH, g.DW,
+                         g.OH, g.OW, scratch)
+            col = scratch
+        for group in range(g.G):
+            matmul_nn(KG, P, Q, weight + group * KG * Q, Q, col + group * Q * P, P,
+                      out + group * KG * P, P)
         return
     pad_image(x, g.C, g.H, g.W, g.PH, g.PW, scratch)
     if g.forward_method == METHOD_ROW:
@@ -286,31 +340,42 @@ cdef inline void image_backward(const floating *x, const floating *col,
                                 const floating *dout, const floating *dx_packed,
                                 floating *row, floating *dw, floating *db,
                                 floating *dx) noexcept nogil:
-    """One image's gradients from its output gradient dout (K x P):
+    """One image's gradients from its output gradient dout (K x P), group by group:
     dw += dout . col^T;  db (K) += row sums of dout;  dx := col2im(weight^T . dout).
 
     row: the thread's workspace row, laid out as g's offsets say. By g.weight_grad_method:
     METHOD_GEMM: col is the image's column matrix if kept from the forward pass, or NULL:
-    it is then built in the scratch; dw is (K x Q). METHOD_ROW: direct_conv.h's row kernel
-    (stride 1) on the padded image, built in the scratch; dw is (K x Q). METHOD_FILTER: its
-    filter kernel, likewise; dw is transposed, (Q x KP), and dout is transposed first
-    (at dout_t_at), blocked as direct_conv.h says.
-    At dx_at: weight^T . dout (Q*P) when dx is wanted, or with dx_packed (the flipped
-    kernels blocked for the filter kernel), dout padded.
+    it is then built in the scratch (neither for a pointwise convolution: x is its column
+    matrix); dw is (K x Q). METHOD_ROW: direct_conv.h's row kernel (stride 1) on the padded
+    image, built in the scratch; dw is (K x Q). METHOD_FILTER: its filter kernel, likewise;
+    dw is transposed, (Q x KP), and dout is transposed first (at dout_t_at), blocked as
+    direct_conv.h says. METHOD_DEPTHWISE: _depthwise.pxd's backward, dw (K x Q) and dx
+    together, in the scratch, with dx_packed the weight itself (K x Q).
+    At dx_at: weight^T . dout (C*FH*FW x P) when dx is wanted, or with dx_packed (the
+    flipped kernels blocked for the filter kernel), dout padded.
     db and dx may be NULL (not wanted); weight_t is the weight as a (Q x K) matrix.
     """
-    cdef int P = g.OH * g.OW, Q = g.C * g.FH * g.FW
-    cdef Py_ssize_t k, HP = g.H + 2 * g.PH, WP = g.W + 2 * g.PW
-    cdef Py_ssize_t DH = g.FH - 1 - g.PH, DW = g.FW - 1 - g.PW
+    cdef int P = g.OH * g.OW, Q = (g.C // g.G) * g.FH * g.FW, KG = g.K // g.G
+    cdef Py_ssize_t k, group, HP = g.H + 2 * g.PH, WP = g.W + 2 * g.PW
+    # the filter kernel's input gradient pads dout by the kernel size less one less PH, PW
+    cdef Py_ssize_t EH = g.FH - 1 - g.PH, EW = g.FW - 1 - g.PW
     cdef floating *scratch = row + g.scratch_at
     cdef floating *dout_t = row + g.dout_t_at
     cdef floating *dcol = row + g.dx_at
-    if g.weight_grad_method == METHOD_GEMM:
-        if col == NULL:
-            im2col_image(x, g.C, g.H, g.W, g.FH, g.FW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW,
-                         scratch)
+    cdef bint pointwise = is_pointwise(g)
+    if g.weight_grad_method == METHOD_DEPTHWISE:
+        depthwise_image_backward(x, g.C, g.H, g.W, g.K, g.FH, g.FW, g.SH, g.SW, g.PH, g.PW,
+                                 g.DH, g.DW, g.OH, g.OW, dx_packed, dout, scratch, dw, dx)
+    elif g.weight_grad_method == METHOD_GEMM:
+        if pointwise:
+            col = x
+        elif col == NULL:
+            im2col_image(x, g.C, g.H, g.W, g.FH, g.FW, g.SH, g.SW, g.PH, g.PW, g.DH, g.DW,
+                         g.OH, g.OW, scratch)
             col = scratch
-        matmul_nt_acc(<int> g.K, Q, P, dout, P, col, P, dw, Q)
+        for group in range(g.G):
+            matmul_nt_acc(KG, Q, P, dout + group * KG * P, P, col + group * Q * P, P,
+                          dw + group * KG * Q, Q)
     else:
         pad_image(x, g.C, g.H, g.W, g.PH, g.PW, scratch)
     if g.weight_grad_method == METHOD_ROW:
@@ -322,14 +387,20 @@ cdef inline void image_backward(const floating *x, const floating *col,
     if db != NULL:
         for k in range(g.K):
             db[k] += row_sum(dout + k * P, P)
-    if dx == NULL:
+    if dx == NULL or g.weight_grad_method == METHOD_DEPTHWISE:
         return
     if dx_packed != NULL:
         # stride 1: dx is dout, padded by the kernel size less one less the padding,
         # convolved with the kernels flipped and their channels swapped (dx_packed)
-        pad_image(dout, g.K, g.OH, g.OW, DH, DW, dcol)
-        filter_forward(dcol, g.K, g.OH + 2 * DH, g.OW + 2 * DW, dx_packed, g.C, g.FH, g.FW,
+        pad_image(dout, g.K, g.OH, g.OW, EH, EW, dcol)
+        filter_forward(dcol, g.K, g.OH + 2 * EH, g.OW + 2 * EW, dx_packed, g.C, g.FH, g.FW,
                        1, 1, dx, g.H, g.W)
-    else:
-        matmul_nn(Q, P, <int> g.K, weight_t, <int> g.K, dout, P, dcol, P)
-        col2im_image(dcol, g.C, g.H, g.W, g.FH, g.FW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, dx)
+        return
+    if pointwise:
+        dcol = dx  # the column matrix's adjoint is the image itself
+    for group in range(g.G):
+        matmul_nn(Q, P, KG, weight_t + group * KG, <int> g.K, dout + group * KG * P, P,
+                  dcol + group * Q * P, P)
+    if not pointwise:
+        col2im_image(dcol, g.C, g.H, g.W, g.FH, g.FW, g.SH, g.SW, g.PH, g.PW, g.DH, g.DW,
+                     g.OH, g.OW, dx)

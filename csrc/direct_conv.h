@@ -10,7 +10,10 @@
  *     of output pixels; for many filters. It also computes a stride-1 layer's input
  *     gradient, as the convolution of the padded output gradient with the flipped kernels.
  * col2im of one image, and the transpose of its output gradient for the filter kernel, are
- * here too, so that they are vectorised per copy.
+ * here too, so that they are vectorised per copy; so are the depthwise kernels of one
+ * channel's padded plane (forward and weight gradient, any stride and dilation), which
+ * _depthwise.pxd runs per channel: a depthwise filter reads one plane, so the row and
+ * filter kernels' tiles over filters would be mostly empty.
  *
  * The copies (cpu_dispatch.h): avx512, avx2, baseline (SSE2 / NEON) and portable C. The
  * kernels are written once, in direct_conv_impl.h, and instantiated below for each copy
@@ -29,6 +32,8 @@
  *          filters (GW = WIDE_NV*VL: a wide tile's), KP >= K a multiple of GW, zero past K.
  *   out    (K, OH, OW);  dout (K, OH, OW);  dw (K, C*FH*FW), or (C*FH*FW, KP) transposed
  *          for the filter kernel, whose dout_t is (KP/GW, OH*OW, GW), zero past K.
+ *   plane  one channel's padded plane for the depthwise kernels, in SW column phases of
+ *          rows of WQ values, `phase` values apart (direct_conv_impl.h); filter w (FH, FW).
  * The row kernel needs output rows of at least VL pixels (OW >= VL): the caller checks.
  *
  * Determinism: every output value is computed by the same operations in the same order
@@ -88,6 +93,18 @@ typedef struct {
                        double *);
     void (*transpose_padded_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, float *);
     void (*transpose_padded_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, double *);
+    void (*depthwise_forward_f32)(const float *, ptrdiff_t, ptrdiff_t, const float *,
+                                  ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                  ptrdiff_t, float *, ptrdiff_t, ptrdiff_t);
+    void (*depthwise_forward_f64)(const double *, ptrdiff_t, ptrdiff_t, const double *,
+                                  ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                  ptrdiff_t, double *, ptrdiff_t, ptrdiff_t);
+    void (*depthwise_weight_grad_f32)(const float *, ptrdiff_t, ptrdiff_t, const float *,
+                                      ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                      ptrdiff_t, ptrdiff_t, ptrdiff_t, float *);
+    void (*depthwise_weight_grad_f64)(const double *, ptrdiff_t, ptrdiff_t, const double *,
+                                      ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                      ptrdiff_t, ptrdiff_t, ptrdiff_t, double *);
 } fastcnn_kernel_table;
 
 /* ---- portable C: 16-byte "vectors" of plain arrays, with the SSE2 copy's tiles */
@@ -265,6 +282,22 @@ static const fastcnn_kernel_table *fastcnn_select_kernels(int max_level)
                                                     ptrdiff_t cols, ptrdiff_t ld, T *a_t)     \
     {                                                                                         \
         fastcnn_active_kernels->transpose_padded_##S(a, rows, cols, ld, a_t);                 \
+    }                                                                                         \
+    static inline void fastcnn_depthwise_forward_##S(                                         \
+        const T *plane, ptrdiff_t WQ, ptrdiff_t phase, const T *w, ptrdiff_t FH,              \
+        ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t DH, ptrdiff_t DW, T *out,         \
+        ptrdiff_t OH, ptrdiff_t OW)                                                           \
+    {                                                                                         \
+        fastcnn_active_kernels->depthwise_forward_##S(plane, WQ, phase, w, FH, FW, SH, SW,    \
+                                                      DH, DW, out, OH, OW);                   \
+    }                                                                                         \
+    static inline void fastcnn_depthwise_weight_grad_##S(                                     \
+        const T *plane, ptrdiff_t WQ, ptrdiff_t phase, const T *dout, ptrdiff_t FH,           \
+        ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t DH, ptrdiff_t DW, ptrdiff_t OH,   \
+        ptrdiff_t OW, T *dw)                                                                  \
+    {                                                                                         \
+        fastcnn_active_kernels->depthwise_weight_grad_##S(plane, WQ, phase, dout, FH, FW, SH, \
+                                                          SW, DH, DW, OH, OW, dw);            \
     }
 FASTCNN_ENTRY(float, f32)
 FASTCNN_ENTRY(double, f64)

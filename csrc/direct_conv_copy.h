@@ -41,6 +41,10 @@ static const fastcnn_kernel_table FASTCNN_CAT(fastcnn_kernels, FASTCNN_COPY) = {
     FASTCNN_KERNEL(fastcnn_col2im, f64),
     FASTCNN_KERNEL(fastcnn_transpose_padded, f32),
     FASTCNN_KERNEL(fastcnn_transpose_padded, f64),
+    FASTCNN_KERNEL(fastcnn_depthwise_forward, f32),
+    FASTCNN_KERNEL(fastcnn_depthwise_forward, f64),
+    FASTCNN_KERNEL(fastcnn_depthwise_weight_grad, f32),
+    FASTCNN_KERNEL(fastcnn_depthwise_weight_grad, f64),
 };
 #undef FASTCNN_KERNEL
 

@@ -512,6 +512,165 @@ static void NAME(fastcnn_row_weight_grad)(
     }
 }
 
+/* ---- depthwise convolution: one filter over one channel's padded plane, any stride and
+ * dilation (csrc/_depthwise.pxd calls these per channel). The plane is stored as SW
+ * column phases so that every tap reads a unit-stride row at any stride: phase p holds
+ * the columns p, p + SW, p + 2SW, ..., its row r at plane + p*phase + r*WQ. Padded pixel
+ * (h, c) is then at plane + (c % SW)*phase + h*WQ + c / SW, and output pixel (oh, ow)'s
+ * tap (i, j) at tap(i, j) + oh*SH*WQ + ow, with tap(i, j) below: consecutive ow are
+ * consecutive values. At stride 1 the plane is the padded plane itself (phase unused). */
+
+#define DEPTHWISE_ROWS 8 /* output rows of the forward's tile: independent chains */
+#define DEPTHWISE_TAPS 9 /* taps per pass of the weight gradient: a 3x3 kernel in one */
+
+static inline ptrdiff_t NAME(fastcnn_depthwise_tap)(ptrdiff_t i, ptrdiff_t j, ptrdiff_t WQ,
+                                                    ptrdiff_t phase, ptrdiff_t SW,
+                                                    ptrdiff_t DH, ptrdiff_t DW)
+{
+    return (j * DW % SW) * phase + i * DH * WQ + j * DW / SW;
+}
+
+/* The taps of a kernel row in order, without a division each (a tile would spend more on
+ * those than on its multiply-adds): column j*DW is column `in` of phase `p`. */
+typedef struct {
+    ptrdiff_t p, in, step_p, step_in, SW;
+} NAME(fastcnn_tap_walk);
+
+static inline NAME(fastcnn_tap_walk) NAME(fastcnn_tap_walk_start)(ptrdiff_t SW, ptrdiff_t DW)
+{
+    NAME(fastcnn_tap_walk) walk = {0, 0, DW % SW, DW / SW, SW};
+    return walk;
+}
+static inline void NAME(fastcnn_tap_walk_next)(NAME(fastcnn_tap_walk) *walk)
+{
+    walk->p += walk->step_p;
+    walk->in += walk->step_in;
+    if (walk->p >= walk->SW) {
+        walk->p -= walk->SW;
+        walk->in++;
+    }
+}
+
+/* Rows oh0 .. oh0 + R - 1 of the depthwise forward, VL pixels from column o: R
+ * accumulators (R a compile-time constant), each tap's weight broadcast for all R. */
+static FASTCNN_ALWAYS_INLINE void NAME(fastcnn_depthwise_tile)(
+    const T *plane, ptrdiff_t WQ, ptrdiff_t phase, const T *w, ptrdiff_t FH, ptrdiff_t FW,
+    ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t DH, ptrdiff_t DW, ptrdiff_t oh0, const int R,
+    ptrdiff_t o, T *out, ptrdiff_t OW)
+{
+    vec acc[DEPTHWISE_ROWS];
+    const ptrdiff_t row_step = SH * WQ;
+    for (int r = 0; r < R; r++) acc[r] = VZERO();
+    for (ptrdiff_t i = 0; i < FH; i++) {
+        const T *top = plane + (oh0 * SH + i * DH) * WQ + o;
+        NAME(fastcnn_tap_walk) walk = NAME(fastcnn_tap_walk_start)(SW, DW);
+        for (ptrdiff_t j = 0; j < FW; j++, NAME(fastcnn_tap_walk_next)(&walk)) {
+            const T s = w[i * FW + j];
+            const T *src = top + walk.p * phase + walk.in;
+            for (int r = 0; r < R; r++) acc[r] = VMADDS(acc[r], s, VLOAD(src + r * row_step));
+        }
+    }
+    for (int r = 0; r < R; r++) VSTORE(out + (oh0 + r) * OW + o, acc[r]);
+}
+
+/* out[oh, ow] := sum over (i, j) of w[i*FW + j] * the padded pixel (oh*SH + i*DH,
+ * ow*SW + j*DW), the taps added in (i, j) order from 0: tiles of DEPTHWISE_ROWS rows (then
+ * 4, then 1) by one vector, a row's last vector moved back to end at the row's end (its
+ * overlapping pixels computed again, identically); rows narrower than a vector one pixel
+ * at a time. */
+static void NAME(fastcnn_depthwise_forward)(
+    const T *plane, ptrdiff_t WQ, ptrdiff_t phase, const T *w, ptrdiff_t FH, ptrdiff_t FW,
+    ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t DH, ptrdiff_t DW, T *out, ptrdiff_t OH, ptrdiff_t OW)
+{
+    if (OW < VL) {
+        for (ptrdiff_t oh = 0; oh < OH; oh++)
+            for (ptrdiff_t ow = 0; ow < OW; ow++) {
+                T s = 0;
+                for (ptrdiff_t i = 0; i < FH; i++)
+                    for (ptrdiff_t j = 0; j < FW; j++)
+                        s += w[i * FW + j] *
+                             plane[NAME(fastcnn_depthwise_tap)(i, j, WQ, phase, SW, DH, DW) +
+                                   oh * SH * WQ + ow];
+                out[oh * OW + ow] = s;
+            }
+        return;
+    }
+    ptrdiff_t oh = 0;
+    for (; oh + DEPTHWISE_ROWS <= OH; oh += DEPTHWISE_ROWS)
+        for (ptrdiff_t ow0 = 0; ow0 < OW; ow0 += VL)
+            NAME(fastcnn_depthwise_tile)(plane, WQ, phase, w, FH, FW, SH, SW, DH, DW, oh,
+                                         DEPTHWISE_ROWS, NAME(fastcnn_block_start)(ow0, OW),
+                                         out, OW);
+    for (; oh + 4 <= OH; oh += 4)
+        for (ptrdiff_t ow0 = 0; ow0 < OW; ow0 += VL)
+            NAME(fastcnn_depthwise_tile)(plane, WQ, phase, w, FH, FW, SH, SW, DH, DW, oh, 4,
+                                         NAME(fastcnn_block_start)(ow0, OW), out, OW);
+    for (; oh < OH; oh++)
+        for (ptrdiff_t ow0 = 0; ow0 < OW; ow0 += VL)
+            NAME(fastcnn_depthwise_tile)(plane, WQ, phase, w, FH, FW, SH, SW, DH, DW, oh, 1,
+                                         NAME(fastcnn_block_start)(ow0, OW), out, OW);
+}
+
+/* dw[i*FW + j] += sum over (oh, ow) of dout[oh, ow] * the padded pixel (oh*SH + i*DH,
+ * ow*SW + j*DW): taps in passes of DEPTHWISE_TAPS, one accumulator vector per tap
+ * (independent chains, in registers), each output-gradient vector loaded once for all of
+ * them, summed down every column block and then across its lanes (fastcnn_lane_sum). A
+ * row's last block overlaps the one before: its lanes already counted are masked to
+ * zero, as in the row kernel's weight gradient. Rows narrower than a vector one value at
+ * a time. */
+static void NAME(fastcnn_depthwise_weight_grad)(
+    const T *plane, ptrdiff_t WQ, ptrdiff_t phase, const T *dout, ptrdiff_t FH, ptrdiff_t FW,
+    ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t DH, ptrdiff_t DW, ptrdiff_t OH, ptrdiff_t OW, T *dw)
+{
+    const ptrdiff_t taps = FH * FW, row_step = SH * WQ;
+    if (OW < VL) {
+        for (ptrdiff_t t = 0; t < taps; t++) {
+            const T *src = plane + NAME(fastcnn_depthwise_tap)(t / FW, t % FW, WQ, phase, SW,
+                                                               DH, DW);
+            T s = 0;
+            for (ptrdiff_t oh = 0; oh < OH; oh++)
+                for (ptrdiff_t ow = 0; ow < OW; ow++)
+                    s += dout[oh * OW + ow] * src[oh * row_step + ow];
+            dw[t] += s;
+        }
+        return;
+    }
+    const ptrdiff_t overlap = OW % VL ? VL - OW % VL : 0;
+    mask keep;
+    for (ptrdiff_t lane = 0; lane < VL; lane++) MASK_LANE(keep, lane) = lane >= overlap ? -1 : 0;
+    for (ptrdiff_t t0 = 0; t0 < taps; t0 += DEPTHWISE_TAPS) {
+        /* each tap's offset in the plane; those past the last tap read tap t0's, unstored */
+        ptrdiff_t at[DEPTHWISE_TAPS];
+        vec acc[DEPTHWISE_TAPS];
+        for (int u = 0; u < DEPTHWISE_TAPS; u++) {
+            const ptrdiff_t t = t0 + u < taps ? t0 + u : t0;
+            at[u] = NAME(fastcnn_depthwise_tap)(t / FW, t % FW, WQ, phase, SW, DH, DW);
+            acc[u] = VZERO();
+        }
+        for (ptrdiff_t o = 0; o + VL <= OW; o += VL)
+            for (ptrdiff_t oh = 0; oh < OH; oh++) {
+                const vec g = VLOAD(dout + oh * OW + o);
+                const T *src = plane + oh * row_step + o;
+                for (int u = 0; u < DEPTHWISE_TAPS; u++)
+                    acc[u] = VMADD(acc[u], g, VLOAD(src + at[u]));
+            }
+        if (OW % VL) {
+            const ptrdiff_t o = OW - VL;
+            for (ptrdiff_t oh = 0; oh < OH; oh++) {
+                const vec g = VKEEP(VLOAD(dout + oh * OW + o), keep);
+                const T *src = plane + oh * row_step + o;
+                for (int u = 0; u < DEPTHWISE_TAPS; u++)
+                    acc[u] = VMADD(acc[u], g, VKEEP(VLOAD(src + at[u]), keep));
+            }
+        }
+        for (int u = 0; u < DEPTHWISE_TAPS && t0 + u < taps; u++)
+            dw[t0 + u] += NAME(fastcnn_lane_sum)(acc[u]);
+    }
+}
+
+#undef DEPTHWISE_ROWS
+#undef DEPTHWISE_TAPS
+
 #undef T
 #undef NAME
 #undef GW

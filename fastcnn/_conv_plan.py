@@ -1,14 +1,18 @@
 """The convolution plan: how one convolution is computed, decided once and then reused.
 
-A ``ConvPlan`` is made for one (image shape, weight shape, dtype, stride, padding, kernel
-ISA) and cached (``plan_for``). It holds everything the kernels of ``_conv.pyx`` and
+A ``ConvPlan`` is made for one (image shape, weight shape, dtype, stride, padding, dilation,
+groups, kernel ISA) and cached (``plan_for``). It holds everything the kernels of ``_conv.pyx`` and
 ``_fused.pyx`` need besides the arrays:
 
 - the methods: for the forward pass and the weight gradient, ``gemm`` (im2col and a
   GEMM), ``row`` (csrc/direct_conv_impl.h's row kernel) or ``filter`` (its filter kernel);
   for the input gradient, ``col2im`` (the GEMM and im2col's adjoint) or ``filter`` (the
-  filter kernel on the padded output gradient and the flipped kernels). ``choose_methods``
-  picks them from where each measured fastest (``MethodLimits``);
+  filter kernel on the padded output gradient and the flipped kernels); ``depthwise`` for
+  all three when each group has one input channel (csrc/_depthwise.pxd over
+  csrc/direct_conv_impl.h's depthwise kernels). Grouped and
+  dilated convolutions take ``gemm`` and ``col2im``, group by group: the direct kernels
+  know neither. ``choose_methods`` picks them from where each measured fastest
+  (``MethodLimits``);
 - the geometry and the workspace layout, as the dict the kernels take as one struct
   (csrc/_conv_image.pxd's ``ConvGeometry``);
 - how to pack the weights for those methods (``PackedWeights``, which packs each value of
@@ -44,6 +48,7 @@ _T = TypeVar("_T")
 # The methods, by the names csrc/_conv_image.pxd gives their codes (the codes' one home).
 GEMM, ROW, FILTER = "gemm", "row", "filter"
 COL2IM = "col2im"  # the input gradient by the GEMM and im2col's adjoint
+DEPTHWISE = "depthwise"  # one input channel per group: forward and backward alike
 _CODES = _conv.METHOD_CODES
 
 # Images per slice of the batch whose weight/bias gradients are summed together before the
@@ -107,7 +112,7 @@ METHOD_LIMITS = {
 
 class Methods(NamedTuple):
     """How a convolution is computed: forward and weight_grad are GEMM, ROW or FILTER;
-    input_grad is COL2IM or FILTER."""
+    input_grad is COL2IM or FILTER; or all three DEPTHWISE."""
 
     forward: str
     weight_grad: str
@@ -121,11 +126,17 @@ def choose_methods(
     padding: Pair,
     vector_length: int,
     limits: MethodLimits,
+    dilation: Pair = (1, 1),
+    groups: int = 1,
 ) -> Methods:
     """The fastest methods measured (``limits``, a ``MethodLimits``) for a convolution on a
     copy of the kernels with ``vector_length`` values per vector; in_hw: the input's (H, W).
     Pure: tests ask it about any copy, whatever the CPU."""
     k, c, kh, kw = weight_shape
+    if groups > 1 and c == 1:
+        return Methods(DEPTHWISE, DEPTHWISE, DEPTHWISE)
+    if groups > 1 or tuple(dilation) != (1, 1):
+        return Methods(GEMM, GEMM, COL2IM)  # the direct kernels have one group, no dilation
     out_w = (in_hw[1] + 2 * padding[1] - kw) // stride[1] + 1
     if stride == (1, 1) and out_w >= vector_length and k < limits.row_max_filters:
         forward, max_q = ROW, limits.row_grad_max_q
@@ -180,32 +191,49 @@ class ConvPlan:
         stride: Pair,
         padding: Pair,
         methods: Methods | None = None,
+        *,
+        dilation: Pair = (1, 1),
+        groups: int = 1,
     ) -> None:
         c, h, w = in_chw
         k, _, fh, fw = weight_shape
         self.dtype = np.dtype(dtype)
         self.in_chw, self.weight_shape = tuple(in_chw), tuple(weight_shape)
         self.stride, self.padding = tuple(stride), tuple(padding)
+        self.dilation, self.groups = tuple(dilation), groups
         self.out_hw = oh, ow = (
-            (h + 2 * padding[0] - fh) // stride[0] + 1,
-            (w + 2 * padding[1] - fw) // stride[1] + 1,
+            (h + 2 * padding[0] - dilation[0] * (fh - 1) - 1) // stride[0] + 1,
+            (w + 2 * padding[1] - dilation[1] * (fw - 1) - 1) // stride[1] + 1,
         )
         self.isa = _isa.active()
         self.group_width = _isa.group_width(self.dtype)
         if methods is None:
             vector_length = _isa.vector_length(self.dtype)
             limits = METHOD_LIMITS[self.isa]
-            methods = choose_methods((h, w), weight_shape, stride, padding, vector_length, limits)
+            methods = choose_methods(
+                (h, w), weight_shape, stride, padding, vector_length, limits, dilation, groups
+            )
         self.methods = methods
-        q, p = c * fh * fw, oh * ow
+        # rows of an image's column matrix: C*kH*kW, (C/groups)*kH*kW per group
+        self.column_rows = q = c * fh * fw
+        p = oh * ow
         self.kp = _round_up(k, self.group_width) if methods.weight_grad == FILTER else 0
-        padded_image = c * (h + 2 * padding[0]) * (w + 2 * padding[1])
+        plane = (h + 2 * padding[0]) * (w + 2 * padding[1])
         # per image: its column matrix (GEMM), or its padded copy for a direct kernel
-        self.forward_scratch = q * p if methods.forward == GEMM else max(q * p, padded_image)
-        self.backward_scratch = q * p if methods.weight_grad == GEMM else max(q * p, padded_image)
+        self.forward_scratch = q * p if methods.forward == GEMM else max(q * p, c * plane)
+        self.backward_scratch = q * p if methods.weight_grad == GEMM else max(q * p, c * plane)
         # the input gradient's: weight^T . dout (Q*P), or dout padded by the kernel less one
         by_filter = methods.input_grad == FILTER
         self.input_grad_scratch = k * (h + fh - 1) * (w + fw - 1) if by_filter else q * p
+        if methods.forward == DEPTHWISE:
+            # csrc/_depthwise.pxd's: a padded plane in stride[1] column phases; in the
+            # backward pass also the flipped taps and a padded plane of the input or
+            # output gradient
+            phases = (h + 2 * padding[0]) * stride[1] * -(-(w + 2 * padding[1]) // stride[1])
+            span = (h + (fh - 1) * dilation[0]) * (w + (fw - 1) * dilation[1])
+            self.forward_scratch = phases
+            self.backward_scratch = phases + fh * fw + max(phases, span)
+            self.input_grad_scratch = 0
         self.conv_output = k * p  # the fused kernel's per-image convolution output
         self.geometry = self._geometry(scratch_at=0)
         self.fused_geometry = self._geometry(scratch_at=self.conv_output)
@@ -219,6 +247,7 @@ class ConvPlan:
             "C": c, "H": h, "W": w, "K": k, "FH": fh, "FW": fw,
             "SH": self.stride[0], "SW": self.stride[1],
             "PH": self.padding[0], "PW": self.padding[1], "OH": oh, "OW": ow,
+            "DH": self.dilation[0], "DW": self.dilation[1], "G": self.groups,
             "forward_method": _CODES[self.methods.forward],
             "weight_grad_method": _CODES[self.methods.weight_grad],
             "KP": self.kp,
@@ -282,11 +311,17 @@ class ConvPlan:
         )  # fmt: skip
         return out, indices, columns
 
+    @property
+    def pointwise(self) -> bool:
+        """A 1x1 kernel at stride 1 without padding: each image is its own column matrix
+        (csrc/_conv_image.pxd's is_pointwise), which the kernels read in place."""
+        kernel = self.weight_shape[2:]
+        return kernel == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+
     def _columns(self, x: NDArray[Any], save_columns: bool) -> NDArray[Any] | None:
-        if not save_columns or self.methods.forward != GEMM:
+        if not save_columns or self.methods.forward != GEMM or self.pointwise:
             return None
-        q = self.in_chw[0] * self.weight_shape[2] * self.weight_shape[3]
-        return np.empty((x.shape[0], q * self.out_hw[0] * self.out_hw[1]), x.dtype)
+        return np.empty((x.shape[0], self.column_rows * self.out_hw[0] * self.out_hw[1]), x.dtype)
 
     def backward(
         self,
@@ -429,8 +464,12 @@ class PackedWeights:
 
     def input_grad(self) -> NDArray[Any] | None:
         """For the filter kernel's input gradient: the kernels flipped, their channels
-        swapped, (K*kH*kW, C) blocked by GW; None when the plan takes im2col's adjoint."""
-        if self.plan.methods.input_grad != FILTER:
+        swapped, (K*kH*kW, C) blocked by GW; for the depthwise kernel's, the weight as a
+        (K, kH*kW) matrix; None when the plan takes im2col's adjoint."""
+        method = self.plan.methods.input_grad
+        if method == DEPTHWISE:
+            return self._packed("input_grad", lambda w: w.reshape(w.shape[0], -1))
+        if method != FILTER:
             return None
         return self._packed("input_grad", self._pack_input_grad)
 
@@ -494,20 +533,34 @@ def plan_for(
     dtype: DTypeLike,
     stride: Pair,
     padding: Pair,
+    dilation: Pair = (1, 1),
+    groups: int = 1,
 ) -> ConvPlan:
     """The cached ``ConvPlan`` of conv2d(input of ``in_shape`` (N, C, H, W), weight of
-    ``weight_shape``) on the copy of the kernels that runs. Made at the first call with a
-    new key, after checking that the kernel fits the padded input and the sizes fit the
+    ``weight_shape``, with ``groups`` groups: C and K divisible by it, checked by the
+    caller) on the copy of the kernels that runs. Made at the first call with a new key,
+    after checking that the (dilated) kernel fits the padded input and the sizes fit the
     kernels' ints (a ValueError naming ``func``): each key is checked once."""
     isa = _isa.active()
     # the limits too: a test may lower them (tests/test_filter_conv.py) for every later call
-    key = (in_shape[1:], weight_shape, dtype, stride, padding, isa, METHOD_LIMITS[isa])
+    key = (
+        in_shape[1:], weight_shape, dtype, stride, padding, dilation, groups, isa,
+        METHOD_LIMITS[isa],
+    )  # fmt: skip
     plan = _plans.get(key)
     if plan is None:
-        out_hw = window_output_hw(func, in_shape[2:], weight_shape[2:], stride, padding)
-        q = weight_shape[1] * weight_shape[2] * weight_shape[3]
+        kernel = weight_shape[2:]
+        if dilation == (1, 1):
+            out_hw = window_output_hw(func, in_shape[2:], kernel, stride, padding)
+        else:
+            span = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel, strict=True))
+            names = ("dilated kernel", "input")
+            out_hw = window_output_hw(func, in_shape[2:], span, stride, padding, names)
+        q = in_shape[1] * kernel[0] * kernel[1]
         fits_int32(func, **{"C*kH*kW": q, "OH*OW": out_hw[0] * out_hw[1]})
-        plan = ConvPlan(in_shape[1:], weight_shape, dtype, stride, padding)
+        plan = ConvPlan(
+            in_shape[1:], weight_shape, dtype, stride, padding, dilation=dilation, groups=groups
+        )
         if len(_plans) >= _MAX_PLANS:
             _plans.clear()
         _plans[key] = plan

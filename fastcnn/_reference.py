@@ -42,12 +42,53 @@ def _window_view(xp: Array, kernel: Pair, stride: Pair, out_hw: Sequence[int]) -
     return windows[:, :, :: stride[0], :: stride[1]][:, :, : out_hw[0], : out_hw[1]]
 
 
-def conv2d(x: Array, weight: Array, bias: Array | None, stride: Pair, padding: Pair) -> Array:
-    """out[n, k, oh, ow] = b[k] + sum_{c,i,j} xpad[n, c, oh*SH + i, ow*SW + j] * w[k, c, i, j]"""
+def _dilated_windows(
+    xp: Array, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Sequence[int]
+) -> Array:
+    """xp[n, c, oh*SH + i*DH, ow*SW + j*DW] as an array indexed [n, c, oh, ow, i, j]."""
+    span = [dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)]
+    windows = np.lib.stride_tricks.sliding_window_view(xp, span, axis=(2, 3))
+    windows = windows[..., :: dilation[0], :: dilation[1]]
+    return windows[:, :, :: stride[0], :: stride[1]][:, :, : out_hw[0], : out_hw[1]]
+
+
+def _conv_out_hw(
+    x: Array, kernel: Sequence[int], stride: Pair, padding: Pair, dilation: Pair
+) -> list[int]:
+    """floor((H + 2*PH - DH*(kH - 1) - 1) / SH) + 1, likewise W."""
+    return [
+        (x.shape[2 + a] + 2 * padding[a] - dilation[a] * (kernel[a] - 1) - 1) // stride[a] + 1
+        for a in (0, 1)
+    ]
+
+
+def conv2d(
+    x: Array,
+    weight: Array,
+    bias: Array | None,
+    stride: Pair,
+    padding: Pair,
+    dilation: Pair = (1, 1),
+    groups: int = 1,
+) -> Array:
+    """out[n, k, oh, ow] = b[k] + sum_{c,i,j} xpad[n, g*Cg + c, oh*SH + i*DH, ow*SW + j*DW]
+    * w[k, c, i, j], where g = k // (K/groups) is filter k's group and Cg = C/groups.
+    (dilation and groups may be left out: 1, as ``functional.conv2d``'s defaults.)"""
     kernel = weight.shape[2:]
-    out_hw = [_out_size(x.shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
-    windows = _window_view(_pad(x, padding), kernel, stride, out_hw)
-    out = np.einsum("nchwij,kcij->nkhw", windows, weight)
+    out_hw = _conv_out_hw(x, kernel, stride, padding, dilation)
+    windows = _dilated_windows(_pad(x, padding), kernel, stride, dilation, out_hw)
+    cg, kg = x.shape[1] // groups, weight.shape[0] // groups
+    out = np.concatenate(
+        [
+            np.einsum(
+                "nchwij,kcij->nkhw",
+                windows[:, g * cg : (g + 1) * cg],
+                weight[g * kg : (g + 1) * kg],
+            )
+            for g in range(groups)
+        ],
+        axis=1,
+    )
     if bias is not None:
         out = out + bias[None, :, None, None]
     return out.astype(x.dtype)
@@ -61,24 +102,34 @@ def conv2d_backward(
     padding: Pair,
     input_grad: bool = True,
     bias_grad: bool = True,
+    dilation: Pair = (1, 1),
+    groups: int = 1,
 ) -> tuple[Array | None, Array, Array | None]:
-    """Gradients of conv2d by the chain rule, one kernel offset (i, j) at a time."""
+    """Gradients of conv2d by the chain rule, group by group, one kernel offset (i, j) at
+    a time."""
     kernel = weight.shape[2:]
     out_hw = grad_out.shape[2:]
     xp = _pad(x, padding)
-    windows = _window_view(xp, kernel, stride, out_hw)
-    grad_w = np.einsum("nkhw,nchwij->kcij", grad_out, windows).astype(x.dtype)
+    windows = _dilated_windows(xp, kernel, stride, dilation, out_hw)
+    cg, kg = x.shape[1] // groups, weight.shape[0] // groups
+    grad_w = np.empty_like(weight)
+    for g in range(groups):
+        filters, channels = slice(g * kg, (g + 1) * kg), slice(g * cg, (g + 1) * cg)
+        grad_w[filters] = np.einsum("nkhw,nchwij->kcij", grad_out[:, filters], windows[:, channels])
     grad_b = grad_out.sum(axis=(0, 2, 3)).astype(x.dtype) if bias_grad else None
     grad_x = None
     if input_grad:
         grad_xp = np.zeros_like(xp)
-        for i in range(kernel[0]):
-            for j in range(kernel[1]):
-                rows = slice(i, i + stride[0] * out_hw[0], stride[0])
-                cols = slice(j, j + stride[1] * out_hw[1], stride[1])
-                grad_xp[:, :, rows, cols] += np.einsum(
-                    "nkhw,kc->nchw", grad_out, weight[:, :, i, j]
-                )
+        for g in range(groups):
+            filters, channels = slice(g * kg, (g + 1) * kg), slice(g * cg, (g + 1) * cg)
+            for i in range(kernel[0]):
+                for j in range(kernel[1]):
+                    top, left = i * dilation[0], j * dilation[1]
+                    rows = slice(top, top + stride[0] * out_hw[0], stride[0])
+                    cols = slice(left, left + stride[1] * out_hw[1], stride[1])
+                    grad_xp[:, channels, rows, cols] += np.einsum(
+                        "nkhw,kc->nchw", grad_out[:, filters], weight[filters, :, i, j]
+                    )
         ph, pw = padding
         grad_x = grad_xp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]].copy()
     return grad_x, grad_w, grad_b

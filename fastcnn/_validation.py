@@ -154,6 +154,19 @@ def positive_pair(value: int | Sequence[int], name: str, func: str) -> tuple[int
     return pair
 
 
+def conv_groups(groups: Any, in_channels: int, out_channels: int, func: str) -> int:
+    """A convolution's ``groups``: a positive int dividing both channel counts (PyTorch's
+    rule and words)."""
+    groups = positive_int(groups, "groups", func)
+    for name, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if channels % groups:
+            raise ValueError(
+                f"{func}: {name} must be divisible by groups, got {name}={channels} and "
+                f"groups={groups}; use a groups that divides both channel counts"
+            )
+    return groups
+
+
 def non_negative_pair(value: int | Sequence[int], name: str, func: str) -> tuple[int, int]:
     pair = int_pair(value, name, func)
     if min(pair) < 0:

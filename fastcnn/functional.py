@@ -27,6 +27,7 @@ from fastcnn import _conv_plan, _ops
 from fastcnn._ops import run_kernel
 from fastcnn._validation import (
     check_shape,
+    conv_groups,
     fits_int32,
     flag,
     float_array,
@@ -69,20 +70,27 @@ def _conv_operands(
     weight: ArrayLike,
     stride: int | Sequence[int],
     padding: int | Sequence[int],
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
 ) -> tuple[NDArray[Any], _conv_plan.ConvPlan]:
     """A convolution call's checked weight (x checked by the caller) and its plan."""
     weight = float_array(weight, "weight", func, 4, x.dtype)
     stride = positive_pair(stride, "stride", func)
     padding = non_negative_pair(padding, "padding", func)
+    dilation = positive_pair(dilation, "dilation", func)
     if min(weight.shape) < 1:
         raise ValueError(f"{func}: weight of shape {weight.shape} has an empty dimension")
-    if x.shape[1] != weight.shape[1]:
+    groups = conv_groups(groups, x.shape[1], weight.shape[0], func)
+    if x.shape[1] != weight.shape[1] * groups:
+        per_group = f" ({weight.shape[1]} per group, groups={groups})" if groups > 1 else ""
         raise ValueError(
             f"{func}: input has {x.shape[1]} channels (shape {x.shape}) but weight of shape "
-            f"{weight.shape} expects {weight.shape[1]}; weight must be "
-            f"(out_channels, in_channels, kH, kW)"
+            f"{weight.shape} expects {weight.shape[1] * groups}{per_group}; weight must be "
+            f"(out_channels, in_channels // groups, kH, kW)"
         )
-    plan = _conv_plan.plan_for(func, x.shape, weight.shape, x.dtype, stride, padding)
+    plan = _conv_plan.plan_for(
+        func, x.shape, weight.shape, x.dtype, stride, padding, dilation, groups
+    )
     return weight, plan
 
 
@@ -102,6 +110,8 @@ def conv2d(
     bias: ArrayLike | None = None,
     stride: int | Sequence[int] = 1,
     padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
     *,
     save_columns: bool = False,
 ) -> NDArray[Any] | tuple[NDArray[Any], NDArray[Any] | None]:
@@ -110,10 +120,15 @@ def conv2d(
     Parameters
     ----------
     input : ndarray, shape (N, C, H, W)
-    weight : ndarray, shape (K, C, kH, kW)
+    weight : ndarray, shape (K, C // groups, kH, kW)
     bias : ndarray, shape (K,), optional
     stride, padding : int or (int, int)
         Zero padding is added on both sides.
+    dilation : int or (int, int)
+        Spacing between the kernel's taps.
+    groups : int
+        C and K split into ``groups`` groups; output group g convolves input group g only.
+        ``groups == C`` is a depthwise convolution, computed by a kernel of its own.
     save_columns : bool
         Also return every image's im2col matrix, shape (N, C*kH*kW * OH*OW), for
         ``conv2d_backward(..., columns=...)``: the backward pass then skips rebuilding them,
@@ -121,18 +136,19 @@ def conv2d(
         None is returned instead when the convolution is computed without them, by the
         row kernel or the filter kernel of csrc/direct_conv_impl.h (fastcnn/_conv_plan.py
         picks per layer and per ISA copy: few filters on wide rows take the row kernel,
-        many filters the filter kernel).
+        many filters the filter kernel), and for a depthwise or 1x1 stride-1 unpadded
+        convolution (which reads the input as its own column matrix).
 
     Returns
     -------
     ndarray, shape (N, K, OH, OW)
-        ``OH = floor((H + 2*padding[0] - kH) / stride[0]) + 1``, likewise OW. With
-        ``save_columns``, the pair ``(out, columns)``.
+        ``OH = floor((H + 2*padding[0] - dilation[0]*(kH - 1) - 1) / stride[0]) + 1``,
+        likewise OW. With ``save_columns``, the pair ``(out, columns)``.
     """
     func = "conv2d"
     x = image_batch(input, func)
     save_columns = flag(save_columns, "save_columns", func)
-    weight, plan = _conv_operands(func, x, weight, stride, padding)
+    weight, plan = _conv_operands(func, x, weight, stride, padding, dilation, groups)
     bias = _conv_bias(func, bias, x, weight)
     packs = _conv_plan.PackedWeights(plan, weight)
     out, columns = plan.forward(x, weight, bias, packs, save_columns)
@@ -145,8 +161,7 @@ def _check_columns(
     """The column matrices kept by the forward call: (N, C*kH*kW * OH*OW) of x's dtype."""
     columns = float_array(columns, "columns", func, 2, x.dtype)
     producer = func.removesuffix("_backward")
-    q = int(np.prod(plan.weight_shape[1:]))
-    shape = (x.shape[0], q * plan.out_hw[0] * plan.out_hw[1])
+    shape = (x.shape[0], plan.column_rows * plan.out_hw[0] * plan.out_hw[1])
     why = f"(from {producer}(..., save_columns=True) on this input)"
     check_shape(columns.shape, shape, "columns", func, why)
     return columns
@@ -160,12 +175,14 @@ def _backward_operands(
     padding: int | Sequence[int],
     input_grad: bool,
     bias_grad: bool,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
 ) -> tuple[NDArray[Any], NDArray[Any], _conv_plan.ConvPlan, bool, bool]:
     """A convolution backward call's checked input, weight, plan and flags."""
     x = image_batch(input, func)
     input_grad = flag(input_grad, "input_grad", func)
     bias_grad = flag(bias_grad, "bias_grad", func)
-    weight, plan = _conv_operands(func, x, weight, stride, padding)
+    weight, plan = _conv_operands(func, x, weight, stride, padding, dilation, groups)
     return x, weight, plan, input_grad, bias_grad
 
 
@@ -175,18 +192,20 @@ def conv2d_backward(
     weight: ArrayLike,
     stride: int | Sequence[int] = 1,
     padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
     *,
     input_grad: bool = True,
     bias_grad: bool = True,
     columns: ArrayLike | None = None,
 ) -> ConvGradients:
-    """Gradients of ``conv2d(input, weight, bias, stride, padding)``.
+    """Gradients of ``conv2d(input, weight, bias, stride, padding, dilation, groups)``.
 
     Parameters
     ----------
     grad_output : ndarray, shape (N, K, OH, OW)
         Gradient of the loss with respect to the convolution's output.
-    input, weight, stride, padding
+    input, weight, stride, padding, dilation, groups
         As given to ``conv2d``.
     input_grad : bool
         Compute the input gradient. The first layer of a network needs none: pass False to
@@ -204,7 +223,7 @@ def conv2d_backward(
     """
     func = "conv2d_backward"
     x, weight, plan, input_grad, bias_grad = _backward_operands(
-        func, input, weight, stride, padding, input_grad, bias_grad
+        func, input, weight, stride, padding, input_grad, bias_grad, dilation, groups
     )
     grad_out = float_array(grad_output, "grad_output", func, 4, x.dtype)
     expected = (x.shape[0], weight.shape[0], *plan.out_hw)

@@ -208,8 +208,8 @@ def _emit(graph: _Graph, layer: nn.Module, name: str, x: str, in_shape: tuple[in
             kernel_shape=list(layer.kernel_size),
             strides=list(layer.stride),
             pads=_pads(layer.padding),
-            dilations=[1, 1],
-            group=1,
+            dilations=list(layer.dilation),
+            group=layer.groups,
         )
     if isinstance(layer, nn.Linear):
         if len(in_shape) < 2:
@@ -830,11 +830,12 @@ def _load_conv(chain: _Chain, position: int, shape: tuple[int, ...]) -> _Read:
     weight, bias = chain.parameter(node, 1), chain.parameter(node, 2)
     if weight is None or weight.ndim != 4:
         raise _error(node, "has no 4-D weight; fastcnn's Conv2d is a 2-D convolution")
-    _require(node, attributes, "group", 1, "fastcnn's Conv2d has no groups (group 1 only)")
+    groups = int(attributes.get("group", 1))
+    dilation = tuple(attributes.pop("dilations", [1, 1]))  # (a pool's: refused by _window)
     kernel, stride, padding = _window(node, attributes, weight.shape[2:])
     conv = _build(
-        node, nn.Conv2d, weight.shape[1], weight.shape[0], kernel, stride, padding,
-        bias is not None, rng=0, dtype=chain.dtype,
+        node, nn.Conv2d, weight.shape[1] * groups, weight.shape[0], kernel, stride, padding,
+        dilation=dilation, groups=groups, bias=bias is not None, rng=0, dtype=chain.dtype,
     )  # fmt: skip
     conv.weight.data = weight
     if bias is not None:

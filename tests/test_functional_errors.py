@@ -48,6 +48,56 @@ ERROR_INPUTS = [
     ),
     ("conv2d weight 3-D", lambda: F.conv2d(X, W[0]), ValueError, r"weight must be 4-D"),
     (
+        "conv2d groups channel mismatch",
+        lambda: F.conv2d(X, W, groups=3),
+        ValueError,
+        r"conv2d: out_channels must be divisible by groups, got out_channels=4 and groups=3",
+    ),
+    (
+        "conv2d groups weight shape",
+        lambda: F.conv2d(np.zeros((2, 4, 8, 8), np.float32), W[:, :1], groups=2),
+        ValueError,
+        r"input has 4 channels .* expects 2 \(1 per group, groups=2\); weight must be "
+        r"\(out_channels, in_channels // groups, kH, kW\)",
+    ),
+    (
+        "conv2d groups not dividing the input",
+        lambda: F.conv2d(X, W[:, :1], groups=2),
+        ValueError,
+        r"conv2d: in_channels must be divisible by groups, got in_channels=3 and groups=2",
+    ),
+    ("conv2d groups 0", lambda: F.conv2d(X, W, groups=0), ValueError, r"groups must be positive"),
+    (
+        "conv2d groups float",
+        lambda: F.conv2d(X, W, groups=1.0),
+        TypeError,
+        r"conv2d: groups must be an int, got float 1.0",
+    ),
+    (
+        "conv2d dilation 0",
+        lambda: F.conv2d(X, W, dilation=0),
+        ValueError,
+        r"conv2d: dilation must be positive, got 0",
+    ),
+    (
+        "conv2d dilation too big",
+        lambda: F.conv2d(X, W, dilation=(4, 1)),
+        ValueError,
+        r"conv2d: dilated kernel size \(9, 3\) is larger than the padded input \(8, 8\)",
+    ),
+    (
+        "conv2d_backward groups weight shape",
+        lambda: F.conv2d_backward(G, X, W, groups=2),
+        ValueError,
+        r"conv2d_backward: in_channels must be divisible by groups",
+    ),
+    (
+        "conv2d_backward grad of the dilated shape",
+        lambda: F.conv2d_backward(G, X, W, dilation=2),
+        ValueError,
+        r"grad_output has shape \(2, 4, 6, 6\), expected \(2, 4, 4, 4\)",
+    ),
+    (
         "conv2d bias length",
         lambda: F.conv2d(X, W, B[:3]),
         ValueError,

@@ -50,6 +50,37 @@ CONSTRUCTORS = [
         r"Conv2d: padding='same' needs odd kernel sizes here .* got kernel_size=\(3, 4\)",
     ),
     (
+        lambda: nn.Conv2d(4, 6, 3, groups=3),
+        ValueError,
+        r"Conv2d: in_channels must be divisible by groups, got in_channels=4 and groups=3",
+    ),
+    (
+        lambda: nn.Conv2d(4, 6, 3, groups=4),
+        ValueError,
+        r"Conv2d: out_channels must be divisible by groups, got out_channels=6 and groups=4",
+    ),
+    (lambda: nn.Conv2d(4, 4, 3, groups=0), ValueError, r"Conv2d: groups must be positive, got 0"),
+    (
+        lambda: nn.Conv2d(4, 4, 3, groups=2.0),
+        TypeError,
+        r"Conv2d: groups must be an int, got float 2.0",
+    ),
+    (
+        lambda: nn.Conv2d(1, 6, 3, dilation=0),
+        ValueError,
+        r"Conv2d: dilation must be positive, got 0",
+    ),
+    (
+        lambda: nn.Conv2d(1, 6, 3, dilation=(1, 2, 3)),
+        TypeError,
+        r"Conv2d: dilation must be an int or a pair of ints, got \(1, 2, 3\)",
+    ),
+    (
+        lambda: nn.Conv2d(1, 6, (2, 3), dilation=(1, 2), padding="same"),
+        ValueError,
+        r"Conv2d: padding='same' needs .* got kernel_size=\(2, 3\), dilation=\(1, 2\)",
+    ),
+    (
         lambda: nn.Conv2d(1, 6, 3, dtype=np.int32),
         TypeError,
         r"Conv2d: dtype must be np.float32 or np.float64, got int32",
@@ -520,6 +551,18 @@ FORWARDS = [
         _x(2, 1, 32, 32),
         ValueError,
         r"Linear expected input with 400 features \(last dim\), got shape \(2, 576\)",
+    ),
+    (
+        nn.Conv2d(4, 8, 3, groups=4),
+        _x(2, 8, 6, 6),
+        ValueError,
+        r"Conv2d expected input with 4 channels \(dim 1\), got shape \(2, 8, 6, 6\)",
+    ),
+    (
+        nn.Conv2d(2, 2, 3, dilation=3),
+        _x(1, 2, 6, 6),
+        ValueError,
+        r"Conv2d: dilated kernel size \(7, 7\) is larger than the padded input \(6, 6\)",
     ),
     (
         models.LeNet5(),

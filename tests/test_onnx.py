@@ -134,6 +134,16 @@ MODELS = {
         lambda: nn.Sequential(nn.Conv2d(3, 4, 3, rng=0), nn.AdaptiveAvgPool2d((1, 1))),
         (3, 7, 5),
     ),
+    "depthwise-dilated-grouped": (
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 6, 3, stride=2, padding=1, groups=3, rng=0),  # multiplier 2
+            nn.ReLU(),
+            nn.Conv2d(6, 6, 3, padding=2, dilation=2, rng=1),
+            nn.Conv2d(6, 4, 1, groups=2, bias=False, rng=2),
+            nn.Flatten(),
+        ),
+        (3, 11, 12),
+    ),
 }
 
 

@@ -402,11 +402,15 @@ BATCH_NORM = {"s": SCALE, "b": SCALE * 0, "m": SCALE * 0, "v": SCALE}
             {"c": np.float32(2)},
             r"node 'bad' \(Mul\) is not supported",
         ),
-        ([conv(dilations=[2, 2])], CONV_WEIGHT, r"node 'bad' \(Conv\) has dilations=\[2, 2\]"),
         (
-            [conv(group=2)],
-            {"w": np.ones((2, 1, 3, 3), np.float32)},
-            r"node 'bad' \(Conv\) has group=2; fastcnn's Conv2d has no groups",
+            identity_chain("MaxPool", kernel_shape=[2, 2], dilations=[2, 2]),
+            {},
+            r"node 'bad' \(MaxPool\) has dilations=\[2, 2\]",
+        ),
+        (
+            [conv(group=3)],  # 3 groups of 1 channel: not the graph input's 2
+            {"w": np.ones((3, 1, 3, 3), np.float32)},
+            r"node 'bad' \(Conv\)",
         ),
         ([conv(auto_pad="SAME_UPPER")], CONV_WEIGHT, r"'bad' \(Conv\) has auto_pad='SAME_UPPER'"),
         ([conv(pads=[0, 0, 1, 1])], CONV_WEIGHT, r"'bad' \(Conv\) has asymmetric pads=\[0, 0, 1"),
@@ -620,3 +624,14 @@ def test_a_graph_with_two_paths_is_refused_naming_a_node():
     make, shape = MODELS["residual"]
     with pytest.raises(ValueError, match="fastcnn.onnx.load: node"):
         fastcnn.onnx.load(io.BytesIO(exported(make(), batch(shape, size=2))))
+
+
+def test_grouped_and_dilated_convolutions_load():
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=2, dilation=2, groups=2, rng=0),
+        nn.Conv2d(4, 4, 3, groups=4, bias=False, rng=1),  # depthwise
+    )
+    loaded = fastcnn.onnx.load(io.BytesIO(exported(model, batch((2, 9, 9), size=2))))
+    assert [(m.groups, m.dilation) for m in loaded] == [(2, (2, 2)), (4, (1, 1))]
+    x = batch((2, 9, 9), size=3)
+    np.testing.assert_allclose(loaded.eval()(x), model.eval()(x), rtol=1e-6, atol=1e-6)

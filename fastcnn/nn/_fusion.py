@@ -97,7 +97,7 @@ def stages(modules: Sequence[Module]) -> list[Stage]:
     i = 0
     while i < len(modules):
         run = tuple(type(m) for m in modules[i : i + len(FUSED_PATTERN)])
-        if run == FUSED_PATTERN:
+        if run == FUSED_PATTERN and modules[i].groups == 1 and modules[i].dilation == (1, 1):
             # the run's types are FUSED_PATTERN's, checked just above
             result.append(ConvReLUMaxPool(*modules[i : i + len(FUSED_PATTERN)]))  # type: ignore[arg-type]
             i += len(FUSED_PATTERN)

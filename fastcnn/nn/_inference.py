@@ -239,7 +239,7 @@ def _conv_step(
 ) -> _StepSpec | None:
     """Conv2d [BatchNorm2d] [ReLU] [MaxPool2d] from modules[i], or None."""
     conv: Any = modules[i]
-    if type(conv) is not Conv2d:
+    if type(conv) is not Conv2d or conv.groups != 1 or conv.dilation != (1, 1):
         return None
     covered: list[Module] = [conv]
     k = conv.out_channels

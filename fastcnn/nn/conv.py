@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 from fastcnn import _conv_plan
 from fastcnn._grad_mode import is_grad_enabled
 from fastcnn._validation import (
+    conv_groups,
     flag,
     float_dtype,
     generator,
@@ -37,8 +38,15 @@ class Conv2d(Module):
     stride : int or (int, int), default 1
     padding : int, (int, int), "valid" or "same", default 0
         Zeros added on both sides of each spatial axis. "valid" is 0; "same" keeps H and W
-        (stride 1 only, and odd kernel sizes: fastcnn pads both sides equally, where PyTorch
-        pads an even kernel's extra row at the bottom).
+        (stride 1 only, and an even ``dilation * (kernel_size - 1)`` on each axis: fastcnn
+        pads both sides equally, where PyTorch pads the odd extra row at the bottom).
+    dilation : int or (int, int), default 1
+        Spacing between the kernel's taps (PyTorch's ``dilation``).
+    groups : int, default 1
+        Input and output channels split into ``groups`` groups, each output group
+        convolving only its input group; in_channels and out_channels must be divisible
+        by it. ``groups == in_channels`` is a depthwise convolution (out_channels a
+        multiple of in_channels), run by a kernel of its own.
     bias : bool, default True
     rng : np.random.Generator or int, optional
         Draws the initial weights (PyTorch's default: ``kaiming_uniform_(a=sqrt(5))``, bias
@@ -48,15 +56,15 @@ class Conv2d(Module):
 
     Attributes
     ----------
-    weight : Parameter, shape (out_channels, in_channels, kH, kW)
+    weight : Parameter, shape (out_channels, in_channels // groups, kH, kW)
     bias : Parameter, shape (out_channels,), or None
 
     Shape
     -----
     Input (N, C_in, H, W), output (N, C_out, OH, OW) with::
 
-        OH = floor((H + 2 * padding[0] - kernel_size[0]) / stride[0]) + 1
-        OW = floor((W + 2 * padding[1] - kernel_size[1]) / stride[1]) + 1
+        OH = floor((H + 2*padding[0] - dilation[0]*(kernel_size[0] - 1) - 1) / stride[0]) + 1
+        OW = floor((W + 2*padding[1] - dilation[1]*(kernel_size[1] - 1) - 1) / stride[1]) + 1
     """
 
     def __init__(
@@ -66,6 +74,8 @@ class Conv2d(Module):
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
         bias: bool = True,
         *,
         rng: np.random.Generator | int | None = None,
@@ -76,11 +86,13 @@ class Conv2d(Module):
         self.out_channels = positive_int(out_channels, "out_channels", "Conv2d")
         self.kernel_size = positive_pair(kernel_size, "kernel_size", "Conv2d")
         self.stride = positive_pair(stride, "stride", "Conv2d")
+        self.dilation = positive_pair(dilation, "dilation", "Conv2d")
+        self.groups = conv_groups(groups, self.in_channels, self.out_channels, "Conv2d")
         self._padding_given = padding
         self.padding = self._resolve_padding(padding)
         bias = flag(bias, "bias", "Conv2d")
         dtype = float_dtype(dtype, "Conv2d")
-        shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self.weight = Parameter(np.empty(shape, dtype=dtype))
         self.bias = Parameter(np.empty(self.out_channels, dtype=dtype)) if bias else None
         self.reset_parameters(rng)
@@ -101,12 +113,15 @@ class Conv2d(Module):
                 f"Conv2d: padding='same' is not supported for strided convolutions "
                 f"(stride={self.stride}); give the padding as ints"
             )
-        if any(k % 2 == 0 for k in self.kernel_size):
+        # PyTorch pads dilation*(k - 1) in all, the odd one at the end: equal sides if even
+        total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size, strict=True)]
+        if any(t % 2 for t in total):
             raise ValueError(
                 f"Conv2d: padding='same' needs odd kernel sizes here (fastcnn pads both sides "
-                f"equally), got kernel_size={self.kernel_size}"
+                f"equally, so dilation * (kernel_size - 1) must be even), got "
+                f"kernel_size={self.kernel_size}, dilation={self.dilation}"
             )
-        return (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
+        return (total[0] // 2, total[1] // 2)
 
     def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
         """Redraw the weights with PyTorch's default initialisation."""
@@ -115,8 +130,9 @@ class Conv2d(Module):
     def forward(self, input: ArrayLike) -> NDArray[Any]:
         x = image_input(input, "Conv2d", self.weight.dtype, self.in_channels)
         plan = _conv_plan.plan_for(
-            "Conv2d", x.shape, self.weight.shape, x.dtype, self.stride, self.padding
-        )
+            "Conv2d", x.shape, self.weight.shape, x.dtype, self.stride, self.padding,
+            self.dilation, self.groups,
+        )  # fmt: skip
         packs = _conv_plan.packs_for(self.weight, plan)
         bias = None if self.bias is None else self.bias.data
         # While training, keep the im2col matrices: backward then need not rebuild them.
@@ -149,6 +165,10 @@ class Conv2d(Module):
             text += f", padding={self._padding_given}"
         elif self.padding != (0, 0):
             text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
         return text + ("" if self.bias is not None else ", bias=False")
 
 

@@ -155,10 +155,10 @@ static int same(const char *what, const char *ctx, const buf *got, const buf *wa
 /* ---------------------------------------------------------------- per-copy counts */
 
 enum { ROW_FORWARD, ROW_WEIGHT_GRAD, FILTER_FORWARD, FILTER_WEIGHT_GRAD, COL2IM, TRANSPOSE,
-       N_KERNELS };
+       DEPTHWISE_FORWARD, DEPTHWISE_WEIGHT_GRAD, N_KERNELS };
 static const char *const kernel_names[N_KERNELS] = {
     "row_forward", "row_weight_grad", "filter_forward", "filter_weight_grad", "col2im",
-    "transpose_padded"};
+    "transpose_padded", "depthwise_forward", "depthwise_weight_grad"};
 static long passed[N_KERNELS], failed[N_KERNELS];
 
 static void count(int kernel, int ok)
@@ -431,6 +431,115 @@ static int case_transpose(const fastcnn_kernel_table *t, int f64, ptrdiff_t rows
     return ok;
 }
 
+/* The depthwise kernels' plane (direct_conv_impl.h): the padded plane xpad (HP, WP) as SW
+ * column phases of rows of WQ = ceil(WP / SW) (+ extra) values, `phase` = HP*WQ (+ extra)
+ * apart; cells that hold no pixel keep IN_GUARD, so a kernel reading one fails. */
+typedef struct {
+    buf b;
+    ptrdiff_t WQ, phase;
+} phased;
+
+static phased phase_split(const buf *xpad, ptrdiff_t HP, ptrdiff_t WP, ptrdiff_t SW,
+                          ptrdiff_t extra)
+{
+    phased p;
+    p.WQ = (WP + SW - 1) / SW + extra;
+    p.phase = HP * p.WQ + extra;
+    p.b = make(SW * p.phase, xpad->es, IN_GUARD);
+    for (ptrdiff_t h = 0; h < HP; h++)
+        for (ptrdiff_t c = 0; c < WP; c++)
+            put(&p.b, c % SW * p.phase + h * p.WQ + c / SW, get(xpad, h * WP + c));
+    return p;
+}
+
+/* out[oh, ow] := sum over (i, j) of w[i, j] * xpad[oh*SH + i*DH, ow*SW + j*DW], xpad given
+ * in phases; it may have unused last rows and columns (extra) */
+static int case_depthwise_forward(const fastcnn_kernel_table *t, int f64, ptrdiff_t FH,
+                                  ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t DH,
+                                  ptrdiff_t DW, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t extra)
+{
+    const size_t es = es_of(f64);
+    const ptrdiff_t HP = (OH - 1) * SH + (FH - 1) * DH + 1 + extra;
+    const ptrdiff_t WP = (OW - 1) * SW + (FW - 1) * DW + 1 + extra;
+    buf xpad = make(HP * WP, es, IN_GUARD), w = make(FH * FW, es, IN_GUARD);
+    buf out = make(OH * OW, es, OUT_SENTINEL);
+    fill_random(&xpad);
+    fill_random(&w);
+    phased x = phase_split(&xpad, HP, WP, SW, extra);
+    buf want = clone(&out), x0 = clone(&x.b), w0 = clone(&w);
+    for (ptrdiff_t oh = 0; oh < OH; oh++)
+        for (ptrdiff_t ow = 0; ow < OW; ow++) {
+            double s = 0;
+            for (ptrdiff_t i = 0; i < FH; i++)
+                for (ptrdiff_t j = 0; j < FW; j++)
+                    s += get(&w, i * FW + j) *
+                         get(&xpad, (oh * SH + i * DH) * WP + ow * SW + j * DW);
+            put(&want, oh * OW + ow, s);
+        }
+    if (f64)
+        t->depthwise_forward_f64((const double *)data(&x.b), x.WQ, x.phase,
+                                 (const double *)data(&w), FH, FW, SH, SW, DH, DW,
+                                 (double *)data(&out), OH, OW);
+    else
+        t->depthwise_forward_f32((const float *)data(&x.b), x.WQ, x.phase,
+                                 (const float *)data(&w), FH, FW, SH, SW, DH, DW,
+                                 (float *)data(&out), OH, OW);
+    char ctx[200];
+    snprintf(ctx, sizeof ctx,
+             "%s depthwise_forward_f%d FH=%td FW=%td SH=%td SW=%td DH=%td DW=%td OH=%td "
+             "OW=%td extra=%td",
+             t->name, f64 ? 64 : 32, FH, FW, SH, SW, DH, DW, OH, OW, extra);
+    int ok = same("out", ctx, &out, &want);
+    ok &= same("plane (input changed)", ctx, &x.b, &x0);
+    ok &= same("w (input changed)", ctx, &w, &w0);
+    drop(&xpad), drop(&x.b), drop(&w), drop(&out), drop(&want), drop(&x0), drop(&w0);
+    return ok;
+}
+
+/* dw[i, j] += sum over (oh, ow) of dout[oh, ow] * xpad[oh*SH + i*DH, ow*SW + j*DW] */
+static int case_depthwise_weight_grad(const fastcnn_kernel_table *t, int f64, ptrdiff_t FH,
+                                      ptrdiff_t FW, ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t DH,
+                                      ptrdiff_t DW, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t extra)
+{
+    const size_t es = es_of(f64);
+    const ptrdiff_t HP = (OH - 1) * SH + (FH - 1) * DH + 1 + extra;
+    const ptrdiff_t WP = (OW - 1) * SW + (FW - 1) * DW + 1 + extra;
+    buf xpad = make(HP * WP, es, IN_GUARD), dout = make(OH * OW, es, IN_GUARD);
+    buf dw = make(FH * FW, es, OUT_SENTINEL);
+    fill_random(&xpad);
+    fill_random(&dout);
+    fill_random(&dw); /* accumulated into */
+    phased x = phase_split(&xpad, HP, WP, SW, extra);
+    buf want = clone(&dw), x0 = clone(&x.b), dout0 = clone(&dout);
+    for (ptrdiff_t i = 0; i < FH; i++)
+        for (ptrdiff_t j = 0; j < FW; j++) {
+            double s = 0;
+            for (ptrdiff_t oh = 0; oh < OH; oh++)
+                for (ptrdiff_t ow = 0; ow < OW; ow++)
+                    s += get(&dout, oh * OW + ow) *
+                         get(&xpad, (oh * SH + i * DH) * WP + ow * SW + j * DW);
+            put(&want, i * FW + j, get(&dw, i * FW + j) + s);
+        }
+    if (f64)
+        t->depthwise_weight_grad_f64((const double *)data(&x.b), x.WQ, x.phase,
+                                     (const double *)data(&dout), FH, FW, SH, SW, DH, DW, OH,
+                                     OW, (double *)data(&dw));
+    else
+        t->depthwise_weight_grad_f32((const float *)data(&x.b), x.WQ, x.phase,
+                                     (const float *)data(&dout), FH, FW, SH, SW, DH, DW, OH,
+                                     OW, (float *)data(&dw));
+    char ctx[200];
+    snprintf(ctx, sizeof ctx,
+             "%s depthwise_weight_grad_f%d FH=%td FW=%td SH=%td SW=%td DH=%td DW=%td OH=%td "
+             "OW=%td extra=%td",
+             t->name, f64 ? 64 : 32, FH, FW, SH, SW, DH, DW, OH, OW, extra);
+    int ok = same("dw", ctx, &dw, &want);
+    ok &= same("plane (input changed)", ctx, &x.b, &x0);
+    ok &= same("dout (input changed)", ctx, &dout, &dout0);
+    drop(&xpad), drop(&x.b), drop(&dout), drop(&dw), drop(&want), drop(&x0), drop(&dout0);
+    return ok;
+}
+
 /* ---------------------------------------------------------------- the grids */
 
 static ptrdiff_t round_up(ptrdiff_t n, ptrdiff_t m) { return (n + m - 1) / m * m; }
@@ -516,6 +625,46 @@ static void grid_col2im(const fastcnn_kernel_table *t, int f64)
                             count(COL2IM, case_col2im(t, f64, rnd(1, 3), H, W, FH, FW, SH, SW,
                                                       PH, PW));
                         }
+}
+
+/* Depthwise, forward and weight gradient: every kernel size 1-5 x 1-5, stride 1-3 x 1-3
+ * and dilation 1-2 x 1-2 (the column phases of every stride, taps in any phase); OW 1,
+ * VL - 1 (one value at a time), VL, VL + 1, 2VL - 1, 2VL, 3VL + 3 (overlapping last
+ * blocks) drawn, OH 1-17 (the forward's 8-, 4- and 1-row tiles and their remainders)
+ * drawn; the tap passes of the weight gradient (9 taps each) with every remainder; the
+ * plane's unused last rows, columns and phase cells (0-2) drawn. */
+static void grid_depthwise(const fastcnn_kernel_table *t, int f64)
+{
+    const ptrdiff_t VL = vl_of(t, f64);
+    const ptrdiff_t ows[] = {1, VL - 1, VL, VL + 1, 2 * VL - 1, 2 * VL, 3 * VL + 3};
+    static const ptrdiff_t ohs[] = {1, 3, 4, 5, 8, 13, 17};
+    const int n_ows = (int)(sizeof ows / sizeof ows[0]), n_ohs = (int)(sizeof ohs / sizeof ohs[0]);
+    for (ptrdiff_t FH = 1; FH <= 5; FH++)
+        for (ptrdiff_t FW = 1; FW <= 5; FW++)
+            for (ptrdiff_t SH = 1; SH <= 3; SH++)
+                for (ptrdiff_t SW = 1; SW <= 3; SW++)
+                    for (ptrdiff_t DH = 1; DH <= 2; DH++)
+                        for (ptrdiff_t DW = 1; DW <= 2; DW++) {
+                            const ptrdiff_t OW = ows[rnd(0, n_ows - 1)];
+                            const ptrdiff_t OH = ohs[rnd(0, n_ohs - 1)];
+                            if (OW < 1) continue;
+                            count(DEPTHWISE_FORWARD,
+                                  case_depthwise_forward(t, f64, FH, FW, SH, SW, DH, DW, OH,
+                                                         OW, rnd(0, 2)));
+                            count(DEPTHWISE_WEIGHT_GRAD,
+                                  case_depthwise_weight_grad(t, f64, FH, FW, SH, SW, DH, DW,
+                                                             OH, OW, rnd(0, 2)));
+                        }
+    /* every row tile and remainder and every row width, on a 3x3 kernel at strides 1, 2 */
+    for (ptrdiff_t S = 1; S <= 2; S++)
+        for (ptrdiff_t OH = 1; OH <= 17; OH++)
+            for (int b = 0; b < n_ows; b++) {
+                if (ows[b] < 1) continue;
+                count(DEPTHWISE_FORWARD,
+                      case_depthwise_forward(t, f64, 3, 3, S, S, 1, 1, OH, ows[b], 0));
+                count(DEPTHWISE_WEIGHT_GRAD,
+                      case_depthwise_weight_grad(t, f64, 3, 3, S, S, 1, 1, OH, ows[b], 0));
+            }
 }
 
 /* transpose_padded: rows (filters) 1-20 and past 4 vectors, cols (pixels) around the
@@ -660,12 +809,13 @@ int main(int argc, char **argv)
             grid_filter(t, f64);
             grid_col2im(t, f64);
             grid_transpose(t, f64);
+            grid_depthwise(t, f64);
             if (verbose)
                 for (int k = 0; k < N_KERNELS; k++)
                     printf("  %s %s_f%d: %ld cases\n", t->name, kernel_names[k], f64 ? 64 : 32,
                            passed[k] + failed[k] - before[k]);
         }
-        char detail[400] = "";
+        char detail[600] = "";
         size_t used = 0;
         for (int k = 0; k < N_KERNELS; k++) {
             p += passed[k];
