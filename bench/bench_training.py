@@ -19,6 +19,7 @@ The models:
   --cifar-infer-batch (256); fastcnn and PyTorch only (the book's code is LeNet-5's).
 - ``resnet20``: fastcnn.models.ResNet20 (He et al.'s CIFAR ResNet, BatchNorm in training
   mode) on 3x32x32 input, steps at --cifar-batches; PyTorch's twin is tests/torch_twins.py.
+- ``mobilenet``: fastcnn.models.MobileNetCIFAR (depthwise-separable blocks), likewise.
 
 Each row records ``fused_stages`` (Conv2d -> ReLU -> MaxPool2d runs fastcnn fused) and
 ``twin_max_abs_diff``, the largest difference between fastcnn's and PyTorch's logits on the
@@ -60,9 +61,14 @@ CIFAR_LAYERS = (
     ("flatten", "Flatten", (), {}),
     ("fc", "Linear", (128 * 4 * 4, 10), {}),
 )
-INPUT_SHAPES = {"lenet5": (1, 28, 28), "cifar": (3, 32, 32), "resnet20": (3, 32, 32)}
+INPUT_SHAPES = {
+    "lenet5": (1, 28, 28),
+    "cifar": (3, 32, 32),
+    "resnet20": (3, 32, 32),
+    "mobilenet": (3, 32, 32),
+}
 # fastcnn's models on 3x32x32 input that have a torch twin in tests/torch_twins.py
-NETS_32 = ("resnet20",)
+NETS_32 = ("resnet20", "mobilenet")
 
 
 def cifar_net(nn, rng=None):
@@ -102,6 +108,18 @@ def fastcnn_resnet20(seed):
 
 def torch_resnet20(torch, state_dict):
     model = torch_twins.torch_resnet20(torch)
+    step, forward = _torch_train_fns(torch, model, state_dict)
+    return step, in_eval_mode(model, forward)
+
+
+def fastcnn_mobilenet(seed):
+    model = fastcnn.models.MobileNetCIFAR(rng=np.random.default_rng(seed))
+    step, forward = _fastcnn_train_fns(model)
+    return model, step, in_eval_mode(model, forward)
+
+
+def torch_mobilenet(torch, state_dict):
+    model = torch_twins.torch_mobilenet_cifar(torch)
     step, forward = _torch_train_fns(torch, model, state_dict)
     return step, in_eval_mode(model, forward)
 
@@ -296,6 +314,7 @@ BUILDERS = {
     "lenet5": (fastcnn_lenet, torch_lenet),
     "cifar": (fastcnn_cifar, torch_cifar),
     "resnet20": (fastcnn_resnet20, torch_resnet20),
+    "mobilenet": (fastcnn_mobilenet, torch_mobilenet),
 }
 
 

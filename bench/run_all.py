@@ -190,7 +190,12 @@ def kernel_table(result):
     return lines
 
 
-MODEL_NAMES = {"lenet5": "LeNet-5", "cifar": "CIFAR-style", "resnet20": "ResNet-20"}
+MODEL_NAMES = {
+    "lenet5": "LeNet-5",
+    "cifar": "CIFAR-style",
+    "resnet20": "ResNet-20",
+    "mobilenet": "MobileNetCIFAR",
+}
 
 
 def training_table(result):

@@ -31,7 +31,7 @@ from fastcnn.data.image_files import load_images
 
 __all__ = ["UsageError", "main"]
 
-MODELS = ("lenet5", "improved-lenet5", "simple", "resnet20")
+MODELS = ("lenet5", "improved-lenet5", "simple", "resnet20", "mobilenet")
 DATASETS = {"mnist": data.MNIST, "cifar10": data.CIFAR10}  # what --data DIR can hold
 # The (mean, std) a dataset is normalised with, per channel, when it has usual constants
 # (torchvision's, for CIFAR-10); any other is normalised with its training pixels' statistics
@@ -298,6 +298,8 @@ def build_model(config: dict[str, Any], rng: np.random.Generator | None = None) 
             return models.ImprovedLeNet5(channels, classes, input_size=size, rng=rng)
         if name == "resnet20":
             return models.ResNet20(classes, channels, rng=rng)
+        if name == "mobilenet":
+            return models.MobileNetCIFAR(classes, channels, rng=rng)
         return models.SimpleConvNet((channels, size, size), output_size=classes, rng=rng)
 
 

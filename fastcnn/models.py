@@ -23,7 +23,15 @@ from numpy.typing import ArrayLike, NDArray
 from fastcnn import functional, nn
 from fastcnn._validation import generator, integer, positive_int, real
 
-__all__ = ["BasicBlock", "ImprovedLeNet5", "LeNet5", "ResNet20", "SimpleConvNet"]
+__all__ = [
+    "BasicBlock",
+    "ImprovedLeNet5",
+    "LeNet5",
+    "MobileNetCIFAR",
+    "ResNet20",
+    "SimpleConvNet",
+    "depthwise_separable",
+]
 
 # What every model takes as rng: a Generator, an int seed, or None (fresh entropy).
 RngT = np.random.Generator | int | None
@@ -306,6 +314,67 @@ class ResNet20(nn.Sequential):
         for module in self.modules():  # torchvision's initialisation of ResNet
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu", rng=rng)
+
+
+def depthwise_separable(
+    in_channels: int, out_channels: int, stride: int = 1, *, rng: RngT = None
+) -> nn.Sequential:
+    """MobileNet's block (Howard et al., 2017): a depthwise 3x3 convolution (one filter per
+    channel, ``groups=in_channels``; ``stride``) -> BatchNorm -> ReLU, then a pointwise 1x1
+    convolution to ``out_channels`` -> BatchNorm -> ReLU. Its keys: ``0`` (depthwise
+    weight), ``1``, ``3`` (pointwise), ``4``."""
+    rng = generator(rng, "depthwise_separable")
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, 3, stride, 1, groups=in_channels, bias=False, rng=rng),
+        nn.BatchNorm2d(in_channels),
+        nn.ReLU(),
+        nn.Conv2d(in_channels, out_channels, 1, bias=False, rng=rng),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+# (out_channels, stride) of MobileNetCIFAR's blocks: 32x32 -> 16 -> 8 -> 4
+_MOBILENET_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2))
+
+
+class MobileNetCIFAR(nn.Sequential):
+    """A small MobileNet (Howard et al., 2017) for 32x32 images: a 3x3 stem of 32 filters
+    (BatchNorm, ReLU), six ``depthwise_separable`` blocks (64, 128, 128, 256, 256 and 512
+    channels; stride 2 at the second, fourth and sixth: 32 -> 4 pixels), global average
+    pooling, and ``fc`` to the classes: 274,250 parameters. Keys ``conv1``, ``bn1``,
+    ``layers.0.0.weight``, ..., ``fc``.
+
+    Parameters
+    ----------
+    num_classes : int, default 10
+    in_channels : int, default 3
+    rng : np.random.Generator or int, optional
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, *, rng: RngT = None) -> None:
+        num_classes, in_channels = _sizes(
+            "MobileNetCIFAR", num_classes=num_classes, in_channels=in_channels
+        )
+        rng = generator(rng, "MobileNetCIFAR")
+        blocks = []
+        channels = 32
+        for out_channels, stride in _MOBILENET_BLOCKS:
+            blocks.append(depthwise_separable(channels, out_channels, stride, rng=rng))
+            channels = out_channels
+        super().__init__(
+            OrderedDict(
+                [
+                    ("conv1", nn.Conv2d(in_channels, 32, 3, padding=1, bias=False, rng=rng)),
+                    ("bn1", nn.BatchNorm2d(32)),
+                    ("relu", nn.ReLU()),
+                    ("layers", nn.Sequential(*blocks)),
+                    ("avgpool", nn.AdaptiveAvgPool2d((1, 1))),
+                    ("flatten", nn.Flatten()),
+                    ("fc", nn.Linear(channels, num_classes, rng=rng)),
+                ]
+            )
+        )
 
 
 def _sizes(owner, **sizes):

@@ -136,7 +136,7 @@ def test_cifar10_training_and_eval(tmp_path):
     assert final_line in evaluated.stdout
     result = run_cli("eval", tmp_path / "out" / "checkpoint.npz", "--threads", "1")
     assert_one_line_error(result, r"a model of 3x32x32 images, but the --data images are 1x28x28")
-    for model in ("improved-lenet5", "resnet20"):  # both take 3x32x32 images too
+    for model in ("improved-lenet5", "resnet20", "mobilenet"):  # all take 3x32x32 images
         out = tmp_path / model
         result = run_cli(
             "train", *data_args, "--model", model, "--limit", "20", "--epochs", "1",

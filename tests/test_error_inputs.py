@@ -472,6 +472,8 @@ ELSEWHERE = {
     "Residual": "test_resnet.py",
     "BasicBlock": "test_resnet.py",
     "ResNet20": "test_resnet.py",
+    "MobileNetCIFAR": "test_resnet.py",
+    "depthwise_separable": "test_resnet.py",
     "threads": "test_threads.py",
     "gradcheck": "test_gradcheck.py",
     "save": "test_io.py",

@@ -122,6 +122,7 @@ MODELS = {
     ),
     "every-layer": (every_layer_model, (3, 12, 12)),
     "resnet20": (lambda: models.ResNet20(rng=0), (3, 16, 16)),
+    "mobilenet": (lambda: models.MobileNetCIFAR(rng=0), (3, 32, 32)),
     "residual": (
         lambda: nn.Sequential(
             nn.Residual(nn.Sequential(nn.Linear(6, 6, rng=0), nn.Tanh())),

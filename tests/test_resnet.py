@@ -1,9 +1,10 @@
-"""Residual networks: nn.Residual, models.BasicBlock and models.ResNet20 (its torchvision
-names, gradients, torch parity in train and eval mode), and ImprovedLeNet5's input_size."""
+"""The models past LeNet-5: nn.Residual, models.BasicBlock and models.ResNet20 (its
+torchvision names, gradients, torch parity in train and eval mode), the depthwise-separable
+MobileNetCIFAR, and ImprovedLeNet5's input_size."""
 
 import numpy as np
 import pytest
-from torch_twins import torch_resnet20
+from torch_twins import torch_mobilenet_cifar, torch_resnet20
 
 import fastcnn
 from fastcnn import models, nn
@@ -60,17 +61,25 @@ def test_resnet20_has_torchvisions_names_and_size():
     assert sum(p.data.size for p in model.parameters()) == 272_474
 
 
+TWINS = {
+    "resnet20": (lambda: models.ResNet20(rng=3), torch_resnet20),
+    "mobilenet": (lambda: models.MobileNetCIFAR(rng=3), torch_mobilenet_cifar),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
 @pytest.mark.parametrize("training", [True, False])
-def test_resnet20_matches_torch(training):
+def test_models_match_torch(name, training):
     torch = pytest.importorskip("torch")
-    model = models.ResNet20(rng=3)
+    make, make_twin = TWINS[name]
+    model = make()
     rng = np.random.default_rng(4)
     for name, buffer in model.named_buffers():
         if name.endswith("running_mean"):
             buffer[...] = rng.normal(0, 0.1, buffer.shape)
         elif name.endswith("running_var"):
             buffer[...] = rng.uniform(0.5, 1.5, buffer.shape)
-    twin = torch_resnet20(torch)
+    twin = make_twin(torch)
     twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
     model.train(training)
     twin.train(training)
@@ -133,3 +142,19 @@ def test_improved_lenet5_input_size(size, features):
 def test_improved_lenet5_refuses_small_input_size():
     with pytest.raises(ValueError, match="input_size must be at least 8"):
         models.ImprovedLeNet5(input_size=7)
+
+
+def test_mobilenet_blocks_and_size():
+    model = models.MobileNetCIFAR(rng=0)
+    assert sum(p.data.size for p in model.parameters()) == 274_250
+    depthwise = model.layers[0][0]
+    assert (depthwise.groups, depthwise.weight.shape) == (32, (32, 1, 3, 3))
+    assert "layers.5.3.weight" in model.state_dict()  # the last pointwise convolution
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    assert model(x).shape == (2, 10)
+    block = models.depthwise_separable(4, 6, stride=2, rng=0).to(np.float64)
+    assert fastcnn.gradcheck(block, np.random.default_rng(2).standard_normal((2, 4, 6, 6)))
+    with pytest.raises(ValueError, match="MobileNetCIFAR: num_classes"):
+        models.MobileNetCIFAR(num_classes=0)
+    with pytest.raises(TypeError, match="depthwise_separable: rng"):
+        models.depthwise_separable(4, 6, rng="seed")

@@ -49,3 +49,36 @@ def torch_resnet20(torch, num_classes=10, in_channels=3):
             return self.fc(torch.flatten(self.avgpool(x), 1))
 
     return Net()
+
+
+def torch_mobilenet_cifar(torch, num_classes=10, in_channels=3):
+    """fastcnn.models.MobileNetCIFAR in PyTorch, with its keys."""
+    from collections import OrderedDict
+
+    tnn = torch.nn
+
+    def block(c_in, c_out, stride):
+        return tnn.Sequential(
+            tnn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in, bias=False),
+            tnn.BatchNorm2d(c_in),
+            tnn.ReLU(),
+            tnn.Conv2d(c_in, c_out, 1, bias=False),
+            tnn.BatchNorm2d(c_out),
+            tnn.ReLU(),
+        )
+
+    blocks, channels = [], 32
+    for c_out, stride in ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)):
+        blocks.append(block(channels, c_out, stride))
+        channels = c_out
+    return tnn.Sequential(
+        OrderedDict(
+            conv1=tnn.Conv2d(in_channels, 32, 3, 1, 1, bias=False),
+            bn1=tnn.BatchNorm2d(32),
+            relu=tnn.ReLU(),
+            layers=tnn.Sequential(*blocks),
+            avgpool=tnn.AdaptiveAvgPool2d((1, 1)),
+            flatten=tnn.Flatten(),
+            fc=tnn.Linear(channels, num_classes),
+        )
+    )
