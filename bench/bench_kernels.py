@@ -37,13 +37,20 @@ CONV_CASES = {
     "cifar-conv2": ((64, 32, 16, 16), 64, 3, 1),
     "cifar-conv3": ((64, 64, 8, 8), 128, 3, 1),
 }
+# depthwise 3x3 convolutions (groups = channels), the networks issue's case and its
+# strided twin: (input shape, filters, kernel, padding, stride); no NumPy-book run (it has
+# no groups)
+DEPTHWISE_CASES = {
+    "depthwise-64": ((32, 64, 32, 32), 64, 3, 1, 1),
+    "depthwise-64-s2": ((32, 64, 32, 32), 64, 3, 1, 2),
+}
 POOL_CASES = {"lenet-pool1": (256, 6, 28, 28), "lenet-pool2": (256, 16, 10, 10)}
 
 
-def conv_flops(x_shape, k, f, pad):
+def conv_flops(x_shape, k, f, pad, stride=1, groups=1):
     n, c, h, w = x_shape
-    oh, ow = h + 2 * pad - f + 1, w + 2 * pad - f + 1
-    return 2.0 * n * k * c * f * f * oh * ow
+    oh, ow = (h + 2 * pad - f) // stride + 1, (w + 2 * pad - f) // stride + 1
+    return 2.0 * n * k * (c // groups) * f * f * oh * ow
 
 
 def time_rounds(impls, rounds, min_seconds=0.1, settle_seconds=0.2):
@@ -74,20 +81,21 @@ def time_rounds(impls, rounds, min_seconds=0.1, settle_seconds=0.2):
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def conv_impls(x, w, b, pad, torch, with_book):
+def conv_impls(x, w, b, pad, torch, with_book, stride=1, groups=1):
     """forward, forward+backward, forward+backward without dx for each implementation."""
     impls = {}
-    out = F.conv2d(x, w, b, 1, pad)
+    conv = {"stride": stride, "padding": pad, "groups": groups}
+    out = F.conv2d(x, w, b, **conv)
     g = np.ones_like(out)
 
     def fc_fb(need_dx):
         def run():
-            F.conv2d(x, w, b, 1, pad)
-            F.conv2d_backward(g, x, w, 1, pad, input_grad=need_dx)
+            F.conv2d(x, w, b, **conv)
+            F.conv2d_backward(g, x, w, **conv, input_grad=need_dx)
 
         return run
 
-    impls["fastcnn fwd"] = lambda: F.conv2d(x, w, b, 1, pad)
+    impls["fastcnn fwd"] = lambda: F.conv2d(x, w, b, **conv)
     impls["fastcnn fwd+bwd"] = fc_fb(True)
     impls["fastcnn fwd+bwd no-dx"] = fc_fb(False)
     if torch is not None:
@@ -98,14 +106,14 @@ def conv_impls(x, w, b, pad, torch, with_book):
         def t_fb(need_dx):
             def run():
                 tx = torch.from_numpy(x).requires_grad_(need_dx)
-                torch.nn.functional.conv2d(tx, tw, tb, padding=pad).backward(tg)
+                torch.nn.functional.conv2d(tx, tw, tb, **conv).backward(tg)
                 tw.grad = tb.grad = None
 
             return run
 
         def t_fwd():
             with torch.no_grad():
-                torch.nn.functional.conv2d(torch.from_numpy(x), tw, tb, padding=pad)
+                torch.nn.functional.conv2d(torch.from_numpy(x), tw, tb, **conv)
 
         impls["torch fwd"] = t_fwd
         impls["torch fwd+bwd"] = t_fb(True)
@@ -184,11 +192,11 @@ def ratio_rows(case, times, flops=None):
 
 
 def run(args, torch):
-    unknown = set(args.only or ()) - set(CONV_CASES) - set(POOL_CASES)
+    unknown = set(args.only or ()) - set(CONV_CASES) - set(DEPTHWISE_CASES) - set(POOL_CASES)
     if unknown:
         raise SystemExit(
             f"unknown case(s) {sorted(unknown)}: the cases are "
-            f"{', '.join([*CONV_CASES, *POOL_CASES])}"
+            f"{', '.join([*CONV_CASES, *DEPTHWISE_CASES, *POOL_CASES])}"
         )
     rng = np.random.default_rng(0)
     rows, printed = [], 0
@@ -207,6 +215,16 @@ def run(args, torch):
         if case.startswith("lenet"):
             times = time_rounds(unfold_impls(x, f, pad, not args.no_book), args.rounds)
             rows += ratio_rows(case, times)
+        printed = print_rows(rows, printed)
+    for case, (shape, k, f, pad, stride) in DEPTHWISE_CASES.items():
+        if args.only and case not in args.only:
+            continue
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = (rng.standard_normal((k, 1, f, f)) * 0.1).astype(np.float32)
+        b = rng.standard_normal(k).astype(np.float32)
+        impls = conv_impls(x, w, b, pad, torch, False, stride=stride, groups=shape[1])
+        times = time_rounds(impls, args.rounds)
+        rows += ratio_rows(case, times, conv_flops(shape, k, f, pad, stride, shape[1]))
         printed = print_rows(rows, printed)
     for case, shape in POOL_CASES.items():
         if args.only and case not in args.only:
