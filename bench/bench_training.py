@@ -93,41 +93,28 @@ def in_eval_mode(model, forward):
     return infer
 
 
-def fastcnn_cifar(seed):
-    """The CIFAR-style net in fastcnn, with its training step and eval-mode inference."""
-    model = cifar_net(fastcnn.nn, rng=np.random.default_rng(seed))
-    step, forward = _fastcnn_train_fns(model)
-    return model, step, in_eval_mode(model, forward)
+def fastcnn_builder(make):
+    """build(seed) -> (model, training step, eval-mode inference) of the fastcnn model
+    ``make(rng)``."""
+
+    def build(seed):
+        model = make(np.random.default_rng(seed))
+        step, forward = _fastcnn_train_fns(model)
+        return model, step, in_eval_mode(model, forward)
+
+    return build
 
 
-def fastcnn_resnet20(seed):
-    model = fastcnn.models.ResNet20(rng=np.random.default_rng(seed))
-    step, forward = _fastcnn_train_fns(model)
-    return model, step, in_eval_mode(model, forward)
+def torch_builder(make):
+    """build(torch, state_dict) -> (training step, eval-mode inference) of the PyTorch twin
+    ``make(torch)`` with fastcnn's weights."""
 
+    def build(torch, state_dict):
+        model = make(torch)
+        step, forward = _torch_train_fns(torch, model, state_dict)
+        return step, in_eval_mode(model, forward)
 
-def torch_resnet20(torch, state_dict):
-    model = torch_twins.torch_resnet20(torch)
-    step, forward = _torch_train_fns(torch, model, state_dict)
-    return step, in_eval_mode(model, forward)
-
-
-def fastcnn_mobilenet(seed):
-    model = fastcnn.models.MobileNetCIFAR(rng=np.random.default_rng(seed))
-    step, forward = _fastcnn_train_fns(model)
-    return model, step, in_eval_mode(model, forward)
-
-
-def torch_mobilenet(torch, state_dict):
-    model = torch_twins.torch_mobilenet_cifar(torch)
-    step, forward = _torch_train_fns(torch, model, state_dict)
-    return step, in_eval_mode(model, forward)
-
-
-def fastcnn_lenet(seed):
-    model = fastcnn.models.LeNet5(rng=np.random.default_rng(seed))
-    step, forward = _fastcnn_train_fns(model)
-    return model, step, in_eval_mode(model, forward)
+    return build
 
 
 def _fastcnn_train_fns(model):
@@ -145,20 +132,6 @@ def _fastcnn_train_fns(model):
         return model(x)
 
     return step, infer
-
-
-def torch_cifar(torch, state_dict):
-    """The CIFAR-style net's PyTorch twin with fastcnn's weights; inference in eval mode."""
-    model = cifar_net(torch.nn)
-    step, forward = _torch_train_fns(torch, model, state_dict)
-    return step, in_eval_mode(model, forward)
-
-
-def torch_lenet(torch, state_dict):
-    """LeNet-5's PyTorch twin with fastcnn's weights; inference in eval mode."""
-    model = torch_lenet_net(torch.nn)
-    step, forward = _torch_train_fns(torch, model, state_dict)
-    return step, in_eval_mode(model, forward)
 
 
 def torch_lenet_net(nn):
@@ -311,10 +284,22 @@ def run(args, torch):
 
 
 BUILDERS = {
-    "lenet5": (fastcnn_lenet, torch_lenet),
-    "cifar": (fastcnn_cifar, torch_cifar),
-    "resnet20": (fastcnn_resnet20, torch_resnet20),
-    "mobilenet": (fastcnn_mobilenet, torch_mobilenet),
+    "lenet5": (
+        fastcnn_builder(lambda rng: fastcnn.models.LeNet5(rng=rng)),
+        torch_builder(lambda torch: torch_lenet_net(torch.nn)),
+    ),
+    "cifar": (
+        fastcnn_builder(lambda rng: cifar_net(fastcnn.nn, rng=rng)),
+        torch_builder(lambda torch: cifar_net(torch.nn)),
+    ),
+    "resnet20": (
+        fastcnn_builder(lambda rng: fastcnn.models.ResNet20(rng=rng)),
+        torch_builder(torch_twins.torch_resnet20),
+    ),
+    "mobilenet": (
+        fastcnn_builder(lambda rng: fastcnn.models.MobileNetCIFAR(rng=rng)),
+        torch_builder(torch_twins.torch_mobilenet_cifar),
+    ),
 }
 
 
