@@ -410,7 +410,10 @@ class _Compiled:
         n_threads = get_num_threads()
         key = (n, n_threads)
         spares = self._buffers.get(key)
-        buffers = spares.pop() if spares else self._new_buffers(n, n_threads)
+        try:  # (pop, not a test then pop: another Python thread may take the last set)
+            buffers = spares.pop() if spares is not None else self._new_buffers(n, n_threads)
+        except IndexError:
+            buffers = self._new_buffers(n, n_threads)
         out = np.empty((n, *self.out_shape), dtype=self.dtype)
         batch = np.ascontiguousarray(x).reshape(n, -1)
         activations, workspace, indices = buffers
