@@ -125,7 +125,8 @@ def max_pool2d(
     """(out, int64 indices), both (N, C, *out_hw), of max pooling the (N, C, H, W) x."""
     out = np.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
     indices = np.empty(out.shape, dtype=np.int64)
-    run_kernel(_pool.max_pool2d_forward, x, *kernel, *stride, *padding, out, indices)
+    if out.size:  # (the kernel reads a first element of every array)
+        run_kernel(_pool.max_pool2d_forward, x, *kernel, *stride, *padding, out, indices)
     return out, indices
 
 
@@ -133,6 +134,8 @@ def max_pool2d_backward(
     grad_out: NDArray, indices: NDArray, input_shape: tuple[int, ...]
 ) -> NDArray:
     """The input gradient of max pooling; ``indices`` in [0, H*W) of ``input_shape``."""
+    if grad_out.size == 0:  # no output (an adaptive pool to 0 pixels): the kernel reads one
+        return np.zeros(input_shape, dtype=grad_out.dtype)
     grad_x = np.empty(input_shape, dtype=grad_out.dtype)
     run_kernel(_pool.max_pool2d_backward, grad_out, indices, grad_x)
     return grad_x
@@ -143,7 +146,8 @@ def avg_pool2d(
 ) -> NDArray:
     """(N, C, *out_hw) average pooling of the (N, C, H, W) x."""
     out = np.empty((*x.shape[:2], *out_hw), dtype=x.dtype)
-    run_kernel(_pool.avg_pool2d_forward, x, *kernel, *stride, *padding, include_pad, out)
+    if out.size:  # (the kernel reads a first element of every array)
+        run_kernel(_pool.avg_pool2d_forward, x, *kernel, *stride, *padding, include_pad, out)
     return out
 
 
@@ -156,6 +160,8 @@ def avg_pool2d_backward(
     include_pad: bool,
 ) -> NDArray:
     """The input gradient of average pooling, grad_out of avg_pool2d's output shape."""
+    if grad_out.size == 0:  # nothing pooled: no gradient (and the kernel reads one)
+        return np.zeros(input_shape, dtype=grad_out.dtype)
     grad_x = np.empty(input_shape, dtype=grad_out.dtype)
     run_kernel(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding, include_pad, grad_x)
     return grad_x
