@@ -12,10 +12,14 @@ STEP_CODES: dict[str, int]
 
 class Network:
     def __init__(
-        self, steps: list[dict[str, Any]], sources: list[tuple[NDArray[Any], NDArray[Any]]]
+        self,
+        steps: list[dict[str, Any]],
+        sources: list[tuple[NDArray[Any], NDArray[Any]]],
+        found: list[tuple[Any, str, bool, Any]],
     ) -> None: ...
-    def sources_unchanged(self) -> bool: ...
+    def current(self) -> bool: ...
 
+def any_training(modules: tuple[Any, ...]) -> bool: ...
 def select_kernel_isa(max_level: int) -> tuple[str, int, int, int, int, int]: ...
 def run_network(
     net: Network,

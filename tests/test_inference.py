@@ -400,3 +400,26 @@ def test_a_layer_backward_after_a_compiled_forward_is_refused():
     model(x)
     with pytest.raises(RuntimeError, match="compiled inference pass"):
         model.fc1.backward(np.zeros((2, 120), np.float32))
+
+
+@pytest.mark.parametrize("between", ["layer call", "replay", "train-mode pass", "no_grad call"])
+def test_a_layer_is_refused_again_whatever_ran_between_two_compiled_calls(between):
+    """The compiled pass marks its layers only when some module's cache changed since it
+    last marked them (Module.cache_token): each way a layer's cache can change between two
+    eval calls must leave the layer refused after the second."""
+    model = models.LeNet5(rng=0).eval()
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    model(x)
+    if between == "layer call":
+        model.fc1(np.zeros((2, 400), np.float32))  # fc1 now holds a cache of its own
+    elif between == "replay":
+        model.backward(np.ones((2, 10), np.float32))  # runs the layers again
+    elif between == "train-mode pass":
+        model.train()(x)
+        model.eval()
+    else:
+        with fastcnn.no_grad():
+            model.fc1(np.zeros((2, 400), np.float32))
+    model(x)
+    with pytest.raises(RuntimeError, match="compiled inference pass"):
+        model.fc1.backward(np.zeros((2, 120), np.float32))

@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike, NDArray
 from fastcnn import _conv_plan, _isa, _network, _ops
 from fastcnn._blas import single_threaded_blas
 from fastcnn._threads import get_num_threads
+from fastcnn.nn import module as _module
 from fastcnn.nn.activation import ReLU
 from fastcnn.nn.batchnorm import BatchNorm1d, BatchNorm2d
 from fastcnn.nn.conv import Conv2d
@@ -102,10 +103,11 @@ class _Run:
         self.modules = tuple(modules)
         # (per-image shape, dtype, ISA copy, its method limits) -> the parts for it
         self._plans: dict[tuple, list[Callable[[Any], Any]]] = {}
+        self._marked_at: object = None  # module.cache_token when the modules were marked
 
     def __call__(self, input: ArrayLike) -> Any:
         x = np.asarray(input)
-        if x.ndim == 0 or x.shape[0] == 0 or any(m.training for m in self.modules):
+        if x.ndim == 0 or x.shape[0] == 0 or _network.any_training(self.modules):
             return self._layer_by_layer(x)
         isa = _isa.active()
         key = (x.shape[1:], x.dtype, isa, _conv_plan.METHOD_LIMITS[isa])
@@ -114,9 +116,17 @@ class _Run:
             parts = self._build(x, key)
         for part in parts:
             x = part(x)
-        for module in self.modules:
-            module._backward_unavailable(_COMPILED_FORWARD)
+        self._mark_modules()
         return x
+
+    def _mark_modules(self) -> None:
+        """Make the modules' backward say that this pass kept no cache, unless they still
+        say so: no module's cache changed since they were marked (``module.cache_token``)."""
+        token = _module.cache_token
+        if token is not self._marked_at:
+            for module in self.modules:
+                module._backward_unavailable(_COMPILED_FORWARD, quiet=True)
+            self._marked_at = token  # the token from before: any change meanwhile shows
 
     def _layer_by_layer(self, x: Any) -> Any:
         for module in self.modules:
@@ -388,7 +398,8 @@ class _Compiled:
         self.sources = [source for step in steps for source in step.sources]
         # the bits of the derived sources as they were when compiled, compared in C
         kept = [(s.array, s.array.copy()) for s in self.sources if s.derived]
-        self.network = _network.Network([step.spec for step in steps], kept)
+        found = [(s.table, s.name, s.parameter, s.array) for s in self.sources]
+        self.network = _network.Network([step.spec for step in steps], kept, found)
         self.n_steps = len(steps)
         self.largest_output = max([step.spec["out_size"] for step in steps[:-1]], default=1)
         self.workspace_row = max(max(step.workspace for step in steps), 1)
@@ -400,10 +411,7 @@ class _Compiled:
     def current(self) -> bool:
         """True if every array the network reads is the same object, with the same bits
         where the network derived values from it."""
-        return (
-            all(source.now() is source.array for source in self.sources)
-            and self.network.sources_unchanged()
-        )
+        return self.network.current()
 
     def __call__(self, x: NDArray[Any]) -> NDArray[Any]:
         n = x.shape[0]
