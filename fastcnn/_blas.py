@@ -16,8 +16,8 @@ from typing import Any
 _lock = threading.Lock()
 _active = 0  # kernels running now, across Python threads
 # Controllers are threadpoolctl's LibController objects: Any, as threadpoolctl has no types.
-# (controller, threads it had) to restore when the last kernel ends
-_saved: list[tuple[Any, int]] = []
+# (a controller's thread-count setter, the count it had) to restore when the last kernel ends
+_saved: list[tuple[Callable[[int], object], int]] = []
 _controllers: list[Any] | None = None
 
 
@@ -42,12 +42,27 @@ def kernel_blas_controllers() -> list[Any]:
     return _controllers
 
 
-# OpenBLAS's process-wide setter under each name a build may export it by.
-_OPENBLAS_SETTERS = tuple(
-    f"{prefix}openblas_set_num_threads{suffix}"
-    for prefix in ("", "scipy_")
-    for suffix in ("", "64_", "_64")
-)
+# OpenBLAS's process-wide setter and getter under each name a build may export them by.
+def _openblas_names(what: str) -> tuple[str, ...]:
+    return tuple(
+        f"{prefix}openblas_{what}_num_threads{suffix}"
+        for prefix in ("", "scipy_")
+        for suffix in ("", "64_", "_64")
+    )
+
+
+def _openblas_function(controller: Any, what: str) -> Callable[..., Any] | None:
+    """OpenBLAS's own ``what`` ("set", "get") of its pthreads pool's size, or None (not
+    an OpenBLAS with its own pool)."""
+    if (
+        controller.internal_api == "openblas"
+        and getattr(controller, "threading_layer", None) != "openmp"
+    ):
+        for name in _openblas_names(what):
+            function = getattr(controller.dynlib, name, None)
+            if function is not None:
+                return function
+    return None
 
 
 def _thread_setter(controller: Any) -> Callable[[int], object]:
@@ -59,28 +74,29 @@ def _thread_setter(controller: Any) -> Callable[[int], object]:
     every other thread silently does nothing. Kernels run from a second Python thread then
     called a 2-thread BLAS, whose sgemm splits a product between its threads and rounds
     differently (1 ulp on an AVX2 CPU): other bits than the same call on the main thread.
-    The counter in single_threaded_blas already coordinates the Python threads. Looked up
-    once per library (a ctypes lookup per kernel call cost 40 us of a LeNet-5 step).
+    The counter in single_threaded_blas already coordinates the Python threads.
     """
-    if (
-        controller.internal_api == "openblas"
-        and getattr(controller, "threading_layer", None) != "openmp"
-    ):
-        for name in _OPENBLAS_SETTERS:
-            setter = getattr(controller.dynlib, name, None)
-            if setter is not None:
-                return setter
-    return controller.set_num_threads
+    return _openblas_function(controller, "set") or controller.set_num_threads
 
 
-_setters: dict[int, Callable[[int], object]] = {}  # id(controller) -> its _thread_setter
+def _thread_getter(controller: Any) -> Callable[[], int]:
+    """A function returning the library's thread count: OpenBLAS's own where it has one
+    (threadpoolctl's num_threads property took 1 us, a third of a hold)."""
+    return _openblas_function(controller, "get") or (lambda: controller.num_threads)
 
 
-def _set_num_threads(controller: Any, count: int) -> None:
-    setter = _setters.get(id(controller))
-    if setter is None:
-        setter = _setters[id(controller)] = _thread_setter(controller)
-    setter(count)
+# (getter, setter) of each controller's thread count, looked up once (a ctypes lookup per
+# kernel call cost 40 us of a LeNet-5 step)
+_count_functions: list[tuple[Callable[[], int], Callable[[int], object]]] | None = None
+
+
+def _thread_count_functions() -> list[tuple[Callable[[], int], Callable[[int], object]]]:
+    global _count_functions
+    if _count_functions is None:
+        _count_functions = [
+            (_thread_getter(c), _thread_setter(c)) for c in kernel_blas_controllers()
+        ]
+    return _count_functions
 
 
 def blas_info() -> list[dict[str, Any]]:
@@ -98,10 +114,10 @@ class _SingleThreadedBlas:
         global _active, _saved
         with _lock:
             if _active == 0:
-                _saved = [(c, c.num_threads) for c in kernel_blas_controllers()]
-                for controller, count in _saved:
+                _saved = [(setter, getter()) for getter, setter in _thread_count_functions()]
+                for setter, count in _saved:
                     if count != 1:
-                        _set_num_threads(controller, 1)
+                        setter(1)
             _active += 1
 
     def __exit__(self, *exc_info: object) -> None:
@@ -109,9 +125,9 @@ class _SingleThreadedBlas:
         with _lock:
             _active -= 1
             if _active == 0:
-                for controller, count in _saved:
+                for setter, count in _saved:
                     if count != 1:
-                        _set_num_threads(controller, count)
+                        setter(count)
                 _saved = []
 
 

@@ -219,13 +219,13 @@ def test_kernel_blas_held_at_one_thread_from_any_python_thread():
     lets only the first Python thread to set an OpenBLAS limit change it and silently
     ignores the others: kernels run from another thread then called a 2-thread BLAS, whose
     sgemm rounds differently (1 ulp apart on AVX2 CPUs) from the main thread's."""
-    from fastcnn._blas import _set_num_threads, kernel_blas_controllers, single_threaded_blas
+    from fastcnn._blas import _thread_setter, kernel_blas_controllers, single_threaded_blas
 
     controllers = kernel_blas_controllers()
     before = [c.get_num_threads() for c in controllers]
     try:
         for c in controllers:
-            _set_num_threads(c, 2)
+            _thread_setter(c)(2)
         if any(c.get_num_threads() != 2 for c in controllers):
             pytest.skip("the BLAS cannot run 2 threads here")
         with single_threaded_blas():  # the main thread sets a limit first, as a model would
@@ -243,7 +243,7 @@ def test_kernel_blas_held_at_one_thread_from_any_python_thread():
         assert [c.get_num_threads() for c in controllers] == [2] * len(controllers)
     finally:
         for c, count in zip(controllers, before, strict=True):
-            _set_num_threads(c, count)
+            _thread_setter(c)(count)
 
 
 @pytest.mark.skipif(not OPENMP_ENABLED, reason="serial build: no OpenMP runtime")
