@@ -64,8 +64,8 @@ MIN_OPSET = 13
 def _supported_text() -> str:
     names = ", ".join(layer.__name__ for layer in SUPPORTED)
     return (
-        "fastcnn.onnx.export supports nn.Sequential (nested too), nn.Residual and "
-        f"models.BasicBlock of {names}"
+        "fastcnn.onnx.export supports nn.Sequential (nested too), nn.Residual, nn.Concat "
+        f"and models.BasicBlock of {names}"
     )
 
 
@@ -102,7 +102,17 @@ def _export_module(
     """The nodes computing ``module`` (named ``path``) on the graph value ``value``, whose
     example is ``x``: (the output's value, the output's example). The layers of a
     Sequential (nested too) in order; a block with two paths (``_TWO_PATHS``) as both
-    paths and an Add; any other layer by ``_emit``, or a TypeError naming it."""
+    paths and an Add; a Concat as its branches and a Concat; any other layer by ``_emit``,
+    or a TypeError naming it."""
+    if type(module) is nn.Concat:
+        outputs, examples = [], []
+        for name, branch in module.named_children():
+            output, y = _export_module(graph, branch, _child(path, name), value, x)
+            outputs.append(output)
+            examples.append(np.asarray(y))
+        joined = np.concatenate(examples, axis=module.dim)
+        axis = module.dim % joined.ndim
+        return graph.node("Concat", outputs, _child(path, "concat"), axis=axis), joined
     if type(module) in _TWO_PATHS:
         body, shortcut, after = _TWO_PATHS[type(module)](module)
         main, y = value, x

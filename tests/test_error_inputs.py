@@ -470,6 +470,7 @@ ELSEWHERE = {
     "set_grad_enabled": "test_grad_mode.py",
     "inference_mode": "test_grad_mode.py",
     "Residual": "test_resnet.py",
+    "Concat": "test_concat.py",
     "BasicBlock": "test_resnet.py",
     "ResNet20": "test_resnet.py",
     "MobileNetCIFAR": "test_resnet.py",

@@ -130,6 +130,16 @@ MODELS = {
         ),
         (6,),
     ),
+    "concat": (
+        lambda: nn.Sequential(
+            nn.Concat(
+                nn.Conv2d(3, 4, 1, rng=0),
+                nn.Sequential(nn.Conv2d(3, 2, 3, padding=1, rng=1), nn.ReLU()),
+            ),
+            nn.Concat(nn.Flatten(), nn.Sequential(nn.Flatten(), nn.Linear(6 * 5 * 5, 3, rng=2))),
+        ),
+        (3, 5, 5),
+    ),
     "norm-and-adaptive-pool": (norm_and_adaptive_pool_model, (3, 12, 8)),
     "global-average-pool": (
         lambda: nn.Sequential(nn.Conv2d(3, 4, 3, rng=0), nn.AdaptiveAvgPool2d((1, 1))),
@@ -292,8 +302,9 @@ class OwnForward(nn.Sequential):
 def test_an_unsupported_module_is_named(model, pattern):
     with pytest.raises(TypeError, match=pattern) as info:
         export(model, np.zeros((2, 3), np.float32), io.BytesIO())
-    assert "supports nn.Sequential (nested too), nn.Residual and models.BasicBlock of Conv2d," in (
-        str(info.value)
+    assert (
+        "supports nn.Sequential (nested too), nn.Residual, nn.Concat and models.BasicBlock "
+        "of Conv2d," in (str(info.value))
     )
 
 

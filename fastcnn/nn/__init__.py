@@ -17,7 +17,7 @@ from fastcnn.nn.activation import (
     Tanh,
 )
 from fastcnn.nn.batchnorm import BatchNorm1d, BatchNorm2d
-from fastcnn.nn.container import ModuleDict, ModuleList, Residual, Sequential
+from fastcnn.nn.container import Concat, ModuleDict, ModuleList, Residual, Sequential
 from fastcnn.nn.conv import Conv2d
 from fastcnn.nn.dropout import Dropout, Dropout2d
 from fastcnn.nn.flatten import Flatten
@@ -34,6 +34,7 @@ __all__ = [
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
+    "Concat",
     "Conv2d",
     "CrossEntropyLoss",
     "Dropout",

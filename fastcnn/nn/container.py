@@ -462,3 +462,108 @@ class Residual(Module):
         if not input_grad:
             return None
         return grad_body + grad_other
+
+
+class Concat(Module):
+    """``torch.cat([branch(x) for branch in branches], dim)``: paths run side by side on
+    one input, their outputs joined along ``dim`` (the channels by default), as in an
+    Inception block or a DenseNet layer; the backward gives each path its slice of the
+    output gradient and adds their input gradients.
+
+    Parameters
+    ----------
+    *branches : Module
+        The paths, at least one; their outputs may differ in size along ``dim`` only.
+        Their state-dict keys are ``0.``, ``1.``, ... (as a Sequential's).
+    dim : int
+        The dimension the outputs are joined along; negative counts from the end.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastcnn import nn
+    >>> block = nn.Concat(nn.Conv2d(3, 4, 1), nn.Conv2d(3, 2, 3, padding=1))
+    >>> block(np.ones((2, 3, 8, 8), np.float32)).shape
+    (2, 6, 8, 8)
+    """
+
+    def __init__(self, *branches: Module, dim: int = 1) -> None:
+        super().__init__()
+        if not branches:
+            raise ValueError("Concat: give at least one branch, e.g. nn.Concat(conv_a, conv_b)")
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"Concat: dim must be an int, got {type(dim).__name__}")
+        for i, branch in enumerate(branches):
+            self.add_module(str(i), _checked_module("Concat", branch))
+        self.dim = int(dim)
+
+    def forward(self, input: ArrayLike) -> Any:
+        x = np.asarray(input)
+        outputs = [np.asarray(branch(x)) for branch in self._branches()]
+        dim = self._checked_dim(outputs)
+        self._save_for_backward(sizes=[out.shape[dim] for out in outputs], dim=dim)
+        return np.concatenate(outputs, axis=dim)
+
+    def _branches(self) -> list[Module]:
+        return cast("list[Module]", list(self._modules.values()))
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._branches())
+
+    def __getitem__(self, index: int) -> Module:
+        return self._branches()[index]
+
+    def _checked_dim(self, outputs: list[NDArray[Any]]) -> int:
+        """``dim`` as a non-negative axis of the outputs, after checking that they can be
+        joined along it (clear errors rather than NumPy's)."""
+        ndim = outputs[0].ndim
+        if not -ndim <= self.dim < ndim:
+            raise ValueError(
+                f"Concat: dim={self.dim} is out of range for the branches' {ndim}-d outputs "
+                f"(expected a dim in [{-ndim}, {ndim - 1}])"
+            )
+        dim = self.dim % ndim
+        first = outputs[0].shape
+        for i, out in enumerate(outputs[1:], start=1):
+            if out.ndim != ndim or any(
+                a != b
+                for axis, (a, b) in enumerate(zip(first, out.shape, strict=True))
+                if axis != dim
+            ):
+                raise ValueError(
+                    f"Concat: branch {i}'s output has shape {out.shape} but branch 0's has "
+                    f"{first}: they may differ along dim={self.dim} only"
+                )
+        return dim
+
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray[Any] | None:
+        """Each branch's parameter gradients from its slice of ``grad_output``; the sum of
+        their input gradients, in branch order (None if not ``input_grad``)."""
+        saved = self._saved()
+        grad = np.asarray(grad_output)
+        bounds = np.cumsum(saved["sizes"])[:-1]
+        if grad.ndim <= saved["dim"] or grad.shape[saved["dim"]] != sum(saved["sizes"]):
+            raise ValueError(
+                f"Concat.backward: grad_output has shape {grad.shape}, but the forward's "
+                f"output had {sum(saved['sizes'])} along dim={self.dim}: pass the gradient "
+                "of the last forward's output"
+            )
+        parts = np.split(grad, bounds, axis=saved["dim"])
+        # The backwards in reverse order of the forwards, as autograd runs them (a module
+        # shared between branches uses up its latest cache first).
+        grads = [
+            branch.backward(np.ascontiguousarray(part), input_grad=input_grad)
+            for branch, part in reversed(list(zip(self._branches(), parts, strict=True)))
+        ][::-1]
+        if not input_grad:
+            return None
+        total = grads[0]
+        for branch_grad in grads[1:]:
+            total = total + branch_grad
+        return total
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
