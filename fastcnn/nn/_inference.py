@@ -121,11 +121,11 @@ class _Run:
 
     def _mark_modules(self) -> None:
         """Make the modules' backward say that this pass kept no cache, unless they still
-        say so: no module's cache changed since they were marked (``module.cache_token``)."""
+        say so: no mark changed since they were marked (``module.cache_token``)."""
         token = _module.cache_token
         if token is not self._marked_at:
             for module in self.modules:
-                module._backward_unavailable(_COMPILED_FORWARD, quiet=True)
+                module._backward_unavailable(_COMPILED_FORWARD)
             self._marked_at = token  # the token from before: any change meanwhile shows
 
     def _layer_by_layer(self, x: Any) -> Any:

@@ -56,12 +56,12 @@ _PASSES = _ForwardPasses()
 
 
 class _CacheToken:
-    """Made anew by every change to any module's backward cache, in any thread (but the
-    quiet marks of ``_backward_unavailable``): code that marked modules and kept the token
-    it saw before knows, while the token is the same, that nothing has changed them since.
+    """Made anew, in any thread, whenever a module's backward cache that was marked
+    unavailable changes (to a cache or to another mark): code that marks modules, having
+    kept the token it saw before, knows while the token is the same that its marks stand.
     An eval-mode Sequential marks its layers on every call; checking the token instead
-    took 2 us off a LeNet-5 call at batch 1. Assigning a module global is atomic, so no
-    lock."""
+    took 2 us off a LeNet-5 call at batch 1. A change from a cache (every training step)
+    makes none. Assigning a module global is atomic, so no lock."""
 
     __slots__ = ()
 
@@ -490,27 +490,28 @@ class Module:
         if not is_grad_enabled():
             self._backward_unavailable(_NO_GRAD)
             return
-        cache_token = _CacheToken()
         passes = _PASSES
         pass_number = passes.number if passes.calls else None
         ctx = self._ctx
         if pass_number is not None and isinstance(ctx, _Caches) and ctx.pass_number == pass_number:
             ctx.entries.append(values)
         else:
+            if isinstance(ctx, _Unavailable):
+                cache_token = _CacheToken()
             object.__setattr__(self, "_ctx", _Caches(pass_number, values))
 
-    def _backward_unavailable(self, reason: str, quiet: bool = False) -> None:
+    def _backward_unavailable(self, reason: str) -> None:
         """Make ``backward`` raise, saying ``reason``, until the next ``forward`` (a layer
         whose last forward ran inside another's kernel: nn/_fusion.py, nn/_inference.py).
         Nothing to do when it already does, for the same reason (making a new mark each
-        time took 9 us of a LeNet-5 call at batch 1). ``quiet``: keep ``cache_token``, for
-        a caller that alone gives ``reason`` and checks the token."""
+        time took 9 us of a LeNet-5 call at batch 1)."""
         global cache_token
         ctx = self._ctx
-        if not (isinstance(ctx, _Unavailable) and ctx.reason is reason):
-            if not quiet:
-                cache_token = _CacheToken()
-            object.__setattr__(self, "_ctx", _Unavailable(reason))
+        if isinstance(ctx, _Unavailable):
+            if ctx.reason is reason:
+                return
+            cache_token = _CacheToken()
+        object.__setattr__(self, "_ctx", _Unavailable(reason))
 
     def _saved(self) -> dict[str, Any]:
         """Use up what the latest unused ``forward`` call saved; a clear error if there is
