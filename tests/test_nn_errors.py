@@ -310,6 +310,11 @@ CONSTRUCTORS = [
         r"MSELoss: reduction must be 'mean' or 'sum', got 'avg'",
     ),
     (
+        lambda: nn.LogSoftmax(dim="1"),
+        TypeError,
+        r"LogSoftmax: dim must be an int, got str '1'",
+    ),
+    (
         lambda: nn.init.kaiming_uniform_(np.zeros(3)),
         ValueError,
         r"Fan in and fan out can not be computed for tensor with fewer than 2 dimensions",
@@ -530,6 +535,12 @@ FORWARDS = [
         _x(4, 10),
         IndexError,
         r"Softmax: Dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)",
+    ),
+    (
+        nn.LogSoftmax(dim=-3),
+        _x(4, 10),
+        IndexError,
+        r"LogSoftmax: Dimension out of range \(expected to be in range of \[-2, 1\], but got -3\)",
     ),
     (nn.ReLU(), np.arange(4), TypeError, r"ReLU: input has dtype int64"),
     (nn.Sigmoid(), np.array(["a"]), TypeError, r"Sigmoid: input has dtype <U1"),
