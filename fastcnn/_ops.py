@@ -165,3 +165,24 @@ def avg_pool2d_backward(
     grad_x = np.empty(input_shape, dtype=grad_out.dtype)
     run_kernel(_pool.avg_pool2d_backward, grad_out, *kernel, *stride, *padding, include_pad, grad_x)
     return grad_x
+
+
+# ------------------------------------------------------------------------- log-softmax
+
+
+def log_softmax(x: NDArray, axis: int) -> NDArray:
+    """``log_softmax`` along ``axis``, shifted by the maximum: scipy.special.log_softmax's
+    arithmetic (and bits) for finite inputs, torch's values for the others, and no NumPy
+    warning (CrossEntropyLoss and LogSoftmax share it).
+
+    Not scipy's function: it swaps a non-finite maximum for 0, so a slice holding +inf
+    computed inf - inf (warning "invalid value encountered in subtract") and gave NaN in one
+    place and -inf in the others. Shifting by the true maximum gives a slice of NaN, as
+    torch, for a slice holding NaN or +inf or only -inf; a -inf among finite values gives
+    -inf.
+    """
+    top = np.max(x, axis=axis, keepdims=True)
+    with np.errstate(over="ignore", invalid="ignore"):  # 3e38 - -3e38 overflows; inf - inf
+        shifted = x - top
+        # the sum is at least 1 (the maximum's exp(0)) or NaN: its log is finite or NaN
+        return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))

@@ -104,6 +104,16 @@ def _positive_float(text):
     return value
 
 
+def _unit_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
 def _class_list(text):
     """``0-4`` or ``0,1,2`` -> sorted list of ints."""
     classes = set()
@@ -409,7 +419,8 @@ def run_train(args: argparse.Namespace) -> int:
         fastcnn.set_num_threads(args.threads)
     splits = load_splits(args, seed=args.seed)
     assert splits.train is not None  # load_splits gives one unless test_only
-    config = _model_config(args, splits)
+    # the loss's setting travels with the model's, so that eval reports the same loss
+    config = {**_model_config(args, splits), "label_smoothing": args.label_smoothing}
     model = build_model(config, rng=np.random.default_rng(args.seed))
     optimizer = _optimizer(args, model)
     train_loader, test_loader = _loaders(args, splits, config)
@@ -425,7 +436,8 @@ def run_train(args: argparse.Namespace) -> int:
     resume_errors = (fastcnn.CheckpointError, train.IncompatibleCheckpointError)
     with _usage_errors(train.NonFiniteLossError, *resume_errors):
         history = train.fit(
-            model, nn.CrossEntropyLoss(), optimizer, train_loader, test_loader,
+            model, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), optimizer,
+            train_loader, test_loader,
             epochs=args.epochs, scheduler=_scheduler(args, optimizer),
             progress=not args.no_progress, checkpoint=checkpoint, resume=args.resume,
             extra={"config": config}, log_every=args.log_every,
@@ -447,7 +459,9 @@ def run_eval(args: argparse.Namespace) -> int:
     _check_eval_data(splits, config, args.checkpoint)
     transform = data.Normalize(*config["normalize"])
     loader = data.DataLoader(splits.test, args.batch_size, transform=transform)
-    values = train.evaluate(model, loader, nn.CrossEntropyLoss())
+    # checkpoints from before --label-smoothing have none
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.get("label_smoothing", 0.0))
+    values = train.evaluate(model, loader, loss_fn)
     print(
         f"{type(model).__name__} from {args.checkpoint} on {len(splits.test)} test images of "
         f"the {splits.source}"
@@ -594,6 +608,12 @@ def _train_parser(subparsers):
     group.add_argument("--lr", type=_positive_float, default=0.05, help="default 0.05")
     group.add_argument(
         "--momentum", type=_non_negative_float, default=0.9, help="SGD momentum, default 0.9"
+    )
+    group.add_argument(
+        "--label-smoothing",
+        type=_unit_float,
+        default=0.0,
+        help="CrossEntropyLoss's label_smoothing, in [0, 1] (default 0)",
     )
     group.add_argument(
         "--schedule",

@@ -39,6 +39,7 @@ SUPPORTED: tuple[type[nn.Module], ...] = (
     nn.Tanh,
     nn.SiLU,
     nn.Softmax,
+    nn.LogSoftmax,
     nn.MaxPool2d,
     nn.AvgPool2d,
     nn.AdaptiveAvgPool2d,
@@ -259,8 +260,9 @@ def _emit(graph: _Graph, layer: nn.Module, name: str, x: str, in_shape: tuple[in
         return graph.node("Mul", [x, graph.node("Div", [relu6, six], label)], label)
     if isinstance(layer, nn.SiLU):
         return graph.node("Mul", [x, graph.node("Sigmoid", [x], label)], label)
-    if isinstance(layer, nn.Softmax):
-        return graph.node("Softmax", [x], label, axis=layer.dim % len(in_shape))
+    if isinstance(layer, (nn.Softmax, nn.LogSoftmax)):
+        op_type = "Softmax" if isinstance(layer, nn.Softmax) else "LogSoftmax"
+        return graph.node(op_type, [x], label, axis=layer.dim % len(in_shape))
     if isinstance(layer, nn.MaxPool2d):
         return graph.node("MaxPool", [x], label, **_pool_window(layer))
     if isinstance(layer, nn.AvgPool2d):
@@ -924,16 +926,18 @@ def _load_activation(chain: _Chain, position: int, shape: tuple[int, ...]) -> _R
 
 
 def _load_softmax(chain: _Chain, position: int, shape: tuple[int, ...]) -> _Read:
+    """Softmax or LogSoftmax (the same axis attribute)."""
     node = chain.nodes[position]
     axis = _attributes(chain.onnx, node).get("axis", -1 if chain.opset >= 13 else 1)
-    # Before opset 13, Softmax normalised over all the axes from ``axis`` on.
+    # Before opset 13, (Log)Softmax normalised over all the axes from ``axis`` on.
+    layer = nn.Softmax if node.op_type == "Softmax" else nn.LogSoftmax
     if chain.opset < 13 and axis % len(shape) != len(shape) - 1:
         raise _error(
             node,
-            f"has axis={axis} at opset {chain.opset}, a softmax over several axes; "
-            "fastcnn's Softmax takes one (export at opset 13 or later)",
+            f"has axis={axis} at opset {chain.opset}, a {node.op_type} over several axes; "
+            f"fastcnn's {layer.__name__} takes one (export at opset 13 or later)",
         )
-    return nn.Softmax(dim=axis), 1
+    return layer(dim=axis), 1
 
 
 def _load_pool(chain: _Chain, position: int, shape: tuple[int, ...]) -> _Read:
@@ -1061,6 +1065,7 @@ _LOADERS: dict[str, Callable[[_Chain, int, tuple[int, ...]], _Read]] = {
     "Tanh": _load_activation,
     "Identity": _load_activation,
     "Softmax": _load_softmax,
+    "LogSoftmax": _load_softmax,
     "MaxPool": _load_pool,
     "AveragePool": _load_pool,
     "GlobalAveragePool": _load_global_pool,

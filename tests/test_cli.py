@@ -76,6 +76,18 @@ def test_resume_continues_the_run(trained, tmp_path):
     assert len(json.loads((copy / "history.json").read_text())["epochs"]) == 2
 
 
+def test_label_smoothing_is_used_saved_and_reused_by_eval(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("train", *TINY, "--label-smoothing", "0.2", "--out", out, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    state = fastcnn.load(out / "checkpoint.npz")
+    assert state["extra"]["config"]["label_smoothing"] == 0.2
+    evaluated = run_cli("eval", out / "checkpoint.npz", "--limit", "200", "--threads", "1")
+    assert evaluated.returncode == 0, evaluated.stderr
+    final_line = [line for line in result.stdout.splitlines() if "top-1" in line][0]
+    assert final_line in evaluated.stdout  # the smoothed loss, as in training
+
+
 def test_progress_output(tmp_path):
     result = run_cli("train", *TINY, "--log-every", "2", "--out", tmp_path / "o", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -186,6 +198,11 @@ def test_info():
         (["eval", "/no/such/checkpoint.npz"], r"checkpoint '/no/such/checkpoint.npz' does not"),
         (["fly"], r"invalid choice: 'fly'"),
         (["train", "--seed", "-1"], r"argument --seed: expected an integer >= 0, got '-1'"),
+        (
+            ["train", "--label-smoothing", "1.5"],
+            r"argument --label-smoothing: expected a number in \[0, 1\], got '1.5'",
+        ),
+        (["train", "--label-smoothing", "x"], r"argument --label-smoothing: expected a number"),
         (["train", "--resume", "--out", "new"], r"--resume: there is no checkpoint '.*new/ch"),
         (["export", "/no/such/c.npz", "--onnx", "m.onnx"], r"checkpoint '/no/such/c.npz' does not"),
         (["export", "c.npz"], r"the following arguments are required: --onnx"),

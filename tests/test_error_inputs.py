@@ -394,6 +394,18 @@ ERROR_INPUTS = [
         r"^fit: loss_fn must be a fastcnn.nn.Module .*got NoneType",
     ),
     (
+        "fit loss_fn reduction none",
+        lambda: fit(loss_fn=nn.CrossEntropyLoss(reduction="none")),
+        ValueError,
+        r"^fit: loss_fn has reduction='none' .* pass a loss with reduction='mean'",
+    ),
+    (
+        "evaluate loss_fn reduction none",
+        lambda: train.evaluate(models.LeNet5(), loader(), nn.MSELoss(reduction="none")),
+        ValueError,
+        r"^evaluate: loss_fn has reduction='none'",
+    ),
+    (
         "fit optimizer None",
         lambda: fit(optimizer=None),
         TypeError,

@@ -300,14 +300,79 @@ CONSTRUCTORS = [
         r"AdaptiveMaxPool2d: return_indices must be True or False, got 1",
     ),
     (
-        lambda: nn.CrossEntropyLoss(reduction="none"),
+        lambda: nn.CrossEntropyLoss(reduction="elementwise"),
         ValueError,
-        r"CrossEntropyLoss: reduction must be 'mean' or 'sum', got 'none'",
+        r"CrossEntropyLoss: reduction must be 'mean', 'sum' or 'none', got 'elementwise'",
     ),
     (
         lambda: nn.MSELoss(reduction="avg"),
         ValueError,
-        r"MSELoss: reduction must be 'mean' or 'sum', got 'avg'",
+        r"MSELoss: reduction must be 'mean', 'sum' or 'none', got 'avg'",
+    ),
+    (
+        lambda: nn.NLLLoss(reduction=None),
+        ValueError,
+        r"NLLLoss: reduction must be 'mean', 'sum' or 'none', got None",
+    ),
+    (
+        lambda: nn.BCEWithLogitsLoss(reduction="batchmean"),
+        ValueError,
+        r"BCEWithLogitsLoss: reduction must be 'mean', 'sum' or 'none', got 'batchmean'",
+    ),
+    (
+        lambda: nn.CrossEntropyLoss(weight=np.ones((2, 5))),
+        ValueError,
+        r"CrossEntropyLoss: weight must be 1-D \(one weight per class\), got shape \(2, 5\)",
+    ),
+    (
+        lambda: nn.NLLLoss(weight=[1.0, np.nan]),
+        ValueError,
+        r"NLLLoss: weight must be finite, got array\(\[ 1., nan\]\)",
+    ),
+    (
+        lambda: nn.CrossEntropyLoss(weight=["a", "b"]),
+        TypeError,
+        r"CrossEntropyLoss: weight must be an array of real numbers or None, got dtype <U1",
+    ),
+    (
+        lambda: nn.CrossEntropyLoss(label_smoothing=1.5),
+        ValueError,
+        r"CrossEntropyLoss: label_smoothing must be a number in \[0, 1\], got 1.5",
+    ),
+    (
+        lambda: nn.CrossEntropyLoss(label_smoothing=-0.1),
+        ValueError,
+        r"CrossEntropyLoss: label_smoothing must be a number in \[0, 1\], got -0.1",
+    ),
+    (
+        lambda: nn.CrossEntropyLoss(label_smoothing=np.nan),
+        ValueError,
+        r"CrossEntropyLoss: label_smoothing must be a number in \[0, 1\], got nan",
+    ),
+    (
+        lambda: nn.CrossEntropyLoss(label_smoothing="0.1"),
+        TypeError,
+        r"CrossEntropyLoss: label_smoothing must be a real number, got str '0.1'",
+    ),
+    (
+        lambda: nn.CrossEntropyLoss(ignore_index=1.0),
+        TypeError,
+        r"CrossEntropyLoss: ignore_index must be an int, got float 1.0",
+    ),
+    (
+        lambda: nn.BCEWithLogitsLoss(pos_weight=[np.inf]),
+        ValueError,
+        r"BCEWithLogitsLoss: pos_weight must be finite",
+    ),
+    (
+        lambda: nn.BCEWithLogitsLoss(weight=np.array([True])),
+        TypeError,
+        r"BCEWithLogitsLoss: weight must be an array of real numbers or None, got dtype bool",
+    ),
+    (
+        lambda: nn.LogSoftmax(dim="1"),
+        TypeError,
+        r"LogSoftmax: dim must be an int, got str '1'",
     ),
     (
         lambda: nn.init.kaiming_uniform_(np.zeros(3)),
@@ -531,6 +596,12 @@ FORWARDS = [
         IndexError,
         r"Softmax: Dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)",
     ),
+    (
+        nn.LogSoftmax(dim=-3),
+        _x(4, 10),
+        IndexError,
+        r"LogSoftmax: Dimension out of range \(expected to be in range of \[-2, 1\], but got -3\)",
+    ),
     (nn.ReLU(), np.arange(4), TypeError, r"ReLU: input has dtype int64"),
     (nn.Sigmoid(), np.array(["a"]), TypeError, r"Sigmoid: input has dtype <U1"),
     (nn.Dropout(), np.ones(3, bool), TypeError, r"Dropout: input has dtype bool"),
@@ -588,6 +659,87 @@ LOGITS = _x(4, 10)
 LOSS_CALLS = [
     (lambda: _ce(LOGITS, np.array([0, 1, 10, 2])), IndexError, r"Target 10 is out of bounds\."),
     (lambda: _ce(LOGITS, np.array([0, -1, 1, 2])), IndexError, r"Target -1 is out of bounds\."),
+    (
+        lambda: nn.CrossEntropyLoss(ignore_index=-1)(LOGITS, np.array([0, -1, -100, 2])),
+        IndexError,
+        r"Target -100 is out of bounds\. \(CrossEntropyLoss: class labels must lie in \[0, 9\] "
+        r"for 10 classes, or equal ignore_index=-1\)",
+    ),
+    (
+        lambda: nn.CrossEntropyLoss(ignore_index=0)(LOGITS, _x(4, 10)),
+        ValueError,
+        r"CrossEntropyLoss: ignore_index=0 is not supported with probability targets",
+    ),
+    (
+        lambda: nn.CrossEntropyLoss(weight=np.ones(9))(LOGITS, np.arange(4)),
+        ValueError,
+        r"CrossEntropyLoss: weight has 9 entries but the logits have 10 classes; pass one "
+        r"weight per class",
+    ),
+    (
+        lambda: nn.NLLLoss(weight=np.ones(11))(LOGITS, np.arange(4)),
+        ValueError,
+        r"NLLLoss: weight has 11 entries but the log-probabilities have 10 classes",
+    ),
+    (
+        lambda: nn.NLLLoss()(LOGITS, np.array([0, 1, 10, 2])),
+        IndexError,
+        r"Target 10 is out of bounds\. \(NLLLoss: class labels must lie in \[0, 9\]",
+    ),
+    (
+        lambda: nn.NLLLoss()(LOGITS, _x(4, 10)),
+        TypeError,
+        r"NLLLoss: target must be integer class labels, got dtype float32 \(convert it with "
+        r"y\.astype\(np\.int64\)\)",
+    ),
+    (
+        lambda: nn.NLLLoss()(_x(4), np.arange(4)),
+        ValueError,
+        r"NLLLoss: expected log-probabilities of shape \(N, C\) with N >= 1, got shape \(4,\)",
+    ),
+    (
+        lambda: nn.BCEWithLogitsLoss()(_x(4, 3), _x(4, 1)),
+        ValueError,
+        r"BCEWithLogitsLoss: target shape \(4, 1\) differs from input shape \(4, 3\); they "
+        r"must be equal",
+    ),
+    (
+        lambda: nn.BCEWithLogitsLoss()(np.ones((4, 3), np.int64), np.ones((4, 3))),
+        TypeError,
+        r"BCEWithLogitsLoss: input has dtype int64",
+    ),
+    (
+        lambda: nn.BCEWithLogitsLoss()(_x(2), np.array(["a", "b"])),
+        TypeError,
+        r"BCEWithLogitsLoss: target must be numeric, got dtype <U1",
+    ),
+    (
+        lambda: nn.BCEWithLogitsLoss(pos_weight=np.ones(4))(_x(2, 3), _x(2, 3)),
+        ValueError,
+        r"BCEWithLogitsLoss: pos_weight of shape \(4,\) does not broadcast to the input's "
+        r"shape \(2, 3\) over the last \(class\) dimension",
+    ),
+    (
+        lambda: nn.BCEWithLogitsLoss(weight=np.ones((3, 1)))(_x(2, 3), _x(2, 3)),
+        ValueError,
+        r"BCEWithLogitsLoss: weight of shape \(3, 1\) does not broadcast to the input's shape",
+    ),
+    (
+        lambda: nn.BCEWithLogitsLoss()(_x(0, 3), _x(0, 3)),
+        ValueError,
+        r"BCEWithLogitsLoss: input of shape \(0, 3\) is empty",
+    ),
+    (
+        lambda: _backward_after_none(nn.CrossEntropyLoss, LOGITS, np.arange(4), 1.0),
+        ValueError,
+        r"CrossEntropyLoss.backward: with reduction='none' the loss is an array of shape "
+        r"\(4,\); pass its gradient",
+    ),
+    (
+        lambda: _backward_after_none(nn.BCEWithLogitsLoss, LOGITS, LOGITS, np.ones(4)),
+        ValueError,
+        r"BCEWithLogitsLoss.backward: grad_output has shape \(4,\), expected \(4, 10\)",
+    ),
     (
         lambda: _ce(LOGITS, np.array([0, 1, 2])),
         ValueError,
@@ -648,6 +800,12 @@ LOSS_CALLS = [
 def test_bad_loss_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def _backward_after_none(loss_class, input, target, grad):
+    loss_fn = loss_class(reduction="none")
+    loss_fn(input, target)
+    return loss_fn.backward(grad)
 
 
 def test_loss_backward_needs_a_scalar_grad_output():

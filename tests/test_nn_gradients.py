@@ -38,6 +38,8 @@ LAYERS = {
     "silu": lambda: (nn.SiLU(), 3 * _images()),
     "softmax_dim1": lambda: (nn.Softmax(dim=1), _images()),
     "softmax_last": lambda: (nn.Softmax(dim=-1), _images()),
+    "log_softmax_dim1": lambda: (nn.LogSoftmax(dim=1), _images()),
+    "log_softmax_last": lambda: (nn.LogSoftmax(dim=-1), 3 * _images()),
     "identity": lambda: (nn.Identity(), _images()),
     "dropout_eval": lambda: (nn.Dropout(0.5, rng=0).eval(), _images()),
     "batchnorm1d_train_2d": lambda: (nn.BatchNorm1d(3, dtype=F64), _images((5, 3))),

@@ -25,6 +25,7 @@ def _layers():
         ("Tanh", nn.Tanh, (2, 3, 4, 6)),
         ("SiLU", nn.SiLU, (2, 3, 4, 6)),
         ("Softmax", nn.Softmax, (2, 3, 4, 6)),
+        ("LogSoftmax", nn.LogSoftmax, (2, 3, 4, 6)),
         ("MaxPool2d", lambda: nn.MaxPool2d(3, 2, 1), (2, 3, 8, 6)),
         ("AvgPool2d", lambda: nn.AvgPool2d(3, 2, 1, count_include_pad=False), (2, 3, 8, 6)),
         ("BatchNorm1d", lambda: nn.BatchNorm1d(3), (4, 3, 6)),

@@ -221,6 +221,9 @@ def test_every_layer_returns_none_without_input_grad():
         nn.Sequential(nn.ReLU()),
         nn.CrossEntropyLoss(),
         nn.MSELoss(),
+        nn.LogSoftmax(),
+        nn.NLLLoss(),
+        nn.BCEWithLogitsLoss(),
     ],
     ids=lambda m: type(m).__name__,
 )

@@ -124,6 +124,12 @@ CASES = {
     "silu": (lambda: nn.SiLU(), lambda: tnn.SiLU(), (4, 3, 5, 5)),
     "softmax": (lambda: nn.Softmax(dim=1), lambda: tnn.Softmax(dim=1), (4, 10)),
     "softmax_last": (lambda: nn.Softmax(dim=-1), lambda: tnn.Softmax(dim=-1), (2, 3, 4, 5)),
+    "log_softmax": (lambda: nn.LogSoftmax(dim=1), lambda: tnn.LogSoftmax(dim=1), (4, 10)),
+    "log_softmax_last": (
+        lambda: nn.LogSoftmax(dim=-1),
+        lambda: tnn.LogSoftmax(dim=-1),
+        (2, 3, 4, 5),
+    ),
     "identity": (lambda: nn.Identity(), lambda: tnn.Identity(), (4, 3)),
     "leaky_relu": (lambda: nn.LeakyReLU(), lambda: tnn.LeakyReLU(), (4, 3, 5, 5)),
     "leaky_relu_slope": (lambda: nn.LeakyReLU(0.3), lambda: tnn.LeakyReLU(0.3), (4, 6)),

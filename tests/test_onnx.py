@@ -61,7 +61,7 @@ def every_layer_model():
 
 
 def new_activations_model():
-    """LeakyReLU, ELU, GELU (both forms), Hardswish and Dropout2d, on values that reach
+    """LeakyReLU, ELU, GELU (both forms), Hardswish, Dropout2d and LogSoftmax, on values that reach
     their kinks and tails. (ONNX's LeakyRelu and Elu take their slopes as float32
     attributes: slopes exact in float32 keep float64 models exact.)"""
     return nn.Sequential(
@@ -77,6 +77,7 @@ def new_activations_model():
         nn.GELU(approximate="tanh"),
         nn.Linear(16, 16, rng=4),
         nn.Hardswish(),
+        nn.LogSoftmax(dim=1),
     )
 
 

@@ -594,8 +594,8 @@ def test_without_onnx_the_error_names_load(monkeypatch):
 
 
 def test_new_layers_load_back():
-    """LeakyReLU, ELU and the global pools load as themselves (export writes Hardswish as
-    its formula, which load does not read back)."""
+    """LeakyReLU, ELU, the global pools and LogSoftmax load as themselves (export writes
+    Hardswish as its formula, which load does not read back)."""
     model = nn.Sequential(
         nn.Conv2d(2, 3, 3, padding=1, rng=0),
         nn.LeakyReLU(0.25),
@@ -604,11 +604,12 @@ def test_new_layers_load_back():
         nn.Conv2d(3, 4, 1, rng=1),
         nn.AdaptiveAvgPool2d((1, 1)),
         nn.Flatten(),
+        nn.LogSoftmax(dim=-1),
     )
     loaded = fastcnn.onnx.load(io.BytesIO(exported(model, batch((2, 5, 5), size=2))))
     kinds = [type(m).__name__ for m in loaded]
     assert kinds == [type(m).__name__ for m in model]
-    assert loaded[1].negative_slope == 0.25 and loaded[2].alpha == 0.75
+    assert loaded[1].negative_slope == 0.25 and loaded[2].alpha == 0.75 and loaded[-1].dim == 1
     x = batch((2, 5, 5), size=3)
     np.testing.assert_allclose(loaded.eval()(x), model.eval()(x), rtol=1e-6, atol=1e-6)
 

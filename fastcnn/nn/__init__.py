@@ -10,6 +10,7 @@ from fastcnn.nn.activation import (
     GELU,
     Hardswish,
     LeakyReLU,
+    LogSoftmax,
     ReLU,
     Sigmoid,
     SiLU,
@@ -22,7 +23,7 @@ from fastcnn.nn.conv import Conv2d
 from fastcnn.nn.dropout import Dropout, Dropout2d
 from fastcnn.nn.flatten import Flatten
 from fastcnn.nn.linear import Identity, Linear
-from fastcnn.nn.loss import CrossEntropyLoss, MSELoss
+from fastcnn.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from fastcnn.nn.module import Module
 from fastcnn.nn.normalization import GroupNorm, LayerNorm
 from fastcnn.nn.parameter import Parameter
@@ -32,6 +33,7 @@ __all__ = [
     "AdaptiveAvgPool2d",
     "AdaptiveMaxPool2d",
     "AvgPool2d",
+    "BCEWithLogitsLoss",
     "BatchNorm1d",
     "BatchNorm2d",
     "Concat",
@@ -48,11 +50,13 @@ __all__ = [
     "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "LogSoftmax",
     "MSELoss",
     "MaxPool2d",
     "Module",
     "ModuleDict",
     "ModuleList",
+    "NLLLoss",
     "Parameter",
     "ReLU",
     "Residual",

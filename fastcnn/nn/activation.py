@@ -1,5 +1,5 @@
-"""Element-wise activations and Softmax: ReLU on fastcnn's kernel, the others in NumPy and
-SciPy (numerically stable for any |x|)."""
+"""Element-wise activations, Softmax and LogSoftmax: ReLU on fastcnn's kernel, the others
+in NumPy and SciPy (numerically stable for any |x|)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ __all__ = [
     "GELU",
     "Hardswish",
     "LeakyReLU",
+    "LogSoftmax",
     "ReLU",
     "SiLU",
     "Sigmoid",
@@ -291,7 +292,26 @@ class Hardswish(_InplaceActivation):
         return grad * saved["slope"]
 
 
-class Softmax(_Activation):
+class _AlongDim(_Activation):
+    """An activation normalising along one dimension ``dim`` (Softmax, LogSoftmax)."""
+
+    def __init__(self, dim: int = 1) -> None:
+        super().__init__()
+        self.dim = integer(dim, "dim", type(self).__name__)
+
+    def _check_dim(self, x: NDArray) -> None:
+        if not -x.ndim <= self.dim < x.ndim:
+            raise IndexError(
+                f"{type(self).__name__}: Dimension out of range (expected to be in range of "
+                f"[{-x.ndim}, {x.ndim - 1}], but got {self.dim}) for input "
+                f"of shape {x.shape}"
+            )
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class Softmax(_AlongDim):
     """``exp(x) / sum(exp(x))`` along ``dim`` (the max is subtracted first: no overflow).
 
     Parameters
@@ -300,17 +320,8 @@ class Softmax(_Activation):
         The class dimension of an (N, C, ...) input.
     """
 
-    def __init__(self, dim: int = 1) -> None:
-        super().__init__()
-        self.dim = integer(dim, "dim", "Softmax")
-
     def _apply(self, x):
-        if not -x.ndim <= self.dim < x.ndim:
-            raise IndexError(
-                f"Softmax: Dimension out of range (expected to be in range of "
-                f"[{-x.ndim}, {x.ndim - 1}], but got {self.dim}) for input "
-                f"of shape {x.shape}"
-            )
+        self._check_dim(x)
         out = softmax(x, axis=self.dim)
         return out, {"out": out}
 
@@ -318,5 +329,24 @@ class Softmax(_Activation):
         out = saved["out"]
         return out * (grad - np.sum(grad * out, axis=self.dim, keepdims=True))
 
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
+
+class LogSoftmax(_AlongDim):
+    """``x - log(sum(exp(x)))`` along ``dim``, computed stably (shifted by the maximum), as
+    ``torch.nn.LogSoftmax``: feed its output to ``NLLLoss``.
+
+    Parameters
+    ----------
+    dim : int, default 1
+        The class dimension of an (N, C, ...) input. (torch's default ``dim=None`` picks a
+        dimension from the input's rank and is deprecated; fastcnn asks for one.)
+    """
+
+    def _apply(self, x):
+        self._check_dim(x)
+        out = _ops.log_softmax(x, self.dim) if x.size else x.copy()
+        return out, {"out": out}
+
+    def _input_grad(self, grad, saved):
+        # d/dx_j of sum_i g_i (x_i - logsumexp(x)) = g_j - softmax(x)_j * sum_i g_i
+        with np.errstate(over="ignore", invalid="ignore"):  # a NaN output gives NaN, quietly
+            return grad - np.exp(saved["out"]) * np.sum(grad, axis=self.dim, keepdims=True)

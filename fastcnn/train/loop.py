@@ -45,6 +45,16 @@ def _check_model(owner, model):
     instance_of(model, "model", owner, Module, "a fastcnn.nn.Module")
 
 
+def _check_reduction(owner, loss_fn):
+    """A loop needs one loss per batch: refuse reduction='none', as torch's backward of a
+    non-scalar loss does, rather than pick a reduction for the user."""
+    if getattr(loss_fn, "reduction", None) == "none":
+        raise ValueError(
+            f"{owner}: loss_fn has reduction='none' (one loss per sample), but {owner} needs "
+            "one loss per batch: pass a loss with reduction='mean' (the default) or 'sum'"
+        )
+
+
 def _check_loader(owner, name, loader, sized=False):
     """A TypeError unless ``loader`` can be iterated (and, if ``sized``, has a length)."""
     if not hasattr(loader, "__iter__") or (sized and not hasattr(loader, "__len__")):
@@ -127,6 +137,7 @@ def evaluate(
         train/eval mode is restored afterwards.
     """
     _check_model("evaluate", model)
+    _check_reduction("evaluate", loss_fn)
     _check_loader("evaluate", "loader", loader)
     return _evaluate(model, _pairs(loader, "evaluate: loader"), loss_fn, check_metrics(metrics))
 
@@ -238,6 +249,7 @@ def _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, sche
     instance_of(
         loss_fn, "loss_fn", "fit", Module, "a fastcnn.nn.Module such as nn.CrossEntropyLoss()"
     )
+    _check_reduction("fit", loss_fn)
     instance_of(optimizer, "optimizer", "fit", Optimizer, "a fastcnn.optim.Optimizer")
     if scheduler is not None:
         instance_of(
@@ -280,7 +292,8 @@ def fit(
     ----------
     model : Module
     loss_fn : Module
-        E.g. ``fastcnn.nn.CrossEntropyLoss()``.
+        E.g. ``fastcnn.nn.CrossEntropyLoss()``, with ``reduction="mean"`` (or ``"sum"``): a
+        ``"none"`` loss is refused (ValueError), as torch's backward refuses a non-scalar.
     optimizer : Optimizer
     train_loader : DataLoader
         Iterated once per epoch (a ``DataLoader`` shuffles each epoch differently, and
