@@ -37,7 +37,9 @@ def test_training_example_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "lenet5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("marker", ["nn.Residual(nn.Sequential", "with fastcnn.no_grad():"])
+@pytest.mark.parametrize(
+    "marker", ["nn.Residual(nn.Sequential", "with fastcnn.no_grad():", "RandomAffine(10"]
+)
 def test_residual_and_inference_examples_run(marker):
     (example,) = [block for block in python_blocks() if marker in block]
     exec(compile(example, str(README), "exec"), {})
