@@ -4,6 +4,7 @@ prepared in a background thread while the caller works on the one before."""
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -176,7 +177,7 @@ def _prefetched(make_batch: Callable[[int], Any], count: int) -> Iterator[Any]:
     The queue holds one finished batch, so the thread is at most two batches ahead (one
     waiting, one being made). When the caller stops early (this generator is closed or
     garbage-collected), the ``finally`` sets ``stop`` and empties the queue: the thread's
-    pending ``put`` then succeeds, it sees ``stop`` and ends, and ``join`` returns.
+    pending ``put`` then succeeds, it sees ``stop`` and ends.
     """
     ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -203,9 +204,9 @@ def _prefetched(make_batch: Callable[[int], Any], count: int) -> Iterator[Any]:
             yield images_and_labels
     finally:
         stop.set()
-        while thread.is_alive():
+        # At interpreter exit a daemon thread may already be frozen: then do not wait for it.
+        while thread.is_alive() and not sys.is_finalizing():
             try:
                 ready.get(timeout=0.01)  # free the thread's pending put
             except queue.Empty:
                 pass
-        thread.join()
