@@ -334,6 +334,7 @@ def _model_config(args, splits):
         "image_size": int(height),
         "num_classes": int(splits.num_classes),
         "normalize": splits.normalize or _pixel_stats(splits.train),
+        "augment": bool(args.augment),
     }
 
 
@@ -376,10 +377,26 @@ def _prepare_out_dir(out):
         raise UsageError(f"cannot write to --out {out!r}: {error.strerror or error}") from None
 
 
+def augmentation(config: dict[str, Any]) -> data.RandomTransform | data.Compose:
+    """What ``--augment`` applies to the training images, before normalisation: for colour
+    images (CIFAR-10) the usual random 32x32 crop of the image padded by 4 (an eighth of the
+    size) and a horizontal flip; for grayscale ones (MNIST) rotations of up to 10 degrees and
+    shifts of up to a tenth of the size, but no flip, which would turn digits into others."""
+    size = config["image_size"]
+    if config["in_channels"] == 3:
+        return data.Compose(
+            [data.RandomCrop(size, padding=max(1, size // 8)), data.RandomHorizontalFlip()]
+        )
+    return data.RandomAffine(10, translate=(0.1, 0.1))
+
+
 def _loaders(args, splits, config):
     transform = data.Normalize(*config["normalize"])
+    train_transform = transform
+    if config.get("augment"):
+        train_transform = data.Compose([augmentation(config), transform])
     train_loader = data.DataLoader(
-        splits.train, args.batch_size, shuffle=True, seed=args.seed, transform=transform
+        splits.train, args.batch_size, shuffle=True, seed=args.seed, transform=train_transform
     )
     test_loader = data.DataLoader(splits.test, 500, transform=transform)
     return train_loader, test_loader
@@ -630,6 +647,12 @@ def _train_parser(subparsers):
     )
     group.add_argument(
         "--resume", action="store_true", help="continue from the checkpoint in --out"
+    )
+    group.add_argument(
+        "--augment",
+        action="store_true",
+        help="random training augmentation: rotations and shifts for grayscale images "
+        "(MNIST), crops and flips for colour ones (CIFAR-10)",
     )
     group.add_argument("--no-progress", action="store_true", help="print only the results")
     group.add_argument(

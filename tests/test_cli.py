@@ -55,6 +55,7 @@ def test_train_writes_checkpoint_history_and_plot(trained):
     assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
     state = fastcnn.load(out / "checkpoint.npz")
     assert state["epoch"] == 1 and state["extra"]["config"]["model"] == "lenet5"
+    assert state["extra"]["config"]["augment"] is False
 
 
 def test_eval_reports_the_same_accuracy(trained):
@@ -86,6 +87,17 @@ def test_label_smoothing_is_used_saved_and_reused_by_eval(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     final_line = [line for line in result.stdout.splitlines() if "top-1" in line][0]
     assert final_line in evaluated.stdout  # the smoothed loss, as in training
+
+
+def test_augment_trains_and_is_saved_with_the_settings(tmp_path):
+    result = run_cli("train", *TINY, "--augment", "--out", tmp_path / "o", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    config = fastcnn.load(tmp_path / "o" / "checkpoint.npz")["extra"]["config"]
+    assert config["augment"] is True
+    mnist = cli.augmentation({"in_channels": 1, "image_size": 28})
+    assert (mnist.degrees, mnist.translate) == ((-10.0, 10.0), (0.1, 0.1))
+    crop, flip = cli.augmentation({"in_channels": 3, "image_size": 32}).transforms
+    assert (crop.size, crop.padding, flip.p) == ((32, 32), (4, 4, 4, 4), 0.5)
 
 
 def test_progress_output(tmp_path):

@@ -38,7 +38,13 @@ def test_training_example_runs(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize(
-    "marker", ["nn.Residual(nn.Sequential", "with fastcnn.no_grad():", "label_smoothing=0.1"]
+    "marker",
+    [
+        "nn.Residual(nn.Sequential",
+        "with fastcnn.no_grad():",
+        "label_smoothing=0.1",
+        "RandomAffine(10",
+    ],
 )
 def test_residual_and_inference_examples_run(marker):
     (example,) = [block for block in python_blocks() if marker in block]

@@ -2,7 +2,8 @@
 
 MNIST (IDX files) and CIFAR-10 (binary batches), each with an optional verified download,
 the embedded MNIST subset, image-list datasets, array datasets, subsets and splits, batch
-transforms, and a reproducible, resumable ``DataLoader``.
+transforms and random augmentations, and a reproducible, resumable ``DataLoader`` that
+prepares the next batch in a background thread.
 """
 
 from fastcnn.data.cifar import CIFAR10, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
@@ -19,7 +20,16 @@ from fastcnn.data.idx import read_idx, write_idx
 from fastcnn.data.image_list import ImageListDataset
 from fastcnn.data.loader import DataLoader
 from fastcnn.data.mnist import MNIST, MNIST_MIRRORS, MNIST_SHA256, DownloadError
-from fastcnn.data.transforms import AvgDownsample2x2, Compose, Normalize, Pad
+from fastcnn.data.transforms import (
+    AvgDownsample2x2,
+    Compose,
+    Normalize,
+    Pad,
+    RandomAffine,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomTransform,
+)
 
 __all__ = [
     "CIFAR10",
@@ -38,6 +48,10 @@ __all__ = [
     "ImageListDataset",
     "Normalize",
     "Pad",
+    "RandomAffine",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomTransform",
     "Subset",
     "embedded_mnist",
     "filter_classes",

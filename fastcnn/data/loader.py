@@ -1,7 +1,11 @@
-"""DataLoader: mini-batches of a dataset, in a reproducible and resumable order."""
+"""DataLoader: mini-batches of a dataset, in a reproducible and resumable order, each
+prepared in a background thread while the caller works on the one before."""
 
 from __future__ import annotations
 
+import queue
+import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -23,6 +27,12 @@ class DataLoader:
     exactly (``set_epoch`` or ``load_state_dict`` picks the epoch). The epoch counter advances
     by one each time an iteration starts.
 
+    A random transform (one with ``needs_rng``, e.g. ``RandomCrop`` or a ``Compose`` holding
+    one) is called as ``transform(images, rng)`` with batch ``b`` of epoch ``k`` given the
+    generator ``default_rng(SeedSequence([seed, k], spawn_key=(b,)))``, a stream independent
+    of the shuffling's: the augmented batches too depend only on the seed, the epoch and the
+    batch, so they are the same in every run and a resumed run continues bit for bit.
+
     Parameters
     ----------
     dataset : Dataset
@@ -37,7 +47,17 @@ class DataLoader:
     drop_last : bool
         Drop the last batch when it is smaller than ``batch_size``.
     transform : callable, optional
-        Applied to each batch of images (e.g. ``fastcnn.data.Normalize``).
+        Applied to each batch of images (e.g. ``fastcnn.data.Normalize``); labels are left
+        as they are.
+    prefetch : bool
+        Prepare each batch (gather and transform) in one background thread while the caller
+        computes on the previous one (True, the default), or only when asked for (False).
+        The batches are the same bits either way. fastcnn's kernels release the GIL, so a
+        training step and the next batch's preparation run at once; at most one batch waits
+        ready. An exception in the thread is raised in the caller, with its traceback; a loop
+        that stops early (``break``, an exception) stops the thread when the iterator is
+        closed or dropped. Turn it off for a transform that is not safe to run in another
+        thread, or to debug one.
     """
 
     def __init__(
@@ -47,7 +67,8 @@ class DataLoader:
         shuffle: bool = False,
         seed: int | None = None,
         drop_last: bool = False,
-        transform: Callable[[NDArray[np.float32]], ArrayLike] | None = None,
+        transform: Callable[..., ArrayLike] | None = None,
+        prefetch: bool = True,
     ) -> None:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(
@@ -66,6 +87,7 @@ class DataLoader:
                 f"None, got {transform!r}"
             )
         self.transform = transform
+        self.prefetch = flag(prefetch, "prefetch", "DataLoader")
         if seed is None:
             seed = int(np.random.default_rng().integers(2**63))
         # np.random.default_rng([seed, epoch]) needs a seed >= 0.
@@ -108,7 +130,12 @@ class DataLoader:
         self.epoch = integer(state["epoch"], "epoch", owner, minimum=0)
         self.seed = seed
 
-    def _gather(self, indices):
+    def augmentation_rng(self, epoch: int, batch: int) -> np.random.Generator:
+        """The generator a random transform gets for batch ``batch`` of epoch ``epoch``."""
+        return np.random.default_rng(np.random.SeedSequence([self.seed, epoch], spawn_key=(batch,)))
+
+    def _batch(self, order, epoch, batch):
+        indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
         gather = getattr(self.dataset, "gather", None)
         if gather is not None:
             images, labels = gather(indices)
@@ -116,18 +143,70 @@ class DataLoader:
             items = [self.dataset[int(i)] for i in indices]
             images = np.stack([image for image, _ in items])
             labels = np.array([label for _, label in items])
-        if self.transform is not None:
+        if getattr(self.transform, "needs_rng", False):
+            images = self.transform(images, self.augmentation_rng(epoch, batch))
+        elif self.transform is not None:
             images = self.transform(images)
         return np.ascontiguousarray(images, dtype=np.float32), np.asarray(labels, dtype=np.int64)
 
     def __iter__(self) -> Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]:
-        order = self.order(self.epoch)
+        epoch = self.epoch
+        order = self.order(epoch)
         self.epoch += 1
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield self._gather(order[start : start + self.batch_size])
+
+        def make_batch(batch):
+            return self._batch(order, epoch, batch)
+
+        if self.prefetch:
+            yield from _prefetched(make_batch, len(self))
+        else:
+            for batch in range(len(self)):
+                yield make_batch(batch)
 
     def __repr__(self) -> str:
         return (
             f"DataLoader(dataset={self.dataset!r}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, drop_last={self.drop_last})"
         )
+
+
+def _prefetched(make_batch: Callable[[int], Any], count: int) -> Iterator[Any]:
+    """``make_batch(0)``, ..., ``make_batch(count - 1)``, each made in one background thread
+    while the caller works on the one before.
+
+    The queue holds one finished batch, so the thread is at most two batches ahead (one
+    waiting, one being made). When the caller stops early (this generator is closed or
+    garbage-collected), the ``finally`` sets ``stop`` and empties the queue: the thread's
+    pending ``put`` then succeeds, it sees ``stop`` and ends.
+    """
+    ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work() -> None:
+        for batch in range(count):
+            item: tuple[Any, BaseException | None]
+            try:
+                item = (make_batch(batch), None)
+            except BaseException as error:  # handed to the caller, raised there
+                item = (None, error)
+            ready.put(item)
+            if stop.is_set() or item[1] is not None:
+                return
+
+    # A daemon: an iterator left unfinished until exit must not keep the interpreter alive.
+    thread = threading.Thread(target=work, name="fastcnn-DataLoader-prefetch", daemon=True)
+    thread.start()
+    try:
+        for _ in range(count):
+            images_and_labels, error = ready.get()
+            if error is not None:
+                raise error  # its traceback still shows where in the thread it happened
+            yield images_and_labels
+    finally:
+        stop.set()
+        # At interpreter exit a daemon thread may already be frozen: then do not wait for it.
+        while thread.is_alive() and not sys.is_finalizing():
+            try:
+                ready.get(timeout=0.01)  # free the thread's pending put
+            except queue.Empty:
+                pass
