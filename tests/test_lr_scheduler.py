@@ -272,6 +272,11 @@ MORE_SCHEDULERS = {
         "adam",
         30,
     ),
+    "onecycle-rmsprop": (
+        lambda m, o: m.OneCycleLR(o, 0.05, total_steps=20, pct_start=0.25),
+        "rmsprop",
+        20,
+    ),
     "sequential": (
         lambda m, o: m.SequentialLR(
             o,
