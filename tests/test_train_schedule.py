@@ -6,7 +6,7 @@ import pytest
 
 from fastcnn import data, nn, optim
 from fastcnn.nn.utils import clip_grad_norm_
-from fastcnn.train import fit
+from fastcnn.train import IncompatibleCheckpointError, fit
 
 EPOCHS = 3
 
@@ -169,3 +169,15 @@ def test_fit_refuses_bad_schedule_settings_before_training(datasets):
     with pytest.raises(ValueError, match=r"^fit: clip_grad_norm must be a number in \(0.0, inf"):
         fit(model, loss_fn, optimizer, loader(train_set), clip_grad_norm=-1.0)
     assert_same_weights(before, weights(model))
+
+
+def test_resuming_a_one_cycle_run_for_more_epochs_is_refused(datasets, tmp_path):
+    train_set, _ = datasets
+    checkpoint = tmp_path / "run.npz"
+    model, optimizer, scheduler = start("onecycle")
+    fit(model, nn.CrossEntropyLoss(), optimizer, loader(train_set), epochs=1,
+        scheduler=scheduler, progress=False, checkpoint=checkpoint)  # fmt: skip
+    model, optimizer, scheduler = start("onecycle")
+    with pytest.raises(IncompatibleCheckpointError, match=r"holds a OneCycleLR of 15 steps, 5 too"):
+        fit(model, nn.CrossEntropyLoss(), optimizer, loader(train_set), epochs=4,
+            scheduler=scheduler, progress=False, checkpoint=checkpoint, resume=True)  # fmt: skip

@@ -351,7 +351,8 @@ def fit(
     if resume:
         assert checkpoint is not None  # _check_fit_args refused resume=True without one
         start, history = restore_checkpoint(checkpoint, model, optimizer, scheduler, train_loader)
-    check_one_cycle_length(scheduler, interval, epochs - start, train_loader)
+    resumed_from = checkpoint if resume else None
+    check_one_cycle_length(scheduler, interval, epochs - start, train_loader, resumed_from)
     reporter = make_progress(progress, metrics)
     state = _RunState(metrics, history, reporter, checkpoint, log_every, epochs)
     state.batch_scheduler = scheduler if interval == "batch" else None
