@@ -424,6 +424,20 @@ def test_plateau_step_needs_a_number():
         scheduler.step()
 
 
+def test_plateau_after_a_group_is_added_as_torch():
+    optimizer = SGD([Parameter(np.ones(1))], lr=0.1)
+    scheduler = ReduceLROnPlateau(optimizer, patience=0, min_lr=0.02)
+    optimizer.add_param_group({"params": [Parameter(np.ones(1))], "lr": 0.5})
+    scheduler.step(1.0)
+    scheduler.step(2.0)  # worse: both groups reduced, the new one with the default min_lr
+    assert scheduler.get_last_lr() == [0.02, 0.05]
+    per_group = ReduceLROnPlateau(optimizer, patience=0, min_lr=[0.0, 0.0])
+    optimizer.add_param_group({"params": [Parameter(np.ones(1))]})
+    per_group.step(1.0)
+    with pytest.raises(ValueError, match="has 3 parameter groups but min_lr gave 2"):
+        per_group.step(2.0)
+
+
 def test_sequential_load_state_dict_refuses_another_layout():
     optimizer = SGD([Parameter(np.ones(1))], lr=0.1)
     two = SequentialLR(optimizer, [LinearLR(optimizer), StepLR(optimizer, 2)], [3])
