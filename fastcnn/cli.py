@@ -350,18 +350,36 @@ def _pixel_stats(dataset, chunk=10000):
     return [float(mean), float(max(np.sqrt(max(total_sq / count - mean**2, 0.0)), 1e-6))]
 
 
-def _scheduler(args, optimizer):
+def _scheduler(args, optimizer, steps_per_epoch):
+    epochs = args.epochs
     if args.schedule == "cosine":
-        return optim.CosineAnnealingLR(optimizer, T_max=args.epochs)
+        return optim.CosineAnnealingLR(optimizer, T_max=epochs)
     if args.schedule == "step":  # a tenth of the rate after each third of the epochs
-        return optim.StepLR(optimizer, step_size=max(1, args.epochs // 3), gamma=0.1)
+        return optim.StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1)
+    if args.schedule == "multistep":  # a tenth at half and at three quarters of the epochs
+        milestones = sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})
+        return optim.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    if args.schedule == "onecycle":  # --lr is the peak; stepped after every batch
+        return optim.OneCycleLR(
+            optimizer, max_lr=args.lr, epochs=epochs, steps_per_epoch=steps_per_epoch
+        )
+    if args.schedule == "plateau":  # a tenth when the test loss stalls for 2 epochs
+        return optim.ReduceLROnPlateau(optimizer, factor=0.1, patience=2)
     return None
 
 
 def _optimizer(args, model):
     if args.optimizer == "adam":
         return optim.Adam(model.parameters(), lr=args.lr)
+    if args.optimizer == "rmsprop":
+        return optim.RMSprop(model.parameters(), lr=args.lr)
     return optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+
+
+def _training_settings(args):
+    """The training flags of a run, saved in its checkpoint beside the model config."""
+    names = ("optimizer", "lr", "momentum", "schedule", "clip_grad", "epochs", "batch_size")
+    return {name: getattr(args, name) for name in names}
 
 
 # ----------------------------------------------------------------------------- train
@@ -444,7 +462,8 @@ def run_train(args: argparse.Namespace) -> int:
     print(
         f"training {type(model).__name__} on the {splits.source}: {len(splits.train)} training "
         f"and {len(splits.test)} test images, {args.epochs} epochs, batch {args.batch_size}, "
-        f"{args.optimizer} lr {args.lr} ({args.schedule} schedule), "
+        f"{args.optimizer} lr {args.lr} ({args.schedule} schedule"
+        f"{'' if args.clip_grad is None else f', gradients clipped to norm {args.clip_grad}'}), "
         f"{fastcnn.get_num_threads()} threads"
     )
     started = time.perf_counter()
@@ -455,9 +474,10 @@ def run_train(args: argparse.Namespace) -> int:
         history = train.fit(
             model, nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), optimizer,
             train_loader, test_loader,
-            epochs=args.epochs, scheduler=_scheduler(args, optimizer),
+            epochs=args.epochs, scheduler=_scheduler(args, optimizer, len(train_loader)),
             progress=not args.no_progress, checkpoint=checkpoint, resume=args.resume,
-            extra={"config": config}, log_every=args.log_every,
+            extra={"config": config, "training": _training_settings(args)},
+            log_every=args.log_every, clip_grad_norm=args.clip_grad,
         )  # fmt: skip
     final = {k[len("val_") :]: v for k, v in history.epochs[-1].items() if k.startswith("val_")}
     _print_result(final)
@@ -621,7 +641,9 @@ def _train_parser(subparsers):
     _add_data_options(parser)
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=_positive_int, default=5, help="default 5")
-    group.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="default sgd")
+    group.add_argument(
+        "--optimizer", choices=("sgd", "adam", "rmsprop"), default="sgd", help="default sgd"
+    )
     group.add_argument("--lr", type=_positive_float, default=0.05, help="default 0.05")
     group.add_argument(
         "--momentum", type=_non_negative_float, default=0.9, help="SGD momentum, default 0.9"
@@ -634,9 +656,16 @@ def _train_parser(subparsers):
     )
     group.add_argument(
         "--schedule",
-        choices=("cosine", "step", "none"),
+        choices=("cosine", "step", "multistep", "onecycle", "plateau", "none"),
         default="cosine",
-        help="learning-rate decay over the epochs (default cosine)",
+        help="learning-rate schedule (default cosine); onecycle steps every batch with --lr "
+        "as its peak, plateau cuts the rate tenfold when the test loss stalls for 2 epochs",
+    )
+    group.add_argument(
+        "--clip-grad",
+        type=_positive_float,
+        metavar="MAX_NORM",
+        help="clip the gradients' total 2-norm to MAX_NORM before every step",
     )
     group.add_argument(
         "--seed", type=_non_negative_int, default=0, help="initial weights and data order"

@@ -100,6 +100,40 @@ def test_augment_trains_and_is_saved_with_the_settings(tmp_path):
     assert (crop.size, crop.padding, flip.p) == ((32, 32), (4, 4, 4, 4), 0.5)
 
 
+def test_train_with_one_cycle_rmsprop_and_clipping(tmp_path):
+    out = tmp_path / "out"
+    options = ["--schedule", "onecycle", "--optimizer", "rmsprop", "--lr", "0.01"]
+    result = run_cli("train", *TINY, *options, "--clip-grad", "1.0", "--out", out, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "rmsprop lr 0.01 (onecycle schedule, gradients clipped to norm 1.0)" in result.stdout
+    state = fastcnn.load(out / "checkpoint.npz")
+    assert state["scheduler"]["total_steps"] == state["scheduler"]["last_epoch"] == 4  # 200 / 50
+    assert state["extra"]["training"] == {
+        "optimizer": "rmsprop", "lr": 0.01, "momentum": 0.9, "schedule": "onecycle",
+        "clip_grad": 1.0, "epochs": 1, "batch_size": 50,
+    }  # fmt: skip
+    # The cycle spans the original run's epochs: resuming for more is a one-line error.
+    args = ["--limit", "200", "--batch-size", "50", "--threads", "1", *options, "--epochs", "2"]
+    result = run_cli("train", *args, "--out", out, "--resume")
+    assert_one_line_error(result, r"holds a OneCycleLR of 4 steps, 4 too few")
+
+
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [("cosine", "CosineAnnealingLR"), ("step", "StepLR"), ("multistep", "MultiStepLR"),
+     ("onecycle", "OneCycleLR"), ("plateau", "ReduceLROnPlateau"), ("none", "NoneType")],
+)  # fmt: skip
+def test_schedule_choices_build_their_scheduler(schedule, expected):
+    args = cli.make_parser().parse_args(["train", "--schedule", schedule, "--epochs", "8"])
+    optimizer = fastcnn.optim.SGD([fastcnn.nn.Parameter(np.ones(2))], lr=args.lr, momentum=0.9)
+    scheduler = cli._scheduler(args, optimizer, 10)
+    assert type(scheduler).__name__ == expected
+    if schedule == "multistep":
+        assert sorted(scheduler.milestones) == [4, 6]
+    if schedule == "onecycle":
+        assert scheduler.total_steps == 80 and optimizer.param_groups[0]["max_lr"] == args.lr
+
+
 def test_progress_output(tmp_path):
     result = run_cli("train", *TINY, "--log-every", "2", "--out", tmp_path / "o", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -218,6 +252,9 @@ def test_info():
         (["train", "--resume", "--out", "new"], r"--resume: there is no checkpoint '.*new/ch"),
         (["export", "/no/such/c.npz", "--onnx", "m.onnx"], r"checkpoint '/no/such/c.npz' does not"),
         (["export", "c.npz"], r"the following arguments are required: --onnx"),
+        (["train", "--clip-grad", "0"], r"argument --clip-grad: expected a number > 0, got '0'"),
+        (["train", "--schedule", "cyclic"], r"argument --schedule: invalid choice: 'cyclic'"),
+        (["train", "--optimizer", "lbfgs"], r"argument --optimizer: invalid choice: 'lbfgs'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, pattern, tmp_path):

@@ -26,6 +26,7 @@ import fastcnn
 from fastcnn import data, models, nn, onnx, optim, train
 from fastcnn import functional as F
 from fastcnn.nn import init
+from fastcnn.nn import utils as nn_utils
 from fastcnn.nn.parameter import Parameter
 
 F32 = np.float32
@@ -55,6 +56,13 @@ def fit(**overrides):
     )
     arguments.update(overrides)
     return train.fit(**arguments)
+
+
+def with_grad(grad=None):
+    """A 2x2 Parameter whose gradient is ``grad`` (ones by default), for the clipping rows."""
+    param = Parameter(np.zeros((2, 2), F32))
+    param.grad = np.ones((2, 2), F32) if grad is None else grad
+    return [param]
 
 
 def backward_before_forward(layer, grad_shape):
@@ -299,6 +307,55 @@ ERROR_INPUTS = [
         lambda: step_with_grad(optim.SGD, [[1.0, 1.0], [1.0, 1.0]]),
         TypeError,
         r"grad",
+    ),
+    (
+        "RMSprop step grad shape",
+        lambda: step_with_grad(optim.RMSprop, np.ones(3, F32)),
+        ValueError,
+        r"has shape \(3,\), but the parameter has shape \(2, 2\)",
+    ),
+    # gradient clipping
+    (
+        "clip_grad_norm_ max_norm 0",
+        lambda: nn_utils.clip_grad_norm_(with_grad(), 0.0),
+        ValueError,
+        r"^clip_grad_norm_: max_norm must be a number in \(0.0, inf\], got 0.0",
+    ),
+    (
+        "clip_grad_norm_ norm_type -1",
+        lambda: nn_utils.clip_grad_norm_(with_grad(), 1.0, norm_type=-1),
+        ValueError,
+        r"^clip_grad_norm_: norm_type must be a number in \(0.0, inf\], got -1.0",
+    ),
+    (
+        "clip_grad_norm_ error_if_nonfinite str",
+        lambda: nn_utils.clip_grad_norm_(with_grad(), 1.0, error_if_nonfinite="yes"),
+        TypeError,
+        r"^clip_grad_norm_: error_if_nonfinite must be True or False",
+    ),
+    (
+        "clip_grad_norm_ an array",
+        lambda: nn_utils.clip_grad_norm_(np.ones(3, F32), 1.0),
+        TypeError,
+        r"^clip_grad_norm_: parameters must be a Parameter or an iterable of Parameters .*ndarray",
+    ),
+    (
+        "clip_grad_norm_ a list of arrays",
+        lambda: nn_utils.clip_grad_norm_([np.ones(3, F32)], 1.0),
+        TypeError,
+        r"^clip_grad_norm_: parameters\[0\] must be a fastcnn.nn.Parameter, got ndarray",
+    ),
+    (
+        "clip_grad_value_ negative",
+        lambda: nn_utils.clip_grad_value_(with_grad(), -1.0),
+        ValueError,
+        r"^clip_grad_value_: clip_value must be a number in \[0.0, inf\], got -1.0",
+    ),
+    (
+        "clip_grad_value_ int grad",
+        lambda: nn_utils.clip_grad_value_(with_grad(np.ones((2, 2), int)), 1.0),
+        TypeError,
+        r"^clip_grad_value_: the gradient of parameters\[0\] must be a float NumPy array",
     ),
     # data
     (
@@ -618,7 +675,7 @@ ELSEWHERE = {
     "export": "test_onnx.py",
 }
 
-PUBLIC_MODULES = [fastcnn, F, nn, init, optim, data, train, models, onnx]
+PUBLIC_MODULES = [fastcnn, F, nn, init, nn_utils, optim, data, train, models, onnx]
 
 
 def public_callables():
@@ -654,7 +711,9 @@ def names_covered_by_tables():
         names |= names_in(row[0])
     for row in test_nn_errors.FORWARDS:
         names.add(type(row[0]).__name__)
-    for row in test_optim.BAD_ARGUMENTS + test_lr_scheduler.BAD:
+    for row in (
+        test_optim.BAD_ARGUMENTS + test_lr_scheduler.BAD + test_lr_scheduler.BAD_WITH_OPTIMIZER
+    ):
         names.add(row[0].__name__)
     if {"_ce"} & names:
         names.add("CrossEntropyLoss")

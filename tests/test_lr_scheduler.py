@@ -1,4 +1,5 @@
-"""fastcnn.optim.lr_scheduler: StepLR and CosineAnnealingLR against torch's, state dicts, errors."""
+"""fastcnn.optim.lr_scheduler: every scheduler against torch's (lr and momentum sequences),
+state dicts (through a checkpoint file), errors."""
 
 import math
 import warnings
@@ -6,9 +7,18 @@ import warnings
 import numpy as np
 import pytest
 
+import fastcnn
 from fastcnn.nn.parameter import Parameter
-from fastcnn.optim import SGD, Adam
-from fastcnn.optim.lr_scheduler import CosineAnnealingLR, StepLR
+from fastcnn.optim import SGD, Adam, Optimizer
+from fastcnn.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    LinearLR,
+    MultiStepLR,
+    OneCycleLR,
+    ReduceLROnPlateau,
+    SequentialLR,
+    StepLR,
+)
 
 SCHEDULERS = {
     "step": (StepLR, dict(step_size=3, gamma=0.5)),
@@ -186,6 +196,33 @@ BAD = [
     (CosineAnnealingLR, dict(T_max=3, last_epoch=-2), ValueError, "last_epoch must be >= -1"),
     (StepLR, dict(step_size=np.int64(0)), ValueError, "^StepLR: step_size must be >= 1, got 0"),
     (CosineAnnealingLR, dict(T_max=3, last_epoch=1.0), TypeError, "last_epoch must be an int"),
+    (MultiStepLR, dict(milestones=[5, 2]), ValueError, r"^MultiStepLR: milestones must be incr"),
+    (MultiStepLR, dict(milestones=3), TypeError, r"milestones must be a list of epoch indices"),
+    (MultiStepLR, dict(milestones=[1, -2]), ValueError, r"milestones\[1\] must be >= 0, got -2"),
+    (MultiStepLR, dict(milestones=[1.5]), TypeError, r"milestones\[0\] must be an int, got f"),
+    (LinearLR, dict(start_factor=0), ValueError, r"^LinearLR: start_factor must be a number in"),
+    (LinearLR, dict(end_factor=1.5), ValueError, r"end_factor must be a number in \[0.0, 1.0\]"),
+    (LinearLR, dict(total_iters=0), ValueError, r"^LinearLR: total_iters must be >= 1, got 0"),
+    (OneCycleLR, dict(max_lr=0.1), ValueError, r"give total_steps, or both epochs and steps_pe"),
+    (OneCycleLR, dict(max_lr=0.1, epochs=3), ValueError, r"give total_steps, or both epochs"),
+    (OneCycleLR, dict(max_lr=0.1, total_steps=0), ValueError, r"total_steps must be >= 1, got 0"),
+    (OneCycleLR, dict(max_lr=0.1, total_steps=2.0), TypeError, r"total_steps must be an int or"),
+    (OneCycleLR, dict(max_lr=0.1, epochs=2, steps_per_epoch=0), ValueError, r"steps_per_epoch m"),
+    (OneCycleLR, dict(max_lr=0, total_steps=9), ValueError, r"max_lr must be a number in \(0.0,"),
+    (OneCycleLR, dict(max_lr=0.1, total_steps=9, pct_start=1.5), ValueError, r"pct_start must"),
+    (OneCycleLR, dict(max_lr=0.1, total_steps=9, anneal_strategy="exp"), ValueError, "'cos' or"),
+    (OneCycleLR, dict(max_lr=0.1, total_steps=9, div_factor=0), ValueError, r"div_factor must"),
+    (OneCycleLR, dict(max_lr=0.1, total_steps=9, three_phase=1), TypeError, r"True or False"),
+    (ReduceLROnPlateau, dict(factor=1.0), ValueError, r"^ReduceLROnPlateau: factor must be < 1.0"),
+    (ReduceLROnPlateau, dict(factor=-0.5), ValueError, r"factor must be a number in \[0.0, inf\]"),
+    (ReduceLROnPlateau, dict(mode="low"), ValueError, r"mode must be 'min' or 'max', got 'low'"),
+    (ReduceLROnPlateau, dict(threshold_mode="x"), ValueError, r"threshold_mode must be 'rel' or"),
+    (ReduceLROnPlateau, dict(patience=-1), ValueError, r"patience must be >= 0, got -1"),
+    (ReduceLROnPlateau, dict(cooldown=0.5), TypeError, r"cooldown must be an int, got float"),
+    (ReduceLROnPlateau, dict(min_lr=[0.1, 0.2]), ValueError, r"min_lr must be one number or one"),
+    (ReduceLROnPlateau, dict(min_lr=-1), ValueError, r"min_lr must be a number in \[0.0, inf\]"),
+    (ReduceLROnPlateau, dict(eps=None), TypeError, r"eps must be a real number, got NoneType"),
+    (SequentialLR, dict(schedulers=[], milestones=[]), ValueError, r"at least one scheduler"),
 ]
 
 
@@ -212,3 +249,252 @@ def test_load_state_dict_rejects_foreign_state():
     state["base_lrs"] = [0.1, 0.2]
     with pytest.raises(ValueError, match="2 base_lrs, but the optimizer has 1 parameter groups"):
         scheduler.load_state_dict(state)
+
+
+# -- MultiStepLR, LinearLR, OneCycleLR, SequentialLR, ReduceLROnPlateau ------------------
+
+PLATEAU_METRICS = [5, 4, 4.1, 4.0, 4.0, 3.9996, 4, 4, 4, 4, 3, 3.5, 3, 3, 3, 2, 3, 3, 3, 3]
+
+# name: (build(lr_scheduler module, optimizer), optimizer, steps); the same calls build
+# fastcnn's and torch's scheduler.
+MORE_SCHEDULERS = {
+    "multistep": (lambda m, o: m.MultiStepLR(o, milestones=[2, 5, 5, 9], gamma=0.5), "sgd", 14),
+    "linear": (
+        lambda m, o: m.LinearLR(o, start_factor=0.2, end_factor=0.9, total_iters=6),
+        "sgd",
+        12,
+    ),
+    "onecycle": (lambda m, o: m.OneCycleLR(o, max_lr=[0.5, 0.2], total_steps=30), "sgd", 30),
+    "onecycle-adam-3phase-linear": (
+        lambda m, o: m.OneCycleLR(
+            o, 0.5, epochs=3, steps_per_epoch=10, three_phase=True, anneal_strategy="linear"
+        ),
+        "adam",
+        30,
+    ),
+    "onecycle-rmsprop": (
+        lambda m, o: m.OneCycleLR(o, 0.05, total_steps=20, pct_start=0.25),
+        "rmsprop",
+        20,
+    ),
+    "sequential": (
+        lambda m, o: m.SequentialLR(
+            o,
+            [
+                m.LinearLR(o, 0.1, total_iters=4),
+                m.CosineAnnealingLR(o, T_max=8),
+                m.StepLR(o, 3, 0.5),
+            ],
+            milestones=[4, 12],
+        ),
+        "sgd",
+        22,
+    ),
+    "plateau": (
+        lambda m, o: m.ReduceLROnPlateau(o, patience=1, cooldown=2, min_lr=[0.001, 0.0]),
+        "sgd",
+        20,
+    ),
+    "plateau-max-abs": (
+        lambda m, o: m.ReduceLROnPlateau(
+            o, "max", factor=0.5, patience=0, threshold=0.1, threshold_mode="abs"
+        ),
+        "adam",
+        20,
+    ),
+}
+
+
+def build(library, name, params):
+    """The optimizer and scheduler of ``MORE_SCHEDULERS[name]``, from fastcnn or torch."""
+    make, kind, _ = MORE_SCHEDULERS[name]
+    classes = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop"}
+    optimizer = getattr(library.optim, classes[kind])(two_groups(params))
+    return optimizer, make(library.optim.lr_scheduler, optimizer)
+
+
+def momentum(group):
+    return group["betas"][0] if "betas" in group else group["momentum"]
+
+
+def drive(optimizer, scheduler, params, steps, start=0, ones=np.ones):
+    """Step both ``steps`` times; the lr and momentum of every group after each step."""
+    sequence = []
+    for step in range(start, start + steps):
+        for param in params:
+            param.grad = ones(tuple(param.shape))
+        optimizer.step()
+        if "Plateau" in type(scheduler).__name__:
+            scheduler.step(PLATEAU_METRICS[step])
+        else:
+            scheduler.step()
+        groups = optimizer.param_groups
+        sequence.append([*scheduler.get_last_lr(), *(momentum(g) for g in groups)])
+    return sequence
+
+
+def fastcnn_params():
+    return [Parameter(np.ones(3, np.float32)), Parameter(np.ones(2, np.float32))]
+
+
+@pytest.mark.parametrize("name", MORE_SCHEDULERS)
+def test_lr_and_momentum_sequences_equal_torch(name):
+    torch = pytest.importorskip("torch")
+    steps = MORE_SCHEDULERS[name][2]
+    params = fastcnn_params()
+    ours = drive(*build(fastcnn, name, params), params, steps)
+    torch_params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))]
+    theirs = drive(*build(torch, name, torch_params), torch_params, steps, ones=torch.ones)
+    np.testing.assert_allclose(np.array(ours), np.array(theirs), rtol=1e-12, atol=0)
+    assert len({tuple(row) for row in ours}) > 2  # the schedule really moves
+
+
+@pytest.mark.parametrize("name", MORE_SCHEDULERS)
+def test_state_round_trip_through_a_checkpoint_file_continues_identically(name, tmp_path):
+    steps = MORE_SCHEDULERS[name][2]
+    params = fastcnn_params()
+    full_optimizer, full = build(fastcnn, name, params)
+    uninterrupted = drive(full_optimizer, full, params, steps)
+
+    params = fastcnn_params()
+    optimizer, scheduler = build(fastcnn, name, params)
+    half = steps // 2
+    first = drive(optimizer, scheduler, params, half)
+    path = tmp_path / "state.npz"
+    fastcnn.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, path)
+    saved = fastcnn.load(path)
+
+    # A fresh run, as a resumed script builds it, then the saved states loaded into it.
+    resumed_params = [Parameter(p.data.copy()) for p in params]
+    resumed_optimizer, resumed = build(fastcnn, name, resumed_params)
+    resumed_optimizer.load_state_dict(saved["optimizer"])
+    resumed.load_state_dict(saved["scheduler"])
+    assert resumed.get_last_lr() == scheduler.get_last_lr()
+    rest = drive(resumed_optimizer, resumed, resumed_params, steps - half, start=half)
+    assert first + rest == uninterrupted
+    assert resumed.state_dict() == full.state_dict()
+
+
+def test_state_dict_values_match_torch_s():
+    torch = pytest.importorskip("torch")
+    for name in ("multistep", "onecycle", "plateau"):
+        ours = build(fastcnn, name, fastcnn_params())[1].state_dict()
+        torch_params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))]
+        theirs = build(torch, name, torch_params)[1].state_dict()
+        for key, value in ours.items():
+            assert theirs[key] == value, (name, key)
+
+
+def test_steps_per_says_how_fit_steps_each_scheduler():
+    optimizer = SGD([Parameter(np.ones(1))], lr=0.1, momentum=0.9)
+    assert StepLR(optimizer, 2).steps_per == "epoch"
+    assert ReduceLROnPlateau(optimizer).steps_per == "epoch"
+    one_cycle = OneCycleLR(optimizer, 0.1, total_steps=10)
+    assert one_cycle.steps_per == "batch"
+    linear = LinearLR(optimizer)
+    assert SequentialLR(optimizer, [linear, one_cycle], [3]).steps_per == "batch"
+    assert SequentialLR(optimizer, [linear, StepLR(optimizer, 2)], [3]).steps_per == "epoch"
+
+
+def test_one_cycle_refuses_a_step_past_total_steps():
+    optimizer = SGD([Parameter(np.ones(1))], lr=0.1, momentum=0.9)
+    scheduler = OneCycleLR(optimizer, 0.1, total_steps=3)
+    optimizer.step()
+    for _ in range(3):
+        scheduler.step()
+    with pytest.raises(ValueError, match="OneCycleLR: tried to step 4 times, but total_steps is 3"):
+        scheduler.step()
+
+
+def test_one_cycle_needs_momentum_to_cycle():
+    def no_momentum():
+        return Optimizer([Parameter(np.ones(1))], {"lr": 0.1})
+
+    with pytest.raises(ValueError, match="needs an optimizer with a momentum or betas"):
+        OneCycleLR(no_momentum(), 0.1, total_steps=3)
+    OneCycleLR(no_momentum(), 0.1, total_steps=3, cycle_momentum=False)
+
+
+def test_plateau_step_needs_a_number():
+    scheduler = ReduceLROnPlateau(SGD([Parameter(np.ones(1))], lr=0.1))
+    scheduler.step(np.float32(1.5))  # NumPy scalars are numbers
+    with pytest.raises(TypeError, match=r"ReduceLROnPlateau.step: metrics must be .* got str 'x'"):
+        scheduler.step("x")
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'metrics'"):
+        scheduler.step()
+
+
+def test_plateau_after_a_group_is_added_as_torch():
+    optimizer = SGD([Parameter(np.ones(1))], lr=0.1)
+    scheduler = ReduceLROnPlateau(optimizer, patience=0, min_lr=0.02)
+    optimizer.add_param_group({"params": [Parameter(np.ones(1))], "lr": 0.5})
+    scheduler.step(1.0)
+    scheduler.step(2.0)  # worse: both groups reduced, the new one with the default min_lr
+    assert scheduler.get_last_lr() == [0.02, 0.05]
+    per_group = ReduceLROnPlateau(optimizer, patience=0, min_lr=[0.0, 0.0])
+    optimizer.add_param_group({"params": [Parameter(np.ones(1))]})
+    per_group.step(1.0)
+    with pytest.raises(ValueError, match="has 3 parameter groups but min_lr gave 2"):
+        per_group.step(2.0)
+
+
+def test_sequential_load_state_dict_refuses_another_layout():
+    optimizer = SGD([Parameter(np.ones(1))], lr=0.1)
+    two = SequentialLR(optimizer, [LinearLR(optimizer), StepLR(optimizer, 2)], [3])
+    three = SequentialLR(
+        optimizer, [LinearLR(optimizer), StepLR(optimizer, 2), StepLR(optimizer, 3)], [3, 6]
+    )
+    with pytest.raises(ValueError, match="has 3 scheduler states, but this SequentialLR has 2"):
+        two.load_state_dict(three.state_dict())
+    with pytest.raises(ValueError, match=r"SequentialLR state dict has the keys \['_last_lr', '_m"):
+        two.load_state_dict({"last_epoch": 1})
+
+
+BAD_WITH_OPTIMIZER = [
+    (
+        SequentialLR,
+        lambda o: dict(schedulers=[StepLR(o, 2), StepLR(o, 3)], milestones=[2, 4]),
+        ValueError,
+        r"^SequentialLR: milestones must have one entry fewer than schedulers",
+    ),
+    (
+        SequentialLR,
+        lambda o: dict(schedulers=[StepLR(o, 2), StepLR(o, 3), StepLR(o, 4)], milestones=[4, 4]),
+        ValueError,
+        r"^SequentialLR: milestones must be strictly increasing, got \[4, 4\]",
+    ),
+    (
+        SequentialLR,
+        lambda o: dict(schedulers=[StepLR(o, 2), ReduceLROnPlateau(o)], milestones=[3]),
+        ValueError,
+        r"schedulers\[1\] is a ReduceLROnPlateau, whose step needs the metric",
+    ),
+    (
+        SequentialLR,
+        lambda o: dict(
+            schedulers=[StepLR(o, 2), StepLR(SGD([Parameter(np.ones(1))]), 2)], milestones=[3]
+        ),
+        ValueError,
+        r"schedulers\[1\] \(StepLR\) schedules another optimizer",
+    ),
+    (
+        SequentialLR,
+        lambda o: dict(schedulers=[StepLR(o, 2), "cosine"], milestones=[3]),
+        TypeError,
+        r"^SequentialLR: schedulers\[1\] must be a fastcnn.optim.LRScheduler, got str",
+    ),
+    (
+        OneCycleLR,
+        lambda o: dict(max_lr=[0.1, 0.2], total_steps=5),
+        ValueError,
+        r"^OneCycleLR: max_lr must be one number or one per parameter group: the optimizer "
+        r"has 1 groups, got 2 values",
+    ),
+]
+
+
+@pytest.mark.parametrize("cls, make_kwargs, error, message", BAD_WITH_OPTIMIZER, ids=str)
+def test_bad_arguments_built_on_the_optimizer(cls, make_kwargs, error, message):
+    optimizer = SGD([Parameter(np.ones(1))], lr=0.1, momentum=0.9)
+    with pytest.raises(error, match=message):
+        cls(optimizer, **make_kwargs(optimizer))

@@ -1,4 +1,5 @@
-"""fastcnn.optim: SGD, Adam, AdamW against torch.optim, groups, zero_grad, state dicts, errors."""
+"""fastcnn.optim: SGD, Adam, AdamW, RMSprop against torch.optim, groups, zero_grad, state dicts,
+errors."""
 
 import itertools
 import math
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from fastcnn.nn.parameter import Parameter
-from fastcnn.optim import SGD, Adam, AdamW, Optimizer
+from fastcnn.optim import SGD, Adam, AdamW, Optimizer, RMSprop
 
 SHAPES = [(5, 4), (7,), (2, 3, 3)]
 STEPS = 20
@@ -103,6 +104,62 @@ def test_adam_matches_torch(name, settings):
         noise,
     )
     assert_same_trajectory(ours, theirs)
+
+
+RMSPROP_SETTINGS = [
+    dict(centered=c, momentum=m, weight_decay=wd, maximize=mx)
+    for c, m, wd, mx in itertools.product([False, True], [0, 0.9], [0, 0.1], [False, True])
+] + [dict(alpha=0.3, eps=1e-3, momentum=0.5)]  # alpha < 0.5: lerp's other branch
+
+
+@pytest.mark.parametrize("settings", RMSPROP_SETTINGS, ids=str)
+def test_rmsprop_matches_torch(settings):
+    torch = pytest.importorskip("torch")
+    start, noise = make_start(7)
+    ours = run_fastcnn(lambda p: RMSprop(p, lr=0.01, **settings), start, noise)
+    theirs = run_torch(
+        torch, lambda p: torch.optim.RMSprop(p, lr=0.01, foreach=False, **settings), start, noise
+    )
+    assert_same_trajectory(ours, theirs)
+
+
+def test_rmsprop_float64_matches_torch_to_double_precision():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    start = rng.standard_normal((4, 3))
+    grads = rng.standard_normal((6, 4, 3))
+    param = Parameter(start.copy())
+    optimizer = RMSprop([param], lr=0.01, momentum=0.9, centered=True, weight_decay=0.1)
+    torch_param = torch.nn.Parameter(torch.tensor(start))
+    torch_optimizer = torch.optim.RMSprop(
+        [torch_param], lr=0.01, momentum=0.9, centered=True, weight_decay=0.1, foreach=False
+    )
+    for grad in grads:
+        param.grad = grad.copy()
+        optimizer.step()
+        torch_param.grad = torch.tensor(grad)
+        torch_optimizer.step()
+    assert param.data.dtype == np.float64
+    assert optimizer.state[param]["square_avg"].dtype == np.float64
+    np.testing.assert_allclose(param.data, torch_param.detach().numpy(), rtol=1e-12)
+
+
+def test_rmsprop_defaults_and_state_are_torch_s():
+    torch = pytest.importorskip("torch")
+    param = Parameter(np.ones(2, np.float32))
+    defaults = RMSprop([param]).defaults
+    torch_defaults = torch.optim.RMSprop([torch.nn.Parameter(torch.ones(2))]).defaults
+    for key, value in defaults.items():
+        assert torch_defaults[key] == value, key
+    optimizer = RMSprop([param], momentum=0.5, centered=True)
+    param.grad = np.ones(2, np.float32)
+    optimizer.step()
+    assert set(optimizer.state[param]) == {"step", "square_avg", "momentum_buffer", "grad_avg"}
+    torch_param = torch.nn.Parameter(torch.ones(2))
+    torch_optimizer = torch.optim.RMSprop([torch_param], momentum=0.5, centered=True)
+    torch_param.grad = torch.ones(2)
+    torch_optimizer.step()
+    assert set(torch_optimizer.state[torch_param]) == set(optimizer.state[param])
 
 
 def test_adamw_default_weight_decay_is_torch_s():
@@ -240,6 +297,8 @@ OPTIMIZERS = {
     "sgd-plain": lambda p: SGD(p, lr=0.05),
     "adam": lambda p: Adam(p, lr=0.01, amsgrad=True, weight_decay=1e-3),
     "adamw": lambda p: AdamW(p, lr=0.01),
+    "rmsprop": lambda p: RMSprop(p, lr=0.01, momentum=0.9, centered=True, weight_decay=1e-3),
+    "rmsprop-plain": lambda p: RMSprop(p, lr=0.01),
 }
 
 
@@ -458,6 +517,13 @@ BAD_ARGUMENTS = [
     (Adam, dict(amsgrad=1), TypeError, r"^Adam: amsgrad must be True or False, got 1"),
     (AdamW, dict(maximize=None), TypeError, r"^AdamW: maximize must be True or False"),
     (Adam, dict(eps="1e-8"), TypeError, r"^Adam: eps must be a real number, got str '1e-8'"),
+    (RMSprop, dict(lr=-0.1), ValueError, r"^Invalid learning rate: -0.1$"),
+    (RMSprop, dict(alpha=-0.5), ValueError, r"^Invalid alpha value: -0.5$"),
+    (RMSprop, dict(eps=-1.0), ValueError, r"^Invalid epsilon value: -1.0$"),
+    (RMSprop, dict(momentum=math.nan), ValueError, r"^Invalid momentum value: nan$"),
+    (RMSprop, dict(weight_decay=-1), ValueError, r"^Invalid weight_decay value: -1$"),
+    (RMSprop, dict(centered="yes"), TypeError, r"^RMSprop: centered must be True or False"),
+    (RMSprop, dict(alpha=None), TypeError, r"^RMSprop: alpha must be a real number, got None"),
 ]
 
 

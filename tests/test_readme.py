@@ -49,3 +49,11 @@ def test_training_example_runs(tmp_path, monkeypatch, capsys):
 def test_residual_and_inference_examples_run(marker):
     (example,) = [block for block in python_blocks() if marker in block]
     exec(compile(example, str(README), "exec"), {})
+
+
+def test_one_cycle_example_runs(capsys):
+    (example,) = [block for block in python_blocks() if "OneCycleLR(" in block]
+    exec(compile(example, str(README), "exec"), {})
+    printed = capsys.readouterr().out
+    # 0.1 / 25 at the start; at step 8 of 16, well past the peak at step 3.8, on the way down
+    assert "lr at the start of each epoch: [0.004, 0.0691]" in printed

@@ -4,7 +4,7 @@ Every module has ``forward`` and an explicit ``backward(grad_output, input_grad=
 (there is no autograd); see ``Module``.
 """
 
-from fastcnn.nn import init
+from fastcnn.nn import init, utils
 from fastcnn.nn.activation import (
     ELU,
     GELU,
@@ -66,4 +66,5 @@ __all__ = [
     "Softmax",
     "Tanh",
     "init",
+    "utils",
 ]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from fastcnn.optim.optimizer import Optimizer, ParamsT, check_non_negative
+from fastcnn.optim.optimizer import Optimizer, ParamsT, check_non_negative, lerp_
 
 
 class Adam(Optimizer):
@@ -114,7 +114,7 @@ class Adam(Optimizer):
                 grad = grad + weight_decay * param.data
 
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        _lerp_(exp_avg, grad, 1 - beta1)
+        lerp_(exp_avg, grad, 1 - beta1)
         exp_avg_sq *= beta2
         exp_avg_sq += (1 - beta2) * grad * grad
 
@@ -180,19 +180,3 @@ def _zero_state(param, amsgrad):
     if amsgrad:
         state["max_exp_avg_sq"] = np.zeros_like(param.data)
     return state
-
-
-def _lerp_(start, end, weight):
-    """``start += weight * (end - start)`` in place, with PyTorch's two-sided formula.
-
-    PyTorch's CPU ``lerp`` uses ``end - (end - start) * (1 - weight)`` when
-    ``|weight| >= 0.5``, which is more accurate there; doing the same keeps float32
-    results equal to PyTorch's.
-    """
-    difference = end - start
-    if abs(weight) < 0.5:
-        difference *= weight
-        start += difference
-    else:
-        difference *= 1 - weight
-        np.subtract(end, difference, out=start)

@@ -35,6 +35,22 @@ def check_non_negative(value: Any, name: str, owner: str, torch_message: str) ->
         raise ValueError(f"{torch_message}: {value}")
 
 
+def lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
+    """``start += weight * (end - start)`` in place, with PyTorch's two-sided formula.
+
+    PyTorch's CPU ``lerp`` uses ``end - (end - start) * (1 - weight)`` when
+    ``|weight| >= 0.5``, which is more accurate there; doing the same keeps float32
+    results equal to PyTorch's.
+    """
+    difference = end - start
+    if abs(weight) < 0.5:
+        difference *= weight
+        start += difference
+    else:
+        difference *= 1 - weight
+        np.subtract(end, difference, out=start)
+
+
 class Optimizer:
     """Base class of all optimizers; PyTorch's ``torch.optim.Optimizer`` API.
 

@@ -14,14 +14,16 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from fastcnn._grad_mode import no_grad
-from fastcnn._validation import flag, instance_of, integer
+from fastcnn._validation import flag, instance_of, integer, real
 from fastcnn.nn.module import Module
+from fastcnn.nn.utils import clip_grad_norm_
 from fastcnn.optim.lr_scheduler import LRScheduler
 from fastcnn.optim.optimizer import Optimizer
 from fastcnn.train.checkpoint import restore_checkpoint, save_checkpoint
 from fastcnn.train.history import History
 from fastcnn.train.metrics import check_metrics, metric_k, topk_correct
 from fastcnn.train.progress import format_epoch_summary, make_progress
+from fastcnn.train.schedule import check_one_cycle_length, resolve_interval, step_epoch_scheduler
 
 __all__ = ["NonFiniteLossError", "evaluate", "fit", "predict"]
 
@@ -172,12 +174,14 @@ def predict(model: Module, x: ArrayLike, batch_size: int = 256) -> NDArray[np.fl
     return np.concatenate(outputs)
 
 
-def _train_step(model, loss_fn, optimizer, images, labels):
+def _train_step(model, loss_fn, optimizer, images, labels, clip_grad_norm=None):
     logits = model(images)
     loss = loss_fn(logits, labels)
     if math.isfinite(loss):
         optimizer.zero_grad()
         model.backward(loss_fn.backward())
+        if clip_grad_norm is not None:
+            clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
     return logits, loss
 
@@ -212,10 +216,12 @@ def _train_epoch(model, loss_fn, optimizer, loader, state):
     started = time.perf_counter()
     model.train()
     for batch, (images, labels) in enumerate(_pairs(loader, "fit: train_loader"), start=1):
-        logits, loss = _train_step(model, loss_fn, optimizer, images, labels)
+        logits, loss = _train_step(model, loss_fn, optimizer, images, labels, state.clip_grad_norm)
         if not math.isfinite(loss):
             what = f"the training loss became {loss}"
             raise _non_finite(what, loss, state.epoch, batch, state.checkpoint)
+        if state.batch_scheduler is not None:  # after every optimizer step (OneCycleLR)
+            state.batch_scheduler.step()
         tally.add(logits, labels, loss)
         log = batch % state.log_every == 0 or batch == batches
         running = tally.values()
@@ -241,6 +247,8 @@ class _RunState:
         self.metrics, self.history, self.reporter = metrics, history, reporter
         self.checkpoint, self.log_every, self.epochs = checkpoint, log_every, epochs
         self.epoch = 0
+        self.batch_scheduler = None  # the scheduler, when it steps per batch
+        self.clip_grad_norm = None
 
 
 def _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler):
@@ -281,12 +289,15 @@ def fit(
     resume: bool = False,
     log_every: int = 100,
     extra: dict[str, Any] | None = None,
+    scheduler_interval: str | None = None,
+    clip_grad_norm: float | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs; return the ``History``.
 
     Each epoch: ``model.train()``, then for every batch forward, loss, ``zero_grad``,
-    backward, ``step``; then evaluation on ``val_loader`` (in eval mode), ``scheduler.step()``
-    and, if ``checkpoint`` is set, a checkpoint.
+    backward, (``clip_grad_norm_``), ``step`` (and ``scheduler.step()`` if it steps per
+    batch); then evaluation on ``val_loader`` (in eval mode), ``scheduler.step()`` if it
+    steps per epoch and, if ``checkpoint`` is set, a checkpoint.
 
     Parameters
     ----------
@@ -303,7 +314,10 @@ def fit(
     epochs : int
         Total number of epochs (a resumed run continues up to this number).
     scheduler : LRScheduler, optional
-        Stepped once per epoch.
+        Stepped after every optimizer step if it steps per batch (its ``steps_per`` is
+        ``"batch"``: OneCycleLR), else once per epoch after validation. A
+        ``ReduceLROnPlateau`` gets the epoch's validation loss (the training loss without
+        ``val_loader``).
     metrics : sequence of str
         ``"accuracy"`` (top-1) and ``"topK"`` names.
     progress : bool or {"tqdm", "text"}
@@ -317,6 +331,12 @@ def fit(
         Record (and print, in text mode) the running loss and metrics every this many batches.
     extra : dict, optional
         Saved in the checkpoint under ``"extra"`` (e.g. how to rebuild the model).
+    scheduler_interval : {None, "batch", "epoch"}
+        Overrides the scheduler's ``steps_per``: e.g. ``"batch"`` for a CosineAnnealingLR
+        whose ``T_max`` counts optimizer steps.
+    clip_grad_norm : float, optional
+        Clip the gradients to this total 2-norm (``fastcnn.nn.utils.clip_grad_norm_`` over
+        ``model.parameters()``) before every optimizer step.
 
     Returns
     -------
@@ -336,13 +356,20 @@ def fit(
     _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler)
     metrics = check_metrics(metrics)
     _check_fit_args(epochs, log_every, resume, checkpoint)
+    interval = resolve_interval(scheduler, scheduler_interval)
+    if clip_grad_norm is not None:
+        real(clip_grad_norm, "clip_grad_norm", "fit", 0.0, low_open=True)
     history = History(metrics)
     start = 0
     if resume:
         assert checkpoint is not None  # _check_fit_args refused resume=True without one
         start, history = restore_checkpoint(checkpoint, model, optimizer, scheduler, train_loader)
+    resumed_from = checkpoint if resume else None
+    check_one_cycle_length(scheduler, interval, epochs - start, train_loader, resumed_from)
     reporter = make_progress(progress, metrics)
     state = _RunState(metrics, history, reporter, checkpoint, log_every, epochs)
+    state.batch_scheduler = scheduler if interval == "batch" else None
+    state.clip_grad_norm = clip_grad_norm
     for epoch in range(start + 1, epochs + 1):
         state.epoch = epoch
         try:
@@ -370,7 +397,7 @@ def _run_epoch(model, loss_fn, optimizer, train_loader, val_loader, scheduler, s
     if val_loader is not None:
         values = _evaluate(model, _pairs(val_loader, "fit: val_loader"), loss_fn, state.metrics)
         record.update((f"val_{k}", v) for k, v in values.items())
-    if scheduler is not None:
-        scheduler.step()
+    if scheduler is not None and state.batch_scheduler is None:
+        step_epoch_scheduler(scheduler, record)
     record.update(lr=lr, seconds=time.perf_counter() - started)
     state.history.epochs.append(record)
