@@ -28,7 +28,7 @@ from libc.string cimport memcmp
 
 from _conv_image cimport ConvGeometry, PoolWindow, add_bias, image_forward, use_kernel_isa
 from _gemm cimport matmul_nt_acc
-from _pool_plane cimport max_pool_plane
+from _pool_plane cimport max_pool_plane, max_pool_values_2x2
 from _relu_block cimport relu_block
 
 cnp.import_array()
@@ -220,12 +220,20 @@ cdef void conv_step(const Step *step, const floating *src, floating *dst, Py_ssi
     cdef floating *conv
     cdef floating *row
     cdef int64_t *indices
+    cdef bint pool_2x2 = (step.pooled and pool.KH == 2 and pool.KW == 2 and pool.TH == 2
+                          and pool.TW == 2 and pool.UH == 0 and pool.UW == 0)
     for n in prange(N, schedule="static", num_threads=team(n_threads, N)):
         row = <floating *> ws.values + threadid() * ws.values_row
         conv = row if step.pooled else dst + n * step.out_size
         image_forward(src + n * step.in_size, g, weight, packed, row + g.scratch_at, conv)
         if step.has_bias:
             add_bias(conv, bias, g.K, P)
+        if pool_2x2:  # the ReLU after the pool, on the pooled values: the same bits
+            for k in range(g.K):
+                max_pool_values_2x2(conv + k * P, g.OW,
+                                    dst + n * step.out_size + k * pooled_plane,
+                                    step.POH, step.POW, step.relu)
+            continue
         if step.relu:
             relu_block(conv, conv, g.K * P)
         if step.pooled:

@@ -101,6 +101,33 @@ cdef inline void max_pool_plane(const floating *x, Py_ssize_t H, Py_ssize_t W, i
         max_pool_plane_any(x, H, W, KH, KW, SH, SW, PH, PW, out, argmax, OH, OW)
 
 
+cdef inline void max_pool_values_2x2(const floating *x, Py_ssize_t W, floating *out,
+                                     Py_ssize_t OH, Py_ssize_t OW, bint relu) noexcept nogil:
+    """max_pool_plane_2x2's values without the argmax (inference keeps none), then ReLU on
+    them if relu. Same candidates, order and rule, so the same values; and ReLU after the
+    pool gives the bits of ReLU before it (relu is monotonic, keeps NaN, and maps -0 and +0
+    alike), on a quarter of the values. The LeNet-5 network's ReLU and pools took 1.1 ms
+    of a 5.5 ms batch of 256 at one thread with the argmax path."""
+    cdef Py_ssize_t oh, ow
+    cdef const floating *row0
+    cdef const floating *row1
+    cdef floating best, value
+    for oh in range(OH):
+        row0 = x + 2 * oh * W
+        row1 = row0 + W
+        for ow in range(OW):
+            best = row0[2 * ow]
+            value = row0[2 * ow + 1]
+            best = value if (value > best) | (value != value) else best
+            value = row1[2 * ow]
+            best = value if (value > best) | (value != value) else best
+            value = row1[2 * ow + 1]
+            best = value if (value > best) | (value != value) else best
+            if relu:
+                best = 0 if best <= 0 else best
+            out[oh * OW + ow] = best
+
+
 cdef inline void max_pool_plane_backward(const floating *grad_out, const int64_t *argmax,
                                          Py_ssize_t n_out, floating *grad_x,
                                          Py_ssize_t n_in) noexcept nogil:

@@ -96,6 +96,23 @@ def test_eval_gives_the_layers_bits(name, dtype, n, kernel_copy):
         assert all(isinstance(part, _inference._Run) for part in parts(model))
 
 
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, stride=2, padding=1)])
+def test_pooled_step_keeps_nan_zeros_and_ties_as_the_layers(pool, kernel_copy):
+    """A 2x2 pooled step takes the ReLU after the pool (a quarter of the values): NaN, -0
+    and +0, ties and all-negative windows must give the layers' bits all the same."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False, rng=0), nn.ReLU(), pool).eval()
+    model[0].weight.data[...] = np.array([1.0, -1.0], np.float32).reshape(2, 1, 1, 1)
+    x = np.array([np.nan, -0.0, 0.0, -1.0, 2.0, 2.0, -3.0, np.inf, -np.inf, 5.0])
+    x = np.random.default_rng(3).choice(x, size=(4, 1, 8, 8)).astype(np.float32)
+    x[0, 0, :2, :2] = [[-0.0, -1.0], [-3.0, -np.inf]]  # a window whose maximum is -0
+    x[0, 0, :2, 2:4] = [[1.0, np.nan], [np.nan, 1.0]]  # two NaNs
+    expected = layer_by_layer(model, x)
+    out = model(x)
+    np.testing.assert_array_equal(out, expected)
+    assert np.array_equal(np.signbit(out), np.signbit(expected))
+    assert np.isnan(out).any() and (out == 0).any()
+
+
 @pytest.mark.parametrize("n", [1, 3, 33])
 def test_eval_is_bit_identical_for_any_thread_count(n, kernel_copy):
     rng = np.random.default_rng(0)
