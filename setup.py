@@ -31,7 +31,16 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_conv", "_dense", "_elementwise", "_fused", "_network", "_pool", "_openmp"]
+KERNELS = [
+    "_batchnorm",
+    "_conv",
+    "_dense",
+    "_elementwise",
+    "_fused",
+    "_network",
+    "_pool",
+    "_openmp",
+]
 
 OPENMP_PROBE = textwrap.dedent(
     """

@@ -3,10 +3,11 @@
 For each case the implementations are run alternately in rounds (warm-up first), each timing
 taking the median over rounds, so slow drifts of a noisy machine hit all of them alike.
 Columns: median ms, GFLOP/s (convolutions), and ratio = torch time / fastcnn time (> 1: fastcnn
-is faster). Cases: LeNet-5's convolutions and pools (batch 256), two VGG-size 3x3 layers, and
-the three 3x3 convolutions of bench_training.py's CIFAR-style net (batch 64). The JSON's
-"machine" records the instruction sets that ran (fastcnn's kernel copy, PyTorch's CPU
-capability: capped by FASTCNN_MAX_CPU_ISA, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY).
+is faster). Cases: LeNet-5's convolutions and pools (batch 256), two VGG-size 3x3 layers,
+the three 3x3 convolutions of bench_training.py's CIFAR-style net (batch 64) and two of
+ResNet-20's BatchNorm2d layers in training (batch 64). The JSON's "machine" records the
+instruction sets that ran (fastcnn's kernel copy, PyTorch's CPU capability: capped by
+FASTCNN_MAX_CPU_ISA, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY).
 Run:  python bench/bench_kernels.py [--threads 2] [--rounds 7] [--only CASE ...] [--json out.json]
 """
 
@@ -45,6 +46,8 @@ DEPTHWISE_CASES = {
     "depthwise-64-s2": ((32, 64, 32, 32), 64, 3, 1, 2),
 }
 POOL_CASES = {"lenet-pool1": (256, 6, 28, 28), "lenet-pool2": (256, 16, 10, 10)}
+# ResNet-20's BatchNorm2d layers in training (batch 64): the first stage's, the last stage's
+BATCH_NORM_CASES = {"resnet-bn16": (64, 16, 32, 32), "resnet-bn64": (64, 64, 8, 8)}
 
 
 def conv_flops(x_shape, k, f, pad, stride=1, groups=1):
@@ -160,6 +163,26 @@ def pool_impls(x, torch, with_book):
     return impls
 
 
+def batch_norm_impls(x, torch):
+    """Training-mode BatchNorm2d forward + backward (batch statistics, running update)."""
+    grad = np.ones_like(x)
+    layer = fastcnn.nn.BatchNorm2d(x.shape[1])
+
+    def fc():
+        layer(x)
+        layer.backward(grad)
+
+    impls = {"fastcnn fwd+bwd": fc}
+    if torch is not None:
+        t_layer, tg = torch.nn.BatchNorm2d(x.shape[1]), torch.from_numpy(grad)
+
+        def tc():
+            t_layer(torch.from_numpy(x).requires_grad_(True)).backward(tg)
+
+        impls["torch fwd+bwd"] = tc
+    return impls
+
+
 def unfold_impls(x, f, pad, with_book):
     col = F.im2col(x, f, 1, pad)
     impls = {
@@ -192,12 +215,10 @@ def ratio_rows(case, times, flops=None):
 
 
 def run(args, torch):
-    unknown = set(args.only or ()) - set(CONV_CASES) - set(DEPTHWISE_CASES) - set(POOL_CASES)
+    all_cases = [*CONV_CASES, *DEPTHWISE_CASES, *POOL_CASES, *BATCH_NORM_CASES]
+    unknown = set(args.only or ()) - set(all_cases)
     if unknown:
-        raise SystemExit(
-            f"unknown case(s) {sorted(unknown)}: the cases are "
-            f"{', '.join([*CONV_CASES, *DEPTHWISE_CASES, *POOL_CASES])}"
-        )
+        raise SystemExit(f"unknown case(s) {sorted(unknown)}: the cases are {', '.join(all_cases)}")
     rng = np.random.default_rng(0)
     rows, printed = [], 0
     print(
@@ -232,6 +253,12 @@ def run(args, torch):
         x = rng.standard_normal(shape).astype(np.float32)
         times = time_rounds(pool_impls(x, torch, not args.no_book), args.rounds)
         rows += ratio_rows(case, times)
+        printed = print_rows(rows, printed)
+    for case, shape in BATCH_NORM_CASES.items():
+        if args.only and case not in args.only:
+            continue
+        x = rng.standard_normal(shape).astype(np.float32)
+        rows += ratio_rows(case, time_rounds(batch_norm_impls(x, torch), args.rounds))
         printed = print_rows(rows, printed)
     return rows
 

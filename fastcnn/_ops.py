@@ -5,7 +5,7 @@ checked (fastcnn/_validation.py) and shapes known. Nothing here validates.
 kernels parallelise over images themselves); ``workspace`` hands out the per-thread
 scratch the kernels write into.
 
-The runners below (linear, ReLU, pooling) are what ``functional`` calls after its checks
+The runners below (linear, ReLU, pooling, batch norm) are what ``functional`` calls after its checks
 and what the layers call after theirs: each allocates the outputs and calls one kernel.
 Their arrays must be C-contiguous, of one float dtype (int64 for max-pool indices), with
 the shapes their docstrings give; the kernels read and write them without bounds checks.
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+import fastcnn._batchnorm as _batchnorm
 import fastcnn._dense as _dense
 import fastcnn._elementwise as _elementwise
 import fastcnn._pool as _pool
@@ -186,3 +187,64 @@ def log_softmax(x: NDArray, axis: int) -> NDArray:
         shifted = x - top
         # the sum is at least 1 (the maximum's exp(0)) or NaN: its log is finite or NaN
         return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+# --------------------------------------------------------------------------- batch norm
+# x is (N, C, S): S = H*W, L or 1. The per-channel arrays (weight, bias, mean, var,
+# inv_std, scale, shift, and the weight and bias gradients) are float64 of length C.
+
+
+def batch_norm_train(
+    x: NDArray, weight: NDArray, bias: NDArray, eps: float
+) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+    """(y, mean, var, inv_std): the batch's per-channel mean and biased variance,
+    ``inv_std = 1 / sqrt(var + eps)`` and ``y = (x - mean) * inv_std * weight + bias``."""
+    channels = x.shape[1]
+    y = np.empty_like(x)
+    if x.size == 0:  # no values: NaN statistics, as NumPy's mean of nothing (no warning)
+        nan = np.full(channels, np.nan)
+        return y, nan, nan.copy(), nan.copy()
+    mean, var, inv_std = (np.empty(channels) for _ in range(3))
+    run_kernel(_batchnorm.batch_norm_forward_train, x, weight, bias, eps, mean, var, inv_std, y)
+    return y, mean, var, inv_std
+
+
+def batch_norm_eval(x: NDArray, mean: NDArray, scale: NDArray, shift: NDArray) -> NDArray:
+    """``y = (x - mean) * scale + shift`` per channel."""
+    y = np.empty_like(x)
+    run_kernel(_batchnorm.batch_norm_forward_eval, x, mean, scale, shift, y)
+    return y
+
+
+def batch_norm_backward(
+    grad_out: NDArray,
+    x: NDArray,
+    mean: NDArray,
+    inv_std: NDArray,
+    weight: NDArray,
+    batch_stats: bool,
+    input_grad: bool,
+) -> tuple[NDArray | None, NDArray, NDArray]:
+    """(grad_x or None, grad_weight, grad_bias) of ``x_hat * weight + bias`` with
+    ``x_hat = (x - mean) * inv_std``; with ``batch_stats`` the mean and inv_std were the
+    batch's, so the gradient flows through them too."""
+    channels = x.shape[1]
+    grad_x = np.empty_like(x) if input_grad else None
+    if x.size == 0:  # nothing to sum
+        if grad_x is not None:
+            grad_x.fill(0)
+        return grad_x, np.zeros(channels), np.zeros(channels)
+    grad_weight, grad_bias = np.empty(channels), np.empty(channels)
+    run_kernel(
+        _batchnorm.batch_norm_backward,
+        grad_out,
+        x,
+        mean,
+        inv_std,
+        weight,
+        batch_stats,
+        grad_weight,
+        grad_bias,
+        grad_x,
+    )
+    return grad_x, grad_weight, grad_bias

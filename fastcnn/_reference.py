@@ -10,7 +10,9 @@ every one is required (``bias`` may be None), and ``kernel``, ``stride`` and ``p
 (h, w) pairs. Where they differ: ``max_pool2d`` always returns ``(out, index)``;
 ``conv2d`` has no ``save_columns`` and ``conv2d_backward`` no ``columns`` (they are the
 compiled path's scratch); the fused ``conv2d_relu_max_pool2d`` has no twin (its tests
-compare it with the three functions here, one after the other).
+compare it with the three functions here, one after the other). ``batch_norm_train``,
+``batch_norm_eval`` and ``batch_norm_backward`` twin the BatchNorm layers' kernels (there is
+no ``functional`` batch norm); they return the statistics and weight gradients in float64.
 """
 
 from __future__ import annotations
@@ -452,3 +454,70 @@ def layer_norm(
     if bias is not None:
         out = out + bias
     return out.astype(x.dtype)
+
+
+def _channel_values(x: Array, channel: int) -> Array:
+    """x[:, channel, ...] as float64: the values one BatchNorm channel normalises over."""
+    return x[:, channel].astype(np.float64)
+
+
+def batch_norm_train(
+    x: Array, weight: Array | None, bias: Array | None, eps: float
+) -> tuple[Array, Array, Array]:
+    """(out, mean, var) with the batch's statistics: per channel c, over n and the
+    trailing dims, mean and biased variance (in float64) and
+    out[:, c] = (x - mean) / sqrt(var + eps) * weight[c] + bias[c]"""
+    channels = x.shape[1]
+    mean, var = np.empty(channels), np.empty(channels)
+    out: Array = np.empty(x.shape, dtype=np.float64)
+    for c in range(channels):
+        values = _channel_values(x, c)
+        mean[c] = values.sum() / values.size
+        var[c] = ((values - mean[c]) ** 2).sum() / values.size
+        out[:, c] = (values - mean[c]) / np.sqrt(var[c] + eps)
+        out[:, c] = out[:, c] * (1 if weight is None else weight[c])
+        out[:, c] = out[:, c] + (0 if bias is None else bias[c])
+    return out.astype(x.dtype), mean, var
+
+
+def batch_norm_eval(
+    x: Array, mean: Array, var: Array, weight: Array | None, bias: Array | None, eps: float
+) -> Array:
+    """out[:, c] = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c], with the given
+    (running) statistics, in float64"""
+    out: Array = np.empty(x.shape, dtype=np.float64)
+    for c in range(x.shape[1]):
+        out[:, c] = (_channel_values(x, c) - mean[c]) / np.sqrt(np.float64(var[c]) + eps)
+        out[:, c] = out[:, c] * (1 if weight is None else weight[c])
+        out[:, c] = out[:, c] + (0 if bias is None else bias[c])
+    return out.astype(x.dtype)
+
+
+def batch_norm_backward(
+    grad_out: Array,
+    x: Array,
+    mean: Array,
+    var: Array,
+    weight: Array | None,
+    eps: float,
+    batch_stats: bool,
+) -> tuple[Array, Array, Array]:
+    """(grad_x, grad_weight, grad_bias) of out = x_hat * weight + bias, x_hat =
+    (x - mean) / sqrt(var + eps), per channel over M = N * (trailing sizes) values:
+    grad_bias = sum(g), grad_weight = sum(g * x_hat); grad_x = weight * g / sqrt(var + eps),
+    and with batch_stats (mean and var are the batch's, functions of x) the chain rule
+    through them: weight / sqrt(var + eps) * (g - sum(g) / M - x_hat * sum(g * x_hat) / M)"""
+    channels = x.shape[1]
+    grad_x: Array = np.empty(x.shape, dtype=np.float64)
+    grad_weight, grad_bias = np.empty(channels), np.empty(channels)
+    for c in range(channels):
+        g, values = _channel_values(grad_out, c), _channel_values(x, c)
+        std = np.sqrt(np.float64(var[c]) + eps)
+        x_hat = (values - mean[c]) / std
+        grad_bias[c], grad_weight[c] = g.sum(), (g * x_hat).sum()
+        scale = (1 if weight is None else weight[c]) / std
+        if batch_stats:
+            grad_x[:, c] = scale * (g - g.sum() / g.size - x_hat * (g * x_hat).sum() / g.size)
+        else:
+            grad_x[:, c] = scale * g
+    return grad_x.astype(x.dtype), grad_weight, grad_bias

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from fastcnn import functional as F
+from fastcnn import nn
+from fastcnn.gradcheck import gradcheck
 
 EPS, ATOL, RTOL = 1e-6, 1e-5, 1e-3
 
@@ -145,3 +147,31 @@ def test_linear_gradients_elementwise():
     grad_x, grad_w, grad_b = F.linear_backward(probe, x, w)
     for analytic, wrt in ((grad_x, x), (grad_w, w), (grad_b, b)):
         np.testing.assert_allclose(analytic, numeric_grad(loss, wrt), rtol=RTOL, atol=ATOL)
+
+
+def _batch_norm_with_statistics(layer, rng):
+    """layer with running statistics and affine parameters that are not the defaults."""
+    layer(3 * rng.standard_normal((6, layer.num_features, 3)) + 1)
+    layer.weight.data[...] = rng.uniform(0.5, 2, layer.num_features)
+    layer.bias.data[...] = rng.standard_normal(layer.num_features)
+    return layer
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda rng: nn.BatchNorm2d(1, dtype=np.float64), (1, 1, 3, 4)),  # N=1, C=1
+        (lambda rng: nn.BatchNorm2d(2, dtype=np.float64), (5, 2, 1, 1)),  # H*W=1
+        (
+            lambda rng: _batch_norm_with_statistics(
+                nn.BatchNorm1d(3, dtype=np.float64), rng
+            ).eval(),
+            (4, 3, 5),
+        ),
+    ],
+    ids=["train-N1-C1", "train-HW1", "eval-1d"],
+)
+def test_batch_norm_kernel_gradients(make, shape):
+    # (the layers' usual shapes are in test_nn_gradients.py; these are the kernel's edges)
+    rng = np.random.default_rng(6)
+    assert gradcheck(make(rng), rng.standard_normal(shape)) is True

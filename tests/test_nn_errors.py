@@ -529,6 +529,20 @@ FORWARDS = [
     ),
     (
         nn.BatchNorm2d(3),
+        _x(1, 3, 1, 1),  # the kernel's statistics need two values per channel
+        ValueError,
+        r"BatchNorm2d: Expected more than 1 value per channel when training, got input size "
+        r"\(1, 3, 1, 1\)",
+    ),
+    (
+        nn.BatchNorm2d(3),
+        _x(0, 3, 4, 4),
+        ValueError,
+        r"BatchNorm2d: Expected more than 1 value per channel when training, got input size "
+        r"\(0, 3, 4, 4\)",
+    ),
+    (
+        nn.BatchNorm2d(3),
         _x(2, 3, 4, 4, dtype=np.float64),
         TypeError,
         r"BatchNorm2d: input is float64 but the layer's parameters are float32",
@@ -841,6 +855,12 @@ def test_loss_backward_needs_a_scalar_grad_output():
             _x(4, 3),
             _x(3),
             r"BatchNorm1d.backward: grad_output has shape \(3,\), expected \(4, 3\)",
+        ),
+        (
+            nn.BatchNorm2d(3),
+            _x(2, 3, 4, 4),
+            _x(2, 3, 16),  # as many values as the kernel's (N, C, H*W) view: still refused
+            r"BatchNorm2d.backward: grad_output has shape \(2, 3, 16\), expected \(2, 3, 4, 4\)",
         ),
         (
             nn.GroupNorm(2, 4),

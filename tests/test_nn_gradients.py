@@ -143,9 +143,13 @@ class _BatchNormWithoutStatsGrad(nn.BatchNorm2d):
     def backward(self, grad_output, input_grad=True):
         # Treats the batch statistics as constants: the common BatchNorm mistake.
         saved = self._saved()
-        self.weight.accumulate_grad(np.sum(grad_output * saved["x_hat"], axis=(0, 2, 3)))
+        per_channel = (1, -1, 1, 1)
+        inv_std = saved["inv_std"].reshape(per_channel)
+        x_hat = saved["input"].reshape(grad_output.shape) - saved["mean"].reshape(per_channel)
+        x_hat = x_hat * inv_std
+        self.weight.accumulate_grad(np.sum(grad_output * x_hat, axis=(0, 2, 3)))
         self.bias.accumulate_grad(np.sum(grad_output, axis=(0, 2, 3)))
-        return grad_output * self.weight.data.reshape(1, -1, 1, 1) * saved["inv_std"]
+        return grad_output * self.weight.data.reshape(per_channel) * inv_std
 
 
 @pytest.mark.parametrize(

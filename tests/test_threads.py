@@ -73,6 +73,30 @@ def test_float64_bit_identical_across_threads(batch):
             assert_array_equal(got, expected)
 
 
+def batch_norm_outputs(x):
+    """BatchNorm's training forward, backward and running statistics, then its eval pass."""
+    layer = (fastcnn.nn.BatchNorm2d if x.ndim == 4 else fastcnn.nn.BatchNorm1d)(
+        x.shape[1], dtype=x.dtype
+    )
+    grad = np.sin(x)  # non-integer gradients: summation order would show in the bits
+    results = [layer(x), layer.backward(grad), layer.running_mean, layer.running_var]
+    layer.eval()
+    results += [layer(x), layer.backward(grad), layer.weight.grad, layer.bias.grad]
+    return results
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_bit_identical_for_1_2_3_threads(batch, dtype):
+    images = batch[0].astype(dtype)  # 3 channels over 2 or 3 threads
+    for x in (images, images.reshape(37, 3, -1), images[:, :, 0, 0]):  # 2-D, 1-D (N, C, L), (N, C)
+        with fastcnn.threads(1):
+            want = batch_norm_outputs(x)
+        for n in (2, 3):
+            with fastcnn.threads(n):
+                for got, expected in zip(batch_norm_outputs(x), want, strict=True):
+                    assert_array_equal(got, expected)
+
+
 def test_set_get_and_context_manager():
     before = fastcnn.get_num_threads()
     with fastcnn.threads(3):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
+from fastcnn import _ops
 from fastcnn._validation import (
     flag,
     float_dtype,
@@ -88,40 +91,46 @@ class _BatchNorm(Module):
         x = float_input(input, name, self.dtype)
         input_ndim(x, name, self._allowed_ndim)
         input_size(x, 1, self.num_features, name, "channels (dim 1)")
-        axes = (0, *range(2, x.ndim))
+        # (N, C, S) for the kernels; the statistics are float64 per channel
+        rows = np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+        weight, bias = self._affine_float64()
         use_batch = self.training or not self.track_running_stats
         if use_batch:
-            mean, var = self._batch_stats(x, axes)
+            self._check_batch_size(x)
+            y, mean, var, inv_std = _ops.batch_norm_train(rows, weight, bias, self.eps)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean, var, x.size // self.num_features)
         else:
-            mean, var = self.running_mean, self.running_var
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)
-        x_hat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+            mean = self.running_mean.astype(np.float64)
+            inv_std = 1 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
+            y = _ops.batch_norm_eval(rows, mean, inv_std * weight, bias)
         self._save_for_backward(
-            x_hat=x_hat, inv_std=inv_std.reshape(shape), axes=axes, batch_stats=use_batch
+            input=rows, shape=x.shape, mean=mean, inv_std=inv_std, batch_stats=use_batch
         )
-        if self.weight is None or self.bias is None:  # not affine
-            return x_hat
-        return x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
+        return y.reshape(x.shape)
 
-    def _batch_stats(self, x, axes):
-        """Batch mean and biased variance; updates the running estimates in training."""
-        count = x.size // self.num_features
-        if self.training and count <= 1:
+    def _affine_float64(self) -> tuple[NDArray, NDArray]:
+        """weight and bias as float64 (ones and zeros when not affine)."""
+        if self.weight is None or self.bias is None:  # not affine
+            return np.ones(self.num_features), np.zeros(self.num_features)
+        return self.weight.data.astype(np.float64), self.bias.data.astype(np.float64)
+
+    def _check_batch_size(self, x: NDArray) -> None:
+        if self.training and x.size // self.num_features <= 1:
             raise ValueError(
                 f"{type(self).__name__}: Expected more than 1 value per channel when "
                 f"training, got input size {x.shape}"
             )
-        mean, var = x.mean(axis=axes), x.var(axis=axes)
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked += 1
-            factor = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            unbiased = var * (count / (count - 1))
-            self.running_mean *= 1 - factor
-            self.running_mean += factor * mean
-            self.running_var *= 1 - factor
-            self.running_var += factor * unbiased
-        return mean, var
+
+    def _update_running_stats(self, mean: NDArray, var: NDArray, count: int) -> None:
+        """Move the running estimates towards the batch's mean and *unbiased* variance."""
+        self.num_batches_tracked += 1
+        factor = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        unbiased = var * (count / (count - 1))
+        self.running_mean *= 1 - factor
+        self.running_mean += factor * mean
+        self.running_var *= 1 - factor
+        self.running_var += factor * unbiased
 
     # -------------------------------------------------------------------- backward
 
@@ -130,21 +139,25 @@ class _BatchNorm(Module):
         ``input_grad``). With batch statistics the gradient flows through the mean and
         variance too; with running statistics the layer is affine."""
         saved = self._saved()
-        x_hat, inv_std, axes = saved["x_hat"], saved["inv_std"], saved["axes"]
-        grad = grad_like(grad_output, x_hat.shape, x_hat.dtype, type(self).__name__)
+        rows, shape = saved["input"], saved["shape"]
+        grad = grad_like(grad_output, shape, rows.dtype, type(self).__name__)
         weight, bias = self.weight, self.bias
-        if weight is not None and bias is not None:  # affine
-            weight.accumulate_grad(np.sum(grad * x_hat, axis=axes))
-            bias.accumulate_grad(np.sum(grad, axis=axes))
-        if not input_grad:
+        affine = weight is not None and bias is not None
+        if not affine and not input_grad:
             return None
-        grad_x_hat = grad if weight is None else grad * weight.data.reshape(inv_std.shape)
-        if not saved["batch_stats"]:
-            return grad_x_hat * inv_std
-        # d/dx of (x - mean) / sqrt(var + eps), with mean and biased var of the batch.
-        mean_grad = grad_x_hat.mean(axis=axes, keepdims=True)
-        mean_grad_x_hat = (grad_x_hat * x_hat).mean(axis=axes, keepdims=True)
-        return inv_std * (grad_x_hat - mean_grad - x_hat * mean_grad_x_hat)
+        grad_x, grad_weight, grad_bias = _ops.batch_norm_backward(
+            grad.reshape(rows.shape),
+            rows,
+            saved["mean"],
+            saved["inv_std"],
+            self._affine_float64()[0],
+            saved["batch_stats"],
+            input_grad,
+        )
+        if weight is not None and bias is not None:  # affine
+            weight.accumulate_grad(grad_weight.astype(weight.dtype))
+            bias.accumulate_grad(grad_bias.astype(bias.dtype))
+        return None if grad_x is None else grad_x.reshape(shape)
 
     def extra_repr(self) -> str:
         return (
