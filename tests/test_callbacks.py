@@ -86,12 +86,12 @@ class _Recorder(Callback):
 def test_hooks_run_in_order_and_eval_every_skips_validation(tiny, tmp_path):
     recorder = _Recorder()
     _, history = _fit(tiny, epochs=3, callbacks=[recorder], eval_every=2)
-    batch = ("batch_end", 4, ["accuracy", "loss", "top5"])
-    per_epoch = [
-        [("epoch_begin", e), *[(*batch[:1], b, batch[2]) for b in range(1, 5)], ("epoch_end", e, v)]
-        for e, v in ((1, False), (2, True), (3, True))  # the last epoch is always validated
-    ]
-    expected = [("train_begin", 0), *sum(per_epoch, []), ("train_end", 3)]
+    expected = [("train_begin", 0)]
+    for epoch, validated in ((1, False), (2, True), (3, True)):  # the last one always is
+        expected.append(("epoch_begin", epoch))
+        expected += [("batch_end", b, ["accuracy", "loss", "top5"]) for b in range(1, 5)]
+        expected.append(("epoch_end", epoch, validated))
+    expected.append(("train_end", 3))
     assert recorder.calls == expected
     assert "val_loss" not in history.epochs[0] and "val_top5" in history.epochs[1]
     values = history["val_loss"]
@@ -188,8 +188,9 @@ def error_rate(logits, labels):
     return float(np.mean(logits.argmax(1) != labels))
 
 
-def test_user_metric_functions(tiny, capsys):
+def test_user_metric_functions(tiny, capsys, tmp_path):
     _, history = _fit(tiny, 1, metrics=["accuracy", error_rate])
+    history.plot(tmp_path / "history.png")  # a panel titled error_rate
     record = history.epochs[0]
     assert record["train_error_rate"] == pytest.approx(1 - record["train_accuracy"])
     assert record["val_error_rate"] == pytest.approx(1 - record["val_accuracy"])

@@ -231,6 +231,7 @@ def test_info():
         (["train", "--resume", "--out", "new"], r"--resume: there is no checkpoint '.*new/ch"),
         (["export", "/no/such/c.npz", "--onnx", "m.onnx"], r"checkpoint '/no/such/c.npz' does not"),
         (["export", "c.npz"], r"the following arguments are required: --onnx"),
+        (["summary", "/no/such/c.npz"], r"checkpoint '/no/such/c.npz' does not exist"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, pattern, tmp_path):

@@ -345,7 +345,7 @@ def fit(
     functions = metric_functions(metrics)
     names = tuple(functions)
     _check_fit_args(epochs, log_every, resume, checkpoint, eval_every)
-    callbacks = check_callbacks(callbacks)
+    callbacks = _check_callbacks(callbacks)
     history = History(names)
     start = 0
     if resume:
@@ -388,7 +388,7 @@ def _series(metrics, validates):
     return {"lr", "seconds"} | {f"{s}_{m}" for s in splits for m in ("loss", *metrics)}
 
 
-def check_callbacks(callbacks: Sequence[Callback]) -> list[Callback]:
+def _check_callbacks(callbacks):
     """``fit(callbacks=...)`` as a list, each checked to be a Callback."""
     if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
         raise TypeError(
