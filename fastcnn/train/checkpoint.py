@@ -183,7 +183,8 @@ def restore_model(
     if saved_class != own_class:
         raise IncompatibleCheckpointError(
             f"checkpoint {path!r} was saved from a model of class {saved_class}; it cannot be "
-            f"loaded into one of class {own_class}. Build a {saved_class} (or start a new run)"
+            f"loaded into one of class {own_class}. Build a model of class {saved_class} (or "
+            "start a new run)"
         )
     _load_into("model", model, state["model"], path)
     return state
