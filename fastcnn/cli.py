@@ -373,15 +373,10 @@ def _optimizer(args, model):
 
 # -------------------------------------------------------------------------- settings
 
-# The settings of a run that its checkpoint keeps (as JSON, in extra["settings"]) and
-# --resume restores, so they need not be repeated; one given again must agree (but see
-# _may_change). Their argparse defaults are applied after parsing (_defer_defaults,
-# _fill_settings), so that a flag given can be told from a default.
-RESUMED_SETTINGS = (
-    "model", "data", "dataset", "image_list", "test_image_list", "image_size", "rgb",
-    "classes", "limit", "batch_size", "optimizer", "lr", "momentum", "schedule", "seed",
-    "epochs",
-)  # fmt: skip
+# Every flag of 'fastcnn train' but these is a setting of the run: its checkpoint keeps it
+# (as JSON, in extra["settings"]) and --resume restores it, so it need not be repeated; one
+# given again must agree (but see _may_change). These are about one invocation instead.
+PER_INVOCATION = ("out", "resume", "threads", "no_progress", "log_every", "download", "summary")
 
 
 def _may_change(name, saved):
@@ -390,10 +385,13 @@ def _may_change(name, saved):
     return name == "epochs" and saved.get("schedule") == "none"
 
 
-def _defer_defaults(parser, names):
-    """Make the flags ``names`` default to None; keep their defaults for _fill_settings."""
-    defaults = {name: parser.get_default(name) for name in names}
-    parser.set_defaults(**dict.fromkeys(names), deferred_defaults=defaults)
+def _defer_defaults(parser):
+    """Make the settings' flags default to None, so that a flag given can be told from a
+    default; keep their defaults for _fill_settings, which applies them after parsing."""
+    defaults = vars(parser.parse_args([]))  # every flag, with its default
+    names = [name for name in defaults if name not in (*PER_INVOCATION, "run")]
+    kept = {name: defaults[name] for name in names}
+    parser.set_defaults(**dict.fromkeys(names), deferred_defaults=kept)
 
 
 def _flag(name, value):
@@ -413,7 +411,7 @@ def _fill_settings(args, saved):
         given = getattr(args, name)
         if given is None:
             setattr(args, name, saved.get(name, default))
-        elif name in saved and given != saved[name] and not _may_change(name, saved):
+        elif name in saved and _as_json(given) != saved[name] and not _may_change(name, saved):
             flag = "--" + name.replace("_", "-")
             why = ""
             if name == "epochs":
@@ -428,9 +426,14 @@ def _fill_settings(args, saved):
             )
 
 
+def _as_json(value):
+    """``value`` as it comes back from the checkpoint's JSON (a tuple as a list, ...)."""
+    return json.loads(json.dumps(value))
+
+
 def _settings(args):
     """What the checkpoint keeps of the command line, as JSON."""
-    return json.dumps({name: getattr(args, name) for name in RESUMED_SETTINGS})
+    return json.dumps({name: getattr(args, name) for name in args.deferred_defaults})
 
 
 def _saved_settings(state):
@@ -743,7 +746,7 @@ def _train_parser(subparsers):
         "--log-every", type=_positive_int, default=50, help="batches between progress lines"
     )
     parser.set_defaults(run=run_train)
-    _defer_defaults(parser, RESUMED_SETTINGS)
+    _defer_defaults(parser)  # last: after every flag
 
 
 def _summary_parser(subparsers):

@@ -99,6 +99,14 @@ def test_resume_continues_the_run_with_its_settings(tmp_path):
     assert_one_line_error(result, "^fastcnn train: error: --resume: " + expected + "leave out")
 
 
+def test_every_train_flag_is_a_setting_unless_per_invocation():
+    args = vars(cli.make_parser().parse_args(["train"]))
+    settings = set(args["deferred_defaults"])
+    assert settings.isdisjoint(cli.PER_INVOCATION) and {"lr", "model", "limit"} <= settings
+    assert set(args) == settings | set(cli.PER_INVOCATION) | {"run", "command", "deferred_defaults"}
+    assert all(args[name] is None for name in settings)  # defaults come after parsing
+
+
 def test_resume_refuses_changed_settings(trained, tmp_path):
     out, _ = trained
     copy = tmp_path / "copy"
