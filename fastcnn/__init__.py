@@ -24,6 +24,7 @@ from fastcnn._grad_mode import (
     no_grad,
     set_grad_enabled,
 )
+from fastcnn._summary import LayerRow, ModelSummary, summary
 from fastcnn._threads import get_num_threads, set_num_threads, threads
 
 # fastcnn.gradcheck is the function (as torch.autograd.gradcheck), shadowing its module.
@@ -33,6 +34,8 @@ from fastcnn.io import CheckpointError, load, save
 __all__ = [
     "CheckpointError",
     "GradcheckError",
+    "LayerRow",
+    "ModelSummary",
     "__version__",
     "data",
     "enable_grad",
@@ -51,6 +54,7 @@ __all__ = [
     "set_grad_enabled",
     "set_num_threads",
     "show_config",
+    "summary",
     "threads",
     "train",
 ]

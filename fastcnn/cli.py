@@ -1,10 +1,11 @@
 """The ``fastcnn`` command: ``fastcnn train``, ``fastcnn eval CHECKPOINT``,
 ``fastcnn predict CHECKPOINT IMAGES...``, ``fastcnn export CHECKPOINT --onnx FILE``,
-``fastcnn info``.
+``fastcnn summary CHECKPOINT``, ``fastcnn info``.
 
 ``fastcnn train`` with no arguments trains LeNet-5 on the MNIST subset shipped in the
-package and writes the checkpoint, the history (JSON) and its plot (PNG) into
-``./fastcnn-run``. Every usage error (bad values, missing data, an unwritable output
+package and writes the checkpoint, the best epoch's checkpoint (lowest test loss), the
+history (JSON) and its plot (PNG) into ``./fastcnn-run``. ``--resume`` continues a run with
+the settings its checkpoint saved. Every usage error (bad values, missing data, an unwritable output
 directory, a checkpoint of another model) is a ``UsageError``: one line on stderr and exit
 status 2. Any other exception is a bug and propagates with its traceback.
 """
@@ -38,6 +39,7 @@ DATASETS = {"mnist": data.MNIST, "cifar10": data.CIFAR10}  # what --data DIR can
 # (_pixel_stats), as MNIST always was.
 USUAL_NORMALIZE = {"cifar10": [list(data.CIFAR10_MEAN), list(data.CIFAR10_STD)]}
 CHECKPOINT_NAME = "checkpoint.npz"
+BEST_NAME = "best.npz"  # the checkpoint of the epoch with the lowest test loss
 HISTORY_NAME = "history.json"
 PLOT_NAME = "history.png"
 
@@ -51,13 +53,29 @@ class UsageError(Exception):
     """
 
 
+# The advice in fastcnn's messages names Python arguments; a CLI user needs the flags.
+IN_FLAGS = (
+    ("pass download=True", "pass --download"),  # MNIST, CIFAR10: files not found
+    ("point root at", "point --data at"),
+    ("labels must be 0 .. num_classes - 1", "labels must be 0 or more"),  # image lists
+)
+
+
+def in_flags(message: str) -> str:
+    """``message`` with the Python argument names of ``IN_FLAGS`` put as the CLI's flags."""
+    for python, flags in IN_FLAGS:
+        message = message.replace(python, flags)
+    return message
+
+
 @contextlib.contextmanager
 def _usage_errors(*types: type[BaseException], context: str = "") -> Iterator[None]:
-    """Turn the listed exception types, raised inside the block, into a UsageError."""
+    """Turn the listed exception types, raised inside the block, into a UsageError (its
+    advice in flags: ``in_flags``)."""
     try:
         yield
     except types as error:
-        raise UsageError(f"{context}{error}") from error
+        raise UsageError(f"{context}{in_flags(str(error))}") from error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -376,10 +394,79 @@ def _optimizer(args, model):
     return optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
 
 
-def _training_settings(args):
-    """The training flags of a run, saved in its checkpoint beside the model config."""
-    names = ("optimizer", "lr", "momentum", "schedule", "clip_grad", "epochs", "batch_size")
-    return {name: getattr(args, name) for name in names}
+# -------------------------------------------------------------------------- settings
+
+# Every flag of 'fastcnn train' but these is a setting of the run: its checkpoint keeps it
+# (as JSON, in extra["settings"]) and --resume restores it, so it need not be repeated; one
+# given again must agree (but see _may_change). These are about one invocation instead.
+PER_INVOCATION = ("out", "resume", "threads", "no_progress", "log_every", "download", "summary")
+
+
+def _may_change(name, saved):
+    """--epochs may extend a resumed run whose learning rate does not depend on it (the
+    cosine and step schedules are planned for the epochs; cosine would restart at 0)."""
+    return name == "epochs" and saved.get("schedule") == "none"
+
+
+def _defer_defaults(parser):
+    """Make the settings' flags default to None, so that a flag given can be told from a
+    default; keep their defaults for _fill_settings, which applies them after parsing."""
+    defaults = vars(parser.parse_args([]))  # every flag, with its default
+    names = [name for name in defaults if name not in (*PER_INVOCATION, "run")]
+    kept = {name: defaults[name] for name in names}
+    parser.set_defaults(**dict.fromkeys(names), deferred_defaults=kept)
+
+
+def _flag(name, value):
+    """A setting as a command line gives it: ``--lr 0.05``, ``--rgb``, ``no --limit``."""
+    flag = "--" + name.replace("_", "-")
+    if value is None or value is False:
+        return f"no {flag}"
+    if value is True:
+        return flag
+    return f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}"
+
+
+def _fill_settings(args, saved):
+    """Give each deferred setting its value: the flag given, else the resumed run's
+    (``saved``), else the default. A given flag that contradicts ``saved`` is refused."""
+    for name, default in args.deferred_defaults.items():
+        given = getattr(args, name)
+        if given is None:
+            setattr(args, name, saved.get(name, default))
+        elif name in saved and _as_json(given) != saved[name] and not _may_change(name, saved):
+            flag = "--" + name.replace("_", "-")
+            why = ""
+            if name == "epochs":
+                why = (
+                    f" (its {saved.get('schedule')} schedule is planned for {saved[name]} "
+                    "epochs; only a run with --schedule none can be extended)"
+                )
+            raise UsageError(
+                f"--resume: {_flag(name, given)} contradicts the resumed run's "
+                f"{_flag(name, saved[name])}, saved in its checkpoint{why}; leave out {flag} "
+                "to continue the run as it was, or train a new run into another --out"
+            )
+
+
+def _as_json(value):
+    """``value`` as it comes back from the checkpoint's JSON (a tuple as a list, ...)."""
+    return json.loads(json.dumps(value))
+
+
+def _settings(args):
+    """What the checkpoint keeps of the command line, as JSON."""
+    return json.dumps({name: getattr(args, name) for name in args.deferred_defaults})
+
+
+def _saved_settings(state):
+    """The settings of the run whose checkpoint ``state`` is; an older fastcnn saved none
+    but the model's name."""
+    extra = state.get("extra") if isinstance(state.get("extra"), dict) else {}
+    if "settings" in extra:
+        return json.loads(extra["settings"])
+    config = extra.get("config")
+    return {"model": config["model"]} if isinstance(config, dict) and "model" in config else {}
 
 
 # ----------------------------------------------------------------------------- train
@@ -428,8 +515,10 @@ def _print_result(values, prefix="test"):
 
 
 def _write_outputs(history, out):
-    written = [os.path.join(out, CHECKPOINT_NAME), os.path.join(out, HISTORY_NAME)]
-    history.save_json(written[1])
+    written = [os.path.join(out, name) for name in (CHECKPOINT_NAME, BEST_NAME)]
+    written = [path for path in written if os.path.exists(path)]
+    written.append(os.path.join(out, HISTORY_NAME))
+    history.save_json(written[-1])
     try:
         history.plot(os.path.join(out, PLOT_NAME))
         written.append(os.path.join(out, PLOT_NAME))
@@ -446,9 +535,19 @@ def _check_resume(args, checkpoint):
         )
 
 
+def _callbacks(args, resumed):
+    """Keep the best epoch's checkpoint, unless resuming a run of an older fastcnn, whose
+    checkpoint has no callback state to continue from."""
+    if resumed is not None and "callbacks" not in resumed:
+        return []
+    return [train.ModelCheckpoint(os.path.join(args.out, BEST_NAME), monitor="val_loss")]
+
+
 def run_train(args: argparse.Namespace) -> int:
     checkpoint = os.path.join(args.out, CHECKPOINT_NAME)
     _check_resume(args, checkpoint)
+    resumed = _read_checkpoint(checkpoint) if args.resume else None
+    _fill_settings(args, {} if resumed is None else _saved_settings(resumed))
     _prepare_out_dir(args.out)
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
@@ -459,6 +558,8 @@ def run_train(args: argparse.Namespace) -> int:
     model = build_model(config, rng=np.random.default_rng(args.seed))
     optimizer = _optimizer(args, model)
     train_loader, test_loader = _loaders(args, splits, config)
+    if args.summary:
+        print(fastcnn.summary(model, _input_shape(config)))
     print(
         f"training {type(model).__name__} on the {splits.source}: {len(splits.train)} training "
         f"and {len(splits.test)} test images, {args.epochs} epochs, batch {args.batch_size}, "
@@ -476,8 +577,8 @@ def run_train(args: argparse.Namespace) -> int:
             train_loader, test_loader,
             epochs=args.epochs, scheduler=_scheduler(args, optimizer, len(train_loader)),
             progress=not args.no_progress, checkpoint=checkpoint, resume=args.resume,
-            extra={"config": config, "training": _training_settings(args)},
-            log_every=args.log_every, clip_grad_norm=args.clip_grad,
+            extra={"config": config, "settings": _settings(args)}, log_every=args.log_every,
+            clip_grad_norm=args.clip_grad, callbacks=_callbacks(args, resumed),
         )  # fmt: skip
     final = {k[len("val_") :]: v for k, v in history.epochs[-1].items() if k.startswith("val_")}
     _print_result(final)
@@ -507,16 +608,26 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(path):
-    """The model a checkpoint of 'fastcnn train' holds, and its config."""
+def _read_checkpoint(path):
+    """The state of a training checkpoint (``train.load_checkpoint``), or a UsageError."""
     # A missing or damaged file, bare weights instead of a training checkpoint, or a name
     # without the .npz/.safetensors suffix that picks the format (ValueError).
     loading_errors = (FileNotFoundError, ValueError, fastcnn.CheckpointError)
     try:
         with _usage_errors(*loading_errors):
-            state = train.load_checkpoint(path)
+            return train.load_checkpoint(path)
     except OSError as error:  # a directory, no permission
         raise UsageError(f"cannot read checkpoint {path!r}: {error.strerror or error}") from None
+
+
+def _input_shape(config):
+    """(channels, height, width) of the images the model of ``config`` takes."""
+    return (config["in_channels"], config["image_size"], config["image_size"])
+
+
+def _load_model(path):
+    """The model a checkpoint of 'fastcnn train' holds, and its config."""
+    state = _read_checkpoint(path)
     config = _checkpoint_config(state, path)
     model = build_model(config)
     with _usage_errors(train.IncompatibleCheckpointError):  # weights of another model
@@ -625,6 +736,12 @@ def _format_stat(values):
     return f"{values:.6g}"
 
 
+def run_summary(args: argparse.Namespace) -> int:
+    model, config = _load_model(args.checkpoint)
+    print(fastcnn.summary(model, _input_shape(config)))
+    return 0
+
+
 def run_info(args: argparse.Namespace) -> int:
     fastcnn.show_config()
     return 0
@@ -675,7 +792,13 @@ def _train_parser(subparsers):
         "--out", default="fastcnn-run", help="output directory (default ./fastcnn-run)"
     )
     group.add_argument(
-        "--resume", action="store_true", help="continue from the checkpoint in --out"
+        "--resume",
+        action="store_true",
+        help="continue the run whose checkpoint is in --out, with the settings it was started "
+        "with (model, data, optimizer, epochs, ...)",
+    )
+    group.add_argument(
+        "--summary", action="store_true", help="print the model's layers before training"
     )
     group.add_argument(
         "--augment",
@@ -688,6 +811,15 @@ def _train_parser(subparsers):
         "--log-every", type=_positive_int, default=50, help="batches between progress lines"
     )
     parser.set_defaults(run=run_train)
+    _defer_defaults(parser)  # last: after every flag
+
+
+def _summary_parser(subparsers):
+    parser = subparsers.add_parser(
+        "summary", help="print the layers, shapes and sizes of a checkpoint's model"
+    )
+    parser.add_argument("checkpoint", help="the checkpoint file (e.g. fastcnn-run/checkpoint.npz)")
+    parser.set_defaults(run=run_summary)
 
 
 def _eval_parser(subparsers):
@@ -748,6 +880,7 @@ def make_parser() -> argparse.ArgumentParser:
     _eval_parser(subparsers)
     _predict_parser(subparsers)
     _export_parser(subparsers)
+    _summary_parser(subparsers)
     subparsers.add_parser("info", help="how fastcnn was built").set_defaults(run=run_info)
     return parser
 

@@ -539,7 +539,43 @@ ERROR_INPUTS = [
         "evaluate unknown metric",
         lambda: train.evaluate(models.LeNet5(), loader(), metrics=["f1"]),
         ValueError,
-        r"unknown metric 'f1'; use 'accuracy' \(top-1\) or 'topK'",
+        r"unknown metric 'f1'; use 'accuracy' \(top-1\), 'topK' such as 'top5', or a function",
+    ),
+    (
+        "fit metric that is not a name or function",
+        lambda: fit(metrics=[1.5]),
+        TypeError,
+        r"^metrics: each metric must be a name such as 'accuracy' .*got float 1.5",
+    ),
+    (
+        "fit callbacks not a list",
+        lambda: fit(callbacks=train.EarlyStopping()),
+        TypeError,
+        r"^fit: callbacks must be a list of fastcnn.train.Callback objects, got EarlyStopping",
+    ),
+    (
+        "fit eval_every zero",
+        lambda: fit(eval_every=0),
+        ValueError,
+        r"^fit: eval_every must be >= 1, got 0",
+    ),
+    (
+        "EarlyStopping mode",
+        lambda: train.EarlyStopping(mode="lowest"),
+        ValueError,
+        r"^EarlyStopping: mode must be 'min' or 'max', got 'lowest'",
+    ),
+    (
+        "ModelCheckpoint path None",
+        lambda: train.ModelCheckpoint(None),
+        TypeError,
+        r"^ModelCheckpoint: path must be a str or os.PathLike .*got NoneType None",
+    ),
+    (
+        "summary input_shape with the batch of another model",
+        lambda: fastcnn.summary(models.LeNet5(), (3, 28, 28)),
+        ValueError,
+        r"Conv2d expected input with 1 channels \(dim 1\), got shape \(1, 3, 28, 28\)",
     ),
     (
         "restore_model missing file",
@@ -639,6 +675,10 @@ NO_BAD_INPUT = {
     "LRScheduler": "abstract base (test_lr_scheduler)",
     "Optimizer": "abstract base (test_optim)",
     "History": "built by fit (test_train)",
+    "Callback": "a base class whose hooks do nothing (test_callbacks)",
+    "Run": "built by fit, shown to callbacks (test_callbacks)",
+    "ModelSummary": "built by summary (test_summary)",
+    "LayerRow": "a record built by summary (test_summary)",
     "embedded_mnist": "one flag, train, read as a bool (as torchvision's MNIST)",
 }
 

@@ -37,6 +37,23 @@ def test_training_example_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "lenet5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_callbacks_example_runs(tmp_path, monkeypatch, capsys):
+    (example,) = [block for block in python_blocks() if "EarlyStopping(" in block]
+    monkeypatch.chdir(tmp_path)  # it writes run.npz and best.npz
+    exec(compile(example, str(README), "exec"), {})
+    printed = capsys.readouterr().out
+    assert "lowest test error" in printed and (tmp_path / "best.npz").stat().st_size > 0
+
+
+def test_summary_example_runs(capsys):
+    (example,) = [block for block in python_blocks() if "fastcnn.summary(" in block]
+    exec(compile(example, str(README), "exec"), {})
+    printed = capsys.readouterr().out
+    shown = re.search(r"```text\n(=+\nLayer \(type\).*?)```", README.read_text(), re.S)[1]
+    kept = [line for line in shown.splitlines() if line.strip() != "..."]
+    assert all(line in printed.splitlines() for line in kept)  # the README shows the output
+
+
 @pytest.mark.parametrize(
     "marker",
     [

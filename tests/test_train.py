@@ -181,7 +181,8 @@ def test_resume_from_another_model_is_refused(mnist_small, tmp_path):
     optimizer = optim.SGD(lenet.parameters(), lr=0.1)
     loader = data.DataLoader(train_set, 32)
     with pytest.raises(
-        IncompatibleCheckpointError, match=r"saved from a Sequential model; .* into a LeNet5"
+        IncompatibleCheckpointError,
+        match=r"from a model of class Sequential; .* into one of class LeNet5. Build a model of",
     ):
         fit(lenet, nn.CrossEntropyLoss(), optimizer, loader, checkpoint=checkpoint, resume=True)
     wider = _small_net(width=6)

@@ -114,6 +114,18 @@ def test_plateau_gets_the_validation_loss_else_the_training_loss(datasets, with_
     assert scheduler.seen == history["val_loss" if with_val else "train_loss"]
 
 
+def test_plateau_skips_the_epochs_eval_every_leaves_unvalidated(datasets):
+    train_set, test_set = datasets
+    model = tiny_model()
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    scheduler = RecordingPlateau(optimizer, patience=0)
+    history = fit(model, nn.CrossEntropyLoss(), optimizer, loader(train_set),
+                  data.DataLoader(test_set, 8), epochs=4, scheduler=scheduler, eval_every=2,
+                  progress=False)  # fmt: skip
+    validated = [loss for loss in history["val_loss"] if not np.isnan(loss)]
+    assert len(validated) == 2 and scheduler.seen == validated
+
+
 def test_fit_clips_the_gradient_norm_before_each_step(datasets):
     train_set, _ = datasets
     model, optimizer, scheduler = start("multistep")

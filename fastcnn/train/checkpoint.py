@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from fastcnn.nn.module import Module
     from fastcnn.optim.lr_scheduler import LRScheduler
     from fastcnn.optim.optimizer import Optimizer
+    from fastcnn.train.callbacks import Callback
 
 PathT = str | os.PathLike[str]
 
@@ -69,6 +71,31 @@ def set_generator_states(model: Module, text: str, path: str) -> None:
         generators[name].bit_generator.state = state
 
 
+def callback_states(callbacks: Sequence[Callback]) -> dict[str, Any]:
+    """``{"<position>.<class name>": state}`` of the callbacks that have state to keep."""
+    states = {}
+    for position, callback in enumerate(callbacks):
+        state = callback.state_dict()
+        if state:
+            states[f"{position}.{type(callback).__name__}"] = state
+    return states
+
+
+def _restore_callbacks(state, callbacks, path):
+    saved = json.loads(state.get("callbacks", "{}"))
+    own = callback_states(callbacks)
+    if set(saved) != set(own):
+        raise IncompatibleCheckpointError(
+            f"checkpoint {path!r} has the state of callbacks {sorted(saved)} but fit was "
+            f"given callbacks with state {sorted(own)}; resume with the same callbacks, in "
+            "the same order, as the original run"
+        )
+    for position, callback in enumerate(callbacks):
+        key = f"{position}.{type(callback).__name__}"
+        if key in saved:
+            callback.load_state_dict(saved[key])
+
+
 def save_checkpoint(
     path: PathT,
     model: Module,
@@ -78,8 +105,10 @@ def save_checkpoint(
     history: History,
     epoch: int,
     extra: dict[str, Any] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> None:
-    """Write the state of a run after ``epoch`` finished epochs to ``path`` (atomically)."""
+    """Write the state of a run after ``epoch`` finished epochs to ``path`` (atomically),
+    with the state of each of ``callbacks`` that has one."""
     from fastcnn.io import save
 
     state = {
@@ -92,6 +121,8 @@ def save_checkpoint(
         "rng_states": generator_states(model),
         "extra": {} if extra is None else dict(extra),
     }
+    if callbacks:
+        state["callbacks"] = json.dumps(callback_states(callbacks))
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     if hasattr(loader, "state_dict"):
@@ -151,8 +182,9 @@ def restore_model(
     saved_class, own_class = state["model_class"], type(model).__name__
     if saved_class != own_class:
         raise IncompatibleCheckpointError(
-            f"checkpoint {path!r} was saved from a {saved_class} model; it cannot be loaded "
-            f"into a {own_class}. Build a {saved_class} (or start a new run)"
+            f"checkpoint {path!r} was saved from a model of class {saved_class}; it cannot be "
+            f"loaded into one of class {own_class}. Build a model of class {saved_class} (or "
+            "start a new run)"
         )
     _load_into("model", model, state["model"], path)
     return state
@@ -164,8 +196,9 @@ def restore_checkpoint(
     optimizer: Optimizer,
     scheduler: LRScheduler | None,
     loader: object,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[int, History]:
-    """Put a run back where checkpoint ``path`` left it.
+    """Put a run back where checkpoint ``path`` left it (and its callbacks' state).
 
     Returns
     -------
@@ -176,7 +209,8 @@ def restore_checkpoint(
     Raises
     ------
     IncompatibleCheckpointError
-        The checkpoint does not fit the model, optimizer, scheduler or its random generators.
+        The checkpoint does not fit the model, optimizer, scheduler, callbacks or its random
+        generators.
     """
     path = os.fspath(path)
     state = restore_model(path, model)
@@ -190,6 +224,7 @@ def restore_checkpoint(
         )
     if scheduler is not None:
         _load_into("scheduler", scheduler, state["scheduler"], path)
+    _restore_callbacks(state, callbacks, path)
     if "train_loader" in state and hasattr(loader, "load_state_dict"):
         loader.load_state_dict(state["train_loader"])
     return int(state["epoch"]), History.from_dict(json.loads(state["history"]))

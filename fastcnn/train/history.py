@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastcnn._files import atomic_write
-from fastcnn.train.metrics import metric_k
+from fastcnn.train.metrics import is_topk, metric_k
 
 __all__ = ["History"]
 
@@ -24,13 +24,14 @@ class History:
         The metric names measured, e.g. ``("accuracy", "top5")``.
     epochs : list of dict
         One record per finished epoch: ``epoch`` (1-based), ``train_loss``,
-        ``train_<metric>`` for each metric, the same with ``val_`` when there is validation
-        data, ``lr`` and ``seconds``.
+        ``train_<metric>`` for each metric, the same with ``val_`` for the epochs that were
+        validated, ``lr`` and ``seconds``.
     running : list of dict
         Running averages over the epoch so far, every ``log_every`` batches: ``epoch``,
         ``batch``, ``batches`` (per epoch), ``loss`` and each metric.
 
-    ``history["val_accuracy"]`` is the list of that value over the epochs.
+    ``history["val_accuracy"]`` is the list of that value over the epochs (NaN for an epoch
+    without it).
     """
 
     def __init__(self, metrics: Iterable[str] = ("accuracy", "top5")) -> None:
@@ -39,10 +40,11 @@ class History:
         self.running: list[dict[str, Any]] = []
 
     def __getitem__(self, key: str) -> list[Any]:
-        if not self.epochs or key not in self.epochs[-1]:
-            known = sorted(self.epochs[-1]) if self.epochs else []
+        known = sorted({name for record in self.epochs for name in record})
+        if key not in known:
             raise KeyError(f"History has no series {key!r}; it has {known}")
-        return [record.get(key) for record in self.epochs]
+        # NaN for the epochs without the value (not validated: fit's eval_every)
+        return [record.get(key, math.nan) for record in self.epochs]
 
     def __len__(self) -> int:
         return len(self.epochs)
@@ -83,8 +85,8 @@ class History:
             return cls.from_dict(json.load(file))
 
     def plot(self, path: str | os.PathLike[str]) -> None:
-        """Write a PNG of accuracy, each top-k and the loss, train and validation, per epoch
-        (atomically, as every file fastcnn writes).
+        """Write a PNG of accuracy, each top-k, each user metric and the loss, train and
+        validation, per epoch (atomically, as every file fastcnn writes).
 
         Needs matplotlib (``pip install fastcnn[plot]``); it is imported here, with the Agg
         backend, so that importing fastcnn never needs it.
@@ -120,16 +122,16 @@ def _make_figure(history):
     plt = _pyplot()
     panels = [*history.metrics, "loss"]
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    epochs = [record["epoch"] for record in history.epochs]
     for axis, name in zip(axes[0], panels, strict=True):
         for split, style in (("train", "-o"), ("val", "-s")):
-            values = [record.get(f"{split}_{name}", math.nan) for record in history.epochs]
-            if not all(math.isnan(v) for v in values):
-                axis.plot(epochs, values, style, label=split, markersize=4)
+            points = [(r["epoch"], r[f"{split}_{name}"]) for r in history.epochs
+                      if not math.isnan(r.get(f"{split}_{name}", math.nan))]  # fmt: skip
+            if points:  # only the validated epochs (fit's eval_every), joined
+                axis.plot(*zip(*points, strict=True), style, label=split, markersize=4)
         if name == "loss" and history.running:
             steps = [r["epoch"] - 1 + r["batch"] / r["batches"] for r in history.running]
             axis.plot(steps, [r["loss"] for r in history.running], alpha=0.35, label="running")
-        axis.set_title("loss" if name == "loss" else f"top-{metric_k(name)} accuracy")
+        axis.set_title(f"top-{metric_k(name)} accuracy" if is_topk(name) else name)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend()

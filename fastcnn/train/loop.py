@@ -19,9 +19,10 @@ from fastcnn.nn.module import Module
 from fastcnn.nn.utils import clip_grad_norm_
 from fastcnn.optim.lr_scheduler import LRScheduler
 from fastcnn.optim.optimizer import Optimizer
+from fastcnn.train.callbacks import Callback, Run
 from fastcnn.train.checkpoint import restore_checkpoint, save_checkpoint
 from fastcnn.train.history import History
-from fastcnn.train.metrics import check_metrics, metric_k, topk_correct
+from fastcnn.train.metrics import MetricLike, batch_sum, metric_functions
 from fastcnn.train.progress import format_epoch_summary, make_progress
 from fastcnn.train.schedule import check_one_cycle_length, resolve_interval, step_epoch_scheduler
 
@@ -91,26 +92,25 @@ def eval_mode(model: Module) -> Iterator[Module]:
 
 
 class _Tally:
-    """Sums over the batches of one pass: loss (weighted by batch size) and top-k hits."""
+    """Sums over the batches of one pass: loss and metrics (weighted by batch size)."""
 
     def __init__(self, metrics):
-        self.metrics = metrics
-        self.ks = [metric_k(name) for name in metrics]
+        self.metrics = metrics  # {name: k or function}, from metric_functions
         self.count = 0
         self.loss_sum = 0.0
-        self.correct = [0] * len(metrics)
+        self.sums = dict.fromkeys(metrics, 0)
 
     def add(self, logits, labels, loss):
         n = len(labels)
         self.count += n
         if loss is not None:
             self.loss_sum += loss * n
-        for i, k in enumerate(self.ks):
-            self.correct[i] += topk_correct(logits, labels, k)
+        for name, metric in self.metrics.items():
+            self.sums[name] += batch_sum(name, metric, logits, labels)
 
     def values(self, with_loss=True):
         result = {"loss": self.loss_sum / self.count} if with_loss else {}
-        result.update((m, c / self.count) for m, c in zip(self.metrics, self.correct, strict=True))
+        result.update((name, total / self.count) for name, total in self.sums.items())
         return result
 
 
@@ -118,7 +118,7 @@ def evaluate(
     model: Module,
     loader: Iterable[Any],
     loss_fn: Module | None = None,
-    metrics: str | Sequence[str] = ("accuracy", "top5"),
+    metrics: MetricLike | Sequence[MetricLike] = ("accuracy", "top5"),
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` over every batch of ``loader``, in eval mode.
 
@@ -141,7 +141,8 @@ def evaluate(
     _check_model("evaluate", model)
     _check_reduction("evaluate", loss_fn)
     _check_loader("evaluate", "loader", loader)
-    return _evaluate(model, _pairs(loader, "evaluate: loader"), loss_fn, check_metrics(metrics))
+    functions = metric_functions(metrics)
+    return _evaluate(model, _pairs(loader, "evaluate: loader"), loss_fn, functions)
 
 
 def _evaluate(model, batches, loss_fn, metrics):
@@ -231,6 +232,8 @@ def _train_epoch(model, loss_fn, optimizer, loader, state):
             )
         speed = tally.count / max(time.perf_counter() - started, 1e-9)
         state.reporter.update(batch, running, speed, log)
+        for callback in state.callbacks:
+            callback.on_batch_end(state.run, batch, running)
     if batch == 0:
         raise ValueError(
             "the training loader yielded no batches (drop_last=True with fewer items than "
@@ -249,6 +252,13 @@ class _RunState:
         self.epoch = 0
         self.batch_scheduler = None  # the scheduler, when it steps per batch
         self.clip_grad_norm = None
+        self.eval_every = 1
+        self.callbacks = []
+        self.run = None
+
+    def evaluates(self, epoch):
+        """Whether epoch ``epoch`` is validated: every ``eval_every``-th, and the last."""
+        return epoch % self.eval_every == 0 or epoch == self.epochs
 
 
 def _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler):
@@ -268,9 +278,10 @@ def _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, sche
         _check_loader("fit", "val_loader", val_loader)
 
 
-def _check_fit_args(epochs, log_every, resume, checkpoint):
+def _check_fit_args(epochs, log_every, resume, checkpoint, eval_every):
     integer(epochs, "epochs", "fit", minimum=0)
     integer(log_every, "log_every", "fit", minimum=1)
+    integer(eval_every, "eval_every", "fit", minimum=1)
     if flag(resume, "resume", "fit") and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
 
@@ -283,7 +294,7 @@ def fit(
     val_loader: Iterable[Any] | None = None,
     epochs: int = 1,
     scheduler: LRScheduler | None = None,
-    metrics: str | Sequence[str] = ("accuracy", "top5"),
+    metrics: MetricLike | Sequence[MetricLike] = ("accuracy", "top5"),
     progress: bool | str = True,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
@@ -291,13 +302,16 @@ def fit(
     extra: dict[str, Any] | None = None,
     scheduler_interval: str | None = None,
     clip_grad_norm: float | None = None,
+    callbacks: Sequence[Callback] = (),
+    eval_every: int = 1,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs; return the ``History``.
 
     Each epoch: ``model.train()``, then for every batch forward, loss, ``zero_grad``,
     backward, (``clip_grad_norm_``), ``step`` (and ``scheduler.step()`` if it steps per
     batch); then evaluation on ``val_loader`` (in eval mode), ``scheduler.step()`` if it
-    steps per epoch and, if ``checkpoint`` is set, a checkpoint.
+    steps per epoch, the callbacks' ``on_epoch_end`` and, if ``checkpoint`` is set, a
+    checkpoint.
 
     Parameters
     ----------
@@ -317,9 +331,12 @@ def fit(
         Stepped after every optimizer step if it steps per batch (its ``steps_per`` is
         ``"batch"``: OneCycleLR), else once per epoch after validation. A
         ``ReduceLROnPlateau`` gets the epoch's validation loss (the training loss without
-        ``val_loader``).
-    metrics : sequence of str
-        ``"accuracy"`` (top-1) and ``"topK"`` names.
+        ``val_loader``; with ``eval_every`` > 1 it is stepped after the validated epochs
+        only).
+    metrics : sequence of str or callable
+        ``"accuracy"`` (top-1) and ``"topK"`` names, and functions ``fn(logits, labels)``
+        returning the batch's mean as a float (its ``__name__`` names the series:
+        ``train_<name>``, ``val_<name>``); each is averaged over the images of the epoch.
     progress : bool or {"tqdm", "text"}
         True: a tqdm bar if tqdm is installed, else plain text lines; False: silent.
     checkpoint : str or os.PathLike, optional
@@ -337,6 +354,12 @@ def fit(
     clip_grad_norm : float, optional
         Clip the gradients to this total 2-norm (``fastcnn.nn.utils.clip_grad_norm_`` over
         ``model.parameters()``) before every optimizer step.
+    callbacks : sequence of Callback
+        E.g. ``EarlyStopping``, ``ModelCheckpoint`` (``fastcnn.train.callbacks``); their
+        state is saved in the checkpoint and restored by ``resume``.
+    eval_every : int
+        Validate every this many epochs, and after the last one. The records of the other
+        epochs have no ``val_`` values (``history["val_loss"]`` gives NaN for them).
 
     Returns
     -------
@@ -354,24 +377,37 @@ def fit(
         or scheduler setting.
     """
     _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler)
-    metrics = check_metrics(metrics)
-    _check_fit_args(epochs, log_every, resume, checkpoint)
+    functions = metric_functions(metrics)
+    names = tuple(functions)
+    _check_fit_args(epochs, log_every, resume, checkpoint, eval_every)
+    callbacks = _check_callbacks(callbacks)
     interval = resolve_interval(scheduler, scheduler_interval)
     if clip_grad_norm is not None:
         real(clip_grad_norm, "clip_grad_norm", "fit", 0.0, low_open=True)
-    history = History(metrics)
+    history = History(names)
     start = 0
     if resume:
         assert checkpoint is not None  # _check_fit_args refused resume=True without one
-        start, history = restore_checkpoint(checkpoint, model, optimizer, scheduler, train_loader)
+        start, history = restore_checkpoint(
+            checkpoint, model, optimizer, scheduler, train_loader, callbacks
+        )
     resumed_from = checkpoint if resume else None
     check_one_cycle_length(scheduler, interval, epochs - start, train_loader, resumed_from)
-    reporter = make_progress(progress, metrics)
-    state = _RunState(metrics, history, reporter, checkpoint, log_every, epochs)
+    reporter = make_progress(progress, names)
+    state = _RunState(functions, history, reporter, checkpoint, log_every, epochs)
     state.batch_scheduler = scheduler if interval == "batch" else None
     state.clip_grad_norm = clip_grad_norm
+    state.eval_every, state.callbacks = eval_every, callbacks
+    state.run = run = Run(
+        model, optimizer, scheduler, train_loader, history, epochs,
+        series=_series(names, val_loader is not None), extra=extra, checkpoint=checkpoint,
+    )  # fmt: skip
+    for callback in callbacks:
+        callback.on_train_begin(run)
     for epoch in range(start + 1, epochs + 1):
-        state.epoch = epoch
+        if run.stop_training:
+            break
+        state.epoch = run.epoch = epoch
         try:
             _run_epoch(model, loss_fn, optimizer, train_loader, val_loader, scheduler, state)
         except BaseException:
@@ -379,25 +415,50 @@ def fit(
             raise
         if checkpoint is not None:
             save_checkpoint(
-                checkpoint, model, optimizer, scheduler, train_loader, history, epoch, extra
-            )
-        state.reporter.end_epoch(format_epoch_summary(history.epochs[-1], metrics, epochs))
+                checkpoint, model, optimizer, scheduler, train_loader, history, epoch, extra,
+                callbacks,
+            )  # fmt: skip
+        state.reporter.end_epoch(format_epoch_summary(history.epochs[-1], names, epochs))
+    for callback in callbacks:
+        callback.on_train_end(run)
     return history
+
+
+def _series(metrics, validates):
+    """The keys of fit's epoch records (what a callback may monitor)."""
+    splits = ("train", "val") if validates else ("train",)
+    return {"lr", "seconds"} | {f"{s}_{m}" for s in splits for m in ("loss", *metrics)}
+
+
+def _check_callbacks(callbacks):
+    """``fit(callbacks=...)`` as a list, each checked to be a Callback."""
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(
+            "fit: callbacks must be a list of fastcnn.train.Callback objects, got "
+            f"{type(callbacks).__name__}; wrap a single callback in a list"
+        )
+    for callback in callbacks:
+        instance_of(callback, "each of callbacks", "fit", Callback, "a fastcnn.train.Callback")
+    return list(callbacks)
 
 
 def _run_epoch(model, loss_fn, optimizer, train_loader, val_loader, scheduler, state):
     started = time.perf_counter()
     state.reporter.start_epoch(state.epoch, state.epochs, len(train_loader))
+    for callback in state.callbacks:
+        callback.on_epoch_begin(state.run, state.epoch)
     lr = optimizer.param_groups[0]["lr"]
     record = {"epoch": state.epoch}
     record.update(
         (f"train_{k}", v)
         for k, v in _train_epoch(model, loss_fn, optimizer, train_loader, state).items()
     )
-    if val_loader is not None:
+    if val_loader is not None and state.evaluates(state.epoch):
         values = _evaluate(model, _pairs(val_loader, "fit: val_loader"), loss_fn, state.metrics)
         record.update((f"val_{k}", v) for k, v in values.items())
     if scheduler is not None and state.batch_scheduler is None:
-        step_epoch_scheduler(scheduler, record)
+        step_epoch_scheduler(scheduler, record, validating=val_loader is not None)
     record.update(lr=lr, seconds=time.perf_counter() - started)
     state.history.epochs.append(record)
+    for callback in state.callbacks:
+        callback.on_epoch_end(state.run, state.epoch, record)

@@ -7,15 +7,21 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from fastcnn.train.metrics import is_topk
+
 __all__ = ["make_progress"]
 
 
 def _format_stats(stats, metrics):
-    """``loss 0.1234 acc 97.12% top5 99.90%`` from a dict of running values."""
+    """``loss 0.1234 acc 97.12% top5 99.90% f1 0.9712`` from a dict of running values
+    (the top-k accuracies in percent, a user metric as it is)."""
     parts = [f"loss {stats['loss']:.4f}"]
     for name in metrics:
-        label = "acc" if name == "accuracy" else name
-        parts.append(f"{label} {100 * stats[name]:.2f}%")
+        if is_topk(name):
+            label = "acc" if name == "accuracy" else name
+            parts.append(f"{label} {100 * stats[name]:.2f}%")
+        else:
+            parts.append(f"{name} {stats[name]:.4f}")
     return " ".join(parts)
 
 

@@ -60,9 +60,14 @@ def check_one_cycle_length(
     )
 
 
-def step_epoch_scheduler(scheduler: LRScheduler, record: dict[str, Any]) -> None:
-    """The end-of-epoch step; ReduceLROnPlateau gets the validation (else training) loss."""
+def step_epoch_scheduler(scheduler: LRScheduler, record: dict[str, Any], validating: bool) -> None:
+    """The end-of-epoch step. ReduceLROnPlateau gets the validation loss when fit has a
+    val_loader (and is not stepped after an epoch that ``eval_every`` leaves unvalidated:
+    mixing in training losses would mislead its patience), else the training loss."""
     if isinstance(scheduler, ReduceLROnPlateau):
-        scheduler.step(record.get("val_loss", record["train_loss"]))
+        if not validating:
+            scheduler.step(record["train_loss"])
+        elif "val_loss" in record:
+            scheduler.step(record["val_loss"])
     else:
         scheduler.step()
