@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fastcnn._validation import flag, integer
+from fastcnn._data_parallel import block_bounds
+from fastcnn._validation import flag, integer, is_int
 
 __all__ = ["DataLoader"]
 
@@ -38,6 +39,13 @@ class DataLoader:
         Drop the last batch when it is smaller than ``batch_size``.
     transform : callable, optional
         Applied to each batch of images (e.g. ``fastcnn.data.Normalize``).
+    shard : (int, int), optional
+        ``(index, count)``: yield only block ``index`` of ``count`` contiguous blocks of every
+        batch, for data-parallel training (``shard=(get_rank(), get_world_size())`` of
+        ``fastcnn.distributed``). Every shard sees the same batches in the same order; a
+        batch is cut as evenly as possible, the first blocks one item larger (as
+        ``fit(..., accumulate=count)`` cuts it), so a batch smaller than ``count`` leaves
+        the last shards an empty block. ``len(loader)`` is the number of global batches.
     """
 
     def __init__(
@@ -48,6 +56,7 @@ class DataLoader:
         seed: int | None = None,
         drop_last: bool = False,
         transform: Callable[[NDArray[np.float32]], ArrayLike] | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(
@@ -66,6 +75,7 @@ class DataLoader:
                 f"None, got {transform!r}"
             )
         self.transform = transform
+        self.shard = _check_shard(shard)
         if seed is None:
             seed = int(np.random.default_rng().integers(2**63))
         # np.random.default_rng([seed, epoch]) needs a seed >= 0.
@@ -109,6 +119,9 @@ class DataLoader:
         self.seed = seed
 
     def _gather(self, indices):
+        if len(indices) == 0:  # an empty shard of a small last batch: shaped as the others
+            images, labels = self._gather(np.arange(1))
+            return images[:0], labels[:0]
         gather = getattr(self.dataset, "gather", None)
         if gather is not None:
             images, labels = gather(indices)
@@ -124,10 +137,34 @@ class DataLoader:
         order = self.order(self.epoch)
         self.epoch += 1
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield self._gather(order[start : start + self.batch_size])
+            batch = order[start : start + self.batch_size]
+            if self.shard is not None:
+                index, count = self.shard
+                first, stop = block_bounds(len(batch), count)[index]
+                batch = batch[first:stop]
+            yield self._gather(batch)
 
     def __repr__(self) -> str:
         return (
             f"DataLoader(dataset={self.dataset!r}, batch_size={self.batch_size}, "
-            f"shuffle={self.shuffle}, drop_last={self.drop_last})"
+            f"shuffle={self.shuffle}, drop_last={self.drop_last}"
+            + ("" if self.shard is None else f", shard={self.shard}")
+            + ")"
         )
+
+
+def _check_shard(shard: object) -> tuple[int, int] | None:
+    """``shard`` as an ``(index, count)`` pair with ``0 <= index < count``, or None."""
+    if shard is None:
+        return None
+    if not (isinstance(shard, (tuple, list)) and len(shard) == 2 and all(is_int(v) for v in shard)):
+        raise TypeError(
+            "DataLoader: shard must be None or a pair of ints (index, count), e.g. "
+            f"(fastcnn.distributed.get_rank(), fastcnn.distributed.get_world_size()), got {shard!r}"
+        )
+    index, count = int(shard[0]), int(shard[1])
+    if not 0 <= index < count:
+        raise ValueError(
+            f"DataLoader: shard=(index, count) needs 0 <= index < count, got {shard!r}"
+        )
+    return index, count

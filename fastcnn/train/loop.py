@@ -15,12 +15,15 @@ from numpy.typing import ArrayLike, NDArray
 
 from fastcnn._grad_mode import no_grad
 from fastcnn._validation import flag, instance_of, integer
+from fastcnn.data.loader import DataLoader
+from fastcnn.distributed import DistributedDataParallel
 from fastcnn.nn.module import Module
 from fastcnn.optim.lr_scheduler import LRScheduler
 from fastcnn.optim.optimizer import Optimizer
 from fastcnn.train.checkpoint import restore_checkpoint, save_checkpoint
 from fastcnn.train.history import History
 from fastcnn.train.metrics import check_metrics, metric_k, topk_correct
+from fastcnn.train.parallel import block_step, sharded_step
 from fastcnn.train.progress import format_epoch_summary, make_progress
 
 __all__ = ["NonFiniteLossError", "evaluate", "fit", "predict"]
@@ -95,6 +98,13 @@ class _Tally:
             self.loss_sum += loss * n
         for i, k in enumerate(self.ks):
             self.correct[i] += topk_correct(logits, labels, k)
+
+    def add_totals(self, totals):
+        """Add a batch tallied in blocks: (loss x count, count, top-k hits...)."""
+        self.count += int(totals[1])
+        self.loss_sum += float(totals[0])
+        for i in range(len(self.correct)):
+            self.correct[i] += int(totals[2 + i])
 
     def values(self, with_loss=True):
         result = {"loss": self.loss_sum / self.count} if with_loss else {}
@@ -171,6 +181,21 @@ def _train_step(model, loss_fn, optimizer, images, labels):
     return logits, loss
 
 
+def _plain_step(model, loss_fn, optimizer, images, labels, tally):
+    logits, loss = _train_step(model, loss_fn, optimizer, images, labels)
+    tally.add(logits, labels, loss)
+    return loss
+
+
+def _step_function(model, accumulate):
+    """How ``fit`` takes a step: on this rank's block, on ``accumulate`` blocks, or whole."""
+    if isinstance(model, DistributedDataParallel):
+        return sharded_step
+    if accumulate > 1:
+        return lambda *args: block_step(*args, blocks=accumulate)
+    return _plain_step
+
+
 def _non_finite(what, loss, epoch, batch, checkpoint):
     kept = ""
     if checkpoint is not None and os.path.exists(checkpoint):
@@ -201,11 +226,10 @@ def _train_epoch(model, loss_fn, optimizer, loader, state):
     started = time.perf_counter()
     model.train()
     for batch, (images, labels) in enumerate(_pairs(loader, "fit: train_loader"), start=1):
-        logits, loss = _train_step(model, loss_fn, optimizer, images, labels)
+        loss = state.train_step(model, loss_fn, optimizer, images, labels, tally)
         if not math.isfinite(loss):
             what = f"the training loss became {loss}"
             raise _non_finite(what, loss, state.epoch, batch, state.checkpoint)
-        tally.add(logits, labels, loss)
         log = batch % state.log_every == 0 or batch == batches
         running = tally.values()
         if log:
@@ -226,9 +250,10 @@ def _train_epoch(model, loss_fn, optimizer, loader, state):
 class _RunState:
     """What one ``fit`` call carries from epoch to epoch."""
 
-    def __init__(self, metrics, history, reporter, checkpoint, log_every, epochs):
+    def __init__(self, metrics, history, reporter, checkpoint, log_every, epochs, train_step):
         self.metrics, self.history, self.reporter = metrics, history, reporter
         self.checkpoint, self.log_every, self.epochs = checkpoint, log_every, epochs
+        self.train_step = train_step
         self.epoch = 0
 
 
@@ -248,11 +273,30 @@ def _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, sche
         _check_loader("fit", "val_loader", val_loader)
 
 
-def _check_fit_args(epochs, log_every, resume, checkpoint):
+def _check_fit_args(epochs, log_every, resume, checkpoint, accumulate):
     integer(epochs, "epochs", "fit", minimum=0)
     integer(log_every, "log_every", "fit", minimum=1)
+    integer(accumulate, "accumulate", "fit", minimum=1)
     if flag(resume, "resume", "fit") and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
+
+
+def _check_data_parallel(model, train_loader, accumulate):
+    """A DistributedDataParallel model trains on this rank's shard of every batch."""
+    if not isinstance(model, DistributedDataParallel):
+        return
+    if accumulate != 1:
+        raise ValueError(
+            f"fit: accumulate={accumulate} with a DistributedDataParallel model: the ranks "
+            "already split each batch; use accumulate=N in one process to replay N ranks"
+        )
+    expected = (model.rank, model.world_size)
+    if isinstance(train_loader, DataLoader) and train_loader.shard != expected:
+        raise ValueError(
+            f"fit: a DistributedDataParallel model needs train_loader=DataLoader(..., "
+            f"shard={expected}) (this rank's block of every batch), got shard="
+            f"{train_loader.shard}"
+        )
 
 
 def fit(
@@ -269,6 +313,7 @@ def fit(
     resume: bool = False,
     log_every: int = 100,
     extra: dict[str, Any] | None = None,
+    accumulate: int = 1,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs; return the ``History``.
 
@@ -304,6 +349,15 @@ def fit(
         Record (and print, in text mode) the running loss and metrics every this many batches.
     extra : dict, optional
         Saved in the checkpoint under ``"extra"`` (e.g. how to rebuild the model).
+    accumulate : int
+        Cut each batch into this many contiguous blocks, compute each block's gradient (its
+        loss the block's mean) and step once with their mean, added in block order: the bits
+        of ``accumulate`` MPI ranks (``fastcnn.distributed``), and big batches on little
+        memory. BatchNorm's running statistics are updated by every block.
+
+    With a ``fastcnn.distributed.DistributedDataParallel`` model (and a train loader with
+    ``shard=(rank, world_size)``), every rank trains its block of each batch; only rank 0
+    shows progress and writes the checkpoint, which holds the unwrapped model.
 
     Returns
     -------
@@ -322,14 +376,22 @@ def fit(
     """
     _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler)
     metrics = check_metrics(metrics)
-    _check_fit_args(epochs, log_every, resume, checkpoint)
+    _check_fit_args(epochs, log_every, resume, checkpoint, accumulate)
+    _check_data_parallel(model, train_loader, accumulate)
+    # Checkpoints hold the unwrapped model (they load without MPI); rank 0 alone writes.
+    parallel = isinstance(model, DistributedDataParallel)
+    saved_model = model.module if parallel else model
+    main_rank = not parallel or model.rank == 0
     history = History(metrics)
     start = 0
     if resume:
         assert checkpoint is not None  # _check_fit_args refused resume=True without one
-        start, history = restore_checkpoint(checkpoint, model, optimizer, scheduler, train_loader)
-    reporter = make_progress(progress, metrics)
-    state = _RunState(metrics, history, reporter, checkpoint, log_every, epochs)
+        start, history = restore_checkpoint(
+            checkpoint, saved_model, optimizer, scheduler, train_loader
+        )
+    reporter = make_progress(progress if main_rank else False, metrics)
+    train_step = _step_function(model, accumulate)
+    state = _RunState(metrics, history, reporter, checkpoint, log_every, epochs, train_step)
     for epoch in range(start + 1, epochs + 1):
         state.epoch = epoch
         try:
@@ -337,9 +399,9 @@ def fit(
         except BaseException:
             reporter.abort()
             raise
-        if checkpoint is not None:
+        if checkpoint is not None and main_rank:
             save_checkpoint(
-                checkpoint, model, optimizer, scheduler, train_loader, history, epoch, extra
+                checkpoint, saved_model, optimizer, scheduler, train_loader, history, epoch, extra
             )
         state.reporter.end_epoch(format_epoch_summary(history.epochs[-1], metrics, epochs))
     return history
