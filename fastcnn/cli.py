@@ -440,12 +440,13 @@ def _train(args, shard):
     config = _model_config(args, splits)
     model = build_model(config, rng=np.random.default_rng(args.seed))
     optimizer = _optimizer(args, model)
+    model_name = type(model).__name__
     if shard is not None:
         model = distributed.DistributedDataParallel(model)
     train_loader, test_loader = _loaders(args, splits, config, shard)
     ranks = "" if shard is None else f"{shard[1]} MPI ranks x "
     print(
-        f"training {type(model).__name__} on the {splits.source}: {len(splits.train)} training "
+        f"training {model_name} on the {splits.source}: {len(splits.train)} training "
         f"and {len(splits.test)} test images, {args.epochs} epochs, batch {args.batch_size}, "
         f"{args.optimizer} lr {args.lr} ({args.schedule} schedule), "
         f"{ranks}{fastcnn.get_num_threads()} threads"

@@ -1,0 +1,206 @@
+"""Data-parallel training on MPI: ``mpiexec -n 2`` and ``-n 4`` runs of tests/mpi_worker.py
+and of ``fastcnn train``, against one process with ``accumulate=N``.
+
+Each run is a subprocess with a timeout, so a hang fails the test instead of CI. They use
+one kernel thread per rank and ``UCX_TLS=self,sm`` (MPICH stays off the network
+interfaces). Skipped, with the reason, without mpi4py or an ``mpiexec``.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn import distributed, nn, train
+from fastcnn.cli import main as cli_main
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "mpi_worker.py")
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(fastcnn.__file__))
+# The CLI runs, at the TINY size of test_cli.py
+CLI_TRAIN = ["--limit", "90", "--epochs", "1", "--batch-size", "30", "--no-progress"]
+
+
+def _find_mpiexec():
+    found = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+    # Hydra finds its proxy next to the real file, not next to a symlink to it
+    return None if found is None else os.path.realpath(found)
+
+
+MPIEXEC = _find_mpiexec()
+needs_mpi = pytest.mark.skipif(
+    importlib.util.find_spec("mpi4py") is None or MPIEXEC is None,
+    reason="needs mpi4py and an mpiexec (pip install 'fastcnn[mpi]')",
+)
+
+
+def _env(**extra):
+    return dict(
+        os.environ, OMP_NUM_THREADS="1", UCX_TLS="self,sm", PYTHONPATH=PACKAGE_PARENT, **extra
+    )
+
+
+def mpirun(ranks, *command, timeout=60, **popen):
+    """``mpiexec -n RANKS COMMAND`` (COMMAND may hold ':'-separated MPMD blocks)."""
+    return subprocess.run(
+        [MPIEXEC, "-n", str(ranks), *map(str, command)],
+        capture_output=True, text=True, timeout=timeout, env=_env(), check=False, **popen,
+    )  # fmt: skip
+
+
+def worker(ranks, mode, out, timeout=60):
+    result = mpirun(ranks, sys.executable, WORKER, mode, out, timeout=timeout)
+    return result
+
+
+def replay(blocks, epochs=2):
+    """One process, each batch in ``blocks`` blocks: what N ranks must reproduce."""
+    sys.path.insert(0, HERE)
+    try:
+        import mpi_worker
+    finally:
+        sys.path.remove(HERE)
+    model = mpi_worker.build()
+    train_loader, val_loader = mpi_worker.loaders()
+    history = train.fit(
+        model, nn.CrossEntropyLoss(), mpi_worker.optimizer(model.parameters()), train_loader,
+        val_loader, epochs=epochs, progress=False, accumulate=blocks,
+    )  # fmt: skip
+    return model, history
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_ranks_give_the_bits_of_accumulate(ranks, tmp_path):
+    result = worker(ranks, "train", tmp_path)
+    assert result.returncode == 0, result.stderr
+    # the worker's SGD checked after each step that every rank held the same parameters,
+    # and after fit that every rank held rank 0's BatchNorm statistics
+    saved = np.load(tmp_path / "weights.npz")
+    record = json.loads((tmp_path / "history.json").read_text())
+    model, history = replay(ranks)
+    assert record["steps"] == 2 * 4
+    for name, param in model.named_parameters():
+        np.testing.assert_array_equal(saved[name], param.data, err_msg=name)
+    # the tally is added in block order too: the same training history. Not the same
+    # validation: the ranks' BatchNorm statistics are rank 0's blocks', the replay's all blocks'
+    for ours, theirs in zip(record["epochs"], history.epochs, strict=True):
+        assert {k: v for k, v in ours.items() if k.startswith("train_")} == {
+            k: v for k, v in theirs.items() if k.startswith("train_")
+        }
+    # the checkpoint holds the unwrapped model (no "module." prefix): rank 0's buffers
+    state = train.load_checkpoint(tmp_path / "checkpoint.npz")
+    assert sorted(state["model"]) == sorted(model.state_dict())
+    for name in ("1.running_mean", "1.running_var"):
+        np.testing.assert_array_equal(state["model"][name], saved[name])
+
+
+def test_accumulate_averages_the_blocks_gradients():
+    """Equal blocks: the mean of the block means is the batch mean, so one step with
+    accumulate=2 is (to rounding) one step on the whole batch."""
+    sys.path.insert(0, HERE)
+    import mpi_worker
+
+    sys.path.remove(HERE)
+    results = []
+    for blocks in (1, 2):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 5, rng=1))
+        images, labels = mpi_worker.images_and_labels()
+        loader = fastcnn.data.DataLoader(fastcnn.data.ArrayDataset(images[:8], labels[:8]), 8)
+        opt = fastcnn.optim.SGD(model.parameters(), lr=0.5)
+        train.fit(model, nn.CrossEntropyLoss(), opt, loader, progress=False, accumulate=blocks)
+        results.append(model[1].weight.data.copy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
+
+
+@needs_mpi
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_together(tmp_path):
+    result = worker(2, "non-finite", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split("\n")[:2]) == [
+        "rank 0 stopped at epoch 1 batch 2",
+        "rank 1 stopped at epoch 1 batch 2",
+    ], result.stdout
+
+
+@needs_mpi
+@pytest.mark.parametrize("mode", ["kill", "raise"])
+def test_a_failing_rank_ends_the_job_within_10_s(mode, tmp_path):
+    started = time.monotonic()
+    result = worker(2, mode, tmp_path, timeout=10)  # a hang raises TimeoutExpired
+    assert time.monotonic() - started < 10
+    assert result.returncode != 0
+    if mode == "raise":
+        assert "rank 1 failed on purpose" in result.stderr
+
+
+@needs_mpi
+def test_threads_are_the_node_cores_shared_by_its_ranks(tmp_path):
+    env = {k: v for k, v in _env().items() if k != "OMP_NUM_THREADS"}
+    result = subprocess.run(
+        [MPIEXEC, "-n", "2", sys.executable, WORKER, "threads", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expected = max(1, min(fastcnn.get_num_threads(), (os.cpu_count() or 1) // 2))
+    assert sorted(result.stdout.split()[3::4]) == [str(expected)] * 2, result.stdout
+
+
+@needs_mpi
+def test_launcher_of_another_mpi_is_refused():
+    """An Open MPI mpiexec starting an MPICH mpi4py: N singletons, each of size 1."""
+    code = "from fastcnn import distributed; distributed.init()"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60, env=_env(OMPI_COMM_WORLD_SIZE="2"),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "OMPI_COMM_WORLD_SIZE=2" in result.stderr and "world of size 1" in result.stderr
+
+
+@needs_mpi
+def test_cli_rank_0_alone_prints_and_writes_and_matches_accumulate(tmp_path):
+    """Rank 1 runs in its own directory: its --out stays empty; the weights are those of
+    `fastcnn train --accumulate 2` in one process."""
+    rank0, rank1 = tmp_path / "rank0", tmp_path / "rank1"
+    rank0.mkdir(), rank1.mkdir()
+    command = [sys.executable, "-m", "fastcnn", "train", *CLI_TRAIN, "--out", "run"]
+    result = subprocess.run(
+        [MPIEXEC, "-n", "1", "-wdir", rank0, *command, ":", "-n", "1", "-wdir", rank1, *command],
+        capture_output=True, text=True, timeout=60, env=_env(), check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("training LeNet5") == 1, result.stdout
+    assert "2 MPI ranks" in result.stdout
+    assert sorted(os.listdir(rank0 / "run")) == ["checkpoint.npz", "history.json", "history.png"]
+    assert not (rank1 / "run").exists()
+    assert cli_main(["train", *CLI_TRAIN, "--accumulate", "2", "--out", str(tmp_path / "one")]) == 0
+    ranks = train.load_checkpoint(rank0 / "run" / "checkpoint.npz")["model"]
+    one = train.load_checkpoint(tmp_path / "one" / "checkpoint.npz")["model"]
+    for name in one:
+        np.testing.assert_array_equal(ranks[name], one[name], err_msg=name)
+
+
+def test_without_mpi4py_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(ImportError, match=r"fastcnn\[mpi\]"):
+        distributed._mpi()
+
+
+def test_errors_before_init():
+    if distributed.is_initialized():
+        pytest.skip("MPI was initialised in this process")
+    with pytest.raises(RuntimeError, match=r"call fastcnn.distributed.init\(\) first"):
+        distributed.get_rank()
+    with pytest.raises(ValueError, match="reduction must be 'gather'.*got 'mean'"):
+        distributed.DistributedDataParallel(nn.Linear(2, 2), reduction="mean")
+    with pytest.raises(TypeError, match="DistributedDataParallel: module must be"):
+        distributed.DistributedDataParallel(object())
