@@ -9,10 +9,12 @@ interfaces). Skipped, with the reason, without mpi4py or an ``mpiexec``.
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +206,19 @@ def test_errors_before_init():
         distributed.DistributedDataParallel(nn.Linear(2, 2), reduction="mean")
     with pytest.raises(TypeError, match="DistributedDataParallel: module must be"):
         distributed.DistributedDataParallel(object())
+
+
+@needs_mpi
+def test_readme_example_runs_on_2_ranks(tmp_path):
+    readme = os.path.join(os.path.dirname(HERE), "README.md")
+    if not os.path.exists(readme):  # tests run from an installed wheel, outside the checkout
+        pytest.skip("README.md is not beside the tests")
+    blocks = re.findall(r"```python\n(.*?)```", Path(readme).read_text(), flags=re.S)
+    (example,) = [block for block in blocks if "DistributedDataParallel(" in block]
+    script = tmp_path / "example.py"
+    script.write_text(example)
+    result = mpirun(2, sys.executable, script, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["ddp.npz", "example.py"]
+    model = fastcnn.models.LeNet5()
+    train.restore_model(tmp_path / "ddp.npz", model)  # loads without MPI
