@@ -26,8 +26,9 @@ from fastcnn.cli import main as cli_main
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "mpi_worker.py")
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(fastcnn.__file__))
-# The CLI runs, at the TINY size of test_cli.py
+# The CLI runs: a few steps of LeNet-5 on the embedded MNIST subset
 CLI_TRAIN = ["--limit", "90", "--epochs", "1", "--batch-size", "30", "--no-progress"]
+CLI_TRAIN += ["--schedule", "none"]  # so that one epoch and a resumed second are two epochs
 
 
 def _find_mpiexec():
@@ -58,17 +59,22 @@ def mpirun(ranks, *command, timeout=60, **popen):
 
 
 def worker(ranks, mode, out, timeout=60):
-    result = mpirun(ranks, sys.executable, WORKER, mode, out, timeout=timeout)
-    return result
+    return mpirun(ranks, sys.executable, WORKER, mode, out, timeout=timeout)
 
 
-def replay(blocks, epochs=2):
-    """One process, each batch in ``blocks`` blocks: what N ranks must reproduce."""
+def _worker_module():
+    """tests/mpi_worker.py, imported (the tests directory is no package)."""
     sys.path.insert(0, HERE)
     try:
         import mpi_worker
     finally:
         sys.path.remove(HERE)
+    return mpi_worker
+
+
+def replay(blocks, epochs=2):
+    """One process, each batch in ``blocks`` blocks: what N ranks must reproduce."""
+    mpi_worker = _worker_module()
     model = mpi_worker.build()
     train_loader, val_loader = mpi_worker.loaders()
     history = train.fit(
@@ -107,10 +113,7 @@ def test_ranks_give_the_bits_of_accumulate(ranks, tmp_path):
 def test_accumulate_averages_the_blocks_gradients():
     """Equal blocks: the mean of the block means is the batch mean, so one step with
     accumulate=2 is (to rounding) one step on the whole batch."""
-    sys.path.insert(0, HERE)
-    import mpi_worker
-
-    sys.path.remove(HERE)
+    mpi_worker = _worker_module()
     results = []
     for blocks in (1, 2):
         model = nn.Sequential(nn.Flatten(), nn.Linear(64, 5, rng=1))
@@ -169,9 +172,10 @@ def test_launcher_of_another_mpi_is_refused():
 
 
 @needs_mpi
-def test_cli_rank_0_alone_prints_and_writes_and_matches_accumulate(tmp_path):
-    """Rank 1 runs in its own directory: its --out stays empty; the weights are those of
-    `fastcnn train --accumulate 2` in one process."""
+def test_cli_rank_0_alone_prints_and_writes_resumes_and_matches_accumulate(tmp_path):
+    """Rank 1 runs in its own directory: its --out stays empty. Resumed from rank 0's
+    checkpoint for a second epoch, the weights are those of two epochs of `fastcnn train
+    --accumulate 2` in one process."""
     rank0, rank1 = tmp_path / "rank0", tmp_path / "rank1"
     rank0.mkdir(), rank1.mkdir()
     command = [sys.executable, "-m", "fastcnn", "train", *CLI_TRAIN, "--out", "run"]
@@ -184,11 +188,15 @@ def test_cli_rank_0_alone_prints_and_writes_and_matches_accumulate(tmp_path):
     assert "2 MPI ranks" in result.stdout
     assert sorted(os.listdir(rank0 / "run")) == ["checkpoint.npz", "history.json", "history.png"]
     assert not (rank1 / "run").exists()
-    assert cli_main(["train", *CLI_TRAIN, "--accumulate", "2", "--out", str(tmp_path / "one")]) == 0
-    ranks = train.load_checkpoint(rank0 / "run" / "checkpoint.npz")["model"]
-    one = train.load_checkpoint(tmp_path / "one" / "checkpoint.npz")["model"]
-    for name in one:
-        np.testing.assert_array_equal(ranks[name], one[name], err_msg=name)
+    resumed = mpirun(2, *command, "--epochs", "2", "--resume", cwd=rank0)
+    assert resumed.returncode == 0, resumed.stderr
+    one = str(tmp_path / "one")
+    assert cli_main(["train", *CLI_TRAIN, "--epochs", "2", "--accumulate", "2", "--out", one]) == 0
+    ranks = train.load_checkpoint(rank0 / "run" / "checkpoint.npz")
+    single = train.load_checkpoint(tmp_path / "one" / "checkpoint.npz")
+    assert ranks["epoch"] == single["epoch"] == 2
+    for name in single["model"]:
+        np.testing.assert_array_equal(ranks["model"][name], single["model"][name], err_msg=name)
 
 
 def test_without_mpi4py_the_error_names_the_extra(monkeypatch):
