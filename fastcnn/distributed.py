@@ -41,6 +41,8 @@ __all__ = [
 # What launchers tell their processes about the job's size: MPICH/Intel MPI (Hydra), Open MPI,
 # Slurm's srun (a job step; SLURM_NTASKS alone is also set in a plain batch script).
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
+# ... and about the processes on this node (MPICH's Hydra): more than one also means a job
+LAUNCHER_LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
 REDUCTIONS = ("gather", "allreduce")
 
 _initialized = False
@@ -81,7 +83,7 @@ def _check_not_singletons(world_size: int) -> None:
     the launcher belongs to another MPI than the one mpi4py loaded."""
     if world_size != 1:
         return
-    for name in LAUNCHER_SIZE_VARIABLES:
+    for name in LAUNCHER_SIZE_VARIABLES + LAUNCHER_LOCAL_SIZE_VARIABLES:
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 1:
             raise RuntimeError(

@@ -154,7 +154,9 @@ def test_threads_are_the_node_cores_shared_by_its_ranks(tmp_path):
         capture_output=True, text=True, timeout=60, env=env, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    expected = max(1, min(fastcnn.get_num_threads(), (os.cpu_count() or 1) // 2))
+    # OpenMP's default without OMP_NUM_THREADS: the CPUs this process may use
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    expected = max(1, min(usable, (os.cpu_count() or 1) // 2))
     assert sorted(result.stdout.split()[3::4]) == [str(expected)] * 2, result.stdout
 
 
@@ -230,3 +232,16 @@ def test_readme_example_runs_on_2_ranks(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["ddp.npz", "example.py"]
     model = fastcnn.models.LeNet5()
     train.restore_model(tmp_path / "ddp.npz", model)  # loads without MPI
+
+
+def test_launcher_variables(monkeypatch):
+    for name in distributed.LAUNCHER_SIZE_VARIABLES + distributed.LAUNCHER_LOCAL_SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.launched_world_size() is None
+    distributed._check_not_singletons(1)  # a plain python run
+    monkeypatch.setenv("MPI_LOCALNRANKS", "2")  # Hydra's ranks on this node
+    with pytest.raises(RuntimeError, match="MPI_LOCALNRANKS=2.*world of size 1"):
+        distributed._check_not_singletons(1)
+    distributed._check_not_singletons(2)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
+    assert distributed.launched_world_size() == 8
