@@ -112,9 +112,7 @@ def _one_process(batch, steps):
 
 
 def _mpiexec():
-    found = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which(
-        "mpiexec"
-    )
+    found = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
     if found is None:
         sys.exit("bench_distributed: no mpiexec found (pip install 'fastcnn[mpi]')")
     return os.path.realpath(found)  # Hydra finds its proxy next to the real file
@@ -122,7 +120,13 @@ def _mpiexec():
 
 def _run_ranks(ranks, batch, steps, reduction):
     env = dict(os.environ, OMP_NUM_THREADS="1", UCX_TLS="self,sm")
-    command = [_mpiexec(), "-n", str(ranks), sys.executable, HERE, "--worker", reduction]
+    mpiexec = _mpiexec()
+    # a venv seeing mpi4py through a .pth file has no libmpi under sys.prefix: use the
+    # MPICH wheel's beside the mpiexec (as tests/test_distributed.py does)
+    libmpi = os.path.join(os.path.dirname(os.path.dirname(mpiexec)), "lib", "libmpi.so.12")
+    if "MPI4PY_LIBMPI" not in env and os.path.exists(libmpi):
+        env["MPI4PY_LIBMPI"] = libmpi
+    command = [mpiexec, "-n", str(ranks), sys.executable, HERE, "--worker", reduction]
     command += ["--batch", str(batch), "--steps", str(steps)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     if result.returncode != 0:
