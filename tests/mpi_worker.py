@@ -75,6 +75,12 @@ def run_train(out):
     else:
         raise AssertionError("fit accepted an unsharded loader")
     train_loader, val_loader = loaders(shard=(rank, size))
+    try:
+        train.fit(model, nn.CrossEntropyLoss(), opt, train_loader, accumulate=2)
+    except ValueError as error:  # the ranks already split each batch
+        assert "accumulate=2 with a DistributedDataParallel model" in str(error), error
+    else:
+        raise AssertionError("fit accepted accumulate=2 on ranks")
     history = train.fit(
         model, nn.CrossEntropyLoss(), opt, train_loader, val_loader, epochs=2,
         progress=False, checkpoint=os.path.join(out, "checkpoint.npz"),

@@ -257,3 +257,11 @@ def test_launcher_variables(monkeypatch):
     distributed._check_not_singletons(2)
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
     assert distributed.launched_world_size() == 8
+
+
+def test_cli_refuses_accumulate_under_mpiexec(monkeypatch, capsys):
+    monkeypatch.setenv("PMI_SIZE", "2")  # as Hydra's mpiexec -n 2 sets it
+    assert cli_main(["train", "--accumulate", "2", "--no-progress"]) == 2
+    assert "--accumulate 2 under mpiexec: the ranks already split each batch" in (
+        capsys.readouterr().err
+    )
