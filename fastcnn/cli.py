@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 import fastcnn
-from fastcnn import data, models, nn, optim, train
+from fastcnn import data, distributed, models, nn, optim, train
 from fastcnn.data import Dataset
 from fastcnn.data.cifar import holds_cifar10
 from fastcnn.data.image_files import load_images
@@ -495,14 +495,15 @@ def augmentation(config: dict[str, Any]) -> data.RandomTransform | data.Compose:
     return data.RandomAffine(10, translate=(0.1, 0.1))
 
 
-def _loaders(args, splits, config):
+def _loaders(args, splits, config, shard=None):
     transform = data.Normalize(*config["normalize"])
     train_transform = transform
     if config.get("augment"):
         train_transform = data.Compose([augmentation(config), transform])
     train_loader = data.DataLoader(
-        splits.train, args.batch_size, shuffle=True, seed=args.seed, transform=train_transform
-    )
+        splits.train, args.batch_size, shuffle=True, seed=args.seed, transform=train_transform,
+        shard=shard,
+    )  # fmt: skip
     test_loader = data.DataLoader(splits.test, 500, transform=transform)
     return train_loader, test_loader
 
@@ -543,12 +544,46 @@ def _callbacks(args, resumed):
     return [train.ModelCheckpoint(os.path.join(args.out, BEST_NAME), monitor="val_loss")]
 
 
+def _start_data_parallel(args):
+    """Under ``mpiexec -n N`` (N > 1): start MPI; returns (rank, world size), else None."""
+    launched = distributed.launched_world_size()
+    if launched is None or launched == 1:
+        return None
+    if args.accumulate not in (None, 1):  # (None: not given; resumed settings come later)
+        raise UsageError(
+            f"--accumulate {args.accumulate} under mpiexec: the ranks already split each "
+            "batch; use --accumulate N in one process to replay N ranks"
+        )
+    try:
+        distributed.init()
+    except (ImportError, RuntimeError) as error:  # no mpi4py, or the mpiexec of another MPI
+        raise UsageError(str(error)) from None
+    return distributed.get_rank(), distributed.get_world_size()
+
+
 def run_train(args: argparse.Namespace) -> int:
+    shard = _start_data_parallel(args)
+    if shard is not None and shard[0] != 0:  # only rank 0 prints and writes files
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _train(args, shard)
+    return _train(args, shard)
+
+
+def _train(args, shard):
     checkpoint = os.path.join(args.out, CHECKPOINT_NAME)
     _check_resume(args, checkpoint)
     resumed = _read_checkpoint(checkpoint) if args.resume else None
     _fill_settings(args, {} if resumed is None else _saved_settings(resumed))
-    _prepare_out_dir(args.out)
+    if shard is not None and args.accumulate != 1:  # resuming a one-process replay on ranks
+        if args.accumulate != shard[1]:
+            raise UsageError(
+                f"--resume: the run was saved with --accumulate {args.accumulate}; resume it "
+                f"on {args.accumulate} MPI ranks, or in one process"
+            )
+        args.accumulate = 1  # its blocks are the ranks now: the same arithmetic
+    main_rank = shard is None or shard[0] == 0
+    if main_rank:
+        _prepare_out_dir(args.out)
     if args.threads is not None:
         fastcnn.set_num_threads(args.threads)
     splits = load_splits(args, seed=args.seed)
@@ -557,15 +592,19 @@ def run_train(args: argparse.Namespace) -> int:
     config = {**_model_config(args, splits), "label_smoothing": args.label_smoothing}
     model = build_model(config, rng=np.random.default_rng(args.seed))
     optimizer = _optimizer(args, model)
-    train_loader, test_loader = _loaders(args, splits, config)
-    if args.summary:
+    model_name = type(model).__name__
+    if args.summary and main_rank:
         print(fastcnn.summary(model, _input_shape(config)))
+    if shard is not None:
+        model = distributed.DistributedDataParallel(model)
+    train_loader, test_loader = _loaders(args, splits, config, shard)
+    ranks = "" if shard is None else f"{shard[1]} MPI ranks x "
     print(
-        f"training {type(model).__name__} on the {splits.source}: {len(splits.train)} training "
+        f"training {model_name} on the {splits.source}: {len(splits.train)} training "
         f"and {len(splits.test)} test images, {args.epochs} epochs, batch {args.batch_size}, "
         f"{args.optimizer} lr {args.lr} ({args.schedule} schedule"
         f"{'' if args.clip_grad is None else f', gradients clipped to norm {args.clip_grad}'}), "
-        f"{fastcnn.get_num_threads()} threads"
+        f"{ranks}{fastcnn.get_num_threads()} threads"
     )
     started = time.perf_counter()
     # What the user can cause inside fit: a diverging run (too high a --lr), and with
@@ -579,11 +618,13 @@ def run_train(args: argparse.Namespace) -> int:
             progress=not args.no_progress, checkpoint=checkpoint, resume=args.resume,
             extra={"config": config, "settings": _settings(args)}, log_every=args.log_every,
             clip_grad_norm=args.clip_grad, callbacks=_callbacks(args, resumed),
+            accumulate=args.accumulate,
         )  # fmt: skip
     final = {k[len("val_") :]: v for k, v in history.epochs[-1].items() if k.startswith("val_")}
     _print_result(final)
     print(f"training took {time.perf_counter() - started:.1f} s")
-    _write_outputs(history, args.out)
+    if main_rank:
+        _write_outputs(history, args.out)
     return 0
 
 
@@ -789,6 +830,14 @@ def _train_parser(subparsers):
     )
     group.add_argument("--threads", type=_positive_int, help="kernel threads (default: all)")
     group.add_argument(
+        "--accumulate",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="split each batch into N blocks and average their gradients: the bits of "
+        "'mpiexec -n N fastcnn train' in one process (default 1)",
+    )
+    group.add_argument(
         "--out", default="fastcnn-run", help="output directory (default ./fastcnn-run)"
     )
     group.add_argument(
@@ -897,7 +946,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         message = " ".join(str(error).split())  # one line, even for multi-line messages
         print(f"fastcnn {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        return _end_job(2)
     except KeyboardInterrupt:
         print(f"fastcnn {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _end_job(130)
+
+
+def _end_job(status: int) -> int:
+    """Under MPI, a rank that stops on an error ends the whole job: the other ranks may be
+    waiting for it in a collective."""
+    if distributed.is_initialized() and distributed.get_world_size() > 1:
+        sys.stderr.flush()
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.Abort(status)
+    return status

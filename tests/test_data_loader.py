@@ -201,6 +201,42 @@ def test_loader_shapes_dtypes_and_cover_everything():
     assert sorted(seen.tolist()) == sorted(data.labels.tolist())
 
 
+def test_shards_cut_every_batch_into_contiguous_blocks_in_order():
+    data = _dataset(n=23)
+    whole = list(DataLoader(data, batch_size=6, shuffle=True, seed=1))
+    shards = [list(DataLoader(data, 6, shuffle=True, seed=1, shard=(i, 4))) for i in range(4)]
+    assert all(len(shard) == len(whole) == 4 for shard in shards)
+    for batch, (images, labels) in enumerate(whole):
+        blocks = [shard[batch] for shard in shards]
+        # 6 items: blocks of 2, 2, 1, 1; the last batch's 5: 2, 1, 1, 1
+        assert [len(y) for _, y in blocks] == ([2, 2, 1, 1] if batch < 3 else [2, 1, 1, 1])
+        np.testing.assert_array_equal(np.concatenate([x for x, _ in blocks]), images)
+        np.testing.assert_array_equal(np.concatenate([y for _, y in blocks]), labels)
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_shards_of_a_randomly_augmented_batch_are_its_blocks(prefetch):
+    """Each image gets the augmentation it gets in one process (the ranks' bits equal
+    accumulate's), so a random transform sees the whole batch before the block is cut."""
+    from fastcnn.data import RandomAffine
+
+    data, augment = _dataset(n=23), RandomAffine(30, translate=(0.2, 0.2))
+    options = dict(shuffle=True, seed=1, transform=augment, prefetch=prefetch)
+    whole = list(DataLoader(data, 6, **options))
+    shards = [list(DataLoader(data, 6, shard=(i, 4), **options)) for i in range(4)]
+    for batch, (images, labels) in enumerate(whole):
+        blocks = [shard[batch] for shard in shards]
+        np.testing.assert_array_equal(np.concatenate([x for x, _ in blocks]), images)
+        np.testing.assert_array_equal(np.concatenate([y for _, y in blocks]), labels)
+
+
+def test_a_shard_of_a_batch_smaller_than_the_shards_is_empty_and_shaped():
+    items = _PlainDataset(_dataset(n=3))  # the per-item gather too
+    images, labels = next(iter(DataLoader(items, batch_size=3, shard=(3, 4))))
+    assert images.shape == (0, 1, 4, 4) and images.dtype == np.float32
+    assert labels.shape == (0,) and labels.dtype == np.int64
+
+
 def test_drop_last():
     loader = DataLoader(_dataset(n=23), batch_size=5, drop_last=True)
     assert len(loader) == 4 and [len(y) for _, y in loader] == [5, 5, 5, 5]

@@ -23,7 +23,7 @@ import test_nn_errors
 import test_optim
 
 import fastcnn
-from fastcnn import data, models, nn, onnx, optim, train
+from fastcnn import data, distributed, models, nn, onnx, optim, train
 from fastcnn import functional as F
 from fastcnn.nn import init
 from fastcnn.nn import utils as nn_utils
@@ -504,6 +504,18 @@ ERROR_INPUTS = [
         r"IDX cannot store .* dtype <U4",
     ),
     (
+        "DataLoader shard not a pair",
+        lambda: data.DataLoader(DATASET, 2, shard=1),
+        TypeError,
+        r"^DataLoader: shard must be None or a pair of ints \(index, count\).*got 1",
+    ),
+    (
+        "DataLoader shard index out of range",
+        lambda: data.DataLoader(DATASET, 2, shard=(2, 2)),
+        ValueError,
+        r"^DataLoader: shard=\(index, count\) needs 0 <= index < count, got \(2, 2\)",
+    ),
+    (
         "DataLoader None dataset",
         lambda: data.DataLoader(None, 2),
         TypeError,
@@ -680,6 +692,11 @@ NO_BAD_INPUT = {
     "ModelSummary": "built by summary (test_summary)",
     "LayerRow": "a record built by summary (test_summary)",
     "embedded_mnist": "one flag, train, read as a bool (as torchvision's MNIST)",
+    "init": "num_threads is checked by set_num_threads; a launcher of another MPI in "
+    "test_distributed",
+    "is_initialized": "no arguments",
+    "get_world_size": "no arguments (before init: test_distributed)",
+    "launched_world_size": "no arguments",
 }
 
 # Covered by ad-hoc pytest.raises checks in another test file (the test below checks that
@@ -695,6 +712,8 @@ ELSEWHERE = {
     "MobileNetCIFAR": "test_resnet.py",
     "depthwise_separable": "test_resnet.py",
     "threads": "test_threads.py",
+    "DistributedDataParallel": "test_distributed.py",
+    "get_rank": "test_distributed.py",
     "gradcheck": "test_gradcheck.py",
     "save": "test_io.py",
     "load": "test_io.py",
@@ -715,7 +734,7 @@ ELSEWHERE = {
     "export": "test_onnx.py",
 }
 
-PUBLIC_MODULES = [fastcnn, F, nn, init, nn_utils, optim, data, train, models, onnx]
+PUBLIC_MODULES = [fastcnn, F, nn, init, nn_utils, optim, data, train, models, onnx, distributed]
 
 
 def public_callables():

@@ -257,6 +257,8 @@ def test_fit_argument_errors(mnist_small):
         fit(model, loss_fn, optimizer, loader, epochs=-1)
     with pytest.raises(ValueError, match="^fit: log_every must be >= 1, got 0"):
         fit(model, loss_fn, optimizer, loader, log_every=0)
+    with pytest.raises(ValueError, match="^fit: accumulate must be >= 1, got 0"):
+        fit(model, loss_fn, optimizer, loader, accumulate=0)
     with pytest.raises(TypeError, match="^fit: epochs must be an int, got str '3'"):
         fit(model, loss_fn, optimizer, loader, epochs="3")
     with pytest.raises(TypeError, match="^fit: log_every must be an int, got bool True"):

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fastcnn._validation import flag, integer
+from fastcnn._data_parallel import block_bounds
+from fastcnn._validation import flag, integer, is_int
 
 __all__ = ["DataLoader"]
 
@@ -58,6 +59,15 @@ class DataLoader:
         that stops early (``break``, an exception) stops the thread when the iterator is
         closed or dropped. Turn it off for a transform that is not safe to run in another
         thread, or to debug one.
+    shard : (int, int), optional
+        ``(index, count)``: yield only block ``index`` of ``count`` contiguous blocks of every
+        batch, for data-parallel training (``shard=(get_rank(), get_world_size())`` of
+        ``fastcnn.distributed``). Every shard sees the same batches in the same order; a
+        batch is cut as evenly as possible, the first blocks one item larger (as
+        ``fit(..., accumulate=count)`` cuts it), so a batch smaller than ``count`` leaves
+        the last shards an empty block. ``len(loader)`` is the number of global batches.
+        A random transform is applied to the whole batch, then the block is cut, so
+        each image gets the augmentation it gets in one process.
     """
 
     def __init__(
@@ -69,6 +79,7 @@ class DataLoader:
         drop_last: bool = False,
         transform: Callable[..., ArrayLike] | None = None,
         prefetch: bool = True,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(
@@ -88,6 +99,7 @@ class DataLoader:
             )
         self.transform = transform
         self.prefetch = flag(prefetch, "prefetch", "DataLoader")
+        self.shard = _check_shard(shard)
         if seed is None:
             seed = int(np.random.default_rng().integers(2**63))
         # np.random.default_rng([seed, epoch]) needs a seed >= 0.
@@ -136,6 +148,25 @@ class DataLoader:
 
     def _batch(self, order, epoch, batch):
         indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        random = getattr(self.transform, "needs_rng", False)
+        block = slice(None)
+        if self.shard is not None:
+            index, count = self.shard
+            first, stop = block_bounds(len(indices), count)[index]
+            if random:  # the whole batch's draws, as one process makes them; then the block
+                block = slice(first, stop)
+            else:
+                indices = indices[first:stop]
+        empty = len(indices) == 0  # an empty shard of a small last batch
+        images, labels = self._gather(order[:1] if empty else indices)
+        if random:
+            images = self.transform(images, self.augmentation_rng(epoch, batch))
+        elif self.transform is not None:
+            images = self.transform(images)
+        images, labels = (images[:0], labels[:0]) if empty else (images[block], labels[block])
+        return np.ascontiguousarray(images, dtype=np.float32), np.asarray(labels, dtype=np.int64)
+
+    def _gather(self, indices):
         gather = getattr(self.dataset, "gather", None)
         if gather is not None:
             images, labels = gather(indices)
@@ -143,11 +174,7 @@ class DataLoader:
             items = [self.dataset[int(i)] for i in indices]
             images = np.stack([image for image, _ in items])
             labels = np.array([label for _, label in items])
-        if getattr(self.transform, "needs_rng", False):
-            images = self.transform(images, self.augmentation_rng(epoch, batch))
-        elif self.transform is not None:
-            images = self.transform(images)
-        return np.ascontiguousarray(images, dtype=np.float32), np.asarray(labels, dtype=np.int64)
+        return images, labels
 
     def __iter__(self) -> Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]:
         epoch = self.epoch
@@ -166,7 +193,9 @@ class DataLoader:
     def __repr__(self) -> str:
         return (
             f"DataLoader(dataset={self.dataset!r}, batch_size={self.batch_size}, "
-            f"shuffle={self.shuffle}, drop_last={self.drop_last})"
+            f"shuffle={self.shuffle}, drop_last={self.drop_last}"
+            + ("" if self.shard is None else f", shard={self.shard}")
+            + ")"
         )
 
 
@@ -210,3 +239,20 @@ def _prefetched(make_batch: Callable[[int], Any], count: int) -> Iterator[Any]:
                 ready.get(timeout=0.01)  # free the thread's pending put
             except queue.Empty:
                 pass
+
+
+def _check_shard(shard: object) -> tuple[int, int] | None:
+    """``shard`` as an ``(index, count)`` pair with ``0 <= index < count``, or None."""
+    if shard is None:
+        return None
+    if not (isinstance(shard, (tuple, list)) and len(shard) == 2 and all(is_int(v) for v in shard)):
+        raise TypeError(
+            "DataLoader: shard must be None or a pair of ints (index, count), e.g. "
+            f"(fastcnn.distributed.get_rank(), fastcnn.distributed.get_world_size()), got {shard!r}"
+        )
+    index, count = int(shard[0]), int(shard[1])
+    if not 0 <= index < count:
+        raise ValueError(
+            f"DataLoader: shard=(index, count) needs 0 <= index < count, got {shard!r}"
+        )
+    return index, count

@@ -38,7 +38,7 @@ class Run:
     Attributes
     ----------
     model, optimizer, scheduler, train_loader
-        As given to ``fit``.
+        As given to ``fit`` (the model unwrapped from a ``DistributedDataParallel``).
     history : History
         The records so far (the current epoch's is appended before ``on_epoch_end``).
     epochs : int
@@ -61,8 +61,10 @@ class Run:
         series: set[str],
         extra: dict[str, Any] | None,
         checkpoint: str | os.PathLike[str] | None,
+        writes: bool = True,
     ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.writes = writes  # False on the MPI ranks but rank 0: they write no file
         self.train_loader, self.history, self.epochs = train_loader, history, epochs
         self.epoch = 0
         self.stop_training = False
@@ -71,9 +73,12 @@ class Run:
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Write the training checkpoint of the run as it is now (as ``fit`` writes its own;
-        loadable by ``load_checkpoint``, ``restore_model`` and ``fastcnn eval``)."""
+        loadable by ``load_checkpoint``, ``restore_model`` and ``fastcnn eval``). Nothing on
+        an MPI rank but rank 0."""
         from fastcnn.train.checkpoint import save_checkpoint
 
+        if not self.writes:
+            return
         save_checkpoint(
             path, self.model, self.optimizer, self.scheduler, self.train_loader, self.history,
             self.epoch, self.extra,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import reprlib
@@ -15,14 +16,16 @@ from numpy.typing import ArrayLike, NDArray
 
 from fastcnn._grad_mode import no_grad
 from fastcnn._validation import flag, instance_of, integer, real
+from fastcnn.data.loader import DataLoader
+from fastcnn.distributed import DistributedDataParallel
 from fastcnn.nn.module import Module
-from fastcnn.nn.utils import clip_grad_norm_
 from fastcnn.optim.lr_scheduler import LRScheduler
 from fastcnn.optim.optimizer import Optimizer
 from fastcnn.train.callbacks import Callback, Run
 from fastcnn.train.checkpoint import restore_checkpoint, save_checkpoint
 from fastcnn.train.history import History
 from fastcnn.train.metrics import MetricLike, batch_sum, metric_functions
+from fastcnn.train.parallel import block_step, clip_gradients, sharded_step
 from fastcnn.train.progress import format_epoch_summary, make_progress
 from fastcnn.train.schedule import check_one_cycle_length, resolve_interval, step_epoch_scheduler
 
@@ -108,6 +111,14 @@ class _Tally:
         for name, metric in self.metrics.items():
             self.sums[name] += batch_sum(name, metric, logits, labels)
 
+    def add_totals(self, totals):
+        """Add a batch tallied in blocks: (loss x count, count, each metric's sum)."""
+        self.count += int(totals[1])
+        self.loss_sum += float(totals[0])
+        for i, name in enumerate(self.sums):
+            total = totals[2 + i]
+            self.sums[name] += int(total) if isinstance(self.metrics[name], int) else float(total)
+
     def values(self, with_loss=True):
         result = {"loss": self.loss_sum / self.count} if with_loss else {}
         result.update((name, total / self.count) for name, total in self.sums.items())
@@ -181,10 +192,25 @@ def _train_step(model, loss_fn, optimizer, images, labels, clip_grad_norm=None):
     if math.isfinite(loss):
         optimizer.zero_grad()
         model.backward(loss_fn.backward())
-        if clip_grad_norm is not None:
-            clip_grad_norm_(model.parameters(), clip_grad_norm)
+        clip_gradients(model, clip_grad_norm)
         optimizer.step()
     return logits, loss
+
+
+def _plain_step(model, loss_fn, optimizer, images, labels, tally, clip_grad_norm=None):
+    logits, loss = _train_step(model, loss_fn, optimizer, images, labels, clip_grad_norm)
+    tally.add(logits, labels, loss)
+    return loss
+
+
+def _step_function(model, accumulate, clip_grad_norm):
+    """How ``fit`` takes a step: on this rank's block, on ``accumulate`` blocks, or whole;
+    each clips the gradient it steps with (the ranks' or blocks' mean) to ``clip_grad_norm``."""
+    if isinstance(model, DistributedDataParallel):
+        return functools.partial(sharded_step, clip_grad_norm=clip_grad_norm)
+    if accumulate > 1:
+        return functools.partial(block_step, blocks=accumulate, clip_grad_norm=clip_grad_norm)
+    return functools.partial(_plain_step, clip_grad_norm=clip_grad_norm)
 
 
 def _non_finite(what, loss, epoch, batch, checkpoint):
@@ -217,13 +243,12 @@ def _train_epoch(model, loss_fn, optimizer, loader, state):
     started = time.perf_counter()
     model.train()
     for batch, (images, labels) in enumerate(_pairs(loader, "fit: train_loader"), start=1):
-        logits, loss = _train_step(model, loss_fn, optimizer, images, labels, state.clip_grad_norm)
+        loss = state.train_step(model, loss_fn, optimizer, images, labels, tally)
         if not math.isfinite(loss):
             what = f"the training loss became {loss}"
             raise _non_finite(what, loss, state.epoch, batch, state.checkpoint)
         if state.batch_scheduler is not None:  # after every optimizer step (OneCycleLR)
             state.batch_scheduler.step()
-        tally.add(logits, labels, loss)
         log = batch % state.log_every == 0 or batch == batches
         running = tally.values()
         if log:
@@ -246,12 +271,12 @@ def _train_epoch(model, loss_fn, optimizer, loader, state):
 class _RunState:
     """What one ``fit`` call carries from epoch to epoch."""
 
-    def __init__(self, metrics, history, reporter, checkpoint, log_every, epochs):
+    def __init__(self, metrics, history, reporter, checkpoint, log_every, epochs, train_step):
         self.metrics, self.history, self.reporter = metrics, history, reporter
         self.checkpoint, self.log_every, self.epochs = checkpoint, log_every, epochs
+        self.train_step = train_step
         self.epoch = 0
         self.batch_scheduler = None  # the scheduler, when it steps per batch
-        self.clip_grad_norm = None
         self.eval_every = 1
         self.callbacks = []
         self.run = None
@@ -278,12 +303,31 @@ def _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, sche
         _check_loader("fit", "val_loader", val_loader)
 
 
-def _check_fit_args(epochs, log_every, resume, checkpoint, eval_every):
+def _check_fit_args(epochs, log_every, resume, checkpoint, eval_every, accumulate):
     integer(epochs, "epochs", "fit", minimum=0)
     integer(log_every, "log_every", "fit", minimum=1)
     integer(eval_every, "eval_every", "fit", minimum=1)
+    integer(accumulate, "accumulate", "fit", minimum=1)
     if flag(resume, "resume", "fit") and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH (the file to resume from)")
+
+
+def _check_data_parallel(model, train_loader, accumulate):
+    """A DistributedDataParallel model trains on this rank's shard of every batch."""
+    if not isinstance(model, DistributedDataParallel):
+        return
+    if accumulate != 1:
+        raise ValueError(
+            f"fit: accumulate={accumulate} with a DistributedDataParallel model: the ranks "
+            "already split each batch; use accumulate=N in one process to replay N ranks"
+        )
+    expected = (model.rank, model.world_size)
+    if isinstance(train_loader, DataLoader) and train_loader.shard != expected:
+        raise ValueError(
+            f"fit: a DistributedDataParallel model needs train_loader=DataLoader(..., "
+            f"shard={expected}) (this rank's block of every batch), got shard="
+            f"{train_loader.shard}"
+        )
 
 
 def fit(
@@ -304,6 +348,7 @@ def fit(
     clip_grad_norm: float | None = None,
     callbacks: Sequence[Callback] = (),
     eval_every: int = 1,
+    accumulate: int = 1,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs; return the ``History``.
 
@@ -360,6 +405,15 @@ def fit(
     eval_every : int
         Validate every this many epochs, and after the last one. The records of the other
         epochs have no ``val_`` values (``history["val_loss"]`` gives NaN for them).
+    accumulate : int
+        Cut each batch into this many contiguous blocks, compute each block's gradient (its
+        loss the block's mean) and step once with their mean, added in block order: the bits
+        of ``accumulate`` MPI ranks (``fastcnn.distributed``), and big batches on little
+        memory. BatchNorm's running statistics are updated by every block.
+
+    With a ``fastcnn.distributed.DistributedDataParallel`` model (and a train loader with
+    ``shard=(rank, world_size)``), every rank trains its block of each batch; only rank 0
+    shows progress and writes the checkpoint, which holds the unwrapped model.
 
     Returns
     -------
@@ -379,28 +433,34 @@ def fit(
     _check_fit_objects(model, loss_fn, optimizer, train_loader, val_loader, scheduler)
     functions = metric_functions(metrics)
     names = tuple(functions)
-    _check_fit_args(epochs, log_every, resume, checkpoint, eval_every)
+    _check_fit_args(epochs, log_every, resume, checkpoint, eval_every, accumulate)
+    _check_data_parallel(model, train_loader, accumulate)
     callbacks = _check_callbacks(callbacks)
     interval = resolve_interval(scheduler, scheduler_interval)
     if clip_grad_norm is not None:
         real(clip_grad_norm, "clip_grad_norm", "fit", 0.0, low_open=True)
+    # Checkpoints hold the unwrapped model (they load without MPI); rank 0 alone writes.
+    parallel = isinstance(model, DistributedDataParallel)
+    saved_model = model.module if parallel else model
+    main_rank = not parallel or model.rank == 0
     history = History(names)
     start = 0
     if resume:
         assert checkpoint is not None  # _check_fit_args refused resume=True without one
         start, history = restore_checkpoint(
-            checkpoint, model, optimizer, scheduler, train_loader, callbacks
+            checkpoint, saved_model, optimizer, scheduler, train_loader, callbacks
         )
     resumed_from = checkpoint if resume else None
     check_one_cycle_length(scheduler, interval, epochs - start, train_loader, resumed_from)
-    reporter = make_progress(progress, names)
-    state = _RunState(functions, history, reporter, checkpoint, log_every, epochs)
+    reporter = make_progress(progress if main_rank else False, names)
+    train_step = _step_function(model, accumulate, clip_grad_norm)
+    state = _RunState(functions, history, reporter, checkpoint, log_every, epochs, train_step)
     state.batch_scheduler = scheduler if interval == "batch" else None
-    state.clip_grad_norm = clip_grad_norm
     state.eval_every, state.callbacks = eval_every, callbacks
     state.run = run = Run(
-        model, optimizer, scheduler, train_loader, history, epochs,
+        saved_model, optimizer, scheduler, train_loader, history, epochs,
         series=_series(names, val_loader is not None), extra=extra, checkpoint=checkpoint,
+        writes=main_rank,
     )  # fmt: skip
     for callback in callbacks:
         callback.on_train_begin(run)
@@ -413,10 +473,10 @@ def fit(
         except BaseException:
             reporter.abort()
             raise
-        if checkpoint is not None:
+        if checkpoint is not None and main_rank:
             save_checkpoint(
-                checkpoint, model, optimizer, scheduler, train_loader, history, epoch, extra,
-                callbacks,
+                checkpoint, saved_model, optimizer, scheduler, train_loader, history, epoch,
+                extra, callbacks,
             )  # fmt: skip
         state.reporter.end_epoch(format_epoch_summary(history.epochs[-1], names, epochs))
     for callback in callbacks:
