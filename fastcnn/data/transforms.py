@@ -442,7 +442,7 @@ class RandomAffine(RandomTransform):
     def apply(self, batch: NDArray[np.float32], params: dict[str, NDArray]) -> NDArray:
         source_y, source_x = self._source_positions(batch.shape, params)
         if self.interpolation == "nearest":
-            corners = [(np.rint(source_y), np.rint(source_x), np.ones_like(source_x))]
+            return self._nearest(batch, np.rint(source_y), np.rint(source_x))
         else:
             top, left = np.floor(source_y), np.floor(source_x)
             dy, dx = source_y - top, source_x - left
@@ -470,6 +470,22 @@ class RandomAffine(RandomTransform):
         y = np.arange(height)[None, :, None] - centre_y - params["translate_y"][:, None, None]
         return -sin * x + cos * y + centre_y, cos * x + sin * y + centre_x
 
+    def _nearest(self, batch: NDArray[np.float32], rows: NDArray, columns: NDArray) -> NDArray:
+        """_sample's result for one corner of weight 1 (each pixel where inside, else
+        ``fill``), without its weights and sums: the MNIST recipe's transform took 2.6 ms
+        a batch of 64 that way, most of a LeNet-5 step."""
+        n, channels, height, width = batch.shape
+        inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width)
+        flat_position = rows * width + columns  # whole numbers; outside: any pixel (masked)
+        flat_position[~inside] = 0  # (np.clip of rows and columns cost 0.9 ms a batch)
+        flat_index = flat_position.astype(np.intp)
+        plane = height * width
+        # one flat gather over the channels' planes side by side (take_along_axis cost 3x)
+        planes = batch.reshape(n, channels, plane).transpose(1, 0, 2).reshape(channels, -1)
+        index = (flat_index.reshape(n, plane) + (np.arange(n) * plane)[:, None]).ravel()
+        pixels = planes.take(index, axis=1).reshape(channels, n, height, width)
+        return np.where(inside[:, None], pixels.transpose(1, 0, 2, 3), np.float32(self.fill))
+
     def _sample(
         self, batch: NDArray[np.float32], corners: list[tuple[NDArray, NDArray, NDArray]]
     ) -> NDArray:
@@ -489,8 +505,6 @@ class RandomAffine(RandomTransform):
         weights = weights.astype(np.float32)[:, None]  # (N, 1, K, H, W)
         values = (pixels * weights).sum(axis=2)
         coverage = weights.sum(axis=2)  # grid_sample of a channel of ones
-        if self.interpolation == "nearest":
-            return np.where(coverage > 0.5, values, np.float32(self.fill))
         return values * coverage + (1 - coverage) * np.float32(self.fill)
 
     def __repr__(self) -> str:
