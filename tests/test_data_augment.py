@@ -331,7 +331,7 @@ def test_an_unfinished_iterator_does_not_hang_the_exit():
         import numpy as np
         from fastcnn.data import ArrayDataset, DataLoader, RandomAffine
         data = ArrayDataset(np.zeros((64, 1, 8, 8), np.float32), np.zeros(64, np.int64))
-        batches = iter(DataLoader(data, 4, transform=RandomAffine(10)))
+        batches = iter(DataLoader(data, 4, transform=RandomAffine(10), prefetch=True))
         next(batches)  # the thread now waits, with a batch ready, for a caller that leaves
         print("done")
         """

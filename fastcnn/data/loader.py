@@ -52,13 +52,16 @@ class DataLoader:
         as they are.
     prefetch : bool
         Prepare each batch (gather and transform) in one background thread while the caller
-        computes on the previous one (True, the default), or only when asked for (False).
+        computes on the previous one (True), or only when asked for (False, the default).
         The batches are the same bits either way. fastcnn's kernels release the GIL, so a
-        training step and the next batch's preparation run at once; at most one batch waits
-        ready. An exception in the thread is raised in the caller, with its traceback; a loop
-        that stops early (``break``, an exception) stops the thread when the iterator is
-        closed or dropped. Turn it off for a transform that is not safe to run in another
-        thread, or to debug one.
+        training step and the next batch's preparation can run at once; at most one batch
+        waits ready. An exception in the thread is raised in the caller, with its traceback;
+        a loop that stops early (``break``, an exception) stops the thread when the iterator
+        is closed or dropped. Off by default because it measured slower where the kernels
+        already use every core: LeNet-5 at batch 64 with RandomAffine on 2 cores and 2
+        kernel threads took 8.3 ms a batch with the thread, 5.2 ms without
+        (bench/bench_augment.py). Turn it on when the kernels leave a core free (fewer
+        threads than cores) and the transform is thread-safe.
     shard : (int, int), optional
         ``(index, count)``: yield only block ``index`` of ``count`` contiguous blocks of every
         batch, for data-parallel training (``shard=(get_rank(), get_world_size())`` of
@@ -78,7 +81,7 @@ class DataLoader:
         seed: int | None = None,
         drop_last: bool = False,
         transform: Callable[..., ArrayLike] | None = None,
-        prefetch: bool = True,
+        prefetch: bool = False,
         shard: tuple[int, int] | None = None,
     ) -> None:
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
