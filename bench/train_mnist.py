@@ -13,10 +13,15 @@ The two trainings alternate epoch by epoch, so a change in machine load hits bot
     python bench/train_mnist.py --torch              # 10 epochs, both libraries
     python bench/train_mnist.py --epochs 1 --limit 2000 --json
     python bench/train_mnist.py --augment --epochs 20 --threads 1   # the 99.4% recipe
+    python bench/train_mnist.py --model resnet20 --epochs 3 --batch-size 64 --lr 0.05
+
+With --model resnet20: models.ResNet20(in_channels=1), the images padded to 32x32 with the
+background value, as in issue 14's real-data check (PyTorch's twin: tests/torch_twins.py).
 """
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -43,6 +48,7 @@ def parse_args(argv):
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--augment", action="store_true", help="random rotations and shifts")
+    parser.add_argument("--model", choices=("lenet5", "resnet20"), default="lenet5")
     parser.add_argument("--threads", type=int, default=None, help="default: fastcnn's default")
     parser.add_argument("--limit", type=int, default=None, help="first N training images only")
     parser.add_argument("--torch", action="store_true", help="also train the PyTorch twin")
@@ -68,7 +74,11 @@ class FastcnnRun:
     name = "fastcnn"
 
     def __init__(self, args):
-        self.model = models.LeNet5(rng=np.random.default_rng(args.seed))
+        rng = np.random.default_rng(args.seed)
+        if args.model == "resnet20":
+            self.model = models.ResNet20(num_classes=10, in_channels=1, rng=rng)
+        else:
+            self.model = models.LeNet5(rng=rng)
         self.loss_fn = nn.CrossEntropyLoss()
         self.optimizer = make_optimizer(optim, self.model.parameters(), args)
         self.scheduler = optim.CosineAnnealingLR(self.optimizer, T_max=args.epochs)
@@ -120,7 +130,15 @@ class TorchRun:
         import torch
 
         self.torch = torch
-        self.model = torch_lenet5(torch.nn)
+        if args.model == "resnet20":
+            sys.path.insert(
+                0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
+            )
+            from torch_twins import torch_resnet20
+
+            self.model = torch_resnet20(torch, num_classes=10, in_channels=1)
+        else:
+            self.model = torch_lenet5(torch.nn)
         self.model.load_state_dict(
             {k: torch.from_numpy(v.copy()) for k, v in initial_state.items()}
         )
@@ -157,6 +175,8 @@ class TorchRun:
 
 def load_data(args):
     normalize = data.Normalize(MNIST_MEAN, MNIST_STD)
+    if args.model == "resnet20":  # 32x32, the padding the normalised background
+        normalize = data.Compose([normalize, data.Pad(2, fill=-MNIST_MEAN / MNIST_STD)])
     train_transform = normalize
     if args.augment:
         affine = data.RandomAffine(10, translate=(0.1, 0.1))
@@ -203,7 +223,7 @@ def run(args):
 def summarise(args, threads, n_train, results):
     summary = {
         "benchmark": "train_mnist",
-        "model": "LeNet5",
+        "model": "ResNet20" if args.model == "resnet20" else "LeNet5",
         "threads": threads,
         "train_images": n_train,
         "batch_size": args.batch_size,
@@ -236,7 +256,8 @@ def summarise(args, threads, n_train, results):
 
 
 def report(summary):
-    print(f"LeNet-5 on {summary['train_images']} MNIST images, {summary['threads']} threads:")
+    images, threads = summary["train_images"], summary["threads"]
+    print(f"{summary['model']} on {images} MNIST images, {threads} threads:")
     for name, result in summary["results"].items():
         reached = result["epochs_to_target"]
         print(
