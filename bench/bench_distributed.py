@@ -36,6 +36,7 @@ def _worker(batch, steps, reduction):
     from fastcnn import distributed, models, nn, optim
     from fastcnn._data_parallel import block_bounds
     from fastcnn.train.loop import _Tally
+    from fastcnn.train.metrics import metric_functions
     from fastcnn.train.parallel import sharded_step
 
     distributed.init(num_threads=1)
@@ -64,7 +65,7 @@ def _worker(batch, steps, reduction):
         MPI.COMM_WORLD.Barrier()
         spent[0] = 0.0
         began = time.perf_counter()
-        sharded_step(model, loss_fn, opt, images, labels, _Tally(["accuracy"]))
+        sharded_step(model, loss_fn, opt, images, labels, _Tally(metric_functions(["accuracy"])))
         if step >= 3:
             step_times.append(time.perf_counter() - began)
             comm_times.append(spent[0])

@@ -266,3 +266,18 @@ def test_cli_refuses_accumulate_under_mpiexec(monkeypatch, capsys):
     assert "--accumulate 2 under mpiexec: the ranks already split each batch" in (
         capsys.readouterr().err
     )
+
+
+@needs_mpi
+def test_the_distributed_benchmark_runs(tmp_path):
+    """bench/bench_distributed.py at its smallest (it measures nothing here): its ranks use
+    fit's step functions, so a change of their signature must not break it unseen."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench_distributed.py"
+    if not script.exists():  # tests run from an installed wheel
+        pytest.skip("bench/ is not beside the tests")
+    result = subprocess.run(
+        [sys.executable, script, "--steps", "2", "--batch", "16"],
+        capture_output=True, text=True, timeout=120, env=_env(), cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "4 ranks vs 1 process" in result.stdout
