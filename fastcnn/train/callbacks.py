@@ -153,7 +153,21 @@ class _Monitor:
         self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
 
 
-class EarlyStopping(Callback):
+class _MonitoringCallback(Callback):
+    """A callback that follows one monitored value (``_Monitor``): its best so far."""
+
+    _monitor: _Monitor
+
+    @property
+    def best(self) -> float:
+        return self._monitor.best
+
+    @property
+    def best_epoch(self) -> int:
+        return self._monitor.best_epoch
+
+
+class EarlyStopping(_MonitoringCallback):
     """Stop training when ``monitor`` has not improved for ``patience`` epochs.
 
     As Keras's and Lightning's: an epoch improves on the best value so far if it is lower
@@ -184,14 +198,6 @@ class EarlyStopping(Callback):
         self.patience = integer(patience, "patience", "EarlyStopping", minimum=0)
         self.wait = 0
         self.stopped_epoch = 0
-
-    @property
-    def best(self) -> float:
-        return self._monitor.best
-
-    @property
-    def best_epoch(self) -> int:
-        return self._monitor.best_epoch
 
     def on_train_begin(self, run: Run) -> None:
         self._monitor.check_series(run)
@@ -230,7 +236,7 @@ class EarlyStopping(Callback):
         )
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(_MonitoringCallback):
     """Keep the training checkpoint of the best epoch so far in ``path`` (e.g. ``best.npz``).
 
     After each epoch whose ``monitor`` value is the best yet (lower for ``mode="min"``,
@@ -256,14 +262,6 @@ class ModelCheckpoint(Callback):
             )
         self.path = os.fspath(path)
         self._monitor = _Monitor("ModelCheckpoint", monitor, mode, 0.0)
-
-    @property
-    def best(self) -> float:
-        return self._monitor.best
-
-    @property
-    def best_epoch(self) -> int:
-        return self._monitor.best_epoch
 
     def on_train_begin(self, run: Run) -> None:
         self._monitor.check_series(run)
