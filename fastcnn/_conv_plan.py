@@ -88,13 +88,19 @@ class MethodLimits(NamedTuple):
 # vs 18.4) and lost on larger ones (VGG-64 at 32x32: 63.2 vs 60.5; VGG-128, 128 channels
 # at 16x16: 35.5 vs 34.4) and with 6 channels (LeNet conv2: 7.3 vs 6.7); LeNet conv1 (6
 # filters) ran 1.9 ms on the row kernel, 2.0 on the filter one.
+# Measured again after the filter kernels' per-ISA tiles (same machine, one thread,
+# 2026-12-01 22:10 UTC, the input gradient alone, col2im vs filter, ms): it wins from 4
+# channels at every size: 16 -> 16 at 32x32, 64 images (ResNet-20's first stage) 8.1 vs
+# 3.9; 64 -> 64 at 32x32 17.2 vs 14.5 per 16; 128 -> 128 at 16x16 15.4 vs 13.7 per 16;
+# LeNet conv2 (6 channels, 5x5) 1.73 vs 1.17; 4 -> 8 at 32x32 1.89 vs 1.35; and loses with
+# 3 (2.02 vs 2.67) and 1 channel (LeNet conv1: 0.73 vs 1.96).
 # The baseline and portable copies are not tuned: they take AVX2's limits.
 _AVX2_LIMITS = MethodLimits(
     row_max_filters=8,
     row_grad_max_q=32,
     filter_grad_max_q=None,
-    input_grad_min_channels=16,
-    input_grad_max_pixels=16 * 16,
+    input_grad_min_channels=4,
+    input_grad_max_pixels=None,
 )
 METHOD_LIMITS = {
     "avx512": MethodLimits(
