@@ -5,10 +5,12 @@ Training forward (batch statistics), evaluation forward and backward. Each train
 works one channel at a time, all its passes together, so the channel's N rows of S values
 are still in cache for the next pass (NumPy's reductions over axes (0, 2, 3) take a pass
 each and run on one thread). Channels are spread over fastcnn's threads; a channel is
-summed by one thread in a fixed order (rows in order, four interleaved partial sums within
-a row to break the add latency chain, combined in order), so the bits are the same for
-any thread count. Sums are in double, as torch's CPU kernel accumulates; the element-wise
-passes are in the input's dtype with per-channel coefficients rounded once.
+summed by one thread in a fixed order (rows in order, eight interleaved partial sums within
+a row, combined in a fixed tree), so the bits are the same for any thread count. The eight
+sums are independent add chains that the compiler keeps in vector registers (ResNet-20's
+(64, 16, 32, 32) forward at one thread, AMD EPYC: 1.0 ms with four scalar sums, 0.8 with
+eight). Sums are in double, as torch's CPU kernel accumulates; the element-wise passes are
+in the input's dtype with per-channel coefficients rounded once.
 
 Per-channel statistics and coefficients are float64 arrays of length C. Contract as in
 _conv.pyx: the caller validates and allocates; nothing here validates.
@@ -19,66 +21,78 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 
 
+cdef enum:
+    LANES = 8  # partial sums per row: independent add chains the compiler keeps in vectors
+
+
+cdef inline double lanes_total(const double *lane) noexcept nogil:
+    """The LANES partial sums added in a fixed tree"""
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
+
+
 cdef inline double row_sum(const floating *x, Py_ssize_t n) noexcept nogil:
-    """x[0] + ... + x[n-1] in double, as four interleaved partial sums added in order"""
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    cdef Py_ssize_t i = 0
-    while i + 4 <= n:
-        s0 = s0 + x[i]
-        s1 = s1 + x[i + 1]
-        s2 = s2 + x[i + 2]
-        s3 = s3 + x[i + 3]
-        i = i + 4
+    """x[0] + ... + x[n-1] in double: lane j sums the values at j, j + LANES, ... in order,
+    then the lanes are added in a fixed tree and the tail in order"""
+    cdef double lane[LANES]
+    cdef double total
+    cdef Py_ssize_t i = 0, j
+    for j in range(LANES):
+        lane[j] = 0
+    while i + LANES <= n:
+        for j in range(LANES):
+            lane[j] = lane[j] + x[i + j]
+        i = i + LANES
+    total = lanes_total(lane)
     while i < n:
-        s0 = s0 + x[i]
+        total = total + x[i]
         i = i + 1
-    return (s0 + s1) + (s2 + s3)
+    return total
 
 
 cdef inline double row_squared_deviation(const floating *x, Py_ssize_t n,
                                          double mean) noexcept nogil:
     """sum of (x[i] - mean)^2 in double, summed as row_sum"""
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, d0, d1, d2, d3
-    cdef Py_ssize_t i = 0
-    while i + 4 <= n:
-        d0 = x[i] - mean
-        d1 = x[i + 1] - mean
-        d2 = x[i + 2] - mean
-        d3 = x[i + 3] - mean
-        s0 = s0 + d0 * d0
-        s1 = s1 + d1 * d1
-        s2 = s2 + d2 * d2
-        s3 = s3 + d3 * d3
-        i = i + 4
+    cdef double lane[LANES]
+    cdef double total, d
+    cdef Py_ssize_t i = 0, j
+    for j in range(LANES):
+        lane[j] = 0
+    while i + LANES <= n:
+        for j in range(LANES):
+            d = x[i + j] - mean
+            lane[j] = lane[j] + d * d
+        i = i + LANES
+    total = lanes_total(lane)
     while i < n:
-        d0 = x[i] - mean
-        s0 = s0 + d0 * d0
+        d = x[i] - mean
+        total = total + d * d
         i = i + 1
-    return (s0 + s1) + (s2 + s3)
+    return total
 
 
 cdef inline void row_grad_sums(const floating *g, const floating *x, Py_ssize_t n, double mean,
                                double *sum_g, double *sum_g_dev) noexcept nogil:
-    """sum_g += sum of g[i]; sum_g_dev += sum of g[i] * (x[i] - mean); in double, each as
-    four interleaved partial sums added in order"""
-    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0
-    cdef Py_ssize_t i = 0
-    while i + 4 <= n:
-        a0 = a0 + g[i]
-        a1 = a1 + g[i + 1]
-        a2 = a2 + g[i + 2]
-        a3 = a3 + g[i + 3]
-        b0 = b0 + g[i] * (x[i] - mean)
-        b1 = b1 + g[i + 1] * (x[i + 1] - mean)
-        b2 = b2 + g[i + 2] * (x[i + 2] - mean)
-        b3 = b3 + g[i + 3] * (x[i + 3] - mean)
-        i = i + 4
+    """sum_g += sum of g[i]; sum_g_dev += sum of g[i] * (x[i] - mean); in double, each
+    summed as row_sum"""
+    cdef double lane_g[LANES]
+    cdef double lane_gd[LANES]
+    cdef double total_g, total_gd
+    cdef Py_ssize_t i = 0, j
+    for j in range(LANES):
+        lane_g[j] = 0
+        lane_gd[j] = 0
+    while i + LANES <= n:
+        for j in range(LANES):
+            lane_g[j] = lane_g[j] + g[i + j]
+            lane_gd[j] = lane_gd[j] + g[i + j] * (x[i + j] - mean)
+        i = i + LANES
+    total_g, total_gd = lanes_total(lane_g), lanes_total(lane_gd)
     while i < n:
-        a0 = a0 + g[i]
-        b0 = b0 + g[i] * (x[i] - mean)
+        total_g = total_g + g[i]
+        total_gd = total_gd + g[i] * (x[i] - mean)
         i = i + 1
-    sum_g[0] = sum_g[0] + ((a0 + a1) + (a2 + a3))
-    sum_g_dev[0] = sum_g_dev[0] + ((b0 + b1) + (b2 + b3))
+    sum_g[0] = sum_g[0] + total_g
+    sum_g_dev[0] = sum_g_dev[0] + total_gd
 
 
 cdef inline void normalise_row(const floating *x, floating *y, Py_ssize_t n, floating mean,
