@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""ReLU on one block of a flat array, shared by _elementwise.pyx and _fused.pyx.
+"""ReLU (and a sum, alone or before a ReLU) on one block of a flat array, shared by
+_elementwise.pyx and _fused.pyx.
 
 Plain pointer loops with a select, not a branch, so the compiler vectorises them: random
 signs cost no mispredictions. NaN stays NaN, as in torch.relu.
@@ -26,3 +27,21 @@ cdef inline void relu_grad_block(const floating *grad, const floating *out, floa
         g = grad[i]  # both loaded unconditionally: the select then vectorises
         o = out[i]
         grad_x[i] = 0 if o <= 0 else g
+
+
+cdef inline void add_block(const floating *a, const floating *b, floating *out,
+                           Py_ssize_t n) noexcept nogil:
+    """out := a + b"""
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = a[i] + b[i]
+
+
+cdef inline void add_relu_block(const floating *a, const floating *b, floating *out,
+                                Py_ssize_t n) noexcept nogil:
+    """out := relu(a + b): the sum rounded to the dtype, then relu_block's select"""
+    cdef Py_ssize_t i
+    cdef floating value
+    for i in range(n):
+        value = a[i] + b[i]
+        out[i] = 0 if value <= 0 else value

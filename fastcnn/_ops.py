@@ -117,6 +117,23 @@ def relu_backward(grad_out: NDArray, out: NDArray) -> NDArray:
     return grad_x
 
 
+def add(a: NDArray, b: NDArray) -> NDArray:
+    """``a + b`` element-wise on fastcnn's threads (same shapes and dtype)."""
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    out = np.empty(a.shape, a.dtype)
+    run_kernel(_elementwise.add_forward, a.reshape(-1), b.reshape(-1), out.reshape(-1))
+    return out
+
+
+def add_relu(a: NDArray, b: NDArray) -> NDArray:
+    """``relu(a + b)`` in one pass (same shapes and dtype): the bits of NumPy's ``a + b``
+    then ``relu``."""
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    out = np.empty(a.shape, a.dtype)
+    run_kernel(_elementwise.add_relu_forward, a.reshape(-1), b.reshape(-1), out.reshape(-1))
+    return out
+
+
 # ------------------------------------------------------------------------------ pooling
 
 

@@ -266,6 +266,16 @@ def relu_backward(grad_out: Array, out: Array) -> Array:
     return np.where(out <= 0, np.zeros_like(grad_out), grad_out)
 
 
+def add(a: Array, b: Array) -> Array:
+    """a + b"""
+    return a + b
+
+
+def add_relu(a: Array, b: Array) -> Array:
+    """relu(a + b)"""
+    return relu(a + b)
+
+
 # ------------------------------------------------ activations and Dropout2d of fastcnn.nn
 # Element by element with Python's math module, from the definitions (and, at the kinks,
 # torch's gradient conventions); the layers use vectorised NumPy/SciPy instead.

@@ -41,6 +41,7 @@ from fastcnn._validation import (
 )
 
 __all__ = [
+    "add_relu",
     "avg_pool2d",
     "avg_pool2d_backward",
     "col2im",
@@ -652,3 +653,14 @@ def relu_backward(grad_output: ArrayLike, output: ArrayLike) -> NDArray:
     grad = float_array(grad_output, "grad_output", func, out.ndim, out.dtype)
     check_shape(grad.shape, out.shape, "grad_output", func, "(the shape of relu's output)")
     return _ops.relu_backward(grad, out)
+
+
+def add_relu(input: ArrayLike, other: ArrayLike) -> NDArray:
+    """``relu(input + other)`` in one pass on fastcnn's threads: a residual block's end, the
+    bits of NumPy's sum then ``relu``. The shapes must be equal (no broadcasting). Its
+    gradient is ``relu_backward`` of the output, for both addends."""
+    func = "add_relu"
+    x = float_array(input, "input", func)
+    y = float_array(other, "other", func, x.ndim, x.dtype)
+    check_shape(y.shape, x.shape, "other", func, "(the input's shape: no broadcasting)")
+    return _ops.add_relu(x, y)

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fastcnn import functional, nn
-from fastcnn._validation import generator, integer, positive_int, real
+from fastcnn import _ops, functional, nn
+from fastcnn._validation import generator, grad_like, integer, positive_int, real
 
 __all__ = [
     "BasicBlock",
@@ -229,8 +229,10 @@ class BasicBlock(nn.Module):
     conv and a BatchNorm where the shape changes, else the identity), then relu.
 
     Written as any block with two paths is: ``forward`` calls the layers, ``backward``
-    calls their backwards in the reverse order (``relu`` is used twice: its second use
-    first) and adds the two paths' input gradients.
+    calls their backwards in the reverse order and adds the two paths' input gradients.
+    The last ReLU is applied with the sum, ``relu(out + identity)`` in one pass on
+    fastcnn's threads (``functional.add_relu``; NumPy's sum is one thread and the ReLU a
+    second pass), and its gradient is taken from that output here.
     """
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, *, rng: RngT = None) -> None:
@@ -250,22 +252,26 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         identity = np.asarray(x) if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        out = _ops.add_relu(out, identity)
+        self._save_for_backward(output=out)
+        return out
 
     def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray | None:
+        output = self._saved()["output"]
+        grad = grad_like(grad_output, output.shape, output.dtype, "BasicBlock")
+        grad = _ops.relu_backward(grad, output)  # the ReLU applied with the sum
         # Any: each backward returns an array here (input_grad=True), or None with the
         # caller's input_grad=False, which is then returned
-        grad: Any = self.relu.backward(grad_output)  # the second use of relu
         grad_identity: Any = grad
         if self.downsample is not None:
             grad_identity = self.downsample.backward(grad, input_grad=input_grad)
-        grad_body = grad
-        for layer in (self.bn2, self.conv2, self.relu, self.bn1):  # relu: its first use
+        grad_body: Any = grad
+        for layer in (self.bn2, self.conv2, self.relu, self.bn1):
             grad_body = layer.backward(grad_body)
         grad_body = self.conv1.backward(grad_body, input_grad=input_grad)
         if not input_grad:
             return None
-        return grad_body + grad_identity
+        return _ops.add(grad_body, grad_identity)
 
 
 class ResNet20(nn.Sequential):

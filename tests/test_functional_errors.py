@@ -658,6 +658,32 @@ ERROR_INPUTS = [
         TypeError,
         r"grad_output is float64 but the input is float32",
     ),
+    # add_relu
+    (
+        "add_relu int input",
+        lambda: F.add_relu(np.arange(3), np.ones(3)),
+        TypeError,
+        r"add_relu: input has dtype int64",
+    ),
+    (
+        "add_relu broadcast",
+        lambda: F.add_relu(np.ones((2, 3), np.float32), np.ones(3, np.float32)),
+        ValueError,
+        r"add_relu: other must be 2-D, got shape \(3,\)",
+    ),
+    (
+        "add_relu shape",
+        lambda: F.add_relu(np.ones((2, 3), np.float32), np.ones((3, 2), np.float32)),
+        ValueError,
+        r"add_relu: other has shape \(3, 2\), expected \(2, 3\) \(the input's shape: no "
+        r"broadcasting\)",
+    ),
+    (
+        "add_relu mixed dtypes",
+        lambda: F.add_relu(np.ones(3, np.float32), np.ones(3)),
+        TypeError,
+        r"add_relu: other is float64 but the input is float32",
+    ),
 ]
 
 

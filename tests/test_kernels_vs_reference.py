@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from fastcnn import _isa
+from fastcnn import _isa, _ops
 from fastcnn import _reference as ref
 from fastcnn import functional as F
 
@@ -345,3 +345,22 @@ def test_relu_forward_and_backward_exact(shape, dtype):
     assert_array_equal(out, ref.relu(x))
     grad = small_ints(rng, shape, dtype)
     assert_array_equal(F.relu_backward(grad, out), ref.relu_backward(grad, out))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (7,), (0, 3), (2, 20000)])
+def test_add_and_add_relu_exact(shape, dtype):
+    """The threaded sum and ReLU-of-sum (a residual block's end) give NumPy's bits: NaN,
+    inf - inf, -0.0 and a sum rounding to 0 included; 20000 values span two blocks."""
+    rng = np.random.default_rng(sum(shape))
+    a = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape).astype(dtype)
+    if a.size:
+        a.flat[:4] = [np.nan, np.inf, -0.0, 1.0]
+        b.flat[:4] = [1.0, -np.inf, -0.0, -1.0]
+    with np.errstate(invalid="ignore"):  # inf - inf, in NumPy's twin
+        want_sum, want = ref.add(a, b), ref.add_relu(a, b)
+    assert_array_equal(F.add_relu(a, b), want)
+    assert_array_equal(_ops.add(a, b), want_sum)
+    # not C order: read as its C-order copy
+    assert_array_equal(F.add_relu(a.T, b.T), want.T)
