@@ -32,6 +32,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = [
+    "_augment",
     "_batchnorm",
     "_conv",
     "_dense",
@@ -41,6 +42,12 @@ KERNELS = [
     "_pool",
     "_openmp",
 ]
+
+# Flags of one module only. _augment must give np.rint's pixel for every position NumPy
+# computes, so each product is rounded on its own: gcc and clang would otherwise fuse
+# a * b + c into an FMA (one rounding) wherever the target has one (every ARM64 CPU, x86-64
+# with -march=haswell). MSVC does not contract unless asked, and takes no such flag.
+MODULE_FLAGS = {"_augment": [] if sys.platform == "win32" else ["-ffp-contract=off"]}
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -149,7 +156,7 @@ def extensions() -> list[Extension]:
                 ("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
                 ("FASTCNN_DEBUG_CYTHON", "1" if checks else "0"),
             ],
-            extra_compile_args=list(cflags),
+            extra_compile_args=cflags + MODULE_FLAGS.get(name, []),
             # dladdr (which OpenMP library the kernels are bound to) is in libdl before glibc 2.34
             libraries=["dl"] if sys.platform.startswith("linux") else [],
             extra_link_args=[],

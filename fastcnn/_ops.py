@@ -5,8 +5,9 @@ checked (fastcnn/_validation.py) and shapes known. Nothing here validates.
 kernels parallelise over images themselves); ``workspace`` hands out the per-thread
 scratch the kernels write into.
 
-The runners below (linear, ReLU, pooling, batch norm) are what ``functional`` calls after its checks
-and what the layers call after theirs: each allocates the outputs and calls one kernel.
+The runners below (linear, ReLU, pooling, batch norm, augmentation) are what ``functional``
+calls after its checks and what the layers (and RandomAffine) call after theirs: each
+allocates the outputs and calls one kernel.
 Their arrays must be C-contiguous, of one float dtype (int64 for max-pool indices), with
 the shapes their docstrings give; the kernels read and write them without bounds checks.
 """
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
+import fastcnn._augment as _augment
 import fastcnn._batchnorm as _batchnorm
 import fastcnn._dense as _dense
 import fastcnn._elementwise as _elementwise
@@ -265,3 +267,31 @@ def batch_norm_backward(
         grad_x,
     )
     return grad_x, grad_weight, grad_bias
+
+
+# ------------------------------------------------------------------------- augmentation
+
+
+def affine_nearest(
+    batch: NDArray[np.float32],
+    cos_over_scale: NDArray[np.float64],
+    sin_over_scale: NDArray[np.float64],
+    translate_x: NDArray[np.float64],
+    translate_y: NDArray[np.float64],
+    fill: float,
+) -> NDArray[np.float32]:
+    """RandomAffine's nearest-pixel output of the float32 (N, C, H, W) ``batch``; the four
+    coefficient arrays are float64 of length N (``fastcnn._reference.affine_nearest``)."""
+    out = np.empty_like(batch)
+    if out.size:  # (the kernel reads a first element of every array)
+        run_kernel(
+            _augment.affine_nearest,
+            batch,
+            cos_over_scale,
+            sin_over_scale,
+            translate_x,
+            translate_y,
+            fill,
+            out,
+        )
+    return out

@@ -13,6 +13,8 @@ compiled path's scratch); the fused ``conv2d_relu_max_pool2d`` has no twin (its 
 compare it with the three functions here, one after the other). ``batch_norm_train``,
 ``batch_norm_eval`` and ``batch_norm_backward`` twin the BatchNorm layers' kernels (there is
 no ``functional`` batch norm); they return the statistics and weight gradients in float64.
+``affine_nearest`` twins ``data.RandomAffine``'s nearest-pixel kernel: it is the transform's
+NumPy path from before the kernel, the same operations in the same order, bit for bit.
 """
 
 from __future__ import annotations
@@ -531,3 +533,35 @@ def batch_norm_backward(
         else:
             grad_x[:, c] = scale * g
     return grad_x.astype(x.dtype), grad_weight, grad_bias
+
+
+# ------------------------------------------------------------------------- augmentation
+
+
+def affine_nearest(
+    x: Array,
+    cos_over_scale: Array,
+    sin_over_scale: Array,
+    translate_x: Array,
+    translate_y: Array,
+    fill: float,
+) -> Array:
+    """RandomAffine's nearest-pixel resampling of the float32 (N, C, H, W) x: output pixel
+    (r, c) of image n is x[n, :, rint(row), rint(col)], or ``fill`` where that is outside
+    the image, at the inverse-transformed position, computed in float64 as
+    dx = (c - centre_x) - translate_x[n], dy = (r - centre_y) - translate_y[n],
+    row = (-sin * dx + cos * dy) + centre_y, col = (cos * dx + sin * dy) + centre_x, with
+    cos and sin the image's cos_over_scale and sin_over_scale and the centre
+    ((H - 1) / 2, (W - 1) / 2)"""
+    n, _, height, width = x.shape
+    centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
+    cos, sin = cos_over_scale[:, None, None], sin_over_scale[:, None, None]
+    dx = np.arange(width)[None, None, :] - centre_x - translate_x[:, None, None]
+    dy = np.arange(height)[None, :, None] - centre_y - translate_y[:, None, None]
+    rows = np.rint(-sin * dx + cos * dy + centre_y)  # (N, H, W)
+    columns = np.rint(cos * dx + sin * dy + centre_x)
+    inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width)
+    rows, columns = (np.where(inside, p, 0).astype(np.intp) for p in (rows, columns))
+    pixels = x[np.arange(n)[:, None, None], :, rows, columns]  # (N, H, W, C)
+    out = np.where(inside[..., None], pixels, np.float32(fill))
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))

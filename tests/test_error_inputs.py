@@ -480,6 +480,34 @@ ERROR_INPUTS = [
         r"^RandomAffine expects one image \(C, H, W\) or a batch \(N, C, H, W\), got shape",
     ),
     (
+        "RandomAffine.apply a parameter short of the batch",
+        lambda: data.RandomAffine(5).apply(
+            np.ones((3, 1, 4, 4), F32),
+            {
+                "angle": np.zeros(2),
+                "translate_x": np.zeros(3),
+                "translate_y": np.zeros(3),
+                "scale": np.ones(3),
+            },
+        ),
+        ValueError,
+        r"^RandomAffine.apply: params\['angle'\] must have shape \(3,\), one value per image of "
+        r"the batch, got shape \(2,\); draw them with draw\(rng, batch.shape\)",
+    ),
+    (
+        "RandomAffine.apply one image",
+        lambda: data.RandomAffine(5).apply(np.ones((1, 4, 4), F32), {}),
+        ValueError,
+        r"^RandomAffine.apply expects a batch \(N, C, H, W\), got shape \(1, 4, 4\); call the "
+        r"transform itself for one image",
+    ),
+    (
+        "RandomAffine image wider than the kernel counts",
+        lambda: data.RandomAffine(5)(np.broadcast_to(F32(0), (1, 1, 1, 2**31)), 0),
+        ValueError,
+        r"^RandomAffine: width = 2147483648 is too large for one image \(max 2\*\*31-1\)",
+    ),
+    (
         "DataLoader prefetch str",
         lambda: data.DataLoader(DATASET, 4, prefetch="yes"),
         TypeError,

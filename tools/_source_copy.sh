@@ -26,5 +26,5 @@ KERNEL_TESTS=(
     tests/test_functional_errors.py tests/test_property_kernels.py tests/test_property_nn.py
     tests/test_stress_threads.py tests/test_fused.py tests/test_direct_conv.py
     tests/test_filter_conv.py tests/test_config.py tests/test_isa.py tests/test_conv_groups.py
-    tests/test_batchnorm_kernel.py
+    tests/test_batchnorm_kernel.py tests/test_augment_kernel.py
 )

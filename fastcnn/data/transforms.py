@@ -8,7 +8,8 @@ follow torchvision where it has the transform.
 
 Randomness: a random transform (a ``RandomTransform``) is called as ``transform(x, rng)``
 with a ``numpy.random.Generator``, and draws each image's own parameters (crop offset, flip,
-angle...) from it, all images' at once, so a batch is one NumPy gather whatever its size.
+angle...) from it, all images' at once, so a batch is one NumPy gather whatever its size
+(RandomAffine's nearest interpolation: one call of a compiled kernel, csrc/_augment.pyx).
 ``DataLoader`` passes a generator derived from its seed, the epoch and the batch index, so
 the same seed gives the same augmented batches and a resumed run continues exactly. Without
 ``rng`` a random transform draws from fresh OS entropy (as torchvision draws from torch's
@@ -25,7 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fastcnn._validation import flag, generator, integer, is_int, real
+from fastcnn import _ops
+from fastcnn._validation import fits_int32, flag, generator, integer, is_int, real
 
 __all__ = [
     "AvgDownsample2x2",
@@ -354,6 +356,21 @@ class RandomHorizontalFlip(RandomTransform):
         return f"RandomHorizontalFlip(p={self.p})"
 
 
+AFFINE_PARAMETERS = ("angle", "translate_x", "translate_y", "scale")  # RandomAffine.draw's
+
+
+def _check_per_image(params: dict[str, NDArray], key: str, count: int) -> None:
+    """Refuse a ``params[key]`` without one value per image of a batch of ``count`` (the
+    nearest kernel reads ``count`` values: a shorter array must not reach it)."""
+    values = np.asarray(params[key])
+    if values.shape != (count,):
+        raise ValueError(
+            f"RandomAffine.apply: params[{key!r}] must have shape ({count},), one value per "
+            f"image of the batch, got shape {values.shape}; draw them with "
+            "draw(rng, batch.shape)"
+        )
+
+
 def _symmetric_range(value: Any, name: str, owner: str) -> tuple[float, float]:
     """torchvision's ``degrees``: a number d >= 0 for (-d, d), or (min, max) with min <= max."""
     if is_int(value) or isinstance(value, float):
@@ -377,8 +394,9 @@ class RandomAffine(RandomTransform):
     (``affine_grid`` + ``grid_sample``, ``align_corners=False``): ``interpolation='nearest'``
     (torchvision's default) takes the nearest pixel, ``'bilinear'`` blends the four around
     it. Positions outside the image give ``fill``; with bilinear, a pixel partly outside is
-    ``value * inside + (1 - inside) * fill``, torchvision's blend. All images are done with
-    one gather of their source pixels (four per pixel for bilinear).
+    ``value * inside + (1 - inside) * fill``, torchvision's blend. Nearest runs a compiled
+    kernel over the whole batch; bilinear is one NumPy gather of every image's four source
+    pixels per output pixel.
 
     Parameters
     ----------
@@ -440,51 +458,60 @@ class RandomAffine(RandomTransform):
         return params
 
     def apply(self, batch: NDArray[np.float32], params: dict[str, NDArray]) -> NDArray:
-        source_y, source_x = self._source_positions(batch.shape, params)
+        if np.ndim(batch) != 4:
+            raise ValueError(
+                f"RandomAffine.apply expects a batch (N, C, H, W), got shape {np.shape(batch)}; "
+                "call the transform itself for one image (C, H, W)"
+            )
+        for key in AFFINE_PARAMETERS:
+            _check_per_image(params, key, len(batch))
         if self.interpolation == "nearest":
-            return self._nearest(batch, np.rint(source_y), np.rint(source_x))
-        else:
-            top, left = np.floor(source_y), np.floor(source_x)
-            dy, dx = source_y - top, source_x - left
-            corners = [
-                (top, left, (1 - dy) * (1 - dx)),
-                (top, left + 1, (1 - dy) * dx),
-                (top + 1, left, dy * (1 - dx)),
-                (top + 1, left + 1, dy * dx),
-            ]
+            # The compiled kernel (csrc/_augment.pyx), bit for bit its NumPy twin
+            # fastcnn._reference.affine_nearest: that took most of a LeNet-5 training step.
+            # Each image's coefficients as _source_positions computes them, then widened to
+            # float64 (exact: NumPy's promotion in the products widens them the same way).
+            # The kernel counts pixels of a row or column in C ints.
+            fits_int32("RandomAffine", height=batch.shape[2], width=batch.shape[3])
+            coefficients = (
+                *self._inverse_rotation(params),
+                params["translate_x"],
+                params["translate_y"],
+            )
+            cos, sin, shift_x, shift_y = (np.ascontiguousarray(v, np.float64) for v in coefficients)
+            batch = np.ascontiguousarray(batch, dtype=np.float32)
+            fill = float(np.float32(self.fill))
+            return _ops.affine_nearest(batch, cos, sin, shift_x, shift_y, fill)
+        source_y, source_x = self._source_positions(batch.shape, params)
+        top, left = np.floor(source_y), np.floor(source_x)
+        dy, dx = source_y - top, source_x - left
+        corners = [
+            (top, left, (1 - dy) * (1 - dx)),
+            (top, left + 1, (1 - dy) * dx),
+            (top + 1, left, dy * (1 - dx)),
+            (top + 1, left + 1, dy * dx),
+        ]
         return self._sample(batch, corners)
 
     @staticmethod
+    def _inverse_rotation(params: dict[str, NDArray]) -> tuple[NDArray, NDArray]:
+        """Every image's (cos, sin) of its angle over its scale: torchvision's inverse matrix
+        is [[cos, sin], [-sin, cos]] of these (the trig in NumPy for the kernel too)."""
+        radians = np.deg2rad(params["angle"])
+        return np.cos(radians) / params["scale"], np.sin(radians) / params["scale"]
+
+    @classmethod
     def _source_positions(
-        shape: tuple[int, ...], params: dict[str, NDArray]
+        cls, shape: tuple[int, ...], params: dict[str, NDArray]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(row, column) in the input of every output pixel, arrays of shape (N, H, W):
-        torchvision's inverse matrix [[cos, sin], [-sin, cos]] / scale applied about the
-        centre ((H - 1) / 2, (W - 1) / 2) to the output position minus the translation."""
+        the inverse matrix applied about the centre ((H - 1) / 2, (W - 1) / 2) to the output
+        position minus the translation (the nearest kernel computes the same, per pixel)."""
         _, _, height, width = shape
         centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
-        radians = np.deg2rad(params["angle"])
-        cos = (np.cos(radians) / params["scale"])[:, None, None]
-        sin = (np.sin(radians) / params["scale"])[:, None, None]
+        cos, sin = (v[:, None, None] for v in cls._inverse_rotation(params))
         x = np.arange(width)[None, None, :] - centre_x - params["translate_x"][:, None, None]
         y = np.arange(height)[None, :, None] - centre_y - params["translate_y"][:, None, None]
         return -sin * x + cos * y + centre_y, cos * x + sin * y + centre_x
-
-    def _nearest(self, batch: NDArray[np.float32], rows: NDArray, columns: NDArray) -> NDArray:
-        """_sample's result for one corner of weight 1 (each pixel where inside, else
-        ``fill``), without its weights and sums: the MNIST recipe's transform took 2.6 ms
-        a batch of 64 that way, most of a LeNet-5 step."""
-        n, channels, height, width = batch.shape
-        inside = (rows >= 0) & (rows < height) & (columns >= 0) & (columns < width)
-        flat_position = rows * width + columns  # whole numbers; outside: any pixel (masked)
-        flat_position[~inside] = 0  # (np.clip of rows and columns cost 0.9 ms a batch)
-        flat_index = flat_position.astype(np.intp)
-        plane = height * width
-        # one flat gather over the channels' planes side by side (take_along_axis cost 3x)
-        planes = batch.reshape(n, channels, plane).transpose(1, 0, 2).reshape(channels, -1)
-        index = (flat_index.reshape(n, plane) + (np.arange(n) * plane)[:, None]).ravel()
-        pixels = planes.take(index, axis=1).reshape(channels, n, height, width)
-        return np.where(inside[:, None], pixels.transpose(1, 0, 2, 3), np.float32(self.fill))
 
     def _sample(
         self, batch: NDArray[np.float32], corners: list[tuple[NDArray, NDArray, NDArray]]
