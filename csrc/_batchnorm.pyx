@@ -5,14 +5,15 @@ Training forward (batch statistics), evaluation forward and backward. Each train
 works one channel at a time, all its passes together, so the channel's N rows of S values
 are still in cache for the next pass (NumPy's reductions over axes (0, 2, 3) take a pass
 each and run on one thread). Channels are spread over fastcnn's threads; a channel is
-summed by one thread in a fixed order (rows in order; within a row eight interleaved
-partial sums, combined in a fixed tree), so the bits are the same for any thread count.
-The eight partial sums of a row are in the input's dtype: independent add chains the
-compiler keeps in vector registers, four floats to an SSE register. The lanes' and the
-rows' totals, and so the statistics, are in double. ResNet-20's (64, 16, 32, 32) at one
-thread, AMD EPYC: forward 1.0 ms with four scalar double sums, 0.6 with these; backward
-1.6 and 1.3 ms. The element-wise passes are in the input's dtype with per-channel
-coefficients rounded once.
+summed by one thread in a fixed order, so the bits are the same for any thread count.
+The forward pass's sums (see channel_sum) are eight partial sums in the input's dtype:
+independent add chains the compiler keeps in vector registers (four floats to an SSE
+register), whose totals, and so the statistics, are in double. The backward pass's keep
+four scalar double sums a row: measured, the float lanes were no faster there and slower
+on 4x4 maps. Kernel alone, one thread, AMD EPYC, ms per call, four scalar double sums a
+row -> the lanes: forward (64, 16, 32, 32) 0.77 -> 0.50, (64, 128, 8, 8) 0.40 -> 0.27-0.35,
+(64, 512, 4, 4) 0.48-0.53 -> 0.33-0.42; backward (64, 512, 4, 4) 0.82-0.88 -> 1.21. The
+element-wise passes are in the input's dtype with per-channel coefficients rounded once.
 
 Per-channel statistics and coefficients are float64 arrays of length C. Contract as in
 _conv.pyx: the caller validates and allocates; nothing here validates.
@@ -24,7 +25,14 @@ from libc.math cimport sqrt
 
 
 cdef enum:
-    LANES = 8  # partial sums per row: independent add chains the compiler keeps in vectors
+    LANES = 8  # partial sums: independent add chains the compiler keeps in vector registers
+    LANE_DEPTH = 32  # values each lane sums in the input's dtype before it goes to double
+
+
+cdef inline void clear(floating *lane) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(LANES):
+        lane[j] = 0
 
 
 cdef inline double lanes_total(const floating *lane) noexcept nogil:
@@ -33,70 +41,98 @@ cdef inline double lanes_total(const floating *lane) noexcept nogil:
         (<double> lane[4] + lane[5]) + (<double> lane[6] + lane[7]))
 
 
-cdef inline double row_sum(const floating *x, Py_ssize_t n) noexcept nogil:
-    """x[0] + ... + x[n-1]: lane j sums the values at j, j + LANES, ... in order in the
-    input's dtype, then the lanes are added in double in a fixed tree and the tail in order"""
-    cdef floating lane[LANES]
-    cdef double total
-    cdef Py_ssize_t i = 0, j
-    for j in range(LANES):
-        lane[j] = 0
-    while i + LANES <= n:
-        for j in range(LANES):
-            lane[j] = lane[j] + x[i + j]
-        i = i + LANES
-    total = lanes_total(lane)
-    while i < n:
-        total = total + x[i]
-        i = i + 1
-    return total
+cdef inline bint lanes_full(Py_ssize_t *depth, Py_ssize_t S) noexcept nogil:
+    """Count a row of S values into the lanes' depth; true (and restart the count) once
+    each lane holds LANE_DEPTH values, when the caller moves the lanes into its total"""
+    depth[0] = depth[0] + (S + LANES - 1) // LANES
+    if depth[0] < LANE_DEPTH:
+        return False
+    depth[0] = 0
+    return True
 
 
-cdef inline double row_squared_deviation(const floating *x, Py_ssize_t n,
-                                         floating mean) noexcept nogil:
-    """sum of (x[i] - mean)^2, summed as row_sum"""
+# The forward pass's channel sums take the channel's N rows of S values in order (row n at
+# x + n * stride). A row's values go to the lanes in turn (value i to lane i % LANES) in
+# the input's dtype, and the last S % LANES straight to the double total; the lanes' tree
+# total goes to the double whenever they are LANE_DEPTH deep, and at the end. So 4x4 rows
+# share their lanes instead of paying a flush each, and the lanes are only ever indexed by
+# constants: the compiler keeps them in registers.
+
+
+cdef inline double channel_sum(const floating *x, Py_ssize_t N, Py_ssize_t stride,
+                               Py_ssize_t S) noexcept nogil:
+    """The sum of the channel's values"""
     cdef floating lane[LANES]
+    cdef const floating *row
+    cdef double total = 0
+    cdef Py_ssize_t n, i, j, depth = 0
+    clear(lane)
+    for n in range(N):
+        row = x + n * stride
+        i = 0
+        while i + LANES <= S:
+            for j in range(LANES):
+                lane[j] = lane[j] + row[i + j]
+            i = i + LANES
+        while i < S:
+            total = total + row[i]
+            i = i + 1
+        if lanes_full(&depth, S):
+            total = total + lanes_total(lane)
+            clear(lane)
+    return total + lanes_total(lane)
+
+
+cdef inline double channel_squared_deviation(const floating *x, Py_ssize_t N,
+                                             Py_ssize_t stride, Py_ssize_t S,
+                                             floating mean) noexcept nogil:
+    """The sum of (value - mean)^2 over the channel, summed as channel_sum"""
+    cdef floating lane[LANES]
+    cdef const floating *row
     cdef floating d
-    cdef double total
-    cdef Py_ssize_t i = 0, j
-    for j in range(LANES):
-        lane[j] = 0
-    while i + LANES <= n:
-        for j in range(LANES):
-            d = x[i + j] - mean
-            lane[j] = lane[j] + d * d
-        i = i + LANES
-    total = lanes_total(lane)
-    while i < n:
-        d = x[i] - mean
-        total = total + d * d
-        i = i + 1
-    return total
+    cdef double total = 0
+    cdef Py_ssize_t n, i, j, depth = 0
+    clear(lane)
+    for n in range(N):
+        row = x + n * stride
+        i = 0
+        while i + LANES <= S:
+            for j in range(LANES):
+                d = row[i + j] - mean
+                lane[j] = lane[j] + d * d
+            i = i + LANES
+        while i < S:
+            d = row[i] - mean
+            total = total + d * d
+            i = i + 1
+        if lanes_full(&depth, S):
+            total = total + lanes_total(lane)
+            clear(lane)
+    return total + lanes_total(lane)
 
 
-cdef inline void row_grad_sums(const floating *g, const floating *x, Py_ssize_t n,
-                               floating mean, double *sum_g, double *sum_g_dev) noexcept nogil:
-    """sum_g += sum of g[i]; sum_g_dev += sum of g[i] * (x[i] - mean); each summed as
-    row_sum"""
-    cdef floating lane_g[LANES]
-    cdef floating lane_gd[LANES]
-    cdef double total_g, total_gd
-    cdef Py_ssize_t i = 0, j
-    for j in range(LANES):
-        lane_g[j] = 0
-        lane_gd[j] = 0
-    while i + LANES <= n:
-        for j in range(LANES):
-            lane_g[j] = lane_g[j] + g[i + j]
-            lane_gd[j] = lane_gd[j] + g[i + j] * (x[i + j] - mean)
-        i = i + LANES
-    total_g, total_gd = lanes_total(lane_g), lanes_total(lane_gd)
+cdef inline void row_grad_sums(const floating *g, const floating *x, Py_ssize_t n, double mean,
+                               double *sum_g, double *sum_g_dev) noexcept nogil:
+    """sum_g += sum of g[i]; sum_g_dev += sum of g[i] * (x[i] - mean); in double, each as
+    four interleaved partial sums added in order"""
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= n:
+        a0 = a0 + g[i]
+        a1 = a1 + g[i + 1]
+        a2 = a2 + g[i + 2]
+        a3 = a3 + g[i + 3]
+        b0 = b0 + g[i] * (x[i] - mean)
+        b1 = b1 + g[i + 1] * (x[i + 1] - mean)
+        b2 = b2 + g[i + 2] * (x[i + 2] - mean)
+        b3 = b3 + g[i + 3] * (x[i + 3] - mean)
+        i = i + 4
     while i < n:
-        total_g = total_g + g[i]
-        total_gd = total_gd + g[i] * (x[i] - mean)
+        a0 = a0 + g[i]
+        b0 = b0 + g[i] * (x[i] - mean)
         i = i + 1
-    sum_g[0] = sum_g[0] + total_g
-    sum_g_dev[0] = sum_g_dev[0] + total_gd
+    sum_g[0] = sum_g[0] + ((a0 + a1) + (a2 + a3))
+    sum_g_dev[0] = sum_g_dev[0] + ((b0 + b1) + (b2 + b3))
 
 
 cdef inline void normalise_row(const floating *x, floating *y, Py_ssize_t n, floating mean,
@@ -130,14 +166,9 @@ cdef inline void channel_forward_train(const floating *x, floating *y, Py_ssize_
                                        double *inv_std) noexcept nogil:
     """Channel c's mean, biased variance and 1/sqrt(var + eps) (two passes), then its y"""
     cdef Py_ssize_t n, count = N * S
-    cdef double total = 0, m, v
-    for n in range(N):
-        total = total + row_sum(x + (n * C + c) * S, S)
-    m = total / count
-    total = 0
-    for n in range(N):
-        total = total + row_squared_deviation(x + (n * C + c) * S, S, <floating> m)
-    v = total / count
+    cdef double m, v
+    m = channel_sum(x + c * S, N, C * S, S) / count
+    v = channel_squared_deviation(x + c * S, N, C * S, S, <floating> m) / count
     mean[c] = m
     var[c] = v
     inv_std[c] = 1 / sqrt(v + eps)
@@ -154,8 +185,7 @@ cdef inline void channel_backward(const floating *g, const floating *x, floating
     cdef Py_ssize_t n, count = N * S
     cdef double sum_g = 0, sum_g_dev = 0, a = weight * inv_std, b, d
     for n in range(N):
-        row_grad_sums(g + (n * C + c) * S, x + (n * C + c) * S, S, <floating> mean, &sum_g,
-                      &sum_g_dev)
+        row_grad_sums(g + (n * C + c) * S, x + (n * C + c) * S, S, mean, &sum_g, &sum_g_dev)
     grad_bias[c] = sum_g
     grad_weight[c] = sum_g_dev * inv_std
     if gx == NULL:
