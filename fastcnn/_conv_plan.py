@@ -67,6 +67,9 @@ class MethodLimits(NamedTuple):
     input_grad_min_channels, input_grad_max_pixels: a stride-1 input gradient by the filter
         kernel from this many input channels and up to this many input pixels (H*W; None:
         no limit); else im2col's adjoint. None channels: always the adjoint.
+    pointwise_input_grad_max_channels: a 1x1 kernel's input gradient by the filter kernel
+        below this many input channels only (None: no limit). Its adjoint is a plain GEMM,
+        with no column scatter to save.
     """
 
     row_max_filters: int
@@ -74,6 +77,7 @@ class MethodLimits(NamedTuple):
     filter_grad_max_q: int | None
     input_grad_min_channels: int | None
     input_grad_max_pixels: int | None
+    pointwise_input_grad_max_channels: int | None = None
 
 
 # AVX-512 (measured on a 2-core Cascade Lake VM, one thread): the row kernel's weight
@@ -93,7 +97,11 @@ class MethodLimits(NamedTuple):
 # channels at every size: 16 -> 16 at 32x32, 64 images (ResNet-20's first stage) 8.1 vs
 # 3.9; 64 -> 64 at 32x32 17.2 vs 14.5 per 16; 128 -> 128 at 16x16 15.4 vs 13.7 per 16;
 # LeNet conv2 (6 channels, 5x5) 1.73 vs 1.17; 4 -> 8 at 32x32 1.89 vs 1.35; and loses with
-# 3 (2.02 vs 2.67) and 1 channel (LeNet conv1: 0.73 vs 1.96).
+# 3 (2.02 vs 2.67) and 1 channel (LeNet conv1: 0.73 vs 1.96). A 1x1 kernel's adjoint is
+# a GEMM with no scatter, and beats the filter kernel from 64 channels (MobileNetCIFAR's
+# pointwise layers, per 64 images: 64 -> 128 at 16x16 4.2 vs 5.3, 256 -> 256 at 8x8 7.1
+# vs 9.5, 256 -> 512 at 4x4 4.5 vs 5.8); below, they are level or the filter kernel wins
+# (32 -> 128 at 16x16 3.4 vs 2.9, 16 -> 32 at 32x32 3.0 vs 2.4).
 # The baseline and portable copies are not tuned: they take AVX2's limits.
 _AVX2_LIMITS = MethodLimits(
     row_max_filters=8,
@@ -101,6 +109,7 @@ _AVX2_LIMITS = MethodLimits(
     filter_grad_max_q=None,
     input_grad_min_channels=4,
     input_grad_max_pixels=None,
+    pointwise_input_grad_max_channels=64,
 )
 METHOD_LIMITS = {
     "avx512": MethodLimits(
@@ -152,6 +161,8 @@ def choose_methods(
         forward, max_q = GEMM, None
     weight_grad = GEMM if max_q is not None and c * kh * kw > max_q else forward
     min_c, max_pixels = limits.input_grad_min_channels, limits.input_grad_max_pixels
+    pointwise_max_c = limits.pointwise_input_grad_max_channels
+    wide_pointwise = (kh, kw) == (1, 1) and pointwise_max_c is not None and c >= pointwise_max_c
     by_filter = (
         stride == (1, 1)
         and padding[0] < kh
@@ -159,6 +170,7 @@ def choose_methods(
         and min_c is not None
         and c >= min_c
         and (max_pixels is None or in_hw[0] * in_hw[1] <= max_pixels)
+        and not wide_pointwise
     )
     return Methods(forward, weight_grad, FILTER if by_filter else COL2IM)
 

@@ -193,7 +193,8 @@ def test_selection_thresholds(copy, dtype):
     """The row kernel needs stride 1, a whole vector per output row and fewer than
     row_max_filters filters; the filter kernel takes from VL/2 filters; each kernel's weight
     gradient stops at its own C*kH*kW; the input gradient takes the filter kernel from
-    input_grad_min_channels channels up to input_grad_max_pixels input pixels."""
+    input_grad_min_channels channels up to input_grad_max_pixels input pixels, and a 1x1
+    kernel's below pointwise_input_grad_max_channels channels."""
     vl, gw, limits = copy.vl(dtype), copy.gw(dtype), copy.limits
     half, most = vl // 2, limits.row_max_filters - 1  # the filter kernel's least K, rows' most
     not_rows = FILTER if most + 1 >= half else GEMM  # for row_max_filters filters
@@ -249,6 +250,13 @@ def test_selection_thresholds(copy, dtype):
             if max_pixels is not None:
                 assert packing(zeros(k, min_c), S1, (1, 1), (hw[0], hw[1] + 1)) is None
                 assert packing(zeros(k, min_c), S1, (1, 1), (hw[0] + 1, hw[1])) is None
+            # a 1x1 kernel's: below pointwise_input_grad_max_channels only
+            pointwise_max_c = limits.pointwise_input_grad_max_channels
+            if pointwise_max_c is not None:
+                assert pointwise_max_c > min_c
+                assert packing(zeros(k, pointwise_max_c - 1, (1, 1)), S1, (0, 0)) is not None
+                assert packing(zeros(k, pointwise_max_c, (1, 1)), S1, (0, 0)) is None
+                assert packing(zeros(k, pointwise_max_c, (1, 3)), S1, (0, 1)) is not None
 
 
 @every_copy
