@@ -1,5 +1,6 @@
 """fastcnn: fast CPU convolutional networks: Cython + OpenMP kernels under PyTorch-like layers."""
 
+from fastcnn import _malloc
 from fastcnn._openmp_env import short_spin_while_loading
 from fastcnn._version import __version__
 
@@ -58,3 +59,5 @@ __all__ = [
     "threads",
     "train",
 ]
+
+_malloc.tune()  # keep freed activation memory for reuse (glibc; FASTCNN_MALLOC_TUNING=0: not)
