@@ -14,6 +14,8 @@ The two trainings alternate epoch by epoch, so a change in machine load hits bot
     python bench/train_mnist.py --epochs 1 --limit 2000 --json
     python bench/train_mnist.py --augment --epochs 20 --threads 1   # the 99.4% recipe
     python bench/train_mnist.py --model resnet20 --epochs 3 --batch-size 64 --lr 0.05
+    python bench/train_mnist.py --model resnet20 --augment --epochs 10 --batch-size 64 \
+        --lr 0.05 --target 0.996                  # the ResNet-20 99.6% recipe
 
 With --model resnet20: models.ResNet20(in_channels=1), the images padded to 32x32 with the
 background value, as in issue 14's real-data check (PyTorch's twin: tests/torch_twins.py).

@@ -93,12 +93,14 @@ class MethodLimits(NamedTuple):
 # at 16x16: 35.5 vs 34.4) and with 6 channels (LeNet conv2: 7.3 vs 6.7); LeNet conv1 (6
 # filters) ran 1.9 ms on the row kernel, 2.0 on the filter one.
 # Measured again after the filter kernels' per-ISA tiles (same machine, one thread,
-# 2026-12-01 22:10 UTC, the input gradient alone, col2im vs filter, ms): it wins from 4
-# channels at every size: 16 -> 16 at 32x32, 64 images (ResNet-20's first stage) 8.1 vs
+# 2026-12-01 22:10-23:10 UTC, the input gradient alone, col2im vs filter, ms): it wins from
+# 8 channels at every size: 16 -> 16 at 32x32, 64 images (ResNet-20's first stage) 8.4 vs
 # 3.9; 64 -> 64 at 32x32 17.2 vs 14.5 per 16; 128 -> 128 at 16x16 15.4 vs 13.7 per 16;
-# LeNet conv2 (6 channels, 5x5) 1.73 vs 1.17; 4 -> 8 at 32x32 1.89 vs 1.35; and loses with
-# 3 (2.02 vs 2.67) and 1 channel (LeNet conv1: 0.73 vs 1.96). A 1x1 kernel's adjoint is
-# a GEMM with no scatter, and beats the filter kernel from 64 channels (MobileNetCIFAR's
+# 8 -> 16 at 14x14, 5x5 unpadded, 5.8 vs 4.9 per 256. Below 8 it depends on the shape:
+# 4 -> 8 at 32x32 (3x3) 2.2 vs 1.4, but LeNet conv2 (6 channels, 5x5 unpadded) 4.4 vs 4.9
+# per 256, and 3 channels 2.0 vs 2.7, 1 (LeNet conv1) 0.7 vs 2.0; so from 8. A 1x1
+# kernel's adjoint is a GEMM with no scatter, and beats the filter kernel from 64 channels
+# (MobileNetCIFAR's
 # pointwise layers, per 64 images: 64 -> 128 at 16x16 4.2 vs 5.3, 256 -> 256 at 8x8 7.1
 # vs 9.5, 256 -> 512 at 4x4 4.5 vs 5.8); below, they are level or the filter kernel wins
 # (32 -> 128 at 16x16 3.4 vs 2.9, 16 -> 32 at 32x32 3.0 vs 2.4).
@@ -107,7 +109,7 @@ _AVX2_LIMITS = MethodLimits(
     row_max_filters=8,
     row_grad_max_q=32,
     filter_grad_max_q=None,
-    input_grad_min_channels=4,
+    input_grad_min_channels=8,
     input_grad_max_pixels=None,
     pointwise_input_grad_max_channels=64,
 )
