@@ -6,7 +6,7 @@ works one channel at a time, all its passes together, so the channel's N rows of
 are still in cache for the next pass (NumPy's reductions over axes (0, 2, 3) take a pass
 each and run on one thread). Channels are spread over fastcnn's threads; a channel is
 summed by one thread in a fixed order, so the bits are the same for any thread count.
-The forward pass's sums (see channel_sum) are eight partial sums in the input's dtype:
+The forward pass's sums (channel_sum) are eight partial sums in the input's dtype:
 independent add chains the compiler keeps in vector registers (four floats to an SSE
 register), whose totals, and so the statistics, are in double. The backward pass's keep
 four scalar double sums a row: measured, the float lanes were no faster there and slower
@@ -51,7 +51,7 @@ cdef inline bint lanes_full(Py_ssize_t *depth, Py_ssize_t S) noexcept nogil:
     return True
 
 
-# The forward pass's channel sums take the channel's N rows of S values in order (row n at
+# The forward pass's channel sum takes the channel's N rows of S values in order (row n at
 # x + n * stride). A row's values go to the lanes in turn (value i to lane i % LANES) in
 # the input's dtype, and the last S % LANES straight to the double total; the lanes' tree
 # total goes to the double whenever they are LANE_DEPTH deep, and at the end. So 4x4 rows
@@ -60,33 +60,9 @@ cdef inline bint lanes_full(Py_ssize_t *depth, Py_ssize_t S) noexcept nogil:
 
 
 cdef inline double channel_sum(const floating *x, Py_ssize_t N, Py_ssize_t stride,
-                               Py_ssize_t S) noexcept nogil:
-    """The sum of the channel's values"""
-    cdef floating lane[LANES]
-    cdef const floating *row
-    cdef double total = 0
-    cdef Py_ssize_t n, i, j, depth = 0
-    clear(lane)
-    for n in range(N):
-        row = x + n * stride
-        i = 0
-        while i + LANES <= S:
-            for j in range(LANES):
-                lane[j] = lane[j] + row[i + j]
-            i = i + LANES
-        while i < S:
-            total = total + row[i]
-            i = i + 1
-        if lanes_full(&depth, S):
-            total = total + lanes_total(lane)
-            clear(lane)
-    return total + lanes_total(lane)
-
-
-cdef inline double channel_squared_deviation(const floating *x, Py_ssize_t N,
-                                             Py_ssize_t stride, Py_ssize_t S,
-                                             floating mean) noexcept nogil:
-    """The sum of (value - mean)^2 over the channel, summed as channel_sum"""
+                               Py_ssize_t S, floating shift, bint squared) noexcept nogil:
+    """The sum over the channel of value - shift, or of its square if squared (the compiler
+    takes the flag out of the loops)"""
     cdef floating lane[LANES]
     cdef const floating *row
     cdef floating d
@@ -98,12 +74,12 @@ cdef inline double channel_squared_deviation(const floating *x, Py_ssize_t N,
         i = 0
         while i + LANES <= S:
             for j in range(LANES):
-                d = row[i + j] - mean
-                lane[j] = lane[j] + d * d
+                d = row[i + j] - shift
+                lane[j] = lane[j] + (d * d if squared else d)
             i = i + LANES
         while i < S:
-            d = row[i] - mean
-            total = total + d * d
+            d = row[i] - shift
+            total = total + (d * d if squared else d)
             i = i + 1
         if lanes_full(&depth, S):
             total = total + lanes_total(lane)
@@ -167,8 +143,8 @@ cdef inline void channel_forward_train(const floating *x, floating *y, Py_ssize_
     """Channel c's mean, biased variance and 1/sqrt(var + eps) (two passes), then its y"""
     cdef Py_ssize_t n, count = N * S
     cdef double m, v
-    m = channel_sum(x + c * S, N, C * S, S) / count
-    v = channel_squared_deviation(x + c * S, N, C * S, S, <floating> m) / count
+    m = channel_sum(x + c * S, N, C * S, S, 0, False) / count
+    v = channel_sum(x + c * S, N, C * S, S, <floating> m, True) / count
     mean[c] = m
     var[c] = v
     inv_std[c] = 1 / sqrt(v + eps)
