@@ -32,6 +32,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = [
+    "_array_cache",
     "_augment",
     "_batchnorm",
     "_conv",

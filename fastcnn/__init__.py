@@ -1,6 +1,5 @@
 """fastcnn: fast CPU convolutional networks: Cython + OpenMP kernels under PyTorch-like layers."""
 
-from fastcnn import _malloc
 from fastcnn._openmp_env import short_spin_while_loading
 from fastcnn._version import __version__
 
@@ -60,4 +59,6 @@ __all__ = [
     "train",
 ]
 
-_malloc.tune()  # keep freed activation memory for reuse (glibc; FASTCNN_MALLOC_TUNING=0: not)
+from fastcnn import _memory  # noqa: E402  (after the compiled modules' import check)
+
+_memory.install()  # keep freed NumPy arrays for reuse (FASTCNN_ARRAY_CACHE=0: not)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fastcnn import _isa, _malloc, _openmp_env
+from fastcnn import _isa, _memory, _openmp_env
 from fastcnn._blas import blas_info
 from fastcnn._openmp import DEBUG_CYTHON, OPENMP_ENABLED, openmp_library
 from fastcnn._threads import get_num_threads
@@ -43,7 +43,7 @@ def config() -> dict[str, Any]:
         "openmp_runtime": openmp_runtime() if OPENMP_ENABLED else None,
         "openmp_wait_policy": _openmp_env.wait_policy if OPENMP_ENABLED else None,
         "debug_cython": DEBUG_CYTHON,
-        "malloc": _malloc.tuning,
+        "memory": _memory.state,
         "kernel_isa": _isa.describe(),
         "kernel_blas": blas_info(),
         "num_threads": get_num_threads(),
@@ -67,6 +67,6 @@ def show_config() -> None:
             f"{blas.get('filepath')}  [held at 1 thread inside kernels]"
         )
     print(f"kernel ISA:      {info['kernel_isa']}")
-    print(f"memory:          {info['malloc']}")
+    print(f"memory:          {info['memory']}")
     print(f"threads:         {info['num_threads']}")
     print(f"debug checks:    {'on' if info['debug_cython'] else 'off'}")

@@ -60,8 +60,8 @@ TRAINING_RUN = """
 
 def run_python(code, *args, timeout=300):
     """Run code in a fresh interpreter that imports the same fastcnn as this one, with
-    glibc's malloc defaults: fastcnn's tuning keeps up to 256 MiB of freed memory in the
-    process, which a leak would fill before the resident set grew."""
+    NumPy's default allocator: fastcnn's array cache keeps up to 256 MiB of freed arrays,
+    which a leak would reuse before the resident set grew."""
     package_parent = os.path.dirname(os.path.dirname(fastcnn.__file__))
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
@@ -69,7 +69,7 @@ def run_python(code, *args, timeout=300):
         text=True,
         timeout=timeout,
         cwd=package_parent,
-        env=dict(os.environ, FASTCNN_MALLOC_TUNING="0"),
+        env=dict(os.environ, FASTCNN_ARRAY_CACHE="0"),
         check=False,
     )
 

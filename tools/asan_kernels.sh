@@ -50,6 +50,9 @@ CC="$cc -fsanitize=address -fno-omit-frame-pointer -g" FASTCNN_OPENMP=1 \
 # code pytest cannot swallow.
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:print_summary=1"
 export LD_PRELOAD=$libasan
+# NumPy's own allocator, not fastcnn's array cache: ASan must see each array's block on its
+# own, its bounds and its free, not a kept block reused by the next array.
+export FASTCNN_ARRAY_CACHE=0
 "$python" -c 'from fastcnn._openmp import OPENMP_ENABLED; assert OPENMP_ENABLED' ||
     { echo "asan_kernels.sh: the ASan build has no OpenMP" >&2; exit 1; }
 echo "== kernel tests under ASan ($python, LD_PRELOAD=$libasan)"
