@@ -15,6 +15,11 @@ row -> the lanes: forward (64, 16, 32, 32) 0.77 -> 0.50, (64, 128, 8, 8) 0.40 ->
 (64, 512, 4, 4) 0.48-0.53 -> 0.33-0.42; backward (64, 512, 4, 4) 0.82-0.88 -> 1.21. The
 element-wise passes are in the input's dtype with per-channel coefficients rounded once.
 
+Each kernel can also apply the ReLU that follows a BatchNorm (nn/_fusion.py): the forward
+kernels write relu(y) with relu_block's select, and the backward takes the ReLU's output
+and uses relu_grad_block's masked gradient wherever it reads grad_out. The bits are those
+of the two layers run one after the other, without the ReLU's two passes over memory.
+
 Per-channel statistics and coefficients are float64 arrays of length C. Contract as in
 _conv.pyx: the caller validates and allocates; nothing here validates.
 """
@@ -22,6 +27,8 @@ _conv.pyx: the caller validates and allocates; nothing here validates.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
+
+from _relu_block cimport relu_grad_block
 
 
 cdef enum:
@@ -112,16 +119,22 @@ cdef inline void row_grad_sums(const floating *g, const floating *x, Py_ssize_t 
 
 
 cdef inline void normalise_row(const floating *x, floating *y, Py_ssize_t n, floating mean,
-                               floating scale, floating shift) noexcept nogil:
-    """y := (x - mean) * scale + shift"""
+                               floating scale, floating shift, bint relu) noexcept nogil:
+    """y := (x - mean) * scale + shift, then with relu relu_block's 0 where y <= 0"""
     cdef Py_ssize_t i
-    for i in range(n):
-        y[i] = (x[i] - mean) * scale + shift
+    cdef floating value
+    if relu:
+        for i in range(n):
+            value = (x[i] - mean) * scale + shift
+            y[i] = 0 if value <= 0 else value
+    else:
+        for i in range(n):
+            y[i] = (x[i] - mean) * scale + shift
 
 
 cdef inline void scale_row(const floating *g, floating *gx, Py_ssize_t n,
                            floating a) noexcept nogil:
-    """gx := a * g"""
+    """gx := a * g (g may be gx)"""
     cdef Py_ssize_t i
     for i in range(n):
         gx[i] = a * g[i]
@@ -136,10 +149,20 @@ cdef inline void input_grad_row(const floating *g, const floating *x, floating *
         gx[i] = a * g[i] - b * (x[i] - mean) - d
 
 
+cdef inline void input_grad_row_in_place(const floating *x, floating *gx, Py_ssize_t n,
+                                         floating mean, floating a, floating b,
+                                         floating d) noexcept nogil:
+    """gx := a * gx - b * (x - mean) - d (input_grad_row on g = gx, written so that the
+    compiler need not test whether g and gx overlap before it vectorises)"""
+    cdef Py_ssize_t i
+    for i in range(n):
+        gx[i] = a * gx[i] - b * (x[i] - mean) - d
+
+
 cdef inline void channel_forward_train(const floating *x, floating *y, Py_ssize_t N,
                                        Py_ssize_t C, Py_ssize_t S, Py_ssize_t c, double weight,
-                                       double bias, double eps, double *mean, double *var,
-                                       double *inv_std) noexcept nogil:
+                                       double bias, double eps, bint relu, double *mean,
+                                       double *var, double *inv_std) noexcept nogil:
     """Channel c's mean, biased variance and 1/sqrt(var + eps) (two passes), then its y"""
     cdef Py_ssize_t n, count = N * S
     cdef double m, v
@@ -150,54 +173,69 @@ cdef inline void channel_forward_train(const floating *x, floating *y, Py_ssize_
     inv_std[c] = 1 / sqrt(v + eps)
     for n in range(N):
         normalise_row(x + (n * C + c) * S, y + (n * C + c) * S, S, <floating> m,
-                      <floating> (inv_std[c] * weight), <floating> bias)
+                      <floating> (inv_std[c] * weight), <floating> bias, relu)
 
 
-cdef inline void channel_backward(const floating *g, const floating *x, floating *gx,
-                                  Py_ssize_t N, Py_ssize_t C, Py_ssize_t S, Py_ssize_t c,
-                                  double mean, double inv_std, double weight, bint batch_stats,
-                                  double *grad_weight, double *grad_bias) noexcept nogil:
-    """Channel c's sums of g and g * x_hat; then, unless gx is NULL, its input gradient"""
-    cdef Py_ssize_t n, count = N * S
+cdef inline void channel_backward(const floating *g, const floating *relu_out, bint relu,
+                                  const floating *x, floating *gx, Py_ssize_t N, Py_ssize_t C,
+                                  Py_ssize_t S, Py_ssize_t c, double mean, double inv_std,
+                                  double weight, bint batch_stats, double *grad_weight,
+                                  double *grad_bias) noexcept nogil:
+    """Channel c's sums of g and g * x_hat; then, unless gx is NULL, its input gradient.
+    With relu, g is the gradient of a ReLU's output relu_out: each row's masked gradient
+    (relu_grad_block's vectorised select) goes to gx first, which must not be NULL, and is
+    read from there."""
+    cdef Py_ssize_t n, row, count = N * S
     cdef double sum_g = 0, sum_g_dev = 0, a = weight * inv_std, b, d
+    cdef const floating *grad = gx if relu else g  # this layer's output gradient
     for n in range(N):
-        row_grad_sums(g + (n * C + c) * S, x + (n * C + c) * S, S, mean, &sum_g, &sum_g_dev)
+        row = (n * C + c) * S
+        if relu:
+            relu_grad_block(g + row, relu_out + row, gx + row, S)
+        row_grad_sums(grad + row, x + row, S, mean, &sum_g, &sum_g_dev)
     grad_bias[c] = sum_g
     grad_weight[c] = sum_g_dev * inv_std
     if gx == NULL:
         return
     if not batch_stats:  # constant statistics: x does not enter (a NaN in x stays out)
         for n in range(N):
-            scale_row(g + (n * C + c) * S, gx + (n * C + c) * S, S, <floating> a)
+            row = (n * C + c) * S
+            scale_row(grad + row, gx + row, S, <floating> a)
         return
     # the gradient also flows through the batch's mean and variance
     d = a * sum_g / count
     b = a * inv_std * inv_std * sum_g_dev / count
     for n in range(N):
-        input_grad_row(g + (n * C + c) * S, x + (n * C + c) * S, gx + (n * C + c) * S, S,
-                       <floating> mean, <floating> a, <floating> b, <floating> d)
+        row = (n * C + c) * S
+        if relu:
+            input_grad_row_in_place(x + row, gx + row, S, <floating> mean, <floating> a,
+                                    <floating> b, <floating> d)
+        else:
+            input_grad_row(g + row, x + row, gx + row, S, <floating> mean, <floating> a,
+                           <floating> b, <floating> d)
 
 
 def batch_norm_forward_train(const floating[:, :, ::1] x, const double[::1] weight,
                              const double[::1] bias, double eps, double[::1] mean,
-                             double[::1] var, double[::1] inv_std, floating[:, :, ::1] y,
-                             int n_threads):
+                             double[::1] var, double[::1] inv_std, bint relu,
+                             floating[:, :, ::1] y, int n_threads):
     """Per channel c: mean[c], var[c] := the mean and biased variance of x[:, c, :];
-    inv_std[c] := 1 / sqrt(var[c] + eps); y[:, c, :] := (x - mean) * inv_std * weight + bias.
-    Needs N * S > 0."""
+    inv_std[c] := 1 / sqrt(var[c] + eps); y[:, c, :] := (x - mean) * inv_std * weight + bias,
+    then relu(y) if relu. Needs N * S > 0."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
     cdef const floating *xp = &x[0, 0, 0]
     cdef floating *yp = &y[0, 0, 0]
     with nogil:
         for c in prange(C, schedule="static", num_threads=n_threads):
-            channel_forward_train(xp, yp, N, C, S, c, weight[c], bias[c], eps, &mean[0],
-                                  &var[0], &inv_std[0])
+            channel_forward_train(xp, yp, N, C, S, c, weight[c], bias[c], eps, relu,
+                                  &mean[0], &var[0], &inv_std[0])
 
 
 def batch_norm_forward_eval(const floating[:, :, ::1] x, const double[::1] mean,
-                            const double[::1] scale, const double[::1] shift,
+                            const double[::1] scale, const double[::1] shift, bint relu,
                             floating[:, :, ::1] y, int n_threads):
-    """y[n, c, :] := (x[n, c, :] - mean[c]) * scale[c] + shift[c], one row per work item"""
+    """y[n, c, :] := (x[n, c, :] - mean[c]) * scale[c] + shift[c], then relu(y) if relu; one
+    row per work item"""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], row, c
     if N * C * S == 0:
         return
@@ -207,14 +245,17 @@ def batch_norm_forward_eval(const floating[:, :, ::1] x, const double[::1] mean,
         for row in prange(N * C, schedule="static", num_threads=n_threads):
             c = row % C
             normalise_row(xp + row * S, yp + row * S, S, <floating> mean[c],
-                          <floating> scale[c], <floating> shift[c])
+                          <floating> scale[c], <floating> shift[c], relu)
 
 
-def batch_norm_backward(const floating[:, :, ::1] grad_out, const floating[:, :, ::1] x,
+def batch_norm_backward(const floating[:, :, ::1] grad_out,
+                        const floating[:, :, ::1] relu_out, const floating[:, :, ::1] x,
                         const double[::1] mean, const double[::1] inv_std,
                         const double[::1] weight, bint batch_stats, double[::1] grad_weight,
                         double[::1] grad_bias, floating[:, :, ::1] grad_x, int n_threads):
-    """Per channel c, with x_hat = (x - mean) * inv_std and M = N * S:
+    """Per channel c, with x_hat = (x - mean) * inv_std and M = N * S, and grad_out first
+    masked to 0 where not (relu_out > 0) unless relu_out is None (the output of a ReLU run
+    on this BatchNorm's output; grad_x must then be given):
     grad_bias[c] := sum of grad_out[:, c, :]; grad_weight[c] := sum of grad_out * x_hat;
     grad_x := weight * inv_std * grad_out, and with batch_stats (mean and inv_std were the
     batch's) minus weight * inv_std * (grad_bias / M + x_hat * grad_weight / M).
@@ -222,10 +263,14 @@ def batch_norm_backward(const floating[:, :, ::1] grad_out, const floating[:, :,
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], c
     cdef const floating *gp = &grad_out[0, 0, 0]
     cdef const floating *xp = &x[0, 0, 0]
+    cdef const floating *relu_outp = gp  # never read unless relu
+    cdef bint relu = relu_out is not None
     cdef floating *gxp = NULL
+    if relu:
+        relu_outp = &relu_out[0, 0, 0]
     if grad_x is not None:
         gxp = &grad_x[0, 0, 0]
     with nogil:
         for c in prange(C, schedule="static", num_threads=n_threads):
-            channel_backward(gp, xp, gxp, N, C, S, c, mean[c], inv_std[c], weight[c],
-                             batch_stats, &grad_weight[0], &grad_bias[0])
+            channel_backward(gp, relu_outp, relu, xp, gxp, N, C, S, c, mean[c], inv_std[c],
+                             weight[c], batch_stats, &grad_weight[0], &grad_bias[0])

@@ -17,14 +17,16 @@ def batch_norm_forward_train(
     mean: _D,
     var: _D,
     inv_std: _D,
+    relu: bool,
     y: NDArray[_F],
     n_threads: int,
 ) -> None: ...
 def batch_norm_forward_eval(
-    x: NDArray[_F], mean: _D, scale: _D, shift: _D, y: NDArray[_F], n_threads: int
+    x: NDArray[_F], mean: _D, scale: _D, shift: _D, relu: bool, y: NDArray[_F], n_threads: int
 ) -> None: ...
 def batch_norm_backward(
     grad_out: NDArray[_F],
+    relu_out: NDArray[_F] | None,
     x: NDArray[_F],
     mean: _D,
     inv_std: _D,

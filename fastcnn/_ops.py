@@ -214,24 +214,29 @@ def log_softmax(x: NDArray, axis: int) -> NDArray:
 
 
 def batch_norm_train(
-    x: NDArray, weight: NDArray, bias: NDArray, eps: float
+    x: NDArray, weight: NDArray, bias: NDArray, eps: float, relu: bool = False
 ) -> tuple[NDArray, NDArray, NDArray, NDArray]:
     """(y, mean, var, inv_std): the batch's per-channel mean and biased variance,
-    ``inv_std = 1 / sqrt(var + eps)`` and ``y = (x - mean) * inv_std * weight + bias``."""
+    ``inv_std = 1 / sqrt(var + eps)`` and ``y = (x - mean) * inv_std * weight + bias``
+    (``relu(y)`` if ``relu``: the bits of ``relu`` after it)."""
     channels = x.shape[1]
     y = np.empty_like(x)
     if x.size == 0:  # no values: NaN statistics, as NumPy's mean of nothing (no warning)
         nan = np.full(channels, np.nan)
         return y, nan, nan.copy(), nan.copy()
     mean, var, inv_std = (np.empty(channels) for _ in range(3))
-    run_kernel(_batchnorm.batch_norm_forward_train, x, weight, bias, eps, mean, var, inv_std, y)
+    run_kernel(
+        _batchnorm.batch_norm_forward_train, x, weight, bias, eps, mean, var, inv_std, relu, y
+    )
     return y, mean, var, inv_std
 
 
-def batch_norm_eval(x: NDArray, mean: NDArray, scale: NDArray, shift: NDArray) -> NDArray:
-    """``y = (x - mean) * scale + shift`` per channel."""
+def batch_norm_eval(
+    x: NDArray, mean: NDArray, scale: NDArray, shift: NDArray, relu: bool = False
+) -> NDArray:
+    """``y = (x - mean) * scale + shift`` per channel (``relu(y)`` if ``relu``)."""
     y = np.empty_like(x)
-    run_kernel(_batchnorm.batch_norm_forward_eval, x, mean, scale, shift, y)
+    run_kernel(_batchnorm.batch_norm_forward_eval, x, mean, scale, shift, relu, y)
     return y
 
 
@@ -243,12 +248,16 @@ def batch_norm_backward(
     weight: NDArray,
     batch_stats: bool,
     input_grad: bool,
+    relu_out: NDArray | None = None,
 ) -> tuple[NDArray | None, NDArray, NDArray]:
     """(grad_x or None, grad_weight, grad_bias) of ``x_hat * weight + bias`` with
     ``x_hat = (x - mean) * inv_std``; with ``batch_stats`` the mean and inv_std were the
-    batch's, so the gradient flows through them too."""
+    batch's, so the gradient flows through them too. Given ``relu_out``, the output of a
+    ReLU on this BatchNorm's output, ``grad_out`` is the ReLU's output gradient: the bits
+    of ``relu_backward`` first."""
     channels = x.shape[1]
-    grad_x = np.empty_like(x) if input_grad else None
+    # with a ReLU the kernel writes its masked gradient into grad_x first
+    grad_x = np.empty_like(x) if input_grad or relu_out is not None else None
     if x.size == 0:  # nothing to sum
         if grad_x is not None:
             grad_x.fill(0)
@@ -257,6 +266,7 @@ def batch_norm_backward(
     run_kernel(
         _batchnorm.batch_norm_backward,
         grad_out,
+        relu_out,
         x,
         mean,
         inv_std,
@@ -266,7 +276,7 @@ def batch_norm_backward(
         grad_bias,
         grad_x,
     )
-    return grad_x, grad_weight, grad_bias
+    return grad_x if input_grad else None, grad_weight, grad_bias
 
 
 # ------------------------------------------------------------------------- augmentation

@@ -414,3 +414,137 @@ def test_fused_matches_torch(case):
     grads = F.conv2d_relu_max_pool2d_backward(grad, out, indices, x, w, stride, padding)
     for mine, theirs in zip(grads, (tx.grad, tw.grad, tb.grad), strict=True):
         np.testing.assert_allclose(mine, theirs.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------- BatchNorm -> ReLU
+
+
+def norm_relu_model(dtype, rng=0):
+    """Both BatchNorms, each before a ReLU (fused), and one before a Tanh (not)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, rng=rng),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 5, 1, rng=rng),
+        nn.BatchNorm2d(5),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(5 * 7 * 6, 8, rng=rng),
+        nn.BatchNorm1d(8),
+        nn.ReLU(),
+        nn.Linear(8, 3, rng=rng),
+    ).to(dtype)
+
+
+def with_random_affine(model, rng):
+    """BatchNorm weights and biases off their 1 and 0, so the ReLU cuts unevenly."""
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            module.weight.data[...] = rng.uniform(0.5, 2, module.num_features)
+            module.bias.data[...] = rng.standard_normal(module.num_features)
+    return model
+
+
+def norm_relu_case(dtype, seed=6):
+    rng = np.random.default_rng(seed)
+    model = with_random_affine(norm_relu_model(dtype), rng)
+    x = rng.standard_normal((6, 3, 7, 6)).astype(dtype)
+    return model, copy.deepcopy(model), x, rng
+
+
+def assert_same_parameter_grads(model, twin):
+    for (key, param), twin_param in zip(model.named_parameters(), twin.parameters(), strict=True):
+        assert_array_equal(param.grad, twin_param.grad, err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_relu_step_equals_layers_one_by_one(dtype):
+    model, twin, x, rng = norm_relu_case(dtype)
+    stages = [type(s).__name__ for s in fastcnn.nn._fusion.stages(list(model))]
+    assert stages.count("BatchNormReLU") == 2 and "BatchNorm2d" in stages  # the Tanh's
+    x[0, 1, 2, 3] = np.nan  # NaN through both paths alike
+    out = model(x)
+    grad = rng.standard_normal(out.shape).astype(dtype)
+    grad_x = model.backward(grad, input_grad=True)
+    want_out, want_grad_x = one_by_one(list(twin), x, grad)
+    assert_array_equal(out, want_out)
+    assert_array_equal(grad_x, want_grad_x)
+    assert_same_parameter_grads(model, twin)
+    for key, buffer in model.named_buffers():  # the running statistics moved alike
+        assert_array_equal(buffer, dict(twin.named_buffers())[key], err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_relu_after_an_eval_forward(dtype):
+    """An eval-mode forward runs the compiled pass (a BatchNorm after a Conv2d folded into
+    it); its backward runs the stages again, fused, with the running statistics: the
+    gradients are the layers' own, bit for bit."""
+    model, twin, x, rng = norm_relu_case(dtype, seed=7)
+    for m in (model, twin):
+        m(x)  # running statistics off their initial values
+        m.eval()
+    out = model(x)
+    grad = rng.standard_normal(out.shape).astype(dtype)
+    grad_x = model.backward(grad, input_grad=True)
+    want_out, want_grad_x = one_by_one(list(twin), x, grad)
+    np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-5)
+    assert_array_equal(grad_x, want_grad_x)
+    assert_same_parameter_grads(model, twin)
+
+
+@pytest.mark.parametrize("index", [1, 2])
+def test_fused_batch_norm_and_relu_say_to_call_the_sequential(index):
+    model, _, x, _ = norm_relu_case(np.float32)
+    out = model(x)
+    layer = model[index]
+    with pytest.raises(
+        RuntimeError, match=rf"{type(layer).__name__}\.backward\(\): .*BatchNorm -> ReLU"
+    ):
+        layer.backward(np.ones(x.shape[:1] + (4, 7, 6), np.float32))
+    assert model.backward(np.ones(out.shape, np.float32), input_grad=True).shape == x.shape
+
+
+class TwiceInOnePass(nn.Module):
+    """f(x) + f(2 x) with one Sequential f: its two calls in one forward pass."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) + self.inner(2 * x)
+
+    def backward(self, grad_output, input_grad=True):
+        grad_doubled = self.inner.backward(grad_output)  # the later call's cache first
+        return self.inner.backward(grad_output) + 2 * grad_doubled
+
+
+def test_a_sequential_used_twice_backs_through_both_fused_calls():
+    """Each call's BatchNorm values are kept by the Sequential, so both calls' gradients
+    are the layers' own, one by one."""
+    model, twin, x, rng = norm_relu_case(np.float64, seed=8)
+    pair = TwiceInOnePass(model)
+    grad = rng.standard_normal((6, 3))
+    pair(x)
+    got = pair.backward(grad)
+    want_doubled = one_by_one(list(twin), 2 * x, grad)[1]
+    want = one_by_one(list(twin), x, grad)[1] + 2 * want_doubled
+    assert_array_equal(got, want)
+    assert_same_parameter_grads(model, twin)
+
+
+def test_a_relu_subclass_or_batch_norm_subclass_is_not_fused():
+    class MyBatchNorm2d(nn.BatchNorm2d):
+        pass
+
+    for layers in ([MyBatchNorm2d(3), nn.ReLU()], [nn.BatchNorm2d(3), MyReLU()]):
+        kinds = [type(s) for s in fastcnn.nn._fusion.stages(layers)]
+        assert kinds == [type(layer) for layer in layers]
+
+
+def test_batch_norm_relu_gradients_match_finite_differences():
+    model = with_random_affine(
+        nn.Sequential(nn.BatchNorm2d(3), nn.ReLU()).double(), np.random.default_rng(9)
+    )
+    x = np.random.default_rng(10).standard_normal((4, 3, 3, 2))
+    assert fastcnn.gradcheck(model, x)

@@ -193,13 +193,21 @@ def test_first_layer_skips_input_gradient():
     assert np.abs(grad_x).sum() > 0
 
 
+def forward_layer_by_layer(net, x):
+    """Each layer called on its own (the Sequential's forward would fuse bn1 and act1,
+    whose own backwards then refuse: tests/test_fused.py)."""
+    for layer in net:
+        x = layer(x)
+    return x
+
+
 def test_every_layer_returns_none_without_input_grad():
     net, x = _net(), _x()
-    net(x)
+    forward_layer_by_layer(net, x)
     grads = [np.ones((5, 3), np.float32)]  # the gradient of each layer's output, last first
     for layer in reversed(list(net)):
         grads.append(layer.backward(grads[-1], input_grad=True))
-    net(x)  # each backward uses up one forward's caches
+    forward_layer_by_layer(net, x)  # each backward uses up one forward's caches
     for layer, grad in zip(reversed(list(net)), grads, strict=False):
         assert layer.backward(grad, input_grad=False) is None, type(layer).__name__
 

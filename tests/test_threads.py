@@ -82,6 +82,9 @@ def batch_norm_outputs(x):
     results = [layer(x), layer.backward(grad), layer.running_mean, layer.running_var]
     layer.eval()
     results += [layer(x), layer.backward(grad), layer.weight.grad, layer.bias.grad]
+    # with the ReLU after it fused in (nn/_fusion.py), in training mode
+    fused = fastcnn.nn.Sequential(layer.train(), fastcnn.nn.ReLU())
+    results += [fused(x), fused.backward(grad, input_grad=True), layer.weight.grad]
     return results
 
 

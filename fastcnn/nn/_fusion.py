@@ -1,13 +1,20 @@
-"""Conv2d -> ReLU -> MaxPool2d inside a Sequential, run as one fused kernel.
+"""Runs of layers inside a Sequential, run as one fused kernel.
 
 ``Sequential`` splits its modules into stages: each run of exactly ``Conv2d``, ``ReLU``,
-``MaxPool2d`` becomes one ``ConvReLUMaxPool`` stage, every other module is a stage of its
-own. The fused stage calls ``functional.conv2d_relu_max_pool2d``, which keeps each image's
-convolution output in cache instead of writing the whole activation to memory three times
-(measured on LeNet-5: see bench/README.md), with the bits of the three layers run one by
-one: outputs, gradients and ``.grad`` are identical, fused or not. The three modules keep
-their parameters, state-dict keys and repr; only their individual ``backward`` is
-unavailable after a fused forward (the Sequential's backward is the one to call).
+``MaxPool2d`` becomes one ``ConvReLUMaxPool`` stage, each ``BatchNorm1d`` or
+``BatchNorm2d`` followed by a ``ReLU`` one ``BatchNormReLU`` stage, every other module is a
+stage of its own.
+- ``ConvReLUMaxPool`` calls ``functional.conv2d_relu_max_pool2d``, which keeps each image's
+  convolution output in cache instead of writing the whole activation to memory three
+  times (measured on LeNet-5: see bench/README.md).
+- ``BatchNormReLU`` has the BatchNorm kernels apply the ReLU in their last pass, forward
+  and backward, sparing the ReLU's own passes over memory (MobileNet's blocks and
+  ResNet-20's stem are BatchNorm -> ReLU).
+
+Each gives the bits of its layers run one by one: outputs, gradients and ``.grad`` are
+identical, fused or not. The modules keep their parameters, state-dict keys and repr;
+only their individual ``backward`` is unavailable after a fused forward (the
+Sequential's backward is the one to call).
 
 Subclasses are never fused: they may override forward or backward.
 """
@@ -23,6 +30,7 @@ from fastcnn import _conv_plan
 from fastcnn._grad_mode import is_grad_enabled
 from fastcnn._validation import grad_like, image_input, window_output_hw
 from fastcnn.nn.activation import ReLU
+from fastcnn.nn.batchnorm import BatchNorm1d, BatchNorm2d, _BatchNorm
 from fastcnn.nn.conv import Conv2d, accumulate_grads
 from fastcnn.nn.module import Module
 from fastcnn.nn.pooling import MaxPool2d
@@ -32,6 +40,10 @@ FUSED_PATTERN = (Conv2d, ReLU, MaxPool2d)
 _UNFUSED_BACKWARD = (
     "the last forward ran this layer fused with its neighbours (Conv2d -> ReLU -> "
     "MaxPool2d) inside a Sequential: call that Sequential's backward"
+)
+_UNFUSED_NORM_BACKWARD = (
+    "the last forward ran this layer fused with its neighbour (BatchNorm -> ReLU) inside a "
+    "Sequential: call that Sequential's backward"
 )
 
 
@@ -87,8 +99,26 @@ class ConvReLUMaxPool:
         return grad_x
 
 
+class BatchNormReLU:
+    """One stage: a BatchNorm1d or BatchNorm2d and the ReLU after it, forward and backward."""
+
+    def __init__(self, norm: _BatchNorm, relu: ReLU) -> None:
+        self.modules = (norm, relu)
+        self.saved: Any = None  # what the BatchNorm's last call saved; None before one
+
+    def __call__(self, input: ArrayLike) -> NDArray[Any]:
+        out, self.saved = self.modules[0]._normalise(input, relu=True)
+        for module in self.modules:
+            module._backward_unavailable(_UNFUSED_NORM_BACKWARD)
+        return out
+
+    def backward(self, grad_output: ArrayLike, input_grad: bool) -> NDArray[Any] | None:
+        return self.modules[0]._backward(self.saved, grad_output, input_grad)
+
+
 # what Sequential runs: a fused stage or a module of its own
-Stage = Module | ConvReLUMaxPool
+FusedStage = ConvReLUMaxPool | BatchNormReLU
+Stage = Module | FusedStage
 
 
 def stages(modules: Sequence[Module]) -> list[Stage]:
@@ -101,6 +131,9 @@ def stages(modules: Sequence[Module]) -> list[Stage]:
             # the run's types are FUSED_PATTERN's, checked just above
             result.append(ConvReLUMaxPool(*modules[i : i + len(FUSED_PATTERN)]))  # type: ignore[arg-type]
             i += len(FUSED_PATTERN)
+        elif run[:2] in ((BatchNorm2d, ReLU), (BatchNorm1d, ReLU)):
+            result.append(BatchNormReLU(*modules[i : i + 2]))  # type: ignore[arg-type]
+            i += 2
         else:
             result.append(modules[i])
             i += 1

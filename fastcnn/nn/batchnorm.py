@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -87,6 +88,13 @@ class _BatchNorm(Module):
     # --------------------------------------------------------------------- forward
 
     def forward(self, input: ArrayLike) -> NDArray:
+        out, saved = self._normalise(input, relu=False)
+        self._save_for_backward(**saved)
+        return out
+
+    def _normalise(self, input: ArrayLike, relu: bool) -> tuple[NDArray, dict[str, Any]]:
+        """(output, what backward needs); with ``relu`` the output is that of a ReLU after
+        this layer, in the same pass (nn/_fusion.py), and backward takes its gradient."""
         name = type(self).__name__
         x = float_input(input, name, self.dtype)
         input_ndim(x, name, self._allowed_ndim)
@@ -97,17 +105,22 @@ class _BatchNorm(Module):
         use_batch = self.training or not self.track_running_stats
         if use_batch:
             self._check_batch_size(x)
-            y, mean, var, inv_std = _ops.batch_norm_train(rows, weight, bias, self.eps)
+            y, mean, var, inv_std = _ops.batch_norm_train(rows, weight, bias, self.eps, relu)
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var, x.size // self.num_features)
         else:
             mean = self.running_mean.astype(np.float64)
             inv_std = 1 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
-            y = _ops.batch_norm_eval(rows, mean, inv_std * weight, bias)
-        self._save_for_backward(
-            input=rows, shape=x.shape, mean=mean, inv_std=inv_std, batch_stats=use_batch
-        )
-        return y.reshape(x.shape)
+            y = _ops.batch_norm_eval(rows, mean, inv_std * weight, bias, relu)
+        saved = {
+            "input": rows,
+            "shape": x.shape,
+            "mean": mean,
+            "inv_std": inv_std,
+            "batch_stats": use_batch,
+            "relu_output": y if relu else None,
+        }
+        return y.reshape(x.shape), saved
 
     def _affine_float64(self) -> tuple[NDArray, NDArray]:
         """weight and bias as float64 (ones and zeros when not affine)."""
@@ -138,7 +151,13 @@ class _BatchNorm(Module):
         """Accumulate weight/bias gradients; return the input gradient (None if not
         ``input_grad``). With batch statistics the gradient flows through the mean and
         variance too; with running statistics the layer is affine."""
-        saved = self._saved()
+        return self._backward(self._saved(), grad_output, input_grad)
+
+    def _backward(
+        self, saved: dict[str, Any], grad_output: ArrayLike, input_grad: bool
+    ) -> NDArray | None:
+        """backward from what ``_normalise`` saved (the ReLU's output gradient if it
+        applied one)."""
         rows, shape = saved["input"], saved["shape"]
         grad = grad_like(grad_output, shape, rows.dtype, type(self).__name__)
         weight, bias = self.weight, self.bias
@@ -153,6 +172,7 @@ class _BatchNorm(Module):
             self._affine_float64()[0],
             saved["batch_stats"],
             input_grad,
+            saved["relu_output"],
         )
         if weight is not None and bias is not None:  # affine
             weight.accumulate_grad(grad_weight.astype(weight.dtype))

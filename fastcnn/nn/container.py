@@ -21,7 +21,7 @@ __all__ = ["ModuleDict", "ModuleList", "Residual", "Sequential"]
 
 def _fused_values(stage: _fusion.Stage) -> Any:
     """What a fused stage's last call saved (None for a module: it keeps its own)."""
-    return stage.saved if isinstance(stage, _fusion.ConvReLUMaxPool) else None
+    return stage.saved if isinstance(stage, _fusion.FusedStage) else None
 
 
 class Sequential(Module):
@@ -94,7 +94,8 @@ class Sequential(Module):
 
     def forward(self, input: ArrayLike) -> Any:
         """Run the modules in order; each Conv2d -> ReLU -> MaxPool2d run as one fused
-        kernel, with the same bits (see ``fastcnn.nn._fusion``). In eval mode, the lean
+        kernel, and each BatchNorm -> ReLU as the BatchNorm's kernels with the ReLU in
+        them, with the same bits (see ``fastcnn.nn._fusion``). In eval mode, the lean
         inference pass: the layers compiled into networks run by one kernel call, each
         BatchNorm after a Conv2d or Linear folded into its weights, no layer's cache kept
         (see ``fastcnn.nn._inference``); ``backward`` then runs the layers again on the
@@ -168,7 +169,7 @@ class Sequential(Module):
         if input_grad is None:
             input_grad = saved["nested"]
         for stage, fused in zip(stages, saved["fused"], strict=True):
-            if isinstance(stage, _fusion.ConvReLUMaxPool):
+            if isinstance(stage, _fusion.FusedStage):
                 stage.saved = fused
         # the gradient of each stage's output, then of its input (Any: an empty Sequential
         # hands back grad_output as given)
