@@ -194,7 +194,8 @@ def test_selection_thresholds(copy, dtype):
     row_max_filters filters; the filter kernel takes from VL/2 filters; each kernel's weight
     gradient stops at its own C*kH*kW; the input gradient takes the filter kernel from
     input_grad_min_channels channels up to input_grad_max_pixels input pixels, and a 1x1
-    kernel's below pointwise_input_grad_max_channels channels."""
+    kernel's below pointwise_input_grad_max_channels channels; a 1x1 kernel's forward and
+    weight gradient are GEMM's with pointwise_by_gemm where the filter kernel's would be."""
     vl, gw, limits = copy.vl(dtype), copy.gw(dtype), copy.limits
     half, most = vl // 2, limits.row_max_filters - 1  # the filter kernel's least K, rows' most
     not_rows = FILTER if most + 1 >= half else GEMM  # for row_max_filters filters
@@ -257,6 +258,11 @@ def test_selection_thresholds(copy, dtype):
                 assert packing(zeros(k, pointwise_max_c - 1, (1, 1)), S1, (0, 0)) is not None
                 assert packing(zeros(k, pointwise_max_c, (1, 1)), S1, (0, 0)) is None
                 assert packing(zeros(k, pointwise_max_c, (1, 3)), S1, (0, 1)) is not None
+        # a 1x1 kernel's forward pass and weight gradient by GEMM where pointwise_by_gemm
+        # instead of the filter kernel's (from VL/2 filters; not the row kernel's)
+        pointwise = (GEMM, GEMM) if limits.pointwise_by_gemm else (FILTER, FILTER)
+        for stride in (S1, (2, 2)):
+            assert methods(zeros(max(half, most + 1), 64, (1, 1)), stride, 64) == pointwise
 
 
 @every_copy

@@ -15,7 +15,9 @@ padding below the kernel size, and the copy's ``input_grad_min_channels`` and
 kernel size less one less the padding, convolved by the same kernel with the flipped
 kernels: there C plays K's part. So that this path runs on every case that can take it,
 whatever a copy is tuned to, the tests that need it lower those limits to VL/2 channels and
-no pixel limit (``input_grad_on_filters``).
+no pixel limit (``input_grad_on_filters``). Copies tuned to run 1x1 kernels by GEMM
+(``pointwise_by_gemm``) run them on the filter kernel here (``pointwise_on_filters``), as
+the AVX-512 copy does.
 
 Checked: the reference bit for bit on small integers over a grid that runs every branch
 of every copy (``test_cases_cover_every_branch`` says which); the im2col + GEMM path to
@@ -143,6 +145,15 @@ def actual_paths(case, dtype):
     stride, padding = case[3:]
     chosen = chosen_methods(weight_of(case, dtype), stride, out_size(case)[1], padding, case[0][2:])
     return chosen.forward, chosen.weight_grad, chosen.input_grad == FILTER
+
+
+@pytest.fixture(autouse=True)
+def pointwise_on_filters(monkeypatch):
+    """Every copy's 1x1 cases on the filter kernel, as pointwise_by_gemm=False has them."""
+    for name, limits in _conv_plan.METHOD_LIMITS.items():
+        monkeypatch.setitem(
+            _conv_plan.METHOD_LIMITS, name, limits._replace(pointwise_by_gemm=False)
+        )
 
 
 @pytest.fixture
