@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from fastcnn import _ops, functional, nn
 from fastcnn._validation import generator, grad_like, integer, positive_int, real
+from fastcnn.nn import _fusion
 
 __all__ = [
     "BasicBlock",
@@ -232,7 +233,9 @@ class BasicBlock(nn.Module):
     calls their backwards in the reverse order and adds the two paths' input gradients.
     The last ReLU is applied with the sum, ``relu(out + identity)`` in one pass on
     fastcnn's threads (``functional.add_relu``; NumPy's sum is one thread and the ReLU a
-    second pass), and its gradient is taken from that output here.
+    second pass), and its gradient is taken from that output here. bn1 and relu run as one
+    BatchNorm pass with the ReLU in it, as a Sequential runs them (``nn._fusion``), with
+    the same bits.
     """
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, *, rng: RngT = None) -> None:
@@ -249,15 +252,25 @@ class BasicBlock(nn.Module):
             self.downsample = nn.Sequential(projection, nn.BatchNorm2d(planes))
 
     def forward(self, x: ArrayLike) -> NDArray:
-        out = self.relu(self.bn1(self.conv1(x)))
+        bn1_relu = self._bn1_relu()
+        out = bn1_relu(self.conv1(x))
         out = self.bn2(self.conv2(out))
         identity = np.asarray(x) if self.downsample is None else self.downsample(x)
         out = _ops.add_relu(out, identity)
-        self._save_for_backward(output=out)
+        self._save_for_backward(output=out, bn1_relu=bn1_relu)
         return out
 
+    def _bn1_relu(self) -> _fusion.BatchNormReLU | _Chain:
+        """bn1 then relu, fused unless either was replaced by another kind of layer; a
+        new stage each call, which keeps that call's values (a block used twice in one
+        pass backs through both)."""
+        if _fusion.norm_relu_fusable(self.bn1, self.relu):
+            return _fusion.BatchNormReLU(self.bn1, self.relu)
+        return _Chain(self.bn1, self.relu)
+
     def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> NDArray | None:
-        output = self._saved()["output"]
+        saved = self._saved()
+        output = saved["output"]
         grad = grad_like(grad_output, output.shape, output.dtype, "BasicBlock")
         grad = _ops.relu_backward(grad, output)  # the ReLU applied with the sum
         # Any: each backward returns an array here (input_grad=True), or None with the
@@ -265,13 +278,32 @@ class BasicBlock(nn.Module):
         grad_identity: Any = grad
         if self.downsample is not None:
             grad_identity = self.downsample.backward(grad, input_grad=input_grad)
-        grad_body: Any = grad
-        for layer in (self.bn2, self.conv2, self.relu, self.bn1):
-            grad_body = layer.backward(grad_body)
+        grad_body: Any = self.bn2.backward(grad)
+        grad_body = self.conv2.backward(grad_body)
+        grad_body = saved["bn1_relu"].backward(grad_body, input_grad=True)
         grad_body = self.conv1.backward(grad_body, input_grad=input_grad)
         if not input_grad:
             return None
         return _ops.add(grad_body, grad_identity)
+
+
+class _Chain:
+    """Modules called one after the other, backward in reverse: BasicBlock's bn1 -> relu
+    where they cannot be fused."""
+
+    def __init__(self, *modules: nn.Module) -> None:
+        self.modules = modules
+
+    def __call__(self, x: ArrayLike) -> Any:
+        for module in self.modules:
+            x = module(x)
+        return x
+
+    def backward(self, grad_output: ArrayLike, input_grad: bool = True) -> Any:
+        grad: Any = grad_output
+        for module in reversed(self.modules):
+            grad = module.backward(grad)
+        return grad
 
 
 class ResNet20(nn.Sequential):

@@ -2,8 +2,11 @@
 torchvision names, gradients, torch parity in train and eval mode), the depthwise-separable
 MobileNetCIFAR, and ImprovedLeNet5's input_size."""
 
+import copy
+
 import numpy as np
 import pytest
+from numpy.testing import assert_array_equal
 from torch_twins import torch_mobilenet_cifar, torch_resnet20
 
 import fastcnn
@@ -45,6 +48,42 @@ def test_basic_block_gradients(in_planes, planes, stride, training):
     x = np.random.default_rng(2).standard_normal((3, in_planes, 6, 6))
     assert fastcnn.gradcheck(block, x)
     assert (block.downsample is None) == (stride == 1 and in_planes == planes)
+
+
+def unfused_block_output_and_grads(block, x, grad):
+    """BasicBlock's function with each layer called on its own (the reference for its
+    fused bn1 -> relu): output, input gradient, then the parameter gradients."""
+    out = block.relu(block.bn1(block.conv1(x)))
+    out = block.bn2(block.conv2(out))
+    identity = x if block.downsample is None else block.downsample(x)
+    total = out + identity
+    out = np.maximum(total, 0)
+    g = np.where(total > 0, grad, 0).astype(grad.dtype)
+    g_identity = g if block.downsample is None else block.downsample.backward(g, True)
+    g_body = block.relu.backward(block.conv2.backward(block.bn2.backward(g)))
+    g_body = block.conv1.backward(block.bn1.backward(g_body))
+    return out, g_body + g_identity, [p.grad for p in block.parameters()]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_basic_block_fused_bn1_relu_gives_the_layers_bits(stride):
+    block = models.BasicBlock(4, 4 * stride, stride, rng=4)
+    twin = copy.deepcopy(block)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 6, 6)).astype(np.float32)
+    grad = rng.standard_normal((3, 4 * stride, 6 // stride, 6 // stride)).astype(np.float32)
+    out = block(x)
+    got = [out, block.backward(grad), *(p.grad for p in block.parameters())]
+    want_out, want_grad_x, want_param_grads = unfused_block_output_and_grads(twin, x, grad)
+    for got_array, want_array in zip(got, [want_out, want_grad_x, *want_param_grads], strict=True):
+        assert_array_equal(got_array, want_array)
+
+
+def test_basic_block_with_another_activation_is_not_fused():
+    block = models.BasicBlock(3, 3, rng=6).to(np.float64)
+    block.relu = nn.LeakyReLU(0.1)  # bn1 -> relu runs unfused, one layer after the other
+    x = np.random.default_rng(7).standard_normal((2, 3, 5, 5))
+    assert fastcnn.gradcheck(block, x)
 
 
 def test_resnet20_has_torchvisions_names_and_size():

@@ -116,6 +116,11 @@ class BatchNormReLU:
         return self.modules[0]._backward(self.saved, grad_output, input_grad)
 
 
+def norm_relu_fusable(*pair: Module) -> bool:
+    """True for exactly a BatchNorm1d or BatchNorm2d and then a ReLU (not subclasses)."""
+    return tuple(type(m) for m in pair) in ((BatchNorm2d, ReLU), (BatchNorm1d, ReLU))
+
+
 # what Sequential runs: a fused stage or a module of its own
 FusedStage = ConvReLUMaxPool | BatchNormReLU
 Stage = Module | FusedStage
@@ -131,7 +136,7 @@ def stages(modules: Sequence[Module]) -> list[Stage]:
             # the run's types are FUSED_PATTERN's, checked just above
             result.append(ConvReLUMaxPool(*modules[i : i + len(FUSED_PATTERN)]))  # type: ignore[arg-type]
             i += len(FUSED_PATTERN)
-        elif run[:2] in ((BatchNorm2d, ReLU), (BatchNorm1d, ReLU)):
+        elif norm_relu_fusable(*modules[i : i + 2]):
             result.append(BatchNormReLU(*modules[i : i + 2]))  # type: ignore[arg-type]
             i += 2
         else:
