@@ -275,6 +275,25 @@ def one_by_one(modules, x, grad):
     return x, grad
 
 
+def assert_step_equals_layers_one_by_one(model, twin, x, rng):
+    """The Sequential's forward and backward (fused) against twin's layers one by one:
+    output, input gradient and every parameter's gradient, bit for bit."""
+    out = model(x)
+    grad = rng.standard_normal(out.shape).astype(x.dtype)
+    grad_x = model.backward(grad, input_grad=True)
+    want_out, want_grad_x = one_by_one(list(twin), x, grad)
+    assert_array_equal(out, want_out)
+    assert_array_equal(grad_x, want_grad_x)
+    assert_same_parameter_grads(model, twin)
+
+
+def assert_same_parameter_grads(model, twin):
+    params, twin_params = dict(model.named_parameters()), dict(twin.named_parameters())
+    assert params.keys() == twin_params.keys()
+    for key, param in params.items():
+        assert_array_equal(param.grad, twin_params[key].grad, err_msg=key)
+
+
 def fused_layers(model):
     return [m for m in model if type(m) in (nn.Conv2d, nn.ReLU, nn.MaxPool2d)]
 
@@ -287,16 +306,7 @@ def test_sequential_fused_step_equals_layers_one_by_one(name, training):
     twin = copy.deepcopy(model)
     rng = np.random.default_rng(2)
     x = rng.standard_normal(shape).astype(dtype)
-    out = model(x)
-    grad = rng.standard_normal(out.shape).astype(dtype)
-    grad_x = model.backward(grad, input_grad=True)
-    want_out, want_grad_x = one_by_one(list(twin), x, grad)
-    assert_array_equal(out, want_out)
-    assert_array_equal(grad_x, want_grad_x)
-    params, twin_params = dict(model.named_parameters()), dict(twin.named_parameters())
-    assert params.keys() == twin_params.keys()
-    for key, param in params.items():
-        assert_array_equal(param.grad, twin_params[key].grad, err_msg=key)
+    assert_step_equals_layers_one_by_one(model, twin, x, rng)
     # the fused path really ran: its layers refuse their own backward
     with pytest.raises(RuntimeError, match="fused"):
         fused_layers(model)[0].backward(np.ones(1, np.float32))
@@ -452,24 +462,13 @@ def norm_relu_case(dtype, seed=6):
     return model, copy.deepcopy(model), x, rng
 
 
-def assert_same_parameter_grads(model, twin):
-    for (key, param), twin_param in zip(model.named_parameters(), twin.parameters(), strict=True):
-        assert_array_equal(param.grad, twin_param.grad, err_msg=key)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_norm_relu_step_equals_layers_one_by_one(dtype):
     model, twin, x, rng = norm_relu_case(dtype)
     stages = [type(s).__name__ for s in fastcnn.nn._fusion.stages(list(model))]
     assert stages.count("BatchNormReLU") == 2 and "BatchNorm2d" in stages  # the Tanh's
     x[0, 1, 2, 3] = np.nan  # NaN through both paths alike
-    out = model(x)
-    grad = rng.standard_normal(out.shape).astype(dtype)
-    grad_x = model.backward(grad, input_grad=True)
-    want_out, want_grad_x = one_by_one(list(twin), x, grad)
-    assert_array_equal(out, want_out)
-    assert_array_equal(grad_x, want_grad_x)
-    assert_same_parameter_grads(model, twin)
+    assert_step_equals_layers_one_by_one(model, twin, x, rng)
     for key, buffer in model.named_buffers():  # the running statistics moved alike
         assert_array_equal(buffer, dict(twin.named_buffers())[key], err_msg=key)
 
