@@ -7,8 +7,8 @@
 # a ResNet-20 step and 6,900 a MobileNetCIFAR step at batch 64. This handler keeps the freed
 # blocks (up to CACHE_MAX_BYTES, oldest given back first) and hands the next request of about
 # the same size the same block. It is NumPy's allocator only, so other libraries in the
-# process (PyTorch among them) keep their own allocator settings; fastcnn/_array_cache.py
-# installs it at import (fastcnn/_memory.py).
+# process (PyTorch among them) keep their own allocator settings; fastcnn/_memory.py
+# installs it at import.
 #
 # Every block carries a header just below the 64-byte-aligned pointer NumPy gets: the
 # malloc'd address and the block's capacity. So free and realloc need not trust the size
