@@ -583,16 +583,22 @@ static void NAME(fastcnn_depthwise_forward)(
     ptrdiff_t SH, ptrdiff_t SW, ptrdiff_t DH, ptrdiff_t DW, T *out, ptrdiff_t OH, ptrdiff_t OW)
 {
     if (OW < VL) {
-        for (ptrdiff_t oh = 0; oh < OH; oh++)
-            for (ptrdiff_t ow = 0; ow < OW; ow++) {
-                T s = 0;
-                for (ptrdiff_t i = 0; i < FH; i++)
-                    for (ptrdiff_t j = 0; j < FW; j++)
-                        s += w[i * FW + j] *
-                             plane[NAME(fastcnn_depthwise_tap)(i, j, WQ, phase, SW, DH, DW) +
-                                   oh * SH * WQ + ow];
-                out[oh * OW + ow] = s;
+        /* a row's pixels side by side, each tap added to all of them (independent chains;
+         * one pixel's taps in turn were a chain of dependent adds) */
+        for (ptrdiff_t oh = 0; oh < OH; oh++) {
+            T acc[MAX_VL];
+            for (ptrdiff_t l = 0; l < VL; l++) acc[l] = 0; /* all: gcc 12 warns otherwise */
+            for (ptrdiff_t i = 0; i < FH; i++) {
+                const T *top = plane + (oh * SH + i * DH) * WQ;
+                NAME(fastcnn_tap_walk) walk = NAME(fastcnn_tap_walk_start)(SW, DW);
+                for (ptrdiff_t j = 0; j < FW; j++, NAME(fastcnn_tap_walk_next)(&walk)) {
+                    const T s = w[i * FW + j];
+                    const T *src = top + walk.p * phase + walk.in;
+                    for (ptrdiff_t ow = 0; ow < OW; ow++) acc[ow] += s * src[ow];
+                }
             }
+            for (ptrdiff_t ow = 0; ow < OW; ow++) out[oh * OW + ow] = acc[ow];
+        }
         return;
     }
     ptrdiff_t oh = 0;
@@ -624,14 +630,24 @@ static void NAME(fastcnn_depthwise_weight_grad)(
 {
     const ptrdiff_t taps = FH * FW, row_step = SH * WQ;
     if (OW < VL) {
-        for (ptrdiff_t t = 0; t < taps; t++) {
-            const T *src = plane + NAME(fastcnn_depthwise_tap)(t / FW, t % FW, WQ, phase, SW,
-                                                               DH, DW);
-            T s = 0;
+        /* DEPTHWISE_TAPS taps' sums side by side (independent chains), each summed over
+         * the pixels in order */
+        for (ptrdiff_t t0 = 0; t0 < taps; t0 += DEPTHWISE_TAPS) {
+            const ptrdiff_t n = taps - t0 < DEPTHWISE_TAPS ? taps - t0 : DEPTHWISE_TAPS;
+            ptrdiff_t at[DEPTHWISE_TAPS];
+            T s[DEPTHWISE_TAPS];
+            for (ptrdiff_t u = 0; u < n; u++) {
+                at[u] = NAME(fastcnn_depthwise_tap)((t0 + u) / FW, (t0 + u) % FW, WQ, phase,
+                                                    SW, DH, DW);
+                s[u] = 0;
+            }
             for (ptrdiff_t oh = 0; oh < OH; oh++)
-                for (ptrdiff_t ow = 0; ow < OW; ow++)
-                    s += dout[oh * OW + ow] * src[oh * row_step + ow];
-            dw[t] += s;
+                for (ptrdiff_t ow = 0; ow < OW; ow++) {
+                    const T g = dout[oh * OW + ow];
+                    const T *src = plane + oh * row_step + ow;
+                    for (ptrdiff_t u = 0; u < n; u++) s[u] += g * src[at[u]];
+                }
+            for (ptrdiff_t u = 0; u < n; u++) dw[t0 + u] += s[u];
         }
         return;
     }
