@@ -264,11 +264,14 @@ class ConvPlan:
         if methods.forward == DEPTHWISE:
             # csrc/_depthwise.pxd's: a padded plane in stride[1] column phases; in the
             # backward pass also the flipped taps and a padded plane of the input or
-            # output gradient
-            phases = (h + 2 * padding[0]) * stride[1] * -(-(w + 2 * padding[1]) // stride[1])
+            # output gradient, or the input gradient's stride phases (phase_gather_scratch)
+            hp, wp, (sh, sw) = h + 2 * padding[0], w + 2 * padding[1], stride
+            phases = hp * sw * -(-wp // sw)
             span = (h + (fh - 1) * dilation[0]) * (w + (fw - 1) * dilation[1])
+            rows, columns = -(-hp // sh), -(-wp // sw)
+            gather = sh * sw * rows * columns + (rows + (fh - 1) // sh) * (columns + (fw - 1) // sw)
             self.forward_scratch = phases
-            self.backward_scratch = phases + fh * fw + max(phases, span)
+            self.backward_scratch = phases + fh * fw + max(phases, span, gather)
             self.input_grad_scratch = 0
         self.conv_output = k * p  # the fused kernel's per-image convolution output
         self.geometry = self._geometry(scratch_at=0)

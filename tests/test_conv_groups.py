@@ -32,6 +32,10 @@ CASES = {
     "depthwise 3x3 dilated": (4, 4, (11, 12), 3, 1, 2, 2, 4),
     "depthwise 3x3 no padding": (5, 5, (6, 19), 3, 1, 0, 1, 5),
     "depthwise 5x5 stride 2": (4, 4, (10, 9), 5, 2, 2, 1, 4),
+    # phases of 16 values and more: the input gradient gathered phase by phase
+    "depthwise 3x3 stride 2 wide": (3, 3, (9, 34), 3, 2, 1, 1, 3),
+    "depthwise 5x5 stride (3, 2) wide": (2, 2, (11, 37), 5, (3, 2), 2, 1, 2),
+    "depthwise 4x3 stride (2, 3) wide": (2, 2, (8, 50), (4, 3), (2, 3), (0, 1), 1, 2),
     "depthwise 3x3 stride 3 multiplier 2": (2, 4, (10, 14), 3, (3, 2), (2, 1), 1, 2),
     "depthwise 2x3 mixed": (3, 3, (8, 9), (2, 3), (1, 2), (1, 0), (2, 1), 3),
     "depthwise 1x1 padded": (4, 4, (5, 6), 1, 1, 1, 1, 4),  # padding past the span
@@ -223,6 +227,8 @@ def test_default_init_uses_the_fan_in_of_one_group():
     "case",
     [
         "depthwise 3x3 multiplier 2 stride 2",
+        "depthwise 3x3 stride 2 wide",
+        "depthwise 4x3 stride (2, 3) wide",
         "depthwise 3x3 dilated",
         "depthwise 2x3 mixed",
         "depthwise 1x1 padded",
@@ -250,7 +256,13 @@ def test_gradcheck_float64(case):
 
 @pytest.mark.parametrize(
     "case",
-    ["depthwise 3x3", "depthwise 3x3 multiplier 2 stride 2", "grouped 3x3", "dilated 3x3"],
+    [
+        "depthwise 3x3",
+        "depthwise 3x3 multiplier 2 stride 2",
+        "depthwise 5x5 stride (3, 2) wide",
+        "grouped 3x3",
+        "dilated 3x3",
+    ],
 )
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_bit_identical_for_1_2_3_threads(case, dtype, kernel_copy):
