@@ -21,7 +21,7 @@ The models:
   mode) on 3x32x32 input, steps at --cifar-batches; PyTorch's twin is tests/torch_twins.py.
 - ``mobilenet``: fastcnn.models.MobileNetCIFAR (depthwise-separable blocks), likewise.
 
-Each row records ``fused_stages`` (Conv2d -> ReLU -> MaxPool2d runs fastcnn fused) and
+Each row records ``fused_stages`` (the runs of layers fastcnn fuses: ``fused_stages``) and
 ``twin_max_abs_diff``, the largest difference between fastcnn's and PyTorch's logits on the
 batch before timing (the twins compute the same function).
 
@@ -332,10 +332,19 @@ def batch_impls(model_name, x, y, args, torch, with_step, with_inference):
 
 
 def fused_stages(model):
-    """How many Conv2d -> ReLU -> MaxPool2d runs fastcnn's Sequential fuses in ``model``."""
+    """How many runs of layers fastcnn fuses in ``model``: Conv2d -> ReLU -> MaxPool2d and
+    BatchNorm -> ReLU in any of its Sequentials, and each BasicBlock's bn1 -> relu."""
+    from fastcnn import models, nn
     from fastcnn.nn import _fusion
 
-    return sum(isinstance(stage, _fusion.ConvReLUMaxPool) for stage in _fusion.stages(list(model)))
+    count = 0
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            stages = _fusion.stages(list(module))
+            count += sum(isinstance(stage, _fusion.FusedStage) for stage in stages)
+        elif isinstance(module, models.BasicBlock):
+            count += _fusion.norm_relu_fusable(module.bn1, module.relu)
+    return count
 
 
 def result_row(batch, measure, times):
