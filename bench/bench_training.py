@@ -21,7 +21,8 @@ The models:
   mode) on 3x32x32 input, steps at --cifar-batches; PyTorch's twin is tests/torch_twins.py.
 - ``mobilenet``: fastcnn.models.MobileNetCIFAR (depthwise-separable blocks), likewise.
 
-Each row records ``fused_stages`` (the runs of layers fastcnn fuses: ``fused_stages``) and
+Each row records ``fused_stages`` (how many runs of layers fastcnn fuses in the model:
+Conv2d -> ReLU -> MaxPool2d, BatchNorm -> ReLU) and
 ``twin_max_abs_diff``, the largest difference between fastcnn's and PyTorch's logits on the
 batch before timing (the twins compute the same function).
 

@@ -217,16 +217,6 @@ cdef inline bint input_grad_by_phases(Py_ssize_t C, Py_ssize_t K, Py_ssize_t WP,
             and phase_width(WP, SW) >= 16)
 
 
-cdef inline Py_ssize_t phase_gather_scratch(Py_ssize_t HP, Py_ssize_t WP, Py_ssize_t FH,
-                                            Py_ssize_t FW, Py_ssize_t SH,
-                                            Py_ssize_t SW) noexcept nogil:
-    """Values plane_input_grad_by_phases needs besides its taps: the SH*SW phases of the
-    padded input gradient, then the padded output gradient (fastcnn/_conv_plan.py sizes
-    the scratch by the same formula)."""
-    cdef Py_ssize_t UA = (HP + SH - 1) // SH, WQ = phase_width(WP, SW)
-    return SH * SW * UA * WQ + (UA + (FH - 1) // SH) * (WQ + (FW - 1) // SW)
-
-
 cdef inline void plane_input_grad_by_phases(
         const floating *dout, const floating *w, Py_ssize_t H, Py_ssize_t W, Py_ssize_t FH,
         Py_ssize_t FW, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t PH, Py_ssize_t PW,
@@ -238,7 +228,9 @@ cdef inline void plane_input_grad_by_phases(
     output gradient with those taps flipped, which direct_conv.h's forward kernel computes
     in registers. The adjoint loop instead added into each pixel once per tap (the phases'
     split and merge and its read-modify-write took most of MobileNetCIFAR's stride-2
-    depthwise backward). scratch: phase_gather_scratch values; taps: FH*FW values."""
+    depthwise backward). taps: FH*FW values. scratch: the SH*SW phases of the padded input
+    gradient, UA = ceil(HP/SH) rows of WQ each, then the padded output gradient, UA + EH
+    rows of WQ + EW (fastcnn/_conv_plan.py's ConvPlan sizes it: the formula's one home)."""
     cdef Py_ssize_t HP = H + 2 * PH, WP = W + 2 * PW, WQ = phase_width(WP, SW)
     cdef Py_ssize_t UA = (HP + SH - 1) // SH, EH = (FH - 1) // SH, EW = (FW - 1) // SW
     cdef Py_ssize_t a, p, m, n, rows, cols, h, u, first, count, q, DPW = WQ + EW
@@ -291,7 +283,7 @@ cdef inline void depthwise_image_backward(
     scratch: SW*(H + 2*PH)*WQ values (the padded plane, in phases), FH*FW (flipped taps),
     then the largest of SW*(H + 2*PH)*WQ (the padded input gradient in phases),
     (H + (FH-1)*DH)*(W + (FW-1)*DW) (the padded output gradient of input_grad_by_gather)
-    and phase_gather_scratch (input_grad_by_phases)."""
+    and what plane_input_grad_by_phases needs (input_grad_by_phases)."""
     cdef Py_ssize_t k, c, r, t, m = K // C, WP = W + 2 * PW, HP = H + 2 * PH
     cdef Py_ssize_t WQ = phase_width(WP, SW), taps = FH * FW, P = OH * OW
     cdef Py_ssize_t EH = (FH - 1) * DH - PH, EW = (FW - 1) * DW - PW

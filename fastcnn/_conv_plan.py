@@ -264,7 +264,8 @@ class ConvPlan:
         if methods.forward == DEPTHWISE:
             # csrc/_depthwise.pxd's: a padded plane in stride[1] column phases; in the
             # backward pass also the flipped taps and a padded plane of the input or
-            # output gradient, or the input gradient's stride phases (phase_gather_scratch)
+            # output gradient, or (gather) the input gradient's stride phases and the padded
+            # output gradient of csrc/_depthwise.pxd's plane_input_grad_by_phases
             hp, wp, (sh, sw) = h + 2 * padding[0], w + 2 * padding[1], stride
             phases = hp * sw * -(-wp // sw)
             span = (h + (fh - 1) * dilation[0]) * (w + (fw - 1) * dilation[1])
